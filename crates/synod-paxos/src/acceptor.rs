@@ -1,0 +1,179 @@
+//! The acceptor and learner side of a replica: answering prepares and
+//! accepts, storing chosen values. These rules are what make Paxos safe:
+//!
+//! - promise `b` only if `b` is above every ballot promised before;
+//! - accept in `b` only if no higher ballot was promised;
+//! - reply only after the promise or acceptance is durable.
+//!
+//! Liveness and lease rules layer on top: a voter refuses to promise another
+//! node while it still grants a lease to the current leader or heard from it
+//! within the election timeout (stickiness).
+
+use crate::message::Message;
+use crate::mutation::Mutation;
+use crate::replica::{Replica, Role};
+use crate::types::{Ballot, NodeId, Slot, Time, Value};
+use std::fmt;
+
+/// The parts of an accept that are not values: the leader's commit point and
+/// the echo fields for its lease and read accounting.
+pub(crate) struct Heard {
+    pub(crate) commit: Slot,
+    pub(crate) seq: u64,
+    pub(crate) sent_at: Time,
+}
+
+impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
+    /// Phase 1b.
+    pub(crate) fn on_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
+        if !self.config.is_voter() {
+            return;
+        }
+        if ballot < self.promised {
+            self.send(
+                from,
+                Message::Reject {
+                    ballot,
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
+        if ballot > self.promised && self.refuses_prepare(from) {
+            // Silently: the candidate's timer will retry, and by then the
+            // leader is either back in touch or truly gone.
+            return;
+        }
+        self.set_promised(ballot);
+        self.step_down_if_outbid();
+        if from != self.config.id {
+            self.reset_election_deadline();
+        }
+        let promise = Message::Promise {
+            ballot,
+            accepted: self.log.records_after(commit),
+            snapshot: self.log.snapshot(),
+        };
+        self.send_after_persist(from, promise);
+    }
+
+    /// True while this acceptor is bound to another node: by a lease it
+    /// granted, by recent contact with the leader, or by a restart that made
+    /// it forget both.
+    fn refuses_prepare(&self, from: NodeId) -> bool {
+        if self.mutated(Mutation::LeaseNotBinding) {
+            return false;
+        }
+        if self.now < self.prepare_blocked_until && from != self.config.id {
+            return true;
+        }
+        if let Some((holder, until)) = self.lease_grant {
+            if holder != from && self.now < until {
+                return true;
+            }
+        }
+        match (self.leader, self.leader_contact) {
+            (Some(leader), Some(at)) if leader != from => {
+                self.now < at.plus_ms(self.config.election_timeout_ms)
+            }
+            _ => false,
+        }
+    }
+
+    /// Phase 2b. An empty accept is a heartbeat: it still moves the commit
+    /// point and renews the lease.
+    pub(crate) fn on_accept(
+        &mut self,
+        ballot: Ballot,
+        first: Slot,
+        values: Vec<Value<C>>,
+        heard: Heard,
+    ) {
+        let from = ballot.node;
+        if ballot < self.promised && !self.mutated(Mutation::AcceptBelowPromise) {
+            self.send(
+                from,
+                Message::Reject {
+                    ballot,
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
+        if ballot >= self.promised {
+            self.set_promised(ballot);
+            self.step_down_if_outbid();
+            self.follow(ballot);
+        }
+        for (i, value) in values.iter().enumerate() {
+            let record = self.log.accept(Slot(first.0 + i as u64), ballot, value);
+            self.record(record);
+        }
+        self.learn_commit(ballot, heard.commit);
+        let ack = Message::Accepted {
+            ballot,
+            first,
+            count: values.len() as u64,
+            commit: self.log.commit(),
+            behind: self.log.commit() < heard.commit,
+            seq: heard.seq,
+            sent_at: heard.sent_at,
+        };
+        self.send_after_persist(from, ack);
+    }
+
+    /// Takes `ballot`'s proposer as the leader: resets the election timer and,
+    /// as a voter, grants it the lease.
+    fn follow(&mut self, ballot: Ballot) {
+        self.leader = Some(ballot.node);
+        self.leader_contact = Some(self.now);
+        if self.config.is_voter() && self.config.lease_duration_ms > 0 {
+            self.lease_grant = Some((ballot.node, self.now.plus_ms(self.config.lease_duration_ms)));
+        }
+        if ballot.node != self.config.id {
+            self.reset_election_deadline();
+        }
+    }
+
+    /// The leader of `ballot` says every slot through `commit` is chosen. A
+    /// slot we accepted in that same ballot holds the value that leader
+    /// proposed, hence the chosen one; anything else must come by `Learn`.
+    fn learn_commit(&mut self, ballot: Ballot, commit: Slot) {
+        let mut slot = self.log.commit().next();
+        while slot <= commit && self.log.mark_chosen_if(slot, ballot) {
+            slot = slot.next();
+        }
+        self.advance_commit();
+    }
+
+    /// Stores chosen values sent to a lagging replica.
+    pub(crate) fn on_learn(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first: Slot,
+        values: Vec<Value<C>>,
+    ) {
+        for (i, value) in values.iter().enumerate() {
+            let record = self.log.learn(Slot(first.0 + i as u64), ballot, value);
+            self.record(record);
+        }
+        self.advance_commit();
+        self.leader_sync_commit();
+        let commit = self.log.commit();
+        self.send_after_persist(from, Message::Learned { ballot, commit });
+    }
+
+    /// A proposer whose ballot fell below the promise cannot finish its
+    /// phase any more.
+    pub(crate) fn step_down_if_outbid(&mut self) {
+        let outbid = match &self.role {
+            Role::Follower => false,
+            Role::Candidate(c) => c.ballot < self.promised,
+            Role::Leader(l) => l.ballot < self.promised,
+        };
+        if outbid {
+            self.become_follower();
+        }
+    }
+}

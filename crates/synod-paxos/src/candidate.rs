@@ -1,0 +1,165 @@
+//! Phase 1: a candidate asks every voter to promise its ballot and report
+//! what it accepted after the candidate's commit point. With a phase-1
+//! quorum of promises it knows, for every open slot, the only value that may
+//! have been chosen: the one accepted in the highest ballot (or one reported
+//! chosen). It re-proposes those, and no-ops in the gaps.
+
+use crate::leader::Leader;
+use crate::message::{Message, SlotRecord};
+use crate::mutation::Mutation;
+use crate::replica::{Replica, Role};
+use crate::types::{Ballot, NodeId, Slot, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Phase-1 progress of one ballot.
+pub(crate) struct Candidate<C> {
+    pub(crate) ballot: Ballot,
+    /// Voters (by index) whose promise arrived.
+    promises: u64,
+    /// Per open slot, the best value reported so far.
+    best: BTreeMap<Slot, SlotRecord<C>>,
+}
+
+impl<C: Clone + PartialEq + fmt::Debug> Candidate<C> {
+    /// Keeps, per slot, a chosen value over any other, else the highest ballot.
+    fn merge(&mut self, record: SlotRecord<C>) {
+        match self.best.get(&record.slot) {
+            Some(have) if have.chosen => {
+                assert!(
+                    !record.chosen || have.value == record.value,
+                    "promises report two chosen values for slot {}: {:?} and {:?}",
+                    record.slot,
+                    have.value,
+                    record.value
+                );
+            }
+            Some(have) if !record.chosen && have.ballot >= record.ballot => {}
+            _ => {
+                self.best.insert(record.slot, record);
+            }
+        }
+    }
+}
+
+impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
+    /// Phase 1a: pick a ballot above anything seen, promise it ourselves, and
+    /// ask the other voters, all once the promise is durable (so a restart
+    /// can never reuse the ballot).
+    pub(crate) fn campaign(&mut self) {
+        if let Some((holder, until)) = self.lease_grant {
+            if holder != self.config.id && self.now < until {
+                // Our own acceptor still binds us to another leader.
+                self.reset_election_deadline();
+                return;
+            }
+        }
+        if let Role::Leader(_) = self.role {
+            self.become_follower();
+        }
+        let ballot = Ballot {
+            round: self.round_seen.max(self.promised.round) + 1,
+            node: self.config.id,
+        };
+        self.round_seen = ballot.round;
+        self.set_promised(ballot);
+        self.leader = None;
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            promises: 0,
+            best: BTreeMap::new(),
+        });
+        self.reset_election_deadline();
+        let commit = self.log.commit();
+        let own = Message::Promise {
+            ballot,
+            accepted: self.log.records_after(commit),
+            snapshot: self.log.snapshot(),
+        };
+        self.send_after_persist(self.config.id, own);
+        let voters: Vec<NodeId> = self
+            .config
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.config.id)
+            .collect();
+        for voter in voters {
+            self.send_after_persist(voter, Message::Prepare { ballot, commit });
+        }
+    }
+
+    /// Phase 1b arrives.
+    pub(crate) fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Vec<SlotRecord<C>>,
+        snapshot: Slot,
+    ) {
+        let commit = self.log.commit();
+        let Some(index) = self.config.voter_index(from) else {
+            return;
+        };
+        let Role::Candidate(candidate) = &mut self.role else {
+            return;
+        };
+        if candidate.ballot != ballot {
+            return;
+        }
+        if snapshot > commit {
+            // That acceptor compacted slots we never learned; we cannot
+            // re-propose them. Someone more up to date must lead, and will
+            // catch us up.
+            self.become_follower();
+            return;
+        }
+        candidate.promises |= 1 << index;
+        for record in accepted.into_iter().filter(|r| r.slot > commit) {
+            candidate.merge(record);
+        }
+        if candidate.promises.count_ones() as usize >= self.config.phase1_quorum {
+            self.become_leader();
+        }
+    }
+
+    /// A voter told us our ballot is stale.
+    pub(crate) fn on_reject(&mut self, ballot: Ballot, promised: Ballot) {
+        self.round_seen = self.round_seen.max(promised.round);
+        let mine = match &self.role {
+            Role::Candidate(c) => c.ballot,
+            Role::Leader(l) => l.ballot,
+            Role::Follower => return,
+        };
+        if ballot == mine && promised > mine {
+            self.become_follower();
+        }
+    }
+
+    /// Phase 1 is complete: re-propose every open slot in our ballot.
+    fn become_leader(&mut self) {
+        let Role::Candidate(candidate) = std::mem::replace(&mut self.role, Role::Follower) else {
+            unreachable!("become_leader outside candidacy");
+        };
+        let start = self.log.commit().next();
+        let last = candidate
+            .best
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(Slot(0));
+        let ignore = self.mutated(Mutation::IgnoreAcceptedValues);
+        let mut values = Vec::new();
+        for s in start.0..=last.0.max(start.0) {
+            let value = match candidate.best.get(&Slot(s)) {
+                Some(r) if r.chosen || !ignore => r.value.clone(),
+                _ => Value::Noop,
+            };
+            values.push(value);
+        }
+        self.leader = Some(self.config.id);
+        let leader = Leader::new(&self.config, candidate.ballot, start, self.now);
+        self.role = Role::Leader(Box::new(leader));
+        self.leader_propose(values);
+    }
+}

@@ -1,0 +1,642 @@
+//! One replica of a Multi-Paxos group: acceptor, proposer and learner in one
+//! pure state machine.
+//!
+//! ```text
+//!            timeout (+jitter)           Q1 promises
+//!  Follower ──────────────────► Candidate ───────────► Leader
+//!     ▲  ▲   higher ballot seen      │                   │
+//!     │  └───────────────────────────┘                   │
+//!     └──────────── higher ballot seen / lost quorum ────┘
+//! ```
+//!
+//! Every replica is also an acceptor (when it votes) and a learner, whatever
+//! its role: messages addressed to itself go through the same handlers as
+//! remote ones, including the wait for persistence.
+
+use crate::config::{Config, ConfigError};
+use crate::log::Log;
+use crate::message::{Envelope, Message, SlotRecord};
+use crate::mutation::Mutation;
+use crate::ready::{Apply, Persist, PersistToken, ReadReady, Ready};
+use crate::rng::Rng;
+use crate::types::{Ballot, NodeId, ReadId, Slot, Time};
+use std::collections::VecDeque;
+use std::fmt;
+
+pub(crate) use crate::acceptor::Heard;
+pub(crate) use crate::candidate::Candidate;
+pub(crate) use crate::leader::{Ack, Leader};
+
+/// Loops that drain self-addressed messages stop after this many rounds; more
+/// means two handlers keep feeding each other, which is a bug.
+const LOCAL_DELIVERY_ROUNDS_MAX: usize = 1024;
+
+/// What a replica is doing as a proposer.
+pub(crate) enum Role<C> {
+    /// Follows whoever leads; campaigns when the leader goes quiet.
+    Follower,
+    /// Running phase 1 for its ballot.
+    Candidate(Candidate<C>),
+    /// Running phase 2 for its ballot.
+    Leader(Box<Leader<C>>),
+}
+
+/// The role without its state, for status and traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    /// Not proposing.
+    Follower,
+    /// In phase 1.
+    Candidate,
+    /// In phase 2.
+    Leader,
+}
+
+impl fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            RoleKind::Follower => "follower",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why a proposal or a read was not taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// Only the leader proposes and serves linearizable reads; `leader` is the
+    /// best guess of who does.
+    NotLeader {
+        /// The replica believed to lead, if any.
+        leader: Option<NodeId>,
+    },
+    /// The leader's queue is full; retry after earlier commands commit.
+    Busy,
+}
+
+impl fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader: Some(l) } => write!(f, "not the leader; try {l}"),
+            ProposeError::NotLeader { leader: None } => write!(f, "not the leader; none known"),
+            ProposeError::Busy => write!(f, "too many proposals queued"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// Durable state read back at restart.
+#[derive(Clone, Debug)]
+pub struct Durable<C> {
+    /// Highest ballot promised.
+    pub promised: Ballot,
+    /// Slots through here live in the application's snapshot.
+    pub snapshot: Slot,
+    /// Stored slots after the snapshot, any order; a later record for the same
+    /// slot replaces an earlier one.
+    pub records: Vec<SlotRecord<C>>,
+    /// Last persisted commit hint.
+    pub commit: Slot,
+    /// Slots through here are already reflected in the application's state.
+    pub applied: Slot,
+}
+
+impl<C> Durable<C> {
+    /// The state of a replica that never ran.
+    pub fn empty() -> Durable<C> {
+        Durable {
+            promised: Ballot::ZERO,
+            snapshot: Slot(0),
+            records: Vec::new(),
+            commit: Slot(0),
+            applied: Slot(0),
+        }
+    }
+}
+
+/// A summary for operators, tests and traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub id: NodeId,
+    /// Proposer role.
+    pub role: RoleKind,
+    /// Highest ballot promised.
+    pub promised: Ballot,
+    /// Believed leader.
+    pub leader: Option<NodeId>,
+    /// Highest slot known chosen with all below.
+    pub commit: Slot,
+    /// Highest slot handed to the application.
+    pub applied: Slot,
+    /// Log start (slots through here are in a snapshot).
+    pub snapshot: Slot,
+    /// Highest slot stored.
+    pub last: Slot,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let leader = self.leader.map_or("-".to_string(), |l| l.to_string());
+        write!(
+            f,
+            "{} {} promised={} leader={} commit={} applied={} snapshot={} last={}",
+            self.id,
+            self.role,
+            self.promised,
+            leader,
+            self.commit,
+            self.applied,
+            self.snapshot,
+            self.last
+        )
+    }
+}
+
+/// One replica. Drive it with `step`, `tick`, `propose`, `read`; collect work
+/// with `ready`; acknowledge durability with `on_persisted`.
+pub struct Replica<C> {
+    pub(crate) config: Config,
+    pub(crate) now: Time,
+    pub(crate) rng: Rng,
+    /// Acceptor: highest ballot promised. Never decreases.
+    pub(crate) promised: Ballot,
+    pub(crate) log: Log<C>,
+    /// Learner: slots through here were handed to the application.
+    pub(crate) applied: Slot,
+    pub(crate) role: Role<C>,
+    /// The leader whose accepts we last took, and when (stickiness).
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) leader_contact: Option<Time>,
+    /// Acceptor's lease promise: no prepare from another node before this.
+    pub(crate) lease_grant: Option<(NodeId, Time)>,
+    /// After a restart we forgot any lease we granted: refuse all prepares
+    /// until one lease duration has passed.
+    pub(crate) prepare_blocked_until: Time,
+    pub(crate) election_deadline: Time,
+    /// Highest round seen in any message, so a new ballot outbids it.
+    pub(crate) round_seen: u64,
+    // Output buffers, drained by `ready`.
+    pub(crate) persist: Persist<C>,
+    pub(crate) outbox: Vec<Envelope<C>>,
+    pub(crate) held: VecDeque<(u64, Envelope<C>)>,
+    pub(crate) local: VecDeque<(NodeId, Message<C>)>,
+    pub(crate) reads_ready: Vec<ReadReady>,
+    pub(crate) reads_dropped: Vec<ReadId>,
+    pub(crate) snapshots_out: Vec<NodeId>,
+    pub(crate) dropped: Vec<C>,
+    pub(crate) next_token: u64,
+    pub(crate) persisted_token: u64,
+    pub(crate) mutation: Option<Mutation>,
+}
+
+impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
+    /// A replica that never ran, at local time `now`.
+    pub fn new(config: Config, now: Time) -> Result<Replica<C>, ConfigError> {
+        Replica::restore(config, Durable::empty(), now)
+    }
+
+    /// A replica restarting from its durable state at local time `now`.
+    pub fn restore(
+        config: Config,
+        durable: Durable<C>,
+        now: Time,
+    ) -> Result<Replica<C>, ConfigError> {
+        config.validate()?;
+        assert!(
+            durable.applied >= durable.snapshot,
+            "applied {} below snapshot {}",
+            durable.applied,
+            durable.snapshot
+        );
+        let mut log = Log::new(durable.snapshot);
+        for record in durable.records {
+            log.restore(record);
+        }
+        log.restore_commit(durable.commit.max(durable.applied));
+        // A replica that ever promised anything may have granted a lease it no
+        // longer remembers; one that never did cannot have.
+        let blocked_ms = if durable.promised == Ballot::ZERO {
+            0
+        } else {
+            config.lease_duration_ms
+        };
+        let seed = config.rng_seed ^ config.id.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mut replica = Replica {
+            now,
+            rng: Rng::new(seed),
+            promised: durable.promised,
+            applied: durable.applied.min(log.commit()),
+            log,
+            role: Role::Follower,
+            leader: None,
+            leader_contact: None,
+            lease_grant: None,
+            prepare_blocked_until: now.plus_ms(blocked_ms),
+            election_deadline: now,
+            round_seen: durable.promised.round,
+            persist: Persist::default(),
+            outbox: Vec::new(),
+            held: VecDeque::new(),
+            local: VecDeque::new(),
+            reads_ready: Vec::new(),
+            reads_dropped: Vec::new(),
+            snapshots_out: Vec::new(),
+            dropped: Vec::new(),
+            next_token: 1,
+            persisted_token: 0,
+            mutation: None,
+            config,
+        };
+        replica.reset_election_deadline();
+        replica.check_invariants();
+        Ok(replica)
+    }
+
+    /// Turns this replica into a deliberately broken variant.
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<Mutation>) {
+        self.mutation = mutation;
+    }
+
+    pub(crate) fn mutated(&self, mutation: Mutation) -> bool {
+        self.mutation == Some(mutation)
+    }
+
+    /// Handles one message from the network (or from itself).
+    pub fn step(&mut self, from: NodeId, message: Message<C>) {
+        self.round_seen = self.round_seen.max(message.ballot().round);
+        self.dispatch(from, message);
+        self.deliver_local();
+        self.check_invariants_debug();
+    }
+
+    fn dispatch(&mut self, from: NodeId, message: Message<C>) {
+        match message {
+            Message::Prepare { ballot, commit } => self.on_prepare(from, ballot, commit),
+            Message::Accept {
+                ballot,
+                first,
+                values,
+                commit,
+                seq,
+                sent_at,
+            } => self.on_accept(
+                ballot,
+                first,
+                values,
+                Heard {
+                    commit,
+                    seq,
+                    sent_at,
+                },
+            ),
+            Message::Learn {
+                ballot,
+                first,
+                values,
+            } => self.on_learn(from, ballot, first, values),
+            Message::Promise {
+                ballot,
+                accepted,
+                snapshot,
+            } => self.on_promise(from, ballot, accepted, snapshot),
+            Message::Accepted {
+                ballot,
+                first,
+                count,
+                commit,
+                behind,
+                seq,
+                sent_at,
+            } => self.on_accepted(
+                from,
+                ballot,
+                Ack {
+                    first,
+                    count,
+                    commit,
+                    behind,
+                    seq,
+                    sent_at,
+                },
+            ),
+            Message::Learned { ballot, commit } => self.on_learned(from, ballot, commit),
+            Message::Reject { ballot, promised } => self.on_reject(ballot, promised),
+        }
+    }
+
+    /// Advances this replica's clock; runs elections, heartbeats and
+    /// retransmissions that are due. `now` never goes backwards.
+    pub fn tick(&mut self, now: Time) {
+        assert!(
+            now >= self.now,
+            "clock went backwards: {} -> {}",
+            self.now,
+            now
+        );
+        self.now = now;
+        match &self.role {
+            Role::Leader(_) => self.leader_tick(),
+            Role::Candidate(_) | Role::Follower => {
+                if now >= self.election_deadline && self.config.is_voter() {
+                    self.campaign();
+                }
+            }
+        }
+        self.deliver_local();
+        self.check_invariants_debug();
+    }
+
+    /// Starts phase 1 now, without waiting for the election timeout (used by
+    /// tests and by a leader transfer).
+    pub fn campaign_now(&mut self) {
+        if self.config.is_voter() {
+            self.campaign();
+            self.deliver_local();
+        }
+    }
+
+    /// Queues a command for replication. Only the leader takes commands.
+    pub fn propose(&mut self, command: C) -> Result<(), ProposeError> {
+        let queued_max = self.config.proposals_queued_max;
+        let Role::Leader(leader) = &mut self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if leader.queue.len() >= queued_max {
+            return Err(ProposeError::Busy);
+        }
+        leader.queue.push_back(command);
+        Ok(())
+    }
+
+    /// Asks to serve a linearizable read. The answer comes in a later
+    /// `Ready::reads` (or `reads_dropped` if leadership is lost first).
+    pub fn read(&mut self, id: ReadId) -> Result<(), ProposeError> {
+        self.leader_read(id)?;
+        self.deliver_local();
+        Ok(())
+    }
+
+    /// The application took a snapshot covering slots through `through`; the
+    /// log prefix it covers is dropped.
+    pub fn compact(&mut self, through: Slot) {
+        assert!(
+            through <= self.applied,
+            "compact through {through} beyond applied {}",
+            self.applied
+        );
+        if through <= self.log.snapshot() {
+            return;
+        }
+        self.log.compact(through);
+        self.persist.compact_through = Some(through);
+    }
+
+    /// The runtime installed a snapshot covering slots through `slot` into the
+    /// application; the core jumps its log there. Returns false (and changes
+    /// nothing) when the snapshot is not ahead of the commit point, in which
+    /// case the runtime must not have installed it.
+    pub fn install_snapshot(&mut self, slot: Slot) -> bool {
+        if slot <= self.log.commit() || matches!(self.role, Role::Leader(_)) {
+            return false;
+        }
+        self.log.install_snapshot(slot);
+        self.applied = self.applied.max(slot);
+        self.persist.compact_through = Some(slot);
+        self.persist.commit = Some(self.log.commit());
+        self.check_invariants_debug();
+        true
+    }
+
+    /// True when a snapshot through `slot` would move this replica forward.
+    pub fn wants_snapshot(&self, slot: Slot) -> bool {
+        slot > self.log.commit() && !matches!(self.role, Role::Leader(_))
+    }
+
+    /// True when `ready` has something to hand out or a token to acknowledge.
+    pub fn has_ready(&self) -> bool {
+        !self.persist.is_empty()
+            || !self.outbox.is_empty()
+            || !self.held.is_empty()
+            || self.applied < self.log.commit()
+            || !self.reads_ready.is_empty()
+            || !self.reads_dropped.is_empty()
+            || !self.snapshots_out.is_empty()
+            || !self.dropped.is_empty()
+            || self.leader_has_work()
+    }
+
+    /// Collects everything to persist, send and apply since the last call.
+    pub fn ready(&mut self) -> Ready<C> {
+        self.leader_flush();
+        self.deliver_local();
+        let apply = self.take_apply();
+        let token = PersistToken(self.next_token);
+        self.next_token += 1;
+        Ready {
+            persist: std::mem::take(&mut self.persist),
+            messages: std::mem::take(&mut self.outbox),
+            apply,
+            reads: std::mem::take(&mut self.reads_ready),
+            reads_dropped: std::mem::take(&mut self.reads_dropped),
+            snapshots: std::mem::take(&mut self.snapshots_out),
+            dropped: std::mem::take(&mut self.dropped),
+            token,
+        }
+    }
+
+    fn take_apply(&mut self) -> Vec<Apply<C>> {
+        let commit = self.log.commit();
+        let mut apply = Vec::with_capacity((commit.0 - self.applied.0) as usize);
+        while self.applied < commit {
+            let slot = self.applied.next();
+            let entry = self
+                .log
+                .get(slot)
+                .unwrap_or_else(|| panic!("committed slot {slot} missing from log"));
+            apply.push(Apply {
+                slot,
+                value: entry.value.clone(),
+            });
+            self.applied = slot;
+        }
+        apply
+    }
+
+    /// The `persist` of the `Ready` carrying `token` is durable: the replies
+    /// that waited for it may go.
+    pub fn on_persisted(&mut self, token: PersistToken) {
+        assert!(
+            token.0 > self.persisted_token && token.0 < self.next_token,
+            "token {} acknowledged out of order (last {}, issued up to {})",
+            token.0,
+            self.persisted_token,
+            self.next_token - 1
+        );
+        self.persisted_token = token.0;
+        while self.held.front().is_some_and(|(t, _)| *t <= token.0) {
+            let (_, envelope) = self.held.pop_front().expect("front exists");
+            if envelope.to == self.config.id {
+                self.local.push_back((envelope.from, envelope.message));
+            } else {
+                self.outbox.push(envelope);
+            }
+        }
+        self.deliver_local();
+        self.check_invariants_debug();
+    }
+
+    /// A summary of this replica's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role_kind(),
+            promised: self.promised,
+            leader: self.leader,
+            commit: self.log.commit(),
+            applied: self.applied,
+            snapshot: self.log.snapshot(),
+            last: self.log.last(),
+        }
+    }
+
+    /// This replica's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Proposer role.
+    pub fn role_kind(&self) -> RoleKind {
+        match self.role {
+            Role::Follower => RoleKind::Follower,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    /// The log, for inspection by tests and the simulator.
+    pub fn log(&self) -> &Log<C> {
+        &self.log
+    }
+
+    // ---- plumbing shared by the role handlers ----
+
+    /// Sends a message that depends on nothing unpersisted.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message<C>) {
+        if to == self.config.id {
+            self.local.push_back((to, message));
+        } else {
+            self.outbox.push(Envelope {
+                from: self.config.id,
+                to,
+                message,
+            });
+        }
+    }
+
+    /// Sends a message once everything persisted so far is durable.
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, message: Message<C>) {
+        let envelope = Envelope {
+            from: self.config.id,
+            to,
+            message,
+        };
+        self.held.push_back((self.next_token, envelope));
+    }
+
+    fn deliver_local(&mut self) {
+        for _ in 0..LOCAL_DELIVERY_ROUNDS_MAX {
+            let Some((from, message)) = self.local.pop_front() else {
+                return;
+            };
+            self.dispatch(from, message);
+        }
+        panic!("self-addressed messages did not settle after {LOCAL_DELIVERY_ROUNDS_MAX} rounds");
+    }
+
+    pub(crate) fn record(&mut self, record: Option<SlotRecord<C>>) {
+        if let Some(r) = record {
+            self.persist.records.push(r);
+        }
+    }
+
+    pub(crate) fn set_promised(&mut self, ballot: Ballot) {
+        assert!(
+            ballot >= self.promised,
+            "promise regressed {} -> {ballot}",
+            self.promised
+        );
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist.promised = Some(ballot);
+        }
+    }
+
+    pub(crate) fn advance_commit(&mut self) {
+        if self.log.advance_commit() {
+            self.persist.commit = Some(self.log.commit());
+        }
+    }
+
+    pub(crate) fn reset_election_deadline(&mut self) {
+        let timeout = self.config.election_timeout_ms;
+        let jitter = self.rng.below(timeout);
+        self.election_deadline = self.now.plus_ms(timeout + jitter);
+    }
+
+    /// Leaves the candidate or leader role: queued commands and pending reads
+    /// go back to the caller.
+    pub(crate) fn become_follower(&mut self) {
+        if let Role::Leader(leader) = std::mem::replace(&mut self.role, Role::Follower) {
+            let leader = *leader;
+            self.dropped.extend(leader.queue);
+            self.reads_dropped
+                .extend(leader.reads.into_iter().map(|r| r.id));
+            if self.leader == Some(self.config.id) {
+                self.leader = None;
+            }
+        }
+        self.reset_election_deadline();
+    }
+
+    fn check_invariants_debug(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Checks the replica's invariants; panics naming the broken one. The
+    /// simulator calls this after every step.
+    pub fn check_invariants(&self) {
+        self.log.check_invariants();
+        assert!(
+            self.applied <= self.log.commit(),
+            "applied {} > commit {}",
+            self.applied,
+            self.log.commit()
+        );
+        assert!(
+            self.applied >= self.log.snapshot(),
+            "applied {} < snapshot {}",
+            self.applied,
+            self.log.snapshot()
+        );
+        match &self.role {
+            Role::Leader(leader) => leader.check_invariants(self),
+            Role::Candidate(c) => assert!(
+                c.ballot <= self.promised && c.ballot.node == self.config.id,
+                "candidate ballot {} vs promised {}",
+                c.ballot,
+                self.promised
+            ),
+            Role::Follower => {}
+        }
+    }
+}
