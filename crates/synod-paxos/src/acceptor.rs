@@ -39,9 +39,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             );
             return;
         }
-        if ballot > self.promised && self.refuses_prepare(from) {
-            // Silently: the candidate's timer will retry, and by then the
-            // leader is either back in touch or truly gone.
+        if ballot > self.promised && (self.refuses_prepare(from) || commit < self.log.snapshot()) {
+            // A candidate behind our snapshot could not re-propose the slots
+            // we compacted, so it cannot lead; promising it would only depose
+            // a leader that can.
+            // Refused silently: the candidate's timer will retry, and by then
+            // the leader is either back in touch or truly gone.
             return;
         }
         self.set_promised(ballot);

@@ -411,13 +411,20 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// otherwise after a quorum acknowledges a later heartbeat.
     pub(crate) fn leader_read(&mut self, id: ReadId) -> Result<(), ProposeError> {
         let reads_max = self.config.reads_pending_max;
-        let lease_until = self.lease_until();
+        let lease_until = if self.mutated(Mutation::ReadWithoutConfirmation) {
+            Some(Time(u64::MAX))
+        } else {
+            self.lease_until()
+        };
         let not_leader = ProposeError::NotLeader {
             leader: self.leader,
         };
         self.with_leader(|this, leader| {
             let commit = this.log.commit();
-            if commit >= leader.barrier && lease_until.is_some_and(|t| this.now < t) {
+            let unconfirmed = this.mutated(Mutation::ReadWithoutConfirmation);
+            if (commit >= leader.barrier || unconfirmed)
+                && lease_until.is_some_and(|t| this.now < t)
+            {
                 this.reads_ready.push(ReadReady { id, slot: commit });
                 return Ok(());
             }

@@ -15,14 +15,18 @@ pub enum Mutation {
     LeaseNotBinding,
     /// The leader declares a slot chosen one acceptance short of a quorum.
     ChooseWithoutQuorum,
+    /// The leader serves reads at once, with neither a lease nor a quorum
+    /// round: a deposed leader then serves stale data.
+    ReadWithoutConfirmation,
 }
 
 impl Mutation {
     /// Every mutation, for sweeping negative controls.
-    pub const ALL: [Mutation; 4] = [
+    pub const ALL: [Mutation; 5] = [
         Mutation::AcceptBelowPromise,
         Mutation::IgnoreAcceptedValues,
         Mutation::LeaseNotBinding,
         Mutation::ChooseWithoutQuorum,
+        Mutation::ReadWithoutConfirmation,
     ];
 }

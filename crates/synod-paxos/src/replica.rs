@@ -424,7 +424,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     pub fn has_ready(&self) -> bool {
         !self.persist.is_empty()
             || !self.outbox.is_empty()
-            || !self.held.is_empty()
+            || self.held.back().is_some_and(|(t, _)| *t >= self.next_token)
             || self.applied < self.log.commit()
             || !self.reads_ready.is_empty()
             || !self.reads_dropped.is_empty()
@@ -473,8 +473,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// The `persist` of the `Ready` carrying `token` is durable: the replies
     /// that waited for it may go.
     pub fn on_persisted(&mut self, token: PersistToken) {
+        // Every token is acknowledged, in order: acknowledging a later one
+        // first would release replies whose state may not be durable yet.
         assert!(
-            token.0 > self.persisted_token && token.0 < self.next_token,
+            token.0 == self.persisted_token + 1 && token.0 < self.next_token,
             "token {} acknowledged out of order (last {}, issued up to {})",
             token.0,
             self.persisted_token,

@@ -1,0 +1,118 @@
+//! What one simulated run looks like, drawn from its seed: cluster shape,
+//! quorums, timings, fault mix. The seed alone reproduces the run.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use synod_paxos::{Config, Mutation, NodeId};
+
+/// Microseconds of simulated real time.
+pub type Micros = u64;
+
+/// One millisecond in simulated time.
+pub const MS: Micros = 1000;
+
+/// The knobs a caller picks; everything else is drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Voters in the group.
+    pub voters: usize,
+    /// Inject faults (off gives a clean-network baseline).
+    pub faults: bool,
+    /// A deliberately broken protocol variant, for negative controls.
+    pub mutation: Option<Mutation>,
+    /// Record a readable trace of events (slower; used when replaying).
+    pub trace: bool,
+    /// How long faults are injected before the network heals.
+    pub fault_phase: Micros,
+}
+
+impl SimOptions {
+    /// Defaults used by the simulator command and the test suite.
+    pub fn new(voters: usize) -> SimOptions {
+        SimOptions {
+            voters,
+            faults: true,
+            mutation: None,
+            trace: false,
+            fault_phase: 4000 * MS,
+        }
+    }
+}
+
+/// The concrete shape of one run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Voters then observers.
+    pub nodes: Vec<NodeId>,
+    /// The paxos configuration shared by every replica (ids differ).
+    pub paxos: Config,
+    /// Simulated clients issuing operations.
+    pub clients: u64,
+    /// Keys the clients contend on.
+    pub keys: u64,
+    /// Per node clock rate error, parts per million.
+    pub drift_ppm: Vec<i64>,
+    /// Apply this many slots between snapshots (and log compactions).
+    pub snapshot_every: u64,
+    /// The node runtime ticks its replica this often.
+    pub tick_every: Micros,
+    /// A simulated fsync takes between these.
+    pub fsync: (Micros, Micros),
+    /// A client gives up on one attempt after this long and retries elsewhere.
+    pub client_timeout: Micros,
+    /// Bound on how long after healing every outstanding operation must finish.
+    pub liveness_bound: Micros,
+    /// The caller's options.
+    pub options: SimOptions,
+}
+
+impl SimConfig {
+    /// Draws a run's shape from its seed.
+    pub fn from_seed(seed: u64, options: &SimOptions, rng: &mut ChaCha8Rng) -> SimConfig {
+        let n = options.voters;
+        let observers = if rng.gen_bool(0.3) { 1 } else { 0 };
+        let nodes: Vec<NodeId> = (1..=(n + observers) as u64).map(NodeId).collect();
+        let voters = &nodes[..n];
+        let mut paxos = Config::majority(voters[0], voters);
+        paxos.observers = nodes[n..].to_vec();
+        if rng.gen_bool(0.3) {
+            // Flexible quorums: any Q1 with Q2 = N - Q1 + 1.
+            paxos.phase1_quorum = rng.gen_range(1..=n);
+            paxos.phase2_quorum = n - paxos.phase1_quorum + 1;
+        }
+        paxos.election_timeout_ms = 300;
+        paxos.heartbeat_interval_ms = 30;
+        paxos.lease_duration_ms = if rng.gen_bool(0.8) { 200 } else { 0 };
+        paxos.clock_drift_max_ppm = 20_000;
+        paxos.window_slots_max = [4, 32, 256][rng.gen_range(0..3)];
+        paxos.batch_commands_max = [1, 4, 64][rng.gen_range(0..3)];
+        paxos.catchup_slots_max = [2, 16, 256][rng.gen_range(0..3)];
+        paxos.rng_seed = seed;
+        let half = paxos.clock_drift_max_ppm as i64 / 2;
+        let drift_ppm = nodes.iter().map(|_| rng.gen_range(-half..=half)).collect();
+        SimConfig {
+            seed,
+            nodes,
+            paxos,
+            clients: rng.gen_range(2..=6),
+            keys: rng.gen_range(1..=4),
+            drift_ppm,
+            snapshot_every: [8, 64, 1 << 40][rng.gen_range(0..3)],
+            tick_every: 5 * MS,
+            fsync: (50, 500),
+            client_timeout: rng.gen_range(200..=800) * MS,
+            liveness_bound: 15_000 * MS,
+            options: options.clone(),
+        }
+    }
+
+    /// The paxos configuration for one node.
+    pub fn paxos_for(&self, id: NodeId) -> Config {
+        Config {
+            id,
+            ..self.paxos.clone()
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The simulated world: one seeded random source, one event queue, the nodes,
+//! the clients, the network and the checkers. `World::run` plays a whole run
+//! and returns a report or the first violated invariant.
+//!
+//! ```text
+//!   fault phase (nemesis active) ──► heal ──► clients finish ──► quiet ──► final checks
+//!   every event: handle, drive the node's runtime loop, check lease holders
+//! ```
+
+use crate::checker::{ApplyChecker, ChosenChecker, Violation};
+use crate::client::Client;
+use crate::config::{Micros, SimConfig, SimOptions, MS};
+use crate::kv::{Command, Kv};
+use crate::linearizability::{KvInput, KvOutput, Operation};
+use crate::network::Network;
+use crate::node::SimNode;
+use rand::{Rng, SeedableRng};
+
+mod clients;
+mod faults;
+mod runtime;
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use synod_paxos::{Envelope, NodeId, Slot};
+
+/// Runtime-loop rounds per event; more means the replica never settles.
+const DRIVE_ROUNDS_MAX: usize = 1000;
+/// Events per run; more means something spins.
+const EVENTS_MAX: u64 = 5_000_000;
+/// Trace lines kept for a violation report.
+const TRACE_LINES_MAX: usize = 400;
+/// After clients finish, every replica must catch up within this long.
+const CONVERGE_MAX: Micros = 3000 * MS;
+
+/// Something scheduled to happen.
+#[derive(Clone, Debug)]
+enum Event {
+    Tick(NodeId, u64),
+    Deliver(Envelope<Command>),
+    Snapshot {
+        to: NodeId,
+        slot: Slot,
+        kv: Box<Kv>,
+    },
+    PersistDone(NodeId, u64),
+    Request {
+        to: NodeId,
+        client: u64,
+        seq: u64,
+        attempt: u64,
+        input: KvInput,
+    },
+    Reply {
+        client: u64,
+        seq: u64,
+        attempt: u64,
+        result: Result<KvOutput, Option<NodeId>>,
+    },
+    ClientTimeout {
+        client: u64,
+        seq: u64,
+        attempt: u64,
+        redirect: bool,
+    },
+    ClientStart(u64),
+    Nemesis,
+    Restart(NodeId),
+    Heal,
+    Finish,
+}
+
+impl Event {
+    /// The node that must be running (and not paused) to take the event.
+    fn node(&self) -> Option<NodeId> {
+        match self {
+            Event::Tick(n, _) | Event::PersistDone(n, _) => Some(*n),
+            Event::Deliver(e) => Some(e.to),
+            Event::Snapshot { to, .. } | Event::Request { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Min-heap on (time, insertion order): ties resolve deterministically.
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Counts describing a finished run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub sim_time: Micros,
+    /// Client operations that completed.
+    pub ops_ok: u64,
+    /// Client operations whose result stayed unknown.
+    pub ops_unknown: u64,
+    /// Highest slot applied anywhere.
+    pub slots: u64,
+    /// Crashes injected.
+    pub crashes: u64,
+    /// The linearizability search hit its budget (not a violation, not a pass).
+    pub lin_undecided: bool,
+    /// A digest of every event, for determinism checks.
+    pub digest: u64,
+}
+
+/// The whole simulated world for one seed.
+pub struct World {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now: Micros,
+    queue: BinaryHeap<Scheduled>,
+    next_seq: u64,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    network: Network,
+    chosen: ChosenChecker,
+    applied: ApplyChecker,
+    trace: Option<VecDeque<String>>,
+    healed_at: Option<Micros>,
+    finished: bool,
+    idle_since: Option<Micros>,
+    report: Report,
+}
+
+impl World {
+    /// Builds the world for `seed`.
+    pub fn new(seed: u64, options: &SimOptions) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let cfg = SimConfig::from_seed(seed, options, &mut rng);
+        let nodes = (0..cfg.nodes.len())
+            .map(|i| {
+                let offset = rng.gen_range(0..1_000_000_000);
+                let mut node = SimNode::new(&cfg, i, offset);
+                if let (Some(m), Some(r)) = (options.mutation, node.replica.as_mut()) {
+                    r.set_mutation(Some(m));
+                }
+                node
+            })
+            .collect();
+        let clients = (1..=cfg.clients)
+            .map(|id| Client::new(id, cfg.keys))
+            .collect();
+        let mut world = World {
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            nodes,
+            clients,
+            history: Vec::new(),
+            network: Network::default(),
+            chosen: ChosenChecker::default(),
+            applied: ApplyChecker::default(),
+            trace: options.trace.then(VecDeque::new),
+            healed_at: None,
+            finished: false,
+            idle_since: None,
+            report: Report::default(),
+            cfg,
+        };
+        world.schedule_start();
+        world
+    }
+
+    fn schedule_start(&mut self) {
+        for i in 0..self.nodes.len() {
+            let delay = self.rng.gen_range(0..self.cfg.tick_every);
+            self.schedule(delay, Event::Tick(self.nodes[i].id, 0));
+        }
+        for c in 1..=self.cfg.clients {
+            let delay = self.rng.gen_range(0..50 * MS);
+            self.schedule(delay, Event::ClientStart(c));
+        }
+        if self.cfg.options.faults {
+            self.schedule(100 * MS, Event::Nemesis);
+        }
+        self.schedule(self.cfg.options.fault_phase, Event::Heal);
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// The recorded trace (empty unless tracing was on).
+    pub fn trace(&self) -> Vec<String> {
+        self.trace
+            .as_ref()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn schedule(&mut self, delay: Micros, event: Event) {
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            at: self.now + delay,
+            seq: self.next_seq,
+            event,
+        });
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = self.trace.as_mut() {
+            if trace.len() == TRACE_LINES_MAX {
+                trace.pop_front();
+            }
+            trace.push_back(format!("{:>10.3}ms {}", self.now as f64 / 1000.0, line()));
+        }
+    }
+
+    /// Plays the run to its end.
+    pub fn run(mut self) -> (Result<Report, Violation>, World) {
+        let result = self.run_inner();
+        (result, self)
+    }
+
+    fn run_inner(&mut self) -> Result<Report, Violation> {
+        while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
+            assert!(at >= self.now, "event queue went back in time");
+            self.now = at;
+            self.report.events += 1;
+            assert!(
+                self.report.events < EVENTS_MAX,
+                "run exceeded {EVENTS_MAX} events"
+            );
+            self.digest(&event);
+            self.handle(event)?;
+            self.check_leases()?;
+            if self.finished {
+                return self.final_checks();
+            }
+            if let Some(healed) = self.healed_at {
+                if self.now > healed + self.cfg.liveness_bound {
+                    return Err(self.liveness_violation());
+                }
+            }
+        }
+        unreachable!("ticks keep the queue non-empty until Finish")
+    }
+
+    fn digest(&mut self, event: &Event) {
+        let kind = match event {
+            Event::Tick(n, _) => n.0,
+            Event::Deliver(e) => 100 + e.from.0 * 10 + e.to.0,
+            Event::Snapshot { to, slot, .. } => 1000 + to.0 + slot.0,
+            Event::PersistDone(n, _) => 2000 + n.0,
+            Event::Request { to, client, .. } => 3000 + to.0 * 100 + client,
+            Event::Reply { client, .. } => 4000 + client,
+            Event::ClientTimeout { client, .. } => 5000 + client,
+            Event::ClientStart(c) => 6000 + c,
+            Event::Nemesis => 7000,
+            Event::Restart(n) => 8000 + n.0,
+            Event::Heal => 9000,
+            Event::Finish => 9001,
+        };
+        for x in [self.now, kind] {
+            self.report.digest = (self.report.digest ^ x).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn node_index(&self, id: NodeId) -> usize {
+        (id.0 - 1) as usize
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        if let Some(id) = event.node() {
+            let node = &self.nodes[self.node_index(id)];
+            if !node.is_up() {
+                return Ok(());
+            }
+            if node.paused_until > self.now {
+                let delay = node.paused_until - self.now;
+                self.schedule(delay, event);
+                return Ok(());
+            }
+            self.tick_node(id);
+        }
+        match event {
+            Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
+            Event::Deliver(envelope) => {
+                let i = self.node_index(envelope.to);
+                self.note(|| format!("{envelope}"));
+                let replica = self.nodes[i].replica.as_mut().expect("up");
+                replica.step(envelope.from, envelope.message);
+            }
+            Event::Snapshot { to, slot, kv } => self.on_snapshot(to, slot, *kv)?,
+            Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
+            Event::Request {
+                to,
+                client,
+                seq,
+                attempt,
+                input,
+            } => self.on_request(to, client, seq, attempt, input),
+            Event::Reply {
+                client,
+                seq,
+                attempt,
+                result,
+            } => self.on_reply(client, seq, attempt, result),
+            Event::ClientTimeout {
+                client,
+                seq,
+                attempt,
+                redirect,
+            } => self.on_client_timeout(client, seq, attempt, redirect),
+            Event::ClientStart(client) => self.on_client_start(client),
+            Event::Nemesis => self.nemesis(),
+            Event::Restart(id) => self.restart(id),
+            Event::Heal => self.heal(),
+            Event::Finish => self.on_finish_probe()?,
+        }
+        self.drive_all()
+    }
+
+    /// Brings a node's replica clock up to date before it handles anything,
+    /// as a real runtime reads its clock before serving a request.
+    fn tick_node(&mut self, id: NodeId) {
+        let i = self.node_index(id);
+        let now = self.nodes[i].local_time(self.now);
+        if let Some(r) = self.nodes[i].replica.as_mut() {
+            r.tick(now);
+        }
+    }
+
+    fn on_tick(&mut self, id: NodeId, incarnation: u64) {
+        let i = self.node_index(id);
+        if self.nodes[i].incarnation != incarnation {
+            return;
+        }
+        self.schedule(self.cfg.tick_every, Event::Tick(id, incarnation));
+    }
+
+    fn drive_all(&mut self) -> Result<(), Violation> {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if node.is_up() && node.paused_until <= self.now {
+                self.drive(node.id)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The node runtime loop, as a real node would run it: take `Ready`, queue
+//! its write behind earlier ones, send, apply, serve reads, ship snapshots;
+//! acknowledge each write, in order, when its simulated fsync completes.
+
+use super::{Event, World, DRIVE_ROUNDS_MAX};
+use crate::checker::Violation;
+use crate::kv::{Command, Kv};
+use crate::linearizability::KvOutput;
+use rand::Rng;
+use synod_paxos::{Apply, NodeId, Ready, Slot, Value};
+
+impl World {
+    /// Runs the node's runtime loop until its replica has nothing to hand out.
+    pub(super) fn drive(&mut self, id: NodeId) -> Result<(), Violation> {
+        let i = self.node_index(id);
+        for _ in 0..DRIVE_ROUNDS_MAX {
+            let Some(replica) = self.nodes[i].replica.as_mut() else {
+                return Ok(());
+            };
+            if !replica.has_ready() {
+                return Ok(());
+            }
+            let ready = replica.ready();
+            self.handle_ready(i, ready)?;
+        }
+        panic!("{id}: replica kept producing work for {DRIVE_ROUNDS_MAX} rounds");
+    }
+
+    fn handle_ready(&mut self, i: usize, ready: Ready<Command>) -> Result<(), Violation> {
+        let id = self.nodes[i].id;
+        for envelope in ready.messages {
+            for delay in self
+                .network
+                .deliveries(envelope.from, envelope.to, &mut self.rng)
+            {
+                self.schedule(delay, Event::Deliver(envelope.clone()));
+            }
+        }
+        for apply in ready.apply {
+            self.apply(i, apply)?;
+        }
+        for read in ready.reads {
+            self.nodes[i].ready_reads.push((read.id, read.slot));
+        }
+        self.serve_reads(i);
+        for rid in ready.reads_dropped {
+            if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
+                self.reply(w.client, w.seq, w.attempt, Err(None));
+            }
+        }
+        for command in ready.dropped {
+            if let Some(attempt) = self.nodes[i]
+                .pending_writes
+                .remove(&(command.client, command.seq))
+            {
+                self.reply(command.client, command.seq, attempt, Err(None));
+            }
+        }
+        for to in ready.snapshots {
+            self.send_snapshot(i, to);
+        }
+        self.maybe_compact(i);
+        let (lo, hi) = self.cfg.fsync;
+        let delay = if ready.persist.must_sync() {
+            self.rng.gen_range(lo..hi)
+        } else {
+            0
+        };
+        let node = &mut self.nodes[i];
+        node.fsync_done_at = node.fsync_done_at.max(self.now + delay);
+        let at = node.fsync_done_at - self.now;
+        node.persist_queue.push_back((ready.token, ready.persist));
+        let incarnation = node.incarnation;
+        self.schedule(at, Event::PersistDone(id, incarnation));
+        Ok(())
+    }
+
+    fn apply(&mut self, i: usize, apply: Apply<Command>) -> Result<(), Violation> {
+        let id = self.nodes[i].id;
+        let chosen = self.chosen.chosen(apply.slot).cloned();
+        self.applied
+            .on_apply(id, apply.slot, &apply.value, chosen.as_ref())?;
+        let node = &mut self.nodes[i];
+        assert_eq!(apply.slot, node.applied.next(), "{id} apply out of order");
+        node.applied = apply.slot;
+        self.report.slots = self.report.slots.max(apply.slot.0);
+        let Value::Batch(commands) = &apply.value else {
+            return Ok(());
+        };
+        for command in commands.iter() {
+            let output = self.nodes[i].kv.apply(command);
+            let waiting = self.nodes[i]
+                .pending_writes
+                .remove(&(command.client, command.seq));
+            if let (Some(output), Some(attempt)) = (output, waiting) {
+                self.reply(command.client, command.seq, attempt, Ok(output));
+            }
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, i: usize) {
+        let applied = self.nodes[i].applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[i].ready_reads)
+            .into_iter()
+            .partition(|(_, slot)| *slot <= applied);
+        self.nodes[i].ready_reads = waiting;
+        for (rid, _) in ready {
+            if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
+                let value = self.nodes[i].kv.get(w.key);
+                self.reply(w.client, w.seq, w.attempt, Ok(KvOutput::Get(value)));
+            }
+        }
+    }
+
+    fn send_snapshot(&mut self, i: usize, to: NodeId) {
+        let node = &self.nodes[i];
+        let (slot, kv) = (node.applied, Box::new(node.kv.clone()));
+        let from = node.id;
+        self.note(|| format!("{from}->{to} Snapshot through {slot}"));
+        for delay in self.network.deliveries(from, to, &mut self.rng) {
+            self.schedule(
+                delay,
+                Event::Snapshot {
+                    to,
+                    slot,
+                    kv: kv.clone(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_snapshot(&mut self, to: NodeId, slot: Slot, kv: Kv) -> Result<(), Violation> {
+        let i = self.node_index(to);
+        let node = &mut self.nodes[i];
+        let replica = node.replica.as_mut().expect("up");
+        if !replica.wants_snapshot(slot) {
+            return Ok(());
+        }
+        // The application installs the snapshot durably first, then tells the
+        // core, exactly as the storage layer will.
+        node.disk.snapshot = slot;
+        node.disk.snapshot_kv = kv.clone();
+        node.disk.records = node.disk.records.split_off(&slot.next());
+        node.kv = kv;
+        node.applied = slot;
+        assert!(replica.install_snapshot(slot), "wanted snapshot refused");
+        self.applied.on_snapshot(to, slot);
+        self.note(|| format!("{to} installed snapshot through {slot}"));
+        self.serve_reads(i);
+        Ok(())
+    }
+
+    /// Snapshots the state machine every `snapshot_every` slots and lets the
+    /// core drop the log prefix.
+    fn maybe_compact(&mut self, i: usize) {
+        let every = self.cfg.snapshot_every;
+        let node = &mut self.nodes[i];
+        if node.applied.0 < node.disk.snapshot.0 + every {
+            return;
+        }
+        node.disk.snapshot = node.applied;
+        node.disk.snapshot_kv = node.kv.clone();
+        let through = node.applied;
+        node.replica.as_mut().expect("up").compact(through);
+    }
+
+    pub(super) fn on_persist_done(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+    ) -> Result<(), Violation> {
+        let i = self.node_index(id);
+        if self.nodes[i].incarnation != incarnation {
+            return Ok(());
+        }
+        let (token, persist) = self.nodes[i]
+            .persist_queue
+            .pop_front()
+            .expect("a write per completion");
+        self.nodes[i].disk.write(&persist);
+        if let Some(index) = self.nodes[i].voter_index {
+            for record in &persist.records {
+                self.chosen
+                    .on_durable(index, record, self.cfg.paxos.phase2_quorum)?;
+            }
+        }
+        self.nodes[i]
+            .replica
+            .as_mut()
+            .expect("up")
+            .on_persisted(token);
+        Ok(())
+    }
+}
