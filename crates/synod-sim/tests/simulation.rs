@@ -1,0 +1,105 @@
+//! The bounded simulation that runs in CI, the negative controls that prove
+//! the checkers can fail, and determinism. Long soaks are opt-in:
+//! `SYNOD_SIM_SEEDS=10000 cargo test --release -p synod-sim -- --ignored soak`.
+
+use synod_paxos::Mutation;
+use synod_sim::runner::{run_seeds, Summary};
+use synod_sim::{run_seed, SimOptions};
+
+/// Seeds for a sweep: `SYNOD_SIM_SEEDS` overrides the CI default.
+fn seeds(default: u64) -> u64 {
+    std::env::var("SYNOD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn sweep(voters: usize, count: u64) -> Summary {
+    let options = SimOptions::new(voters);
+    let summary = run_seeds(0, count, &options, 2, 1, &|_| {});
+    println!(
+        "voters={voters} seeds={} events={} ops={} crashes={} slots={} in {:.1?}",
+        summary.runs, summary.events, summary.ops_ok, summary.crashes, summary.slots, summary.elapsed
+    );
+    summary
+}
+
+fn assert_clean(summary: &Summary) {
+    if let Some(v) = summary.violations.first() {
+        for line in &v.trace {
+            println!("  | {line}");
+        }
+        panic!(
+            "seed {} violated {:?} ({}); replay: cargo run --release -p synod-sim -- --replay {}",
+            v.seed, v.result, v.shape, v.seed
+        );
+    }
+    assert!(summary.ops_ok > summary.runs * 10, "clients made too little progress: {summary:?}");
+    assert!(summary.crashes > 0, "the nemesis never crashed a node");
+}
+
+#[test]
+fn three_voters_survive_every_fault_kind() {
+    assert_clean(&sweep(3, seeds(150)));
+}
+
+#[test]
+fn five_voters_survive_every_fault_kind() {
+    assert_clean(&sweep(5, seeds(60)));
+}
+
+#[test]
+#[ignore = "soak: set SYNOD_SIM_SEEDS and run with --ignored"]
+fn soak() {
+    for voters in [3, 5] {
+        assert_clean(&sweep(voters, seeds(10_000)));
+    }
+}
+
+/// Each deliberately broken core must be caught within a bounded number of
+/// seeds, by the checker that guards what it breaks.
+#[test]
+fn negative_controls_are_caught() {
+    for mutation in Mutation::ALL {
+        let mut options = SimOptions::new(3);
+        options.mutation = Some(mutation);
+        let summary = run_seeds(0, 2000, &options, 2, 1, &|_| {});
+        let Some(caught) = summary.violations.first() else {
+            panic!("{mutation:?} survived {} seeds: a checker is blind", summary.runs);
+        };
+        let invariant = caught.result.as_ref().expect_err("violation").invariant;
+        println!("{mutation:?}: caught by '{invariant}' at seed {} after {} seeds", caught.seed, summary.runs);
+        let expected: &[&str] = match mutation {
+            Mutation::LeaseNotBinding => &["at most one lease holder"],
+            Mutation::ReadWithoutConfirmation => &["linearizable client history"],
+            _ => &[
+                "at most one value chosen per slot",
+                "every replica applies the same sequence",
+                "applied values are chosen",
+                "linearizable client history",
+                "no assertion fails",
+            ],
+        };
+        assert!(expected.contains(&invariant), "{mutation:?} caught by unexpected '{invariant}'");
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let options = SimOptions::new(3);
+    let a = run_seed(11, &options).result.expect("clean run");
+    let b = run_seed(11, &options).result.expect("clean run");
+    assert_eq!(a.digest, b.digest);
+    assert_eq!((a.events, a.ops_ok, a.slots), (b.events, b.ops_ok, b.slots));
+    let c = run_seed(12, &options).result.expect("clean run");
+    assert_ne!(a.digest, c.digest, "different seeds should differ");
+}
+
+#[test]
+fn without_faults_every_operation_completes() {
+    let mut options = SimOptions::new(3);
+    options.faults = false;
+    for seed in 0..10 {
+        let report = run_seed(seed, &options).result.expect("clean run");
+        assert_eq!(report.ops_unknown, 0, "seed {seed}");
+        assert_eq!(report.crashes, 0);
+        assert!(report.ops_ok > 100, "seed {seed}: only {} ops", report.ops_ok);
+    }
+}
