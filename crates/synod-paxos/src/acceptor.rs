@@ -24,6 +24,31 @@ pub(crate) struct Heard {
 }
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
+    /// Answers a probe with what `on_prepare` would do, changing nothing.
+    pub(crate) fn on_probe(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
+        if !self.config.is_voter() {
+            return;
+        }
+        let ok = self.would_promise(from, ballot, commit);
+        let promised = self.promised;
+        self.send(
+            from,
+            Message::ProbeReply {
+                ballot,
+                ok,
+                promised,
+            },
+        );
+    }
+
+    /// True when a prepare for `ballot` from `from` would be promised now.
+    pub(crate) fn would_promise(&self, from: NodeId, ballot: Ballot, commit: Slot) -> bool {
+        // A candidate behind our snapshot could not re-propose the slots we
+        // compacted, so it cannot lead; promising it would only depose a
+        // leader that can.
+        ballot > self.promised && !self.refuses_prepare(from) && commit >= self.log.snapshot()
+    }
+
     /// Phase 1b.
     pub(crate) fn on_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
         if !self.config.is_voter() {
@@ -39,10 +64,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             );
             return;
         }
-        if ballot > self.promised && (self.refuses_prepare(from) || commit < self.log.snapshot()) {
-            // A candidate behind our snapshot could not re-propose the slots
-            // we compacted, so it cannot lead; promising it would only depose
-            // a leader that can.
+        if ballot > self.promised && !self.would_promise(from, ballot, commit) {
             // Refused silently: the candidate's timer will retry, and by then
             // the leader is either back in touch or truly gone.
             return;
@@ -128,6 +150,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// Takes `ballot`'s proposer as the leader: resets the election timer and,
     /// as a voter, grants it the lease.
     fn follow(&mut self, ballot: Ballot) {
+        if matches!(self.role, Role::Prober(_)) && ballot.node != self.config.id {
+            // A live leader answered before our probe did: no election.
+            self.role = Role::Follower;
+        }
         self.leader = Some(ballot.node);
         self.leader_contact = Some(self.now);
         if self.config.is_voter() && self.config.lease_duration_ms > 0 {
@@ -172,6 +198,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     pub(crate) fn step_down_if_outbid(&mut self) {
         let outbid = match &self.role {
             Role::Follower => false,
+            Role::Prober(p) => p.ballot <= self.promised,
             Role::Candidate(c) => c.ballot < self.promised,
             Role::Leader(l) => l.ballot < self.promised,
         };

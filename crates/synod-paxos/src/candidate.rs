@@ -1,3 +1,7 @@
+//! Before phase 1, a prober asks every voter whether it would promise, and
+//! campaigns only when a phase-1 quorum says yes; answering changes no state,
+//! so a replica that was cut off cannot depose a live leader on its return.
+//!
 //! Phase 1: a candidate asks every voter to promise its ballot and report
 //! what it accepted after the candidate's commit point. With a phase-1
 //! quorum of promises it knows, for every open slot, the only value that may
@@ -11,6 +15,12 @@ use crate::replica::{Replica, Role};
 use crate::types::{Ballot, NodeId, Slot, Value};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// Probe progress: which voters would promise `ballot`.
+pub(crate) struct Prober {
+    pub(crate) ballot: Ballot,
+    oks: u64,
+}
 
 /// Phase-1 progress of one ballot.
 pub(crate) struct Candidate<C> {
@@ -43,6 +53,51 @@ impl<C: Clone + PartialEq + fmt::Debug> Candidate<C> {
 }
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
+    /// The election timer fired: ask the voters whether they would promise
+    /// the next ballot, counting our own acceptor's answer directly.
+    pub(crate) fn probe(&mut self) {
+        if let Role::Leader(_) = self.role {
+            self.become_follower();
+        }
+        let ballot = Ballot {
+            round: self.round_seen.max(self.promised.round) + 1,
+            node: self.config.id,
+        };
+        let commit = self.log.commit();
+        self.role = Role::Prober(Prober { ballot, oks: 0 });
+        self.reset_election_deadline();
+        for voter in self.config.other_voters() {
+            self.send(voter, Message::Probe { ballot, commit });
+        }
+        let promised = self.promised;
+        let ok = self.would_promise(self.config.id, ballot, commit);
+        self.on_probe_reply(self.config.id, ballot, ok, promised);
+    }
+
+    /// A voter answered our probe.
+    pub(crate) fn on_probe_reply(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        ok: bool,
+        promised: Ballot,
+    ) {
+        self.round_seen = self.round_seen.max(promised.round);
+        let Some(index) = self.config.voter_index(from) else {
+            return;
+        };
+        let Role::Prober(prober) = &mut self.role else {
+            return;
+        };
+        if prober.ballot != ballot || !ok {
+            return;
+        }
+        prober.oks |= 1 << index;
+        if prober.oks.count_ones() as usize >= self.config.phase1_quorum {
+            self.campaign();
+        }
+    }
+
     /// Phase 1a: pick a ballot above anything seen, promise it ourselves, and
     /// ask the other voters, all once the promise is durable (so a restart
     /// can never reuse the ballot).
@@ -77,14 +132,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             snapshot: self.log.snapshot(),
         };
         self.send_after_persist(self.config.id, own);
-        let voters: Vec<NodeId> = self
-            .config
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != self.config.id)
-            .collect();
-        for voter in voters {
+        for voter in self.config.other_voters() {
             self.send_after_persist(voter, Message::Prepare { ballot, commit });
         }
     }
@@ -129,7 +177,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         let mine = match &self.role {
             Role::Candidate(c) => c.ballot,
             Role::Leader(l) => l.ballot,
-            Role::Follower => return,
+            Role::Prober(_) | Role::Follower => return,
         };
         if ballot == mine && promised > mine {
             self.become_follower();

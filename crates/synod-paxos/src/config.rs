@@ -223,6 +223,16 @@ impl Config {
         self.voter_index(self.id).is_some()
     }
 
+    /// Voters other than this one (owned, so the caller may send while
+    /// iterating).
+    pub fn other_voters(&self) -> Vec<NodeId> {
+        self.voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect()
+    }
+
     /// Every replica other than this one, voters first.
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let id = self.id;

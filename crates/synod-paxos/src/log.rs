@@ -271,7 +271,11 @@ impl<C: Clone> Log<C> {
             self.commit,
             self.last()
         );
-        let from = self.snapshot.0.max(self.commit.0.saturating_sub(INVARIANT_WINDOW)) + 1;
+        let from = self
+            .snapshot
+            .0
+            .max(self.commit.0.saturating_sub(INVARIANT_WINDOW))
+            + 1;
         for s in from..=self.commit.0 {
             let e = self.get(Slot(s));
             assert!(

@@ -23,6 +23,24 @@ pub struct SlotRecord<C> {
 /// senders can be told and step down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<C> {
+    /// "Would you promise `ballot`?" Asked before phase 1 and answered without
+    /// any change of state, so a replica that was cut off cannot raise its
+    /// own promise and then reject the live leader when it comes back.
+    Probe {
+        /// The ballot the prober would campaign with.
+        ballot: Ballot,
+        /// The prober's commit point.
+        commit: Slot,
+    },
+    /// The answer to a probe.
+    ProbeReply {
+        /// Echo of the probe's ballot.
+        ballot: Ballot,
+        /// A prepare for that ballot would be promised now.
+        ok: bool,
+        /// The replier's promised ballot, so the prober can outbid it.
+        promised: Ballot,
+    },
     /// Phase 1a: "promise `ballot` and tell me what you accepted after `commit`".
     Prepare {
         /// The candidate's ballot.
@@ -104,7 +122,9 @@ impl<C> Message<C> {
     /// The ballot the message speaks for.
     pub fn ballot(&self) -> Ballot {
         match self {
-            Message::Prepare { ballot, .. }
+            Message::Probe { ballot, .. }
+            | Message::ProbeReply { ballot, .. }
+            | Message::Prepare { ballot, .. }
             | Message::Promise { ballot, .. }
             | Message::Accept { ballot, .. }
             | Message::Accepted { ballot, .. }
@@ -130,6 +150,12 @@ impl<C: fmt::Debug> fmt::Display for Envelope<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} ", self.from, self.to)?;
         match &self.message {
+            Message::Probe { ballot, commit } => write!(f, "Probe b={ballot} commit={commit}"),
+            Message::ProbeReply {
+                ballot,
+                ok,
+                promised,
+            } => write!(f, "ProbeReply b={ballot} ok={ok} promised={promised}"),
             Message::Prepare { ballot, commit } => write!(f, "Prepare b={ballot} commit={commit}"),
             Message::Promise {
                 ballot,

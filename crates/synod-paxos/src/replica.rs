@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 pub(crate) use crate::acceptor::Heard;
-pub(crate) use crate::candidate::Candidate;
+pub(crate) use crate::candidate::{Candidate, Prober};
 pub(crate) use crate::leader::{Ack, Leader};
 
 /// Loops that drain self-addressed messages stop after this many rounds; more
@@ -33,8 +33,10 @@ const LOCAL_DELIVERY_ROUNDS_MAX: usize = 1024;
 
 /// What a replica is doing as a proposer.
 pub(crate) enum Role<C> {
-    /// Follows whoever leads; campaigns when the leader goes quiet.
+    /// Follows whoever leads; probes when the leader goes quiet.
     Follower,
+    /// Asking voters whether they would promise, before raising any ballot.
+    Prober(Prober),
     /// Running phase 1 for its ballot.
     Candidate(Candidate<C>),
     /// Running phase 2 for its ballot.
@@ -46,6 +48,8 @@ pub(crate) enum Role<C> {
 pub enum RoleKind {
     /// Not proposing.
     Follower,
+    /// Probing before phase 1.
+    Prober,
     /// In phase 1.
     Candidate,
     /// In phase 2.
@@ -56,6 +60,7 @@ impl fmt::Display for RoleKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             RoleKind::Follower => "follower",
+            RoleKind::Prober => "prober",
             RoleKind::Candidate => "candidate",
             RoleKind::Leader => "leader",
         };
@@ -277,6 +282,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
 
     fn dispatch(&mut self, from: NodeId, message: Message<C>) {
         match message {
+            Message::Probe { ballot, commit } => self.on_probe(from, ballot, commit),
+            Message::ProbeReply {
+                ballot,
+                ok,
+                promised,
+            } => self.on_probe_reply(from, ballot, ok, promised),
             Message::Prepare { ballot, commit } => self.on_prepare(from, ballot, commit),
             Message::Accept {
                 ballot,
@@ -342,9 +353,9 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.now = now;
         match &self.role {
             Role::Leader(_) => self.leader_tick(),
-            Role::Candidate(_) | Role::Follower => {
+            Role::Candidate(_) | Role::Prober(_) | Role::Follower => {
                 if now >= self.election_deadline && self.config.is_voter() {
-                    self.campaign();
+                    self.probe();
                 }
             }
         }
@@ -352,8 +363,8 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.check_invariants_debug();
     }
 
-    /// Starts phase 1 now, without waiting for the election timeout (used by
-    /// tests and by a leader transfer).
+    /// Starts phase 1 now, skipping the timeout and the probe (used by tests
+    /// and by a leader transfer).
     pub fn campaign_now(&mut self) {
         if self.config.is_voter() {
             self.campaign();
@@ -376,9 +387,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         Ok(())
     }
 
-    /// Asks to serve a linearizable read. The answer comes in a later
-    /// `Ready::reads` (or `reads_dropped` if leadership is lost first).
-    pub fn read(&mut self, id: ReadId) -> Result<(), ProposeError> {
+    /// Asks to serve a linearizable read at local time `now` (the lease is
+    /// judged against it, so it must be the clock's current reading, not the
+    /// last tick's). The answer comes in a later `Ready::reads` (or
+    /// `reads_dropped` if leadership is lost first).
+    pub fn read(&mut self, id: ReadId, now: Time) -> Result<(), ProposeError> {
+        self.tick(now);
         self.leader_read(id)?;
         self.deliver_local();
         Ok(())
@@ -411,6 +425,15 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.applied = self.applied.max(slot);
         self.persist.compact_through = Some(slot);
         self.persist.commit = Some(self.log.commit());
+        if let Some(leader) = self.leader {
+            // Tell the leader at once, so the log tail follows without
+            // waiting for a heartbeat.
+            let learned = Message::Learned {
+                ballot: self.promised,
+                commit: self.log.commit(),
+            };
+            self.send_after_persist(leader, learned);
+        }
         self.check_invariants_debug();
         true
     }
@@ -518,6 +541,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     pub fn role_kind(&self) -> RoleKind {
         match self.role {
             Role::Follower => RoleKind::Follower,
+            Role::Prober(_) => RoleKind::Prober,
             Role::Candidate(_) => RoleKind::Candidate,
             Role::Leader(_) => RoleKind::Leader,
         }
@@ -636,6 +660,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                 c.ballot <= self.promised && c.ballot.node == self.config.id,
                 "candidate ballot {} vs promised {}",
                 c.ballot,
+                self.promised
+            ),
+            Role::Prober(p) => assert!(
+                p.ballot > self.promised && p.ballot.node == self.config.id,
+                "prober ballot {} vs promised {}",
+                p.ballot,
                 self.promised
             ),
             Role::Follower => {}

@@ -2,6 +2,28 @@
 //! few replicas by hand over a network the script controls, and the expected
 //! output (messages, persistence, applied values) is checked in. Run with
 //! `REWRITE=1` to regenerate after an intended change, then read the diff.
+//!
+//! Directives (node lists are `id=(1,2)` or `id=1`):
+//!
+//! - `add-nodes voters=(..) [observers=(..)] [lease=MS] [q1=N] [q2=N]`
+//! - `campaign id=N`: start phase 1 now.
+//! - `tick ms=MS [id=(..)]`: advance the clock; only the listed nodes (default
+//!   all) see the new time.
+//! - `propose id=N` (one command per input line), `read id=N rid=R`.
+//! - `process-ready id=(..)`: run each node's runtime loop until it has
+//!   nothing left: persist (synchronously), queue messages, apply, acknowledge.
+//! - `deliver-msgs [from=(..)] [to=(..)] [drop]`: deliver (or drop) the queued
+//!   messages that match; cut links and down nodes drop them.
+//! - `stabilize`: process and deliver everything until quiet, then print status.
+//! - `partition id=(..)`, `cut from=N to=(..)`, `heal`.
+//! - `crash id=N`, `restart id=N` (from what its disk holds), and
+//!   `crash-before-persist id=N`: take one Ready, send what it releases, then
+//!   crash before its write is durable.
+//! - `compact id=N slot=S`: the application snapshots through S.
+//! - `status`.
+//!
+//! A leader asking for a snapshot to be sent ships the one on its disk (taken
+//! at its last `compact`), which the receiver installs at once.
 
 use datadriven::{walk, TestCase};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,23 +111,24 @@ impl Env {
             "read" => {
                 let id = id(tc);
                 let rid = tc.take_arg::<u64>("rid").unwrap();
-                if let Err(e) = self.replica(id).read(ReadId(rid)) {
+                let now = self.now;
+                if let Err(e) = self.replica(id).read(ReadId(rid), now) {
                     writeln!(out, "{id}: read {rid}: {e}").unwrap();
                 }
             }
             "process-ready" => {
                 for id in ids(tc, "id") {
-                    self.process_ready(id, &mut out);
+                    self.drain(id, &mut out);
                 }
             }
             "deliver-msgs" => {
                 let drop = tc.take_flag("drop").unwrap();
-                let to = ids(tc, "to");
-                self.deliver(&to, drop, &mut out);
+                let (from, to) = (ids(tc, "from"), ids(tc, "to"));
+                self.deliver(&from, &to, drop, &mut out);
             }
             "stabilize" => self.stabilize(&mut out),
             "partition" => {
-                // `partition 1 2` cuts nodes 1 and 2 off from everyone else.
+                // `partition id=(1,2)` cuts nodes 1 and 2 off from everyone else.
                 let side: BTreeSet<NodeId> = ids(tc, "id").into_iter().collect();
                 let all: Vec<NodeId> = self.nodes.keys().copied().collect();
                 for &a in &all {
@@ -132,14 +155,23 @@ impl Env {
                 let id = id(tc);
                 self.restart(id);
             }
+            "crash-before-persist" => {
+                let id = id(tc);
+                self.handle_ready(id, false, &mut out);
+                self.nodes.get_mut(&id).unwrap().replica = None;
+                self.mail.retain(|m| m.to != id);
+            }
             "compact" => {
                 let id = id(tc);
                 let slot = Slot(tc.take_arg::<u64>("slot").unwrap());
                 self.replica(id).compact(slot);
-                self.process_ready(id, &mut out);
+                self.handle_ready(id, true, &mut out);
             }
             "status" => {}
             other => panic!("unknown directive {other}"),
+        }
+        if let Err(e) = tc.expect_empty() {
+            panic!("{}: {e}", tc.directive);
         }
         for node in self.nodes.values() {
             if let Some(r) = &node.replica {
@@ -194,36 +226,57 @@ impl Env {
         node.replica = Some(Replica::restore(node.config.clone(), durable, now).unwrap());
     }
 
-    fn process_ready(&mut self, id: NodeId, out: &mut String) {
+    /// Runs `id`'s runtime loop until its replica has nothing to hand out.
+    fn drain(&mut self, id: NodeId, out: &mut String) {
+        for _ in 0..100 {
+            let node = &self.nodes[&id];
+            if !node.replica.as_ref().is_some_and(|r| r.has_ready()) {
+                return;
+            }
+            self.handle_ready(id, true, out);
+        }
+        panic!("{id} kept producing work");
+    }
+
+    /// Takes one Ready from `id` and handles it as a runtime would. Unless
+    /// `durable`, the write never completes (the caller crashes the node):
+    /// it is printed as lost, and its token is never acknowledged.
+    fn handle_ready(&mut self, id: NodeId, durable: bool, out: &mut String) {
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
         let ready = replica.ready();
         let p = &ready.persist;
+        let verb = if durable { "persist" } else { "lost write" };
         if let Some(b) = p.promised {
-            writeln!(out, "{id}: persist promised={b}").unwrap();
-            node.disk.promised = b;
+            writeln!(out, "{id}: {verb} promised={b}").unwrap();
         }
         for r in &p.records {
             let chosen = if r.chosen { " chosen" } else { "" };
             writeln!(
                 out,
-                "{id}: persist slot {}@{}{chosen}: {}",
+                "{id}: {verb} slot {}@{}{chosen}: {}",
                 r.slot,
                 r.ballot,
                 ValueFmt(&r.value)
             )
             .unwrap();
-            node.disk.records.insert(r.slot, r.clone());
-        }
-        if let Some(c) = p.commit {
-            node.disk.commit = c;
         }
         if let Some(s) = p.compact_through {
-            writeln!(out, "{id}: persist compact through {s}").unwrap();
-            node.disk.snapshot = s;
-            node.disk.records.retain(|slot, _| *slot > s);
+            writeln!(out, "{id}: {verb} compact through {s}").unwrap();
+        }
+        if durable {
+            let disk = &mut node.disk;
+            disk.promised = p.promised.unwrap_or(disk.promised);
+            for r in &p.records {
+                disk.records.insert(r.slot, r.clone());
+            }
+            disk.commit = p.commit.unwrap_or(disk.commit);
+            if let Some(s) = p.compact_through {
+                disk.snapshot = s;
+                disk.records.retain(|slot, _| *slot > s);
+            }
         }
         for a in &ready.apply {
             writeln!(out, "{id}: apply {}: {}", a.slot, ValueFmt(&a.value)).unwrap();
@@ -238,24 +291,28 @@ impl Env {
             writeln!(out, "{id}: dropped {c}").unwrap();
         }
         self.mail.extend(ready.messages);
-        let snapshot_slot = replica.status().applied;
+        if !durable {
+            return;
+        }
         replica.on_persisted(ready.token);
+        let snapshot = node.disk.snapshot;
         for to in ready.snapshots {
-            writeln!(out, "{id}: snapshot through {snapshot_slot} -> {to}").unwrap();
+            writeln!(out, "{id}: snapshot through {snapshot} -> {to}").unwrap();
             let target = self.nodes.get_mut(&to).unwrap();
             if let Some(r) = target.replica.as_mut() {
-                if r.install_snapshot(snapshot_slot) {
-                    target.disk.snapshot = snapshot_slot;
-                    target.disk.records.retain(|slot, _| *slot > snapshot_slot);
+                if r.install_snapshot(snapshot) {
+                    target.disk.snapshot = snapshot;
+                    target.disk.records.retain(|slot, _| *slot > snapshot);
                 }
             }
         }
     }
 
-    fn deliver(&mut self, to: &[NodeId], drop: bool, out: &mut String) {
+    fn deliver(&mut self, from: &[NodeId], to: &[NodeId], drop: bool, out: &mut String) {
+        let matches = |list: &[NodeId], id: &NodeId| list.is_empty() || list.contains(id);
         let (now, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.mail)
             .into_iter()
-            .partition(|m| to.is_empty() || to.contains(&m.to));
+            .partition(|m| matches(from, &m.from) && matches(to, &m.to));
         self.mail = rest;
         for m in now {
             let cut = self.cut.contains(&(m.from, m.to));
@@ -280,13 +337,13 @@ impl Env {
                     .is_some_and(|r| r.has_ready());
                 if has {
                     busy = true;
-                    self.process_ready(id, out);
+                    self.handle_ready(id, true, out);
                 }
             }
             if !busy {
                 return;
             }
-            self.deliver(&[], false, out);
+            self.deliver(&[], &[], false, out);
         }
         panic!("did not stabilize");
     }

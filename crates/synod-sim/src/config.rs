@@ -24,6 +24,9 @@ pub struct SimOptions {
     pub trace: bool,
     /// How long faults are injected before the network heals.
     pub fault_phase: Micros,
+    /// Let clocks drift forty times beyond what the replicas are configured to
+    /// tolerate: a fault outside the model, which the lease checker must see.
+    pub excess_drift: bool,
 }
 
 impl SimOptions {
@@ -35,6 +38,7 @@ impl SimOptions {
             mutation: None,
             trace: false,
             fault_phase: 4000 * MS,
+            excess_drift: false,
         }
     }
 }
@@ -90,7 +94,12 @@ impl SimConfig {
         paxos.batch_commands_max = [1, 4, 64][rng.gen_range(0..3)];
         paxos.catchup_slots_max = [2, 16, 256][rng.gen_range(0..3)];
         paxos.rng_seed = seed;
-        let half = paxos.clock_drift_max_ppm as i64 / 2;
+        let tolerated = paxos.clock_drift_max_ppm as i64 / 2;
+        let half = if options.excess_drift {
+            tolerated * 40
+        } else {
+            tolerated
+        };
         let drift_ppm = nodes.iter().map(|_| rng.gen_range(-half..=half)).collect();
         SimConfig {
             seed,

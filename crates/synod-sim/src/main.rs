@@ -39,6 +39,10 @@ struct Args {
     /// read-without-confirmation.
     #[arg(long, value_parser = parse_mutation)]
     mutation: Option<Mutation>,
+    /// Let clocks drift forty times beyond the configured tolerance (a fault
+    /// outside the model: lease violations are expected).
+    #[arg(long)]
+    excess_drift: bool,
     /// Stop after this many violations.
     #[arg(long, default_value_t = 5)]
     stop_after: usize,
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     let mut options = SimOptions::new(args.nodes);
     options.faults = !args.no_faults;
     options.mutation = args.mutation;
+    options.excess_drift = args.excess_drift;
     if let Some(seed) = args.replay {
         options.trace = true;
         let outcome = run_seed(seed, &options);
@@ -94,7 +99,7 @@ fn main() -> ExitCode {
         };
     }
     let progress = |s: &Summary| {
-        if s.runs % 500 == 0 {
+        if s.runs.is_multiple_of(500) {
             eprint!(
                 "\r{} seeds, {} violations, {:.0} seeds/s   ",
                 s.runs,

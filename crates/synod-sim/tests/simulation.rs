@@ -8,7 +8,10 @@ use synod_sim::{run_seed, SimOptions};
 
 /// Seeds for a sweep: `SYNOD_SIM_SEEDS` overrides the CI default.
 fn seeds(default: u64) -> u64 {
-    std::env::var("SYNOD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("SYNOD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn sweep(voters: usize, count: u64) -> Summary {
@@ -16,7 +19,12 @@ fn sweep(voters: usize, count: u64) -> Summary {
     let summary = run_seeds(0, count, &options, 2, 1, &|_| {});
     println!(
         "voters={voters} seeds={} events={} ops={} crashes={} slots={} in {:.1?}",
-        summary.runs, summary.events, summary.ops_ok, summary.crashes, summary.slots, summary.elapsed
+        summary.runs,
+        summary.events,
+        summary.ops_ok,
+        summary.crashes,
+        summary.slots,
+        summary.elapsed
     );
     summary
 }
@@ -31,7 +39,10 @@ fn assert_clean(summary: &Summary) {
             v.seed, v.result, v.shape, v.seed
         );
     }
-    assert!(summary.ops_ok > summary.runs * 10, "clients made too little progress: {summary:?}");
+    assert!(
+        summary.ops_ok > summary.runs * 10,
+        "clients made too little progress: {summary:?}"
+    );
     assert!(summary.crashes > 0, "the nemesis never crashed a node");
 }
 
@@ -62,10 +73,16 @@ fn negative_controls_are_caught() {
         options.mutation = Some(mutation);
         let summary = run_seeds(0, 2000, &options, 2, 1, &|_| {});
         let Some(caught) = summary.violations.first() else {
-            panic!("{mutation:?} survived {} seeds: a checker is blind", summary.runs);
+            panic!(
+                "{mutation:?} survived {} seeds: a checker is blind",
+                summary.runs
+            );
         };
         let invariant = caught.result.as_ref().expect_err("violation").invariant;
-        println!("{mutation:?}: caught by '{invariant}' at seed {} after {} seeds", caught.seed, summary.runs);
+        println!(
+            "{mutation:?}: caught by '{invariant}' at seed {} after {} seeds",
+            caught.seed, summary.runs
+        );
         let expected: &[&str] = match mutation {
             Mutation::LeaseNotBinding => &["at most one lease holder"],
             Mutation::ReadWithoutConfirmation => &["linearizable client history"],
@@ -74,10 +91,14 @@ fn negative_controls_are_caught() {
                 "every replica applies the same sequence",
                 "applied values are chosen",
                 "linearizable client history",
+                "replicas converge after healing",
                 "no assertion fails",
             ],
         };
-        assert!(expected.contains(&invariant), "{mutation:?} caught by unexpected '{invariant}'");
+        assert!(
+            expected.contains(&invariant),
+            "{mutation:?} caught by unexpected '{invariant}'"
+        );
     }
 }
 
@@ -100,6 +121,10 @@ fn without_faults_every_operation_completes() {
         let report = run_seed(seed, &options).result.expect("clean run");
         assert_eq!(report.ops_unknown, 0, "seed {seed}");
         assert_eq!(report.crashes, 0);
-        assert!(report.ops_ok > 100, "seed {seed}: only {} ops", report.ops_ok);
+        assert!(
+            report.ops_ok > 100,
+            "seed {seed}: only {} ops",
+            report.ops_ok
+        );
     }
 }

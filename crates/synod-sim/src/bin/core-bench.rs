@@ -42,7 +42,10 @@ impl Group {
                 Replica::new(c, Time(0)).expect("config")
             })
             .collect();
-        let mut g = Group { replicas, mail: Vec::new() };
+        let mut g = Group {
+            replicas,
+            mail: Vec::new(),
+        };
         g.replicas[0].campaign_now();
         for _ in 0..10 {
             g.pump();
@@ -57,7 +60,11 @@ impl Group {
         for (i, r) in self.replicas.iter_mut().enumerate() {
             let ready = r.ready();
             if i == 0 {
-                applied += ready.apply.iter().map(|a| a.value.len() as u64).sum::<u64>();
+                applied += ready
+                    .apply
+                    .iter()
+                    .map(|a| a.value.len() as u64)
+                    .sum::<u64>();
             }
             self.mail.extend(ready.messages);
             r.on_persisted(ready.token);
@@ -93,15 +100,23 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    println!("core commits/s (in-memory, zero-latency network, median of {}):", args.repeat);
+    println!(
+        "core commits/s (in-memory, zero-latency network, median of {}):",
+        args.repeat
+    );
     println!("{:>9} {:>7} {:>14}", "replicas", "batch", "commands/s");
     for n in [3, 5] {
         for batch in [1, 16, 256] {
-            let runs = (0..args.repeat).map(|_| commits_per_second(n, batch, args.seconds)).collect();
+            let runs = (0..args.repeat)
+                .map(|_| commits_per_second(n, batch, args.seconds))
+                .collect();
             println!("{n:>9} {batch:>7} {:>14.0}", median(runs));
         }
     }
-    println!("simulator (one thread, {} seeds, median of {}):", args.sim_seeds, args.repeat);
+    println!(
+        "simulator (one thread, {} seeds, median of {}):",
+        args.sim_seeds, args.repeat
+    );
     for voters in [3, 5] {
         let options = SimOptions::new(voters);
         let mut rates = Vec::new();
@@ -112,6 +127,9 @@ fn main() {
             rates.push(s.runs as f64 / s.elapsed.as_secs_f64());
             events = s.events as f64 / s.elapsed.as_secs_f64();
         }
-        println!("  voters={voters}: {:.1} seeds/s ({events:.0} events/s)", median(rates));
+        println!(
+            "  voters={voters}: {:.1} seeds/s ({events:.0} events/s)",
+            median(rates)
+        );
     }
 }

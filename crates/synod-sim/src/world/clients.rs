@@ -89,13 +89,14 @@ impl World {
         input: KvInput,
     ) {
         let i = self.node_index(to);
+        let now = self.nodes[i].local_time(self.now);
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().expect("up");
         let result = match input {
             KvInput::Get { key } => {
                 let rid = ReadId(node.next_read);
                 node.next_read += 1;
-                let r = replica.read(rid);
+                let r = replica.read(rid, now);
                 if r.is_ok() {
                     node.pending_reads.insert(
                         rid,
