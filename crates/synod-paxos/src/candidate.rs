@@ -102,6 +102,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// ask the other voters, all once the promise is durable (so a restart
     /// can never reuse the ballot).
     pub(crate) fn campaign(&mut self) {
+        if self.now < self.prepare_blocked_until {
+            // Restarted recently: we may have granted a lease we forgot, and
+            // must not promise anyone, ourselves included, until it ran out.
+            self.reset_election_deadline();
+            return;
+        }
         if let Some((holder, until)) = self.lease_grant {
             if holder != self.config.id && self.now < until {
                 // Our own acceptor still binds us to another leader.
@@ -156,10 +162,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             return;
         }
         if snapshot > commit {
-            // That acceptor compacted slots we never learned; we cannot
-            // re-propose them. Someone more up to date must lead, and will
-            // catch us up.
-            self.become_follower();
+            // That acceptor compacted slots we never learned, so its promise
+            // cannot tell us their values: do not count it. A phase-1 quorum
+            // of other promises still reports every chosen slot above our
+            // commit point (each meets the quorum that chose it).
             return;
         }
         candidate.promises |= 1 << index;
@@ -207,7 +213,8 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         }
         self.leader = Some(self.config.id);
         let leader = Leader::new(&self.config, candidate.ballot, start, self.now);
-        self.role = Role::Leader(Box::new(leader));
+        let barrier = Slot(start.0 + values.len() as u64 - 1);
+        self.role = Role::Leader(Box::new(leader.with_barrier(barrier)));
         self.leader_propose(values);
     }
 }

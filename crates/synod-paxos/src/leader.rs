@@ -53,6 +53,8 @@ struct Peer {
     learn_sent_at: Option<Time>,
     learn_through: Slot,
     snapshot_sent_at: Option<Time>,
+    /// Last retransmission of unacknowledged slots to this voter.
+    resent_at: Option<Time>,
 }
 
 /// A read waiting for a quorum to confirm leadership.
@@ -99,6 +101,7 @@ impl<C: Clone> Leader<C> {
                 learn_sent_at: None,
                 learn_through: Slot(0),
                 snapshot_sent_at: None,
+                resent_at: None,
             })
             .collect();
         Leader {
@@ -114,6 +117,13 @@ impl<C: Clone> Leader<C> {
             heartbeat_due: false,
             elected_at: now,
         }
+    }
+
+    /// Reads wait until the commit point reaches `barrier`, the last slot
+    /// re-proposed at takeover.
+    pub(crate) fn with_barrier(mut self, barrier: Slot) -> Leader<C> {
+        self.barrier = barrier;
+        self
     }
 
     fn next_slot(&self) -> Slot {
@@ -137,10 +147,13 @@ impl<C: Clone> Leader<C> {
             replica.log.commit().next(),
             "leader base vs commit"
         );
-        assert!(self
-            .inflight
-            .iter()
-            .all(|i| i.acks >> replica.config.voters.len() == 0));
+        let voters = replica.config.voters.len() as u32;
+        assert!(
+            self.inflight
+                .iter()
+                .all(|i| i.acks.checked_shr(voters).unwrap_or(0) == 0),
+            "acknowledgement from a voter index beyond {voters}"
+        );
     }
 }
 
@@ -175,7 +188,6 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                     sent_at: this.now,
                 });
             }
-            leader.barrier = leader.barrier.max(leader.next_slot().prev());
             leader.seq += 1;
             leader.last_broadcast = this.now;
             leader.heartbeat_due = false;
@@ -264,7 +276,38 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         };
         if due {
             self.leader_heartbeat();
+        } else {
+            self.leader_retransmit();
         }
+    }
+
+    /// Resends overdue open slots to voters that did not acknowledge them,
+    /// on its own per-voter timer: under steady load the leader proposes
+    /// more often than a heartbeat interval, so heartbeats never come due,
+    /// and one lost accept would otherwise hold the commit point back until
+    /// the window filled.
+    fn leader_retransmit(&mut self) {
+        let interval = self.config.heartbeat_interval_ms;
+        self.with_leader(|this, leader| {
+            for i in 0..leader.peers.len() {
+                let peer = &leader.peers[i];
+                let Some(v) = peer.voter else { continue };
+                let recent = peer
+                    .resent_at
+                    .is_some_and(|t| this.now < t.plus_ms(interval));
+                if peer.id == this.config.id || recent {
+                    continue;
+                }
+                let id = peer.id;
+                let (first, values) = unacked(leader, v, this.now, interval);
+                if values.is_empty() {
+                    continue;
+                }
+                leader.peers[i].resent_at = Some(this.now);
+                let accept = this.accept_message(leader, first, values);
+                this.send(id, accept);
+            }
+        });
     }
 
     /// Sends every replica the commit point, and every voter the open slots
@@ -281,6 +324,9 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                     Some(v) if id != this.config.id => unacked(leader, v, this.now, interval),
                     _ => (leader.next_slot(), Vec::new()),
                 };
+                if !values.is_empty() {
+                    leader.peers[i].resent_at = Some(this.now);
+                }
                 let accept = this.accept_message(leader, first, values);
                 this.send(id, accept);
             }
@@ -304,7 +350,13 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             };
             peer.acked_seq = peer.acked_seq.max(ack.seq);
             peer.acked_sent_at = peer.acked_sent_at.max(Some(ack.sent_at));
-            peer.commit = peer.commit.max(ack.commit);
+            // A replica that says it is behind may have restarted and lost a
+            // commit hint it reported before: believe its number as is.
+            peer.commit = if ack.behind {
+                ack.commit
+            } else {
+                peer.commit.max(ack.commit)
+            };
             peer.last_ack = Some(now);
             if let Some(index) = peer.voter {
                 count_acks(leader, index, ack.first, ack.count, q2);

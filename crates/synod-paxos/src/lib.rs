@@ -2,7 +2,7 @@
 //!
 //! A [`Replica`] is acceptor, proposer and learner at once. It performs no
 //! I/O, reads no clock and spawns nothing: the caller feeds it messages
-//! ([`Replica::step`]), time ([`Replica::tick`]), commands
+//! ([`Replica::step`], with the time it arrived), time ([`Replica::tick`]), commands
 //! ([`Replica::propose`]) and read requests ([`Replica::read`]), then collects
 //! a [`Ready`] saying what to persist, what to send and what was chosen. That
 //! is what lets the simulator run the real protocol under faults, and the
@@ -37,7 +37,7 @@
 //!         r.on_persisted(ready.token);
 //!     }
 //!     for m in mail {
-//!         replicas[(m.to.0 - 1) as usize].step(m.from, m.message);
+//!         replicas[(m.to.0 - 1) as usize].step(m.from, m.message, Time(0));
 //!     }
 //!     if !proposed && replicas[0].propose("x=1").is_ok() {
 //!         proposed = true;

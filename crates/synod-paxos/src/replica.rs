@@ -272,8 +272,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.mutation == Some(mutation)
     }
 
-    /// Handles one message from the network (or from itself).
-    pub fn step(&mut self, from: NodeId, message: Message<C>) {
+    /// Handles one message from the network at local time `now`.
+    pub fn step(&mut self, from: NodeId, message: Message<C>, now: Time) {
+        // The arrival time matters: an acceptor's lease grant runs from it.
+        self.tick(now);
         self.round_seen = self.round_seen.max(message.ballot().round);
         self.dispatch(from, message);
         self.deliver_local();

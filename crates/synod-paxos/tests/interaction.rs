@@ -322,7 +322,8 @@ impl Env {
                 continue;
             }
             writeln!(out, "{m}").unwrap();
-            self.replica(m.to).step(m.from, m.message);
+            let now = self.now;
+            self.replica(m.to).step(m.from, m.message, now);
         }
     }
 

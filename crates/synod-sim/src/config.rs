@@ -105,7 +105,7 @@ impl SimConfig {
             seed,
             nodes,
             paxos,
-            clients: rng.gen_range(2..=6),
+            clients: rng.gen_range(2..=10),
             keys: rng.gen_range(1..=4),
             drift_ppm,
             snapshot_every: [8, 64, 1 << 40][rng.gen_range(0..3)],

@@ -70,7 +70,7 @@ impl Group {
             r.on_persisted(ready.token);
         }
         for m in self.mail.drain(..) {
-            self.replicas[(m.to.0 - 1) as usize].step(m.from, m.message);
+            self.replicas[(m.to.0 - 1) as usize].step(m.from, m.message, Time(0));
         }
         applied
     }

@@ -305,8 +305,9 @@ impl World {
             Event::Deliver(envelope) => {
                 let i = self.node_index(envelope.to);
                 self.note(|| format!("{envelope}"));
+                let now = self.nodes[i].local_time(self.now);
                 let replica = self.nodes[i].replica.as_mut().expect("up");
-                replica.step(envelope.from, envelope.message);
+                replica.step(envelope.from, envelope.message, now);
             }
             Event::Snapshot { to, slot, kv } => self.on_snapshot(to, slot, *kv)?,
             Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
