@@ -1,0 +1,69 @@
+//! Errors a client can observe from the state machine. The messages are
+//! etcd's, word for word, because client libraries match on them.
+
+use std::fmt;
+
+/// Why a request was refused. A refused request changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The requested revision is below the compaction point.
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's compaction point.
+        compact_revision: i64,
+    },
+    /// The requested revision is above the store's current revision.
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
+    /// `ignore_value` / `ignore_lease` on a key that does not exist.
+    KeyNotFound,
+    /// A put names a lease that does not exist.
+    LeaseNotFound(i64),
+    /// The request is malformed (empty key, duplicate keys in a txn, ...).
+    InvalidArgument(&'static str),
+}
+
+impl KvError {
+    /// etcd's message for this error, which clients match on.
+    pub fn etcd_message(&self) -> &'static str {
+        match self {
+            KvError::Compacted { .. } => "etcdserver: mvcc: required revision has been compacted",
+            KvError::FutureRevision { .. } => {
+                "etcdserver: mvcc: required revision is a future revision"
+            }
+            KvError::KeyNotFound => "etcdserver: key not found",
+            KvError::LeaseNotFound(_) => "etcdserver: requested lease not found",
+            KvError::InvalidArgument(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvError::Compacted {
+                requested,
+                compact_revision,
+            } => write!(
+                f,
+                "{} (asked for {requested}, compacted through {compact_revision})",
+                self.etcd_message()
+            ),
+            KvError::FutureRevision { requested, current } => write!(
+                f,
+                "{} (asked for {requested}, current revision is {current})",
+                self.etcd_message()
+            ),
+            KvError::LeaseNotFound(id) => write!(f, "{} (lease {id:x})", self.etcd_message()),
+            _ => f.write_str(self.etcd_message()),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}

@@ -1,0 +1,44 @@
+//! synod's replicated state machine: etcd's MVCC key-value semantics as a
+//! pure, deterministic function from (state, command) to (state, outcome,
+//! events). Every replica applies the same commands in slot order and so
+//! holds the same store, answers the same, and emits the same watch events.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use synod_kv::KvStore;
+//! use synod_proto::etcdserverpb::{PutRequest, RangeRequest};
+//! use synod_proto::synodpb::{command::Op, Command};
+//!
+//! let mut store = KvStore::default();
+//! let put = Command {
+//!     client: 7,
+//!     seq: 1,
+//!     op: Some(Op::Put(PutRequest {
+//!         key: Bytes::from_static(b"greeting"),
+//!         value: Bytes::from_static(b"hello"),
+//!         ..Default::default()
+//!     })),
+//! };
+//! let applied = store.apply(&put);
+//! assert_eq!(applied.revision, 2); // etcd starts at revision 1
+//! // A retried command (same client and sequence) does not apply twice.
+//! assert!(store.apply(&put).duplicate);
+//! let read = store
+//!     .range(&RangeRequest { key: Bytes::from_static(b"greeting"), ..Default::default() })
+//!     .unwrap();
+//! assert_eq!(read.kvs[0].value, Bytes::from_static(b"hello"));
+//! assert_eq!(read.kvs[0].version, 1);
+//! ```
+
+mod apply;
+mod error;
+mod mvcc;
+mod range;
+mod read;
+mod store;
+pub mod validate;
+
+pub use error::KvError;
+pub use mvcc::{Mvcc, INITIAL_REVISION};
+pub use range::KeyRange;
+pub use store::{error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX};

@@ -1,0 +1,105 @@
+//! Range reads with etcd's options: revision, limit, sort, keys/count only,
+//! and create/mod revision filters.
+
+use crate::error::KvError;
+use crate::mvcc::Mvcc;
+use crate::range::KeyRange;
+use std::cmp::Ordering;
+use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use synod_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use synod_proto::mvccpb::KeyValue;
+
+/// Which revision a read at `requested` means: `<= 0` is `current`.
+pub fn read_revision(mvcc: &Mvcc, requested: i64, current: i64) -> Result<i64, KvError> {
+    if requested <= 0 {
+        return Ok(current);
+    }
+    if requested > current {
+        return Err(KvError::FutureRevision { requested, current });
+    }
+    if requested < mvcc.compact_revision() {
+        return Err(KvError::Compacted {
+            requested,
+            compact_revision: mvcc.compact_revision(),
+        });
+    }
+    Ok(requested)
+}
+
+fn passes_filters(kv: &KeyValue, r: &RangeRequest) -> bool {
+    let within = |v: i64, min: i64, max: i64| (min <= 0 || v >= min) && (max <= 0 || v <= max);
+    within(kv.mod_revision, r.min_mod_revision, r.max_mod_revision)
+        && within(
+            kv.create_revision,
+            r.min_create_revision,
+            r.max_create_revision,
+        )
+}
+
+fn compare_by(target: SortTarget) -> impl Fn(&KeyValue, &KeyValue) -> Ordering {
+    move |a, b| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    }
+}
+
+/// Serves a range request against the store as of revision `current` (the
+/// store's revision, or a write transaction's revision for reads inside it).
+pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeResponse, KvError> {
+    let rev = read_revision(mvcc, r.revision, current)?;
+    let keys = KeyRange::from_etcd(&r.key, &r.range_end);
+    let mut count = 0i64;
+    let mut kvs = Vec::new();
+    let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    // Key order is the scan order: with no other sort, stop once past limit.
+    let natural = target == SortTarget::Key && matches!(order, SortOrder::None | SortOrder::Ascend);
+    let limit = usize::try_from(r.limit).unwrap_or(0);
+    for kv in mvcc.scan(&keys, rev) {
+        count += 1;
+        if r.count_only || !passes_filters(kv, r) {
+            continue;
+        }
+        if natural && limit > 0 && kvs.len() > limit {
+            continue; // keep counting, stop collecting
+        }
+        kvs.push(kv.clone());
+    }
+    if !r.count_only {
+        sort(&mut kvs, order, target);
+    }
+    let more = limit > 0 && kvs.len() > limit;
+    kvs.truncate(if limit > 0 { limit } else { kvs.len() });
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value = bytes::Bytes::new();
+        }
+    }
+    Ok(RangeResponse {
+        header: Some(ResponseHeader {
+            revision: current,
+            ..ResponseHeader::default()
+        }),
+        kvs,
+        more,
+        count,
+    })
+}
+
+/// etcd sorts ascending when a target other than the key is named without
+/// an order.
+fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    let cmp = compare_by(target);
+    match order {
+        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+        _ => kvs.sort_by(|a, b| cmp(a, b)),
+    }
+}
