@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mvccpb.proto",
         "proto/etcdserverpb.proto",
         "proto/synodpb.proto",
+        "proto/peerpb.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -25,3 +25,8 @@ pub mod etcdserverpb {
 pub mod synodpb {
     include!(concat!(env!("OUT_DIR"), "/synodpb.rs"));
 }
+
+/// Node-to-node messages (package `peerpb`).
+pub mod peerpb {
+    include!(concat!(env!("OUT_DIR"), "/peerpb.rs"));
+}

@@ -71,5 +71,8 @@ fn status_response_numbers() {
         is_learner: true,
         ..Default::default()
     };
-    assert_eq!(s.encode_to_vec(), [0x20, 1, 0x28, 2, 0x30, 3, 0x38, 4, 0x50, 1]);
+    assert_eq!(
+        s.encode_to_vec(),
+        [0x20, 1, 0x28, 2, 0x30, 3, 0x38, 4, 0x50, 1]
+    );
 }

@@ -1,0 +1,252 @@
+//! `synod`: start a local cluster (`synod dev`) or one node of a real
+//! cluster (`synod server`).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use synod_paxos::NodeId;
+use synod_server::{Member, Node, NodeConfig};
+
+/// synod: a distributed key-value and coordination service that speaks the
+/// etcd v3 API, replicated by Multi-Paxos.
+#[derive(Parser, Debug)]
+#[command(name = "synod", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local cluster in this process: the etcd API on 127.0.0.1:2379,
+    /// 22379, 32379 (etcd's local-cluster convention), peers on 2380, 22380,
+    /// 32380. Ctrl-C stops it; running it again resumes the data.
+    Dev {
+        /// Where each node keeps its data (one subdirectory per node).
+        #[arg(long, default_value = "synod-data")]
+        data_dir: PathBuf,
+        /// Number of nodes (1 to 9).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
+    /// Run one node of a cluster.
+    Server {
+        /// This node's id, as listed in --peers.
+        #[arg(long)]
+        id: u64,
+        /// Where this node keeps its data.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address for etcd clients, e.g. 10.0.0.1:2379.
+        #[arg(long)]
+        client_addr: SocketAddr,
+        /// Address for other nodes, e.g. 10.0.0.1:2380.
+        #[arg(long)]
+        peer_addr: SocketAddr,
+        /// Every member's peer address, this node included:
+        /// 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380
+        #[arg(long)]
+        peers: String,
+        /// Every member's client address, for `member list` (optional):
+        /// 1=10.0.0.1:2379,2=10.0.0.2:2379,3=10.0.0.3:2379
+        #[arg(long)]
+        clients: Option<String>,
+    },
+}
+
+/// Ports of the n-th node of `synod dev`: 2379/2380, 22379/22380, 32379/32380, ...
+fn dev_ports(i: u64) -> (u16, u16) {
+    let base = if i == 0 {
+        2379
+    } else {
+        (i + 1) * 10_000 + 2379
+    };
+    (base as u16, base as u16 + 1)
+}
+
+/// Every node of one cluster agrees on its id without configuration: it is
+/// derived from the member list.
+fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, m) in members {
+        for b in format!("{}={};", id.0, m.peer_addr).bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn parse_map(s: &str, what: &str) -> Result<BTreeMap<u64, SocketAddr>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("{what}: expected ID=IP:PORT, got {part:?}"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("{what}: bad node id {id:?}"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .with_context(|| format!("{what}: bad address {addr:?}"))?;
+        if id == 0 {
+            bail!("{what}: node ids start at 1");
+        }
+        if out.insert(id, addr).is_some() {
+            bail!("{what}: node {id} listed twice");
+        }
+    }
+    Ok(out)
+}
+
+fn node_config(id: NodeId, data_dir: PathBuf, members: BTreeMap<NodeId, Member>) -> NodeConfig {
+    NodeConfig {
+        id,
+        cluster_id: cluster_id(&members),
+        data_dir,
+        members,
+        tick_ms: 10,
+        request_timeout_ms: 5000,
+    }
+}
+
+async fn start(config: NodeConfig) -> Result<Arc<Node>> {
+    let client_addr = config.me().client_addr;
+    let listener = synod_etcd::bind(client_addr).await.with_context(|| {
+        format!("cannot listen for clients on {client_addr} (is another process using the port?)")
+    })?;
+    let node = Node::start(config).await?;
+    let api = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = synod_etcd::serve(api, listener).await {
+            tracing::error!(error = %e, "etcd API stopped");
+        }
+    });
+    Ok(node)
+}
+
+async fn dev(data_dir: PathBuf, nodes: u64) -> Result<()> {
+    if !(1..=9).contains(&nodes) {
+        bail!("--nodes must be between 1 and 9");
+    }
+    let mut members = BTreeMap::new();
+    for i in 0..nodes {
+        let (client, peer) = dev_ports(i);
+        let id = NodeId(i + 1);
+        members.insert(
+            id,
+            Member {
+                id,
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], peer)),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], client)),
+            },
+        );
+    }
+    let mut running = Vec::new();
+    for id in members.keys() {
+        let dir = data_dir.join(format!("node{}", id.0));
+        running.push(start(node_config(*id, dir, members.clone())).await?);
+    }
+    let endpoints: Vec<String> = members
+        .values()
+        .map(|m| m.client_addr.to_string())
+        .collect();
+    println!(
+        "synod dev cluster: {nodes} nodes, data in {}",
+        data_dir.display()
+    );
+    for m in members.values() {
+        println!(
+            "  node {}: etcd API {}  peers {}",
+            m.id.0, m.client_addr, m.peer_addr
+        );
+    }
+    println!(
+        "try: etcdctl --endpoints={} put greeting hello",
+        endpoints.join(",")
+    );
+    println!("Ctrl-C to stop");
+    tokio::signal::ctrl_c().await?;
+    println!("stopping");
+    for node in running {
+        node.stop();
+    }
+    Ok(())
+}
+
+async fn server(
+    id: u64,
+    data_dir: PathBuf,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    peers: &str,
+    clients: Option<&str>,
+) -> Result<()> {
+    let peers = parse_map(peers, "--peers")?;
+    let clients = clients
+        .map(|c| parse_map(c, "--clients"))
+        .transpose()?
+        .unwrap_or_default();
+    match peers.get(&id) {
+        Some(a) if *a == peer_addr => {}
+        Some(a) => bail!("--peers lists node {id} at {a}, but --peer-addr is {peer_addr}"),
+        None => bail!("--peers must list this node ({id})"),
+    }
+    let members = peers
+        .iter()
+        .map(|(&pid, &paddr)| {
+            let caddr = if pid == id {
+                client_addr
+            } else {
+                clients.get(&pid).copied().unwrap_or(paddr)
+            };
+            (
+                NodeId(pid),
+                Member {
+                    id: NodeId(pid),
+                    peer_addr: paddr,
+                    client_addr: caddr,
+                },
+            )
+        })
+        .collect();
+    let node = start(node_config(NodeId(id), data_dir, members)).await?;
+    println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
+    tokio::signal::ctrl_c().await?;
+    node.stop();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Dev { data_dir, nodes } => dev(data_dir, nodes).await,
+        Command::Server {
+            id,
+            data_dir,
+            client_addr,
+            peer_addr,
+            peers,
+            clients,
+        } => {
+            server(
+                id,
+                data_dir,
+                client_addr,
+                peer_addr,
+                &peers,
+                clients.as_deref(),
+            )
+            .await
+        }
+    }
+}

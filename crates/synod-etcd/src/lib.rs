@@ -1,0 +1,81 @@
+//! The etcd v3 gRPC front end. Each handler validates the request with
+//! etcd's rules, calls the node facade, fills the response header, and maps
+//! errors to gRPC statuses in one place (`status`), with etcd's codes and
+//! messages so client libraries react as they do against etcd.
+
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use synod_kv::KvError;
+use synod_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    ResponseHeader,
+};
+use synod_server::{Node, RequestError};
+use tonic::Status;
+
+/// The handlers' shared view of the node.
+#[derive(Clone)]
+pub struct EtcdApi {
+    node: Arc<Node>,
+}
+
+impl EtcdApi {
+    /// Serves the etcd API of `node`.
+    pub fn new(node: Arc<Node>) -> EtcdApi {
+        EtcdApi { node }
+    }
+
+    /// A response header at `revision` (the current one when 0).
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        let s = self.node.status();
+        Some(ResponseHeader {
+            cluster_id: self.node.config().cluster_id,
+            member_id: self.node.config().id.0,
+            revision: if revision > 0 { revision } else { s.revision },
+            raft_term: s.round,
+        })
+    }
+}
+
+/// Maps every failure to etcd's gRPC code and message.
+fn status(e: RequestError) -> Status {
+    match e {
+        RequestError::Kv(k) => kv_status(&k),
+        RequestError::Timeout => Status::unavailable("etcdserver: request timed out"),
+        RequestError::Stopped => Status::unavailable("etcdserver: server stopped"),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn kv_status(e: &KvError) -> Status {
+    let m = e.etcd_message();
+    match e {
+        KvError::Compacted { .. } | KvError::FutureRevision { .. } => Status::out_of_range(m),
+        KvError::LeaseNotFound(_) => Status::not_found(m),
+        _ => Status::invalid_argument(m),
+    }
+}
+
+/// Serves the etcd API on `listener` until the node stops.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), tonic::transport::Error> {
+    let api = EtcdApi::new(node.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(KvServer::new(api.clone()))
+        .add_service(MaintenanceServer::new(api.clone()))
+        .add_service(ClusterServer::new(api))
+        .serve_with_incoming_shutdown(incoming, async move { node.stopped().await })
+        .await
+}
+
+/// Binds the etcd API address, with an error an operator can act on.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

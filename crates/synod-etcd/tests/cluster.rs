@@ -1,0 +1,240 @@
+//! A real 3-node cluster on loopback, driven through the etcd gRPC API.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_paxos::NodeId;
+use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use synod_proto::etcdserverpb::kv_client::KvClient;
+use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_proto::etcdserverpb::request_op::Request;
+use synod_proto::etcdserverpb::*;
+use synod_server::{Member, Node, NodeConfig};
+use tonic::transport::Channel;
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    members: BTreeMap<NodeId, Member>,
+    nodes: BTreeMap<NodeId, Arc<Node>>,
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let members = (1..=n)
+            .map(|i| {
+                let id = NodeId(i);
+                (
+                    id,
+                    Member {
+                        id,
+                        peer_addr: free_addr(),
+                        client_addr: free_addr(),
+                    },
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            members,
+            nodes: BTreeMap::new(),
+        };
+        for i in 1..=n {
+            c.start_node(NodeId(i)).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, id: NodeId) {
+        let config = NodeConfig {
+            id,
+            cluster_id: 42,
+            data_dir: self.dir.path().join(format!("node{}", id.0)),
+            members: self.members.clone(),
+            tick_ms: 5,
+            request_timeout_ms: 3000,
+        };
+        let listener = synod_etcd::bind(self.members[&id].client_addr)
+            .await
+            .unwrap();
+        let node = Node::start(config).await.unwrap();
+        let api = node.clone();
+        tokio::spawn(async move { synod_etcd::serve(api, listener).await });
+        self.nodes.insert(id, node);
+    }
+
+    fn stop_node(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.stop();
+        }
+    }
+
+    async fn client(&self, id: NodeId) -> KvClient<Channel> {
+        let addr = self.members[&id].client_addr;
+        for _ in 0..100 {
+            if let Ok(c) = KvClient::connect(format!("http://{addr}")).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot connect to {addr}");
+    }
+
+    async fn leader(&self) -> NodeId {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            for (id, n) in &self.nodes {
+                if n.status().is_leader {
+                    return *id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no leader elected within 10 s");
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn put(c: &mut KvClient<Channel>, k: &str, v: &str) -> i64 {
+    let r = c
+        .put(PutRequest {
+            key: b(k),
+            value: b(v),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.header.unwrap().revision
+}
+
+async fn get(c: &mut KvClient<Channel>, k: &str) -> Option<String> {
+    let r = c
+        .range(RangeRequest {
+            key: b(k),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.kvs
+        .first()
+        .map(|kv| String::from_utf8(kv.value.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_reads_and_writes() {
+    let cluster = Cluster::start(3).await;
+    cluster.leader().await;
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(cluster.client(NodeId(id)).await);
+    }
+    let mut last = 0;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let rev = put(c, &format!("k{i}"), &format!("v{i}")).await;
+        assert!(rev > last, "revisions increase: {rev} after {last}");
+        last = rev;
+    }
+    for c in clients.iter_mut() {
+        for i in 0..3 {
+            assert_eq!(
+                get(c, &format!("k{i}")).await.as_deref(),
+                Some(format!("v{i}").as_str())
+            );
+        }
+    }
+    // A transaction through a follower.
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: b("k0"),
+            target_union: Some(TargetUnion::Value(b("v0"))),
+            range_end: Bytes::new(),
+        }],
+        success: vec![RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: b("k0"),
+                value: b("swapped"),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let r = clients[2].txn(txn).await.unwrap().into_inner();
+    assert!(r.succeeded);
+    assert_eq!(get(&mut clients[0], "k0").await.as_deref(), Some("swapped"));
+    // etcd's errors, with etcd's codes.
+    let e = clients[1].put(PutRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(e.message(), "etcdserver: key is not provided");
+    let e = clients[1]
+        .range(RangeRequest {
+            key: b("k0"),
+            revision: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    let addr = cluster.members[&NodeId(1)].client_addr;
+    let mut m = MaintenanceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let s = m.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(s.leader != 0 && s.raft_index > 0);
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_losing_the_leader_and_a_full_restart() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = NodeId(leader.0 % 3 + 1);
+    let mut c = cluster.client(follower).await;
+    for i in 0..50 {
+        put(&mut c, &format!("a{i}"), &i.to_string()).await;
+    }
+    cluster.stop_node(leader);
+    // The two survivors elect a leader and keep serving.
+    for i in 50..100 {
+        put(&mut c, &format!("a{i}"), &i.to_string()).await;
+    }
+    cluster.start_node(leader).await;
+    let mut back = cluster.client(leader).await;
+    for i in (0..100).step_by(7) {
+        assert_eq!(
+            get(&mut back, &format!("a{i}")).await,
+            Some(i.to_string()),
+            "key a{i} on the restarted node"
+        );
+    }
+    // Restart everything: every acknowledged write is still there.
+    let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+    for id in &ids {
+        cluster.stop_node(*id);
+    }
+    for id in &ids {
+        cluster.start_node(*id).await;
+    }
+    cluster.leader().await;
+    let mut c = cluster.client(NodeId(1)).await;
+    for i in 0..100 {
+        assert_eq!(get(&mut c, &format!("a{i}")).await, Some(i.to_string()));
+    }
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}

@@ -1,0 +1,332 @@
+//! Paxos messages to and from their wire form (`peerpb`). Decoding checks
+//! that every required field is present: a malformed message from the
+//! network is an error, never a panic or a default value.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use synod_paxos::{Ballot, Message, NodeId, Slot, SlotRecord, Time, Value};
+use synod_proto::peerpb::{self, envelope::Message as Wire};
+
+/// A peer message that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed peer message: {0}")]
+pub struct DecodeError(pub &'static str);
+
+fn ballot(b: Ballot) -> Option<peerpb::Ballot> {
+    Some(peerpb::Ballot {
+        round: b.round,
+        node: b.node.0,
+    })
+}
+
+fn value(v: &Value<Bytes>) -> peerpb::Value {
+    match v {
+        Value::Noop => peerpb::Value {
+            noop: true,
+            commands: Vec::new(),
+        },
+        Value::Batch(c) => peerpb::Value {
+            noop: false,
+            commands: c.to_vec(),
+        },
+    }
+}
+
+fn values(vs: &[Value<Bytes>]) -> Vec<peerpb::Value> {
+    vs.iter().map(value).collect()
+}
+
+/// Encodes one message for the wire.
+pub fn encode(to: NodeId, m: &Message<Bytes>) -> peerpb::Envelope {
+    let message = match m {
+        Message::Probe { ballot: b, commit } => Wire::Probe(peerpb::Probe {
+            ballot: ballot(*b),
+            commit: commit.0,
+        }),
+        Message::ProbeReply {
+            ballot: b,
+            ok,
+            promised,
+        } => Wire::ProbeReply(peerpb::ProbeReply {
+            ballot: ballot(*b),
+            ok: *ok,
+            promised: ballot(*promised),
+        }),
+        Message::Prepare { ballot: b, commit } => Wire::Prepare(peerpb::Prepare {
+            ballot: ballot(*b),
+            commit: commit.0,
+        }),
+        Message::Promise {
+            ballot: b,
+            accepted,
+            snapshot,
+        } => Wire::Promise(peerpb::Promise {
+            ballot: ballot(*b),
+            accepted: accepted
+                .iter()
+                .map(|r| peerpb::SlotRecord {
+                    slot: r.slot.0,
+                    ballot: ballot(r.ballot),
+                    value: Some(value(&r.value)),
+                    chosen: r.chosen,
+                })
+                .collect(),
+            snapshot: snapshot.0,
+        }),
+        Message::Accept {
+            ballot: b,
+            first,
+            values: vs,
+            commit,
+            seq,
+            sent_at,
+        } => Wire::Accept(peerpb::Accept {
+            ballot: ballot(*b),
+            first: first.0,
+            values: values(vs),
+            commit: commit.0,
+            seq: *seq,
+            sent_at: sent_at.0,
+        }),
+        Message::Accepted {
+            ballot: b,
+            first,
+            count,
+            commit,
+            behind,
+            seq,
+            sent_at,
+        } => Wire::Accepted(peerpb::Accepted {
+            ballot: ballot(*b),
+            first: first.0,
+            count: *count,
+            commit: commit.0,
+            behind: *behind,
+            seq: *seq,
+            sent_at: sent_at.0,
+        }),
+        Message::Learn {
+            ballot: b,
+            first,
+            values: vs,
+        } => Wire::Learn(peerpb::Learn {
+            ballot: ballot(*b),
+            first: first.0,
+            values: values(vs),
+        }),
+        Message::Learned { ballot: b, commit } => Wire::Learned(peerpb::Learned {
+            ballot: ballot(*b),
+            commit: commit.0,
+        }),
+        Message::Reject {
+            ballot: b,
+            promised,
+        } => Wire::Reject(peerpb::Reject {
+            ballot: ballot(*b),
+            promised: ballot(*promised),
+        }),
+    };
+    peerpb::Envelope {
+        to: to.0,
+        message: Some(message),
+    }
+}
+
+fn get_ballot(b: Option<peerpb::Ballot>) -> Result<Ballot, DecodeError> {
+    let b = b.ok_or(DecodeError("missing ballot"))?;
+    Ok(Ballot {
+        round: b.round,
+        node: NodeId(b.node),
+    })
+}
+
+fn get_value(v: peerpb::Value) -> Result<Value<Bytes>, DecodeError> {
+    if v.noop {
+        if !v.commands.is_empty() {
+            return Err(DecodeError("no-op with commands"));
+        }
+        return Ok(Value::Noop);
+    }
+    Ok(Value::Batch(Arc::from(v.commands)))
+}
+
+fn get_values(vs: Vec<peerpb::Value>) -> Result<Vec<Value<Bytes>>, DecodeError> {
+    vs.into_iter().map(get_value).collect()
+}
+
+/// Decodes one message from the wire.
+pub fn decode(e: peerpb::Envelope) -> Result<(NodeId, Message<Bytes>), DecodeError> {
+    let to = NodeId(e.to);
+    let m = match e.message.ok_or(DecodeError("empty envelope"))? {
+        Wire::Probe(p) => Message::Probe {
+            ballot: get_ballot(p.ballot)?,
+            commit: Slot(p.commit),
+        },
+        Wire::ProbeReply(p) => Message::ProbeReply {
+            ballot: get_ballot(p.ballot)?,
+            ok: p.ok,
+            promised: get_ballot(p.promised)?,
+        },
+        Wire::Prepare(p) => Message::Prepare {
+            ballot: get_ballot(p.ballot)?,
+            commit: Slot(p.commit),
+        },
+        Wire::Promise(p) => Message::Promise {
+            ballot: get_ballot(p.ballot)?,
+            accepted: p
+                .accepted
+                .into_iter()
+                .map(|r| {
+                    Ok(SlotRecord {
+                        slot: Slot(r.slot),
+                        ballot: get_ballot(r.ballot)?,
+                        value: get_value(r.value.ok_or(DecodeError("record without value"))?)?,
+                        chosen: r.chosen,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?,
+            snapshot: Slot(p.snapshot),
+        },
+        Wire::Accept(a) => Message::Accept {
+            ballot: get_ballot(a.ballot)?,
+            first: Slot(a.first),
+            values: get_values(a.values)?,
+            commit: Slot(a.commit),
+            seq: a.seq,
+            sent_at: Time(a.sent_at),
+        },
+        Wire::Accepted(a) => Message::Accepted {
+            ballot: get_ballot(a.ballot)?,
+            first: Slot(a.first),
+            count: a.count,
+            commit: Slot(a.commit),
+            behind: a.behind,
+            seq: a.seq,
+            sent_at: Time(a.sent_at),
+        },
+        Wire::Learn(l) => Message::Learn {
+            ballot: get_ballot(l.ballot)?,
+            first: Slot(l.first),
+            values: get_values(l.values)?,
+        },
+        Wire::Learned(l) => Message::Learned {
+            ballot: get_ballot(l.ballot)?,
+            commit: Slot(l.commit),
+        },
+        Wire::Reject(r) => Message::Reject {
+            ballot: get_ballot(r.ballot)?,
+            promised: get_ballot(r.promised)?,
+        },
+    };
+    if let Message::Accept { first, values, .. } | Message::Learn { first, values, .. } = &m {
+        if first.0 == 0 || first.0.checked_add(values.len() as u64).is_none() {
+            return Err(DecodeError("slot range out of bounds"));
+        }
+    }
+    if let Message::Accepted { first, count, .. } = &m {
+        if first.0.checked_add(*count).is_none() {
+            return Err(DecodeError("slot range out of bounds"));
+        }
+    }
+    Ok((to, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips() {
+        let b = Ballot {
+            round: 3,
+            node: NodeId(2),
+        };
+        let v = Value::Batch(Arc::from(vec![Bytes::from_static(b"x")]));
+        let messages = vec![
+            Message::Probe {
+                ballot: b,
+                commit: Slot(4),
+            },
+            Message::ProbeReply {
+                ballot: b,
+                ok: true,
+                promised: b,
+            },
+            Message::Prepare {
+                ballot: b,
+                commit: Slot(1),
+            },
+            Message::Promise {
+                ballot: b,
+                accepted: vec![SlotRecord {
+                    slot: Slot(2),
+                    ballot: b,
+                    value: v.clone(),
+                    chosen: true,
+                }],
+                snapshot: Slot(1),
+            },
+            Message::Accept {
+                ballot: b,
+                first: Slot(5),
+                values: vec![v.clone(), Value::Noop],
+                commit: Slot(4),
+                seq: 9,
+                sent_at: Time(77),
+            },
+            Message::Accepted {
+                ballot: b,
+                first: Slot(5),
+                count: 2,
+                commit: Slot(4),
+                behind: true,
+                seq: 9,
+                sent_at: Time(77),
+            },
+            Message::Learn {
+                ballot: b,
+                first: Slot(1),
+                values: vec![v],
+            },
+            Message::Learned {
+                ballot: b,
+                commit: Slot(3),
+            },
+            Message::Reject {
+                ballot: b,
+                promised: b,
+            },
+        ];
+        for m in messages {
+            let (to, back) = decode(encode(NodeId(7), &m)).unwrap();
+            assert_eq!((to, back), (NodeId(7), m));
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        assert!(decode(peerpb::Envelope {
+            to: 1,
+            message: None
+        })
+        .is_err());
+        let no_ballot = peerpb::Envelope {
+            to: 1,
+            message: Some(Wire::Prepare(peerpb::Prepare {
+                ballot: None,
+                commit: 0,
+            })),
+        };
+        assert!(decode(no_ballot).is_err());
+        let overflow = peerpb::Envelope {
+            to: 1,
+            message: Some(Wire::Accepted(peerpb::Accepted {
+                ballot: ballot(Ballot::ZERO),
+                first: u64::MAX,
+                count: 2,
+                ..Default::default()
+            })),
+        };
+        assert!(decode(overflow).is_err());
+    }
+}

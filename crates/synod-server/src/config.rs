@@ -1,0 +1,42 @@
+//! A node's settings: who it is, where it listens, who its peers are.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use synod_paxos::NodeId;
+
+/// One member of the cluster as every node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Node id (also the Paxos replica id).
+    pub id: NodeId,
+    /// Where its peers reach it.
+    pub peer_addr: SocketAddr,
+    /// Where clients reach it (etcd API).
+    pub client_addr: SocketAddr,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Shared by every member; a data dir of another cluster is refused.
+    pub cluster_id: u64,
+    /// Where the node's database lives.
+    pub data_dir: PathBuf,
+    /// Every member, this node included.
+    pub members: BTreeMap<NodeId, Member>,
+    /// How often the replica's timers run.
+    pub tick_ms: u64,
+    /// A client request that is not answered within this long fails with
+    /// etcd's "request timed out".
+    pub request_timeout_ms: u64,
+}
+
+impl NodeConfig {
+    /// This node's own entry.
+    pub fn me(&self) -> &Member {
+        &self.members[&self.id]
+    }
+}

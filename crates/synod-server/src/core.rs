@@ -1,0 +1,422 @@
+//! The core loop: one thread that owns the replica, the state machine and
+//! the store, and turns inputs into durable, replicated, applied effects.
+//!
+//! ```text
+//!   inputs (peer messages, client writes and reads) ──► step / propose / read
+//!   every round:  tick ─► ready ─► send ─► persist (one fsync) ─► apply ─► answer
+//! ```
+//!
+//! Nothing here blocks on the network: outgoing batches go to per-peer
+//! sender tasks through bounded queues, and a full queue drops the batch
+//! (Paxos retransmits).
+
+use crate::codec;
+use bytes::Bytes;
+use prost::Message as _;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use synod_kv::{error_outcome, KvError, KvStore};
+use synod_paxos::{NodeId, ProposeError, ReadId, Ready, Replica, RoleKind, Slot, Time, Value};
+use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use synod_proto::peerpb;
+use synod_proto::synodpb::{Command, Outcome};
+use synod_storage::{GroupId, Storage};
+use tokio::sync::{mpsc, oneshot};
+
+/// The single Paxos group of an unsharded cluster.
+pub const GROUP: GroupId = GroupId(1);
+/// Inputs handled per round before the runtime loop runs: a bound on
+/// latency under load, and the unit of batching.
+const INPUTS_PER_ROUND_MAX: usize = 4096;
+/// A forwarded command not yet applied is forwarded again after this long.
+const REFORWARD_MS: u64 = 300;
+
+/// Work for the core loop.
+pub enum Input {
+    /// Messages from a peer.
+    Peer(peerpb::Batch),
+    /// A client write; answered when it applies here.
+    Write {
+        /// The command (client, seq, op).
+        command: Command,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// A client read.
+    Read {
+        /// The request.
+        request: RangeRequest,
+        /// Serve from local state without a linearizability check.
+        serializable: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<RangeResponse, KvError>>,
+    },
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// What the loop publishes for status calls.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// Believed leader.
+    pub leader: Option<NodeId>,
+    /// This node leads.
+    pub is_leader: bool,
+    /// Ballot round (etcd's raft term).
+    pub round: u64,
+    /// Commit point.
+    pub commit: u64,
+    /// Applied slot.
+    pub applied: u64,
+    /// State machine revision.
+    pub revision: i64,
+    /// Compaction point.
+    pub compact_revision: i64,
+}
+
+struct PendingWrite {
+    command: Bytes,
+    forwarded_at: Option<Instant>,
+}
+
+/// A linearizable read waiting for its slot to be applied.
+struct WaitingRead {
+    request: RangeRequest,
+    reply: oneshot::Sender<Result<RangeResponse, KvError>>,
+}
+
+/// The loop's state.
+pub struct Core {
+    id: NodeId,
+    replica: Replica<Bytes>,
+    kv: KvStore,
+    storage: Storage,
+    started: Instant,
+    inputs: Receiver<Input>,
+    peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
+    cluster_id: u64,
+    tick: Duration,
+    applied: Slot,
+    /// Writes waiting for their (client, seq) to apply here.
+    writes: BTreeMap<(u64, u64), (oneshot::Sender<Outcome>, PendingWrite)>,
+    /// Linearizable reads registered with the replica.
+    reads: BTreeMap<ReadId, WaitingRead>,
+    /// Reads released by the replica, waiting for `applied` to reach a slot.
+    reads_at: VecDeque<(Slot, WaitingRead)>,
+    /// Reads on a follower, waiting for a barrier command to apply.
+    barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
+    next_read: u64,
+    next_barrier: u64,
+    published: Arc<Mutex<Published>>,
+}
+
+impl Core {
+    /// Builds the loop from a restored replica and its store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        cluster_id: u64,
+        replica: Replica<Bytes>,
+        storage: Storage,
+        inputs: Receiver<Input>,
+        peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
+        tick: Duration,
+        published: Arc<Mutex<Published>>,
+        started: Instant,
+    ) -> Core {
+        Core {
+            id,
+            replica,
+            kv: KvStore::default(),
+            storage,
+            started,
+            inputs,
+            peers,
+            cluster_id,
+            tick,
+            applied: Slot(0),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_at: VecDeque::new(),
+            barrier_reads: BTreeMap::new(),
+            next_read: 1,
+            next_barrier: 1,
+            published,
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.started.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until `Shutdown` or until every input sender is gone.
+    pub fn run(mut self) {
+        loop {
+            match self.inputs.recv_timeout(self.tick) {
+                Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return;
+                    }
+                    for _ in 0..INPUTS_PER_ROUND_MAX {
+                        match self.inputs.try_recv() {
+                            Ok(input) => {
+                                if !self.handle(input) {
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = self.now();
+            self.replica.tick(now);
+            self.reforward();
+            self.drive();
+            self.publish();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Shutdown => return false,
+            Input::Peer(batch) => self.on_peer(batch),
+            Input::Write { command, reply } => self.on_write(command, reply),
+            Input::Read {
+                request,
+                serializable,
+                reply,
+            } => self.on_read(request, serializable, reply),
+        }
+        true
+    }
+
+    fn on_peer(&mut self, batch: peerpb::Batch) {
+        if batch.cluster_id != self.cluster_id {
+            tracing::warn!(
+                from = batch.from,
+                cluster = batch.cluster_id,
+                "batch from another cluster dropped"
+            );
+            return;
+        }
+        let from = NodeId(batch.from);
+        let now = self.now();
+        for envelope in batch.messages {
+            match codec::decode(envelope) {
+                Ok((to, message)) if to == self.id => self.replica.step(from, message, now),
+                Ok(_) => tracing::warn!(%from, "message for another node dropped"),
+                Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
+            }
+        }
+        for command in batch.forwards {
+            // Forwarded to us as the leader; if we no longer lead, the
+            // sender forwards again to whoever does.
+            let _ = self.replica.propose(command);
+        }
+    }
+
+    fn on_write(&mut self, command: Command, reply: oneshot::Sender<Outcome>) {
+        let key = (command.client, command.seq);
+        let bytes = Bytes::from(command.encode_to_vec());
+        let pending = PendingWrite {
+            command: bytes.clone(),
+            forwarded_at: None,
+        };
+        self.writes.insert(key, (reply, pending));
+        self.submit(key);
+    }
+
+    /// Proposes here when leading, else forwards to the leader.
+    fn submit(&mut self, key: (u64, u64)) {
+        let Some((_, pending)) = self.writes.get_mut(&key) else {
+            return;
+        };
+        let command = pending.command.clone();
+        match self.replica.propose(command.clone()) {
+            Ok(()) => pending.forwarded_at = None,
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.id => {
+                pending.forwarded_at = Some(Instant::now());
+                self.send(l, Vec::new(), vec![command]);
+            }
+            Err(ProposeError::Busy) => {
+                if let Some((reply, _)) = self.writes.remove(&key) {
+                    let _ = reply.send(error_outcome(&KvError::InvalidArgument(
+                        "etcdserver: too many requests",
+                    )));
+                }
+            }
+            Err(_) => pending.forwarded_at = Some(Instant::now()),
+        }
+    }
+
+    fn reforward(&mut self) {
+        let due: Vec<(u64, u64)> = self
+            .writes
+            .iter()
+            .filter(|(_, (_, p))| {
+                p.forwarded_at
+                    .is_some_and(|t| t.elapsed() >= Duration::from_millis(REFORWARD_MS))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.submit(key);
+        }
+    }
+
+    fn on_read(
+        &mut self,
+        request: RangeRequest,
+        serializable: bool,
+        reply: oneshot::Sender<Result<RangeResponse, KvError>>,
+    ) {
+        if serializable {
+            let _ = reply.send(self.kv.range(&request));
+            return;
+        }
+        let rid = ReadId(self.next_read);
+        self.next_read += 1;
+        let now = self.now();
+        match self.replica.read(rid, now) {
+            Ok(()) => {
+                self.reads.insert(rid, WaitingRead { request, reply });
+            }
+            Err(_) => {
+                // Not the leader: a barrier command through the log orders
+                // this read after every write acknowledged before it.
+                let key = (u64::MAX - self.id.0, self.next_barrier);
+                self.next_barrier += 1;
+                self.barrier_reads
+                    .insert(key, WaitingRead { request, reply });
+                let command = Command {
+                    client: key.0,
+                    seq: key.1,
+                    op: None,
+                };
+                let (tx, _rx) = oneshot::channel();
+                self.on_write(command, tx);
+            }
+        }
+    }
+
+    /// The runtime loop: persist, send, apply, answer, until quiet.
+    fn drive(&mut self) {
+        while self.replica.has_ready() {
+            let ready = self.replica.ready();
+            self.handle_ready(ready);
+        }
+    }
+
+    fn handle_ready(&mut self, ready: Ready<Bytes>) {
+        let mut by_peer: BTreeMap<NodeId, Vec<peerpb::Envelope>> = BTreeMap::new();
+        for e in &ready.messages {
+            by_peer
+                .entry(e.to)
+                .or_default()
+                .push(codec::encode(e.to, &e.message));
+        }
+        for (to, messages) in by_peer {
+            self.send(to, messages, Vec::new());
+        }
+        if !ready.persist.is_empty() {
+            let result = self.storage.batch().and_then(|mut batch| {
+                batch.persist(GROUP, &ready.persist)?;
+                batch.commit()
+            });
+            // A durable write that fails is fail-stop: continuing could
+            // acknowledge state that is not on disk.
+            if let Err(e) = result {
+                panic!("storage write failed, stopping the node: {e}");
+            }
+        }
+        for apply in &ready.apply {
+            self.apply(apply.slot, &apply.value);
+        }
+        for read in &ready.reads {
+            if let Some(w) = self.reads.remove(&read.id) {
+                self.reads_at.push_back((read.slot, w));
+            }
+        }
+        for id in &ready.reads_dropped {
+            if let Some(w) = self.reads.remove(id) {
+                // Retry as a follower read.
+                self.on_read(w.request, false, w.reply);
+            }
+        }
+        for command in ready.dropped {
+            if let Ok(c) = Command::decode(command.clone()) {
+                self.submit((c.client, c.seq));
+            }
+        }
+        if !ready.snapshots.is_empty() {
+            tracing::warn!("snapshot transfer requested but compaction is not enabled yet");
+        }
+        self.serve_reads();
+        self.replica.on_persisted(ready.token);
+    }
+
+    fn apply(&mut self, slot: Slot, value: &Value<Bytes>) {
+        assert_eq!(slot, self.applied.next(), "apply out of order");
+        self.applied = slot;
+        let Value::Batch(commands) = value else {
+            return;
+        };
+        for bytes in commands.iter() {
+            let Ok(command) = Command::decode(bytes.clone()) else {
+                tracing::error!(%slot, "undecodable command in the log skipped");
+                continue;
+            };
+            let applied = self.kv.apply(&command);
+            let key = (command.client, command.seq);
+            if let Some((reply, _)) = self.writes.remove(&key) {
+                let _ = reply.send(applied.outcome);
+            }
+            if let Some(w) = self.barrier_reads.remove(&key) {
+                let _ = w.reply.send(self.kv.range(&w.request));
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        while let Some((slot, _)) = self.reads_at.front() {
+            if *slot > self.applied {
+                break;
+            }
+            let (_, w) = self.reads_at.pop_front().expect("front exists");
+            let _ = w.reply.send(self.kv.range(&w.request));
+        }
+    }
+
+    fn send(&mut self, to: NodeId, messages: Vec<peerpb::Envelope>, forwards: Vec<Bytes>) {
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        let batch = peerpb::Batch {
+            from: self.id.0,
+            cluster_id: self.cluster_id,
+            messages,
+            forwards,
+            snapshot: None,
+        };
+        // A full queue means the peer is slow or gone: drop, Paxos resends.
+        let _ = peer.try_send(batch);
+    }
+
+    fn publish(&self) {
+        let status = self.replica.status();
+        let mut p = self.published.lock().expect("status lock");
+        p.leader = status.leader;
+        p.is_leader = status.role == RoleKind::Leader;
+        p.round = status.promised.round;
+        p.commit = status.commit.0;
+        p.applied = self.applied.0;
+        p.revision = self.kv.revision();
+        p.compact_revision = self.kv.compact_revision();
+    }
+}

@@ -1,0 +1,82 @@
+//! Peer transport: one gRPC stream per (sender, receiver) pair. The
+//! receiving side hands batches to the core loop; the sending side is one
+//! task per peer that (re)connects and streams whatever the core queued.
+
+use crate::core::Input;
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+use std::time::Duration;
+use synod_proto::peerpb::peer_server::Peer;
+use synod_proto::peerpb::{peer_client::PeerClient, Ack, Batch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Batches queued per peer before new ones are dropped.
+pub const PEER_QUEUE_MAX: usize = 1024;
+/// Wait before reconnecting to a peer that refused or dropped us.
+const RECONNECT_MS: u64 = 100;
+
+/// The receiving side of the peer service.
+pub struct PeerService {
+    inputs: Mutex<Sender<Input>>,
+}
+
+impl PeerService {
+    /// Forwards every received batch to the core loop.
+    pub fn new(inputs: Sender<Input>) -> PeerService {
+        PeerService {
+            inputs: Mutex::new(inputs),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn stream(&self, request: Request<Streaming<Batch>>) -> Result<Response<Ack>, Status> {
+        let mut stream = request.into_inner();
+        let inputs = self.inputs.lock().expect("inputs lock").clone();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if inputs.send(Input::Peer(batch)).is_err() {
+                return Err(Status::unavailable("node is shutting down"));
+            }
+        }
+        Ok(Response::new(Ack {}))
+    }
+}
+
+/// Streams batches from `queue` to the peer at `addr`, reconnecting as
+/// needed; batches queued while disconnected are dropped (Paxos resends).
+pub async fn run_sender(addr: SocketAddr, mut queue: mpsc::Receiver<Batch>) {
+    let uri = format!("http://{addr}");
+    loop {
+        let client = match PeerClient::connect(uri.clone()).await {
+            Ok(c) => c,
+            Err(_) => {
+                // Drain what piled up while the peer was unreachable.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Batch>(PEER_QUEUE_MAX);
+        let mut client = client;
+        let call = tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await });
+        loop {
+            let Some(batch) = queue.recv().await else {
+                return;
+            };
+            if tx.send(batch).await.is_err() || call.is_finished() {
+                break;
+            }
+        }
+        call.abort();
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
