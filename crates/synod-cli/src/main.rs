@@ -111,6 +111,7 @@ fn node_config(id: NodeId, data_dir: PathBuf, members: BTreeMap<NodeId, Member>)
         members,
         tick_ms: 10,
         request_timeout_ms: 5000,
+        snapshot_every: 10_000,
     }
 }
 

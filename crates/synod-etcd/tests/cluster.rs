@@ -59,6 +59,7 @@ impl Cluster {
             members: self.members.clone(),
             tick_ms: 5,
             request_timeout_ms: 3000,
+            snapshot_every: 40,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await
@@ -214,6 +215,16 @@ async fn acknowledged_writes_survive_losing_the_leader_and_a_full_restart() {
     }
     cluster.start_node(leader).await;
     let mut back = cluster.client(leader).await;
+    // The survivors snapshot every 40 slots and drop their log before it, so
+    // the restarted node can only catch up from a shipped snapshot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.nodes[&leader].status().snapshots_installed == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never installed a snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for i in (0..100).step_by(7) {
         assert_eq!(
             get(&mut back, &format!("a{i}")).await,

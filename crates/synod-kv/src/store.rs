@@ -65,6 +65,16 @@ impl KvStore {
         &self.mvcc
     }
 
+    /// The recorded outcome of `(client, seq)`, if that command was the
+    /// client's last one applied: how a node answers a write that reached
+    /// it inside an installed snapshot rather than through the log.
+    pub fn session_outcome(&self, client: u64, seq: u64) -> Option<&Outcome> {
+        self.sessions
+            .get(&client)
+            .filter(|s| s.seq == seq)
+            .map(|s| &s.outcome)
+    }
+
     /// Serves a range read at the store's current state.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
         read::range(&self.mvcc, r, self.mvcc.revision())

@@ -32,6 +32,9 @@ pub struct NodeConfig {
     /// A client request that is not answered within this long fails with
     /// etcd's "request timed out".
     pub request_timeout_ms: u64,
+    /// Applied slots between state-machine snapshots; each snapshot lets
+    /// the log before it be dropped (etcd's `--snapshot-count`).
+    pub snapshot_every: u64,
 }
 
 impl NodeConfig {

@@ -74,6 +74,10 @@ pub struct Published {
     pub revision: i64,
     /// Compaction point.
     pub compact_revision: i64,
+    /// Slot of the latest state-machine snapshot.
+    pub snapshot_slot: u64,
+    /// Snapshots received from a leader and installed since start.
+    pub snapshots_installed: u64,
 }
 
 struct PendingWrite {
@@ -85,6 +89,34 @@ struct PendingWrite {
 struct WaitingRead {
     request: RangeRequest,
     reply: oneshot::Sender<Result<RangeResponse, KvError>>,
+}
+
+/// What the loop starts from.
+pub struct CoreParts {
+    /// This node.
+    pub id: NodeId,
+    /// Checked on every peer batch.
+    pub cluster_id: u64,
+    /// Restored from storage.
+    pub replica: Replica<Bytes>,
+    /// Restored from the latest snapshot (or empty).
+    pub kv: KvStore,
+    /// The latest snapshot: what `kv` was restored from.
+    pub snapshot: Option<(Slot, Bytes)>,
+    /// The node's database.
+    pub storage: Storage,
+    /// Where inputs arrive.
+    pub inputs: Receiver<Input>,
+    /// Per-peer send queues.
+    pub peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
+    /// Timer period.
+    pub tick: Duration,
+    /// Status shared with the facade.
+    pub published: Arc<Mutex<Published>>,
+    /// The local clock's origin.
+    pub started: Instant,
+    /// Applied slots between snapshots.
+    pub snapshot_every: u64,
 }
 
 /// The loop's state.
@@ -110,40 +142,38 @@ pub struct Core {
     next_read: u64,
     next_barrier: u64,
     published: Arc<Mutex<Published>>,
+    snapshot_every: u64,
+    /// The latest snapshot written, shipped to replicas behind the log start.
+    snapshot: Option<(Slot, Bytes)>,
+    snapshots_installed: u64,
 }
 
 impl Core {
-    /// Builds the loop from a restored replica and its store.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: NodeId,
-        cluster_id: u64,
-        replica: Replica<Bytes>,
-        storage: Storage,
-        inputs: Receiver<Input>,
-        peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
-        tick: Duration,
-        published: Arc<Mutex<Published>>,
-        started: Instant,
-    ) -> Core {
+    /// Builds the loop from a restored replica, the state machine restored
+    /// from the latest snapshot (`snapshot`), and the store.
+    pub fn new(parts: CoreParts) -> Core {
+        let applied = parts.snapshot.as_ref().map_or(Slot(0), |(s, _)| *s);
         Core {
-            id,
-            replica,
-            kv: KvStore::default(),
-            storage,
-            started,
-            inputs,
-            peers,
-            cluster_id,
-            tick,
-            applied: Slot(0),
+            id: parts.id,
+            replica: parts.replica,
+            kv: parts.kv,
+            storage: parts.storage,
+            started: parts.started,
+            inputs: parts.inputs,
+            peers: parts.peers,
+            cluster_id: parts.cluster_id,
+            tick: parts.tick,
+            applied,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             reads_at: VecDeque::new(),
             barrier_reads: BTreeMap::new(),
             next_read: 1,
             next_barrier: 1,
-            published,
+            published: parts.published,
+            snapshot_every: parts.snapshot_every.max(1),
+            snapshot: parts.snapshot,
+            snapshots_installed: 0,
         }
     }
 
@@ -213,6 +243,9 @@ impl Core {
                 Ok(_) => tracing::warn!(%from, "message for another node dropped"),
                 Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
             }
+        }
+        if let Some(snapshot) = batch.snapshot {
+            self.install_snapshot(Slot(snapshot.slot), snapshot.data);
         }
         for command in batch.forwards {
             // Forwarded to us as the leader; if we no longer lead, the
@@ -354,11 +387,98 @@ impl Core {
                 self.submit((c.client, c.seq));
             }
         }
-        if !ready.snapshots.is_empty() {
-            tracing::warn!("snapshot transfer requested but compaction is not enabled yet");
+        for to in ready.snapshots {
+            self.send_snapshot(to);
         }
         self.serve_reads();
         self.replica.on_persisted(ready.token);
+        self.maybe_snapshot();
+    }
+
+    /// Every `snapshot_every` applied slots: write the state machine and its
+    /// applied slot in one transaction, then let the core drop the log
+    /// prefix the snapshot covers.
+    fn maybe_snapshot(&mut self) {
+        let last = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
+        if self.applied.0 < last + self.snapshot_every {
+            return;
+        }
+        let data = Bytes::from(self.kv.snapshot().encode_to_vec());
+        let slot = self.applied;
+        let result = self.storage.batch().and_then(|mut batch| {
+            batch.put_snapshot(GROUP, slot, &data)?;
+            batch.commit()
+        });
+        if let Err(e) = result {
+            panic!("snapshot write failed, stopping the node: {e}");
+        }
+        self.snapshot = Some((slot, data));
+        self.replica.compact(slot);
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) {
+        let Some((slot, data)) = self.snapshot.clone() else {
+            return;
+        };
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        let batch = peerpb::Batch {
+            from: self.id.0,
+            cluster_id: self.cluster_id,
+            messages: Vec::new(),
+            forwards: Vec::new(),
+            snapshot: Some(peerpb::Snapshot { slot: slot.0, data }),
+        };
+        let _ = peer.try_send(batch);
+    }
+
+    /// A snapshot from the leader: install it durably, then jump the
+    /// replica and answer writes it already contains.
+    fn install_snapshot(&mut self, slot: Slot, data: Bytes) {
+        if !self.replica.wants_snapshot(slot) {
+            return;
+        }
+        let decoded = synod_proto::synodpb::Snapshot::decode(data.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|s| KvStore::restore(s).map_err(|e| e.to_string()));
+        let kv = match decoded {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!(%slot, error = %e, "malformed snapshot dropped");
+                return;
+            }
+        };
+        let result = self.storage.batch().and_then(|mut batch| {
+            batch.put_snapshot(GROUP, slot, &data)?;
+            batch.commit()
+        });
+        if let Err(e) = result {
+            panic!("snapshot install failed, stopping the node: {e}");
+        }
+        self.kv = kv;
+        self.applied = slot;
+        self.snapshot = Some((slot, data));
+        self.snapshots_installed += 1;
+        assert!(
+            self.replica.install_snapshot(slot),
+            "wanted snapshot refused"
+        );
+        let answered: Vec<(u64, u64)> = self
+            .writes
+            .keys()
+            .filter(|(c, q)| self.kv.session_outcome(*c, *q).is_some())
+            .copied()
+            .collect();
+        for key in answered {
+            if let (Some((reply, _)), Some(outcome)) = (
+                self.writes.remove(&key),
+                self.kv.session_outcome(key.0, key.1),
+            ) {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+        self.serve_reads();
     }
 
     fn apply(&mut self, slot: Slot, value: &Value<Bytes>) {
@@ -418,5 +538,7 @@ impl Core {
         p.applied = self.applied.0;
         p.revision = self.kv.revision();
         p.compact_revision = self.kv.compact_revision();
+        p.snapshot_slot = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
+        p.snapshots_installed = self.snapshots_installed;
     }
 }

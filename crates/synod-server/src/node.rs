@@ -2,20 +2,26 @@
 //! the core loop's thread and the peer transport's tasks.
 
 use crate::config::{Member, NodeConfig};
-use crate::core::{Core, Input, Published, GROUP};
+use crate::core::{Core, CoreParts, Input, Published, GROUP};
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
+use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::KvError;
+use synod_kv::KvStore;
 use synod_paxos::{Config, NodeId, Replica};
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
 use synod_proto::synodpb::{command::Op, Command, Outcome};
 use synod_storage::{Identity, Storage, StorageError};
 use tokio::sync::oneshot;
+
+/// The largest peer message (a whole snapshot, until snapshots stream in
+/// chunks).
+const PEER_MESSAGE_MAX: usize = 1 << 30;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +79,16 @@ impl Node {
         };
         let storage = Storage::open(&config.data_dir, identity)?;
         let durable = storage.load(GROUP)?;
+        let snapshot = storage.load_snapshot(GROUP)?;
+        let kv = match &snapshot {
+            Some((slot, data)) => synod_proto::synodpb::Snapshot::decode(data.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|s| KvStore::restore(s).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    StartError::Config(format!("snapshot at slot {slot} does not decode: {e}"))
+                })?,
+            None => KvStore::default(),
+        };
         let voters: Vec<NodeId> = config.members.keys().copied().collect();
         let mut paxos = Config::majority(config.id, &voters);
         paxos.rng_seed = config.id.0 ^ 0x5eed;
@@ -95,7 +111,10 @@ impl Node {
                 addr: config.me().peer_addr,
                 source,
             })?;
-        let service = PeerServer::new(PeerService::new(tx.clone()));
+        // Snapshots travel in one message for now: allow large ones.
+        let service = PeerServer::new(PeerService::new(tx.clone()))
+            .max_decoding_message_size(PEER_MESSAGE_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_MAX);
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -108,17 +127,20 @@ impl Node {
         });
         let published = Arc::new(Mutex::new(Published::default()));
         let storage_file = storage.file().to_path_buf();
-        let core = Core::new(
-            config.id,
-            config.cluster_id,
+        let core = Core::new(CoreParts {
+            id: config.id,
+            cluster_id: config.cluster_id,
             replica,
+            kv,
+            snapshot,
             storage,
-            rx,
+            inputs: rx,
             peers,
-            Duration::from_millis(config.tick_ms),
-            published.clone(),
+            tick: Duration::from_millis(config.tick_ms),
+            published: published.clone(),
             started,
-        );
+            snapshot_every: config.snapshot_every,
+        });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
             .spawn(move || core.run())

@@ -66,7 +66,9 @@ pub async fn run_sender(addr: SocketAddr, mut queue: mpsc::Receiver<Batch>) {
             }
         };
         let (tx, rx) = mpsc::channel::<Batch>(PEER_QUEUE_MAX);
-        let mut client = client;
+        let mut client = client
+            .max_encoding_message_size(1 << 30)
+            .max_decoding_message_size(1 << 30);
         let call = tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await });
         loop {
             let Some(batch) = queue.recv().await else {

@@ -80,6 +80,33 @@ impl Batch {
         self.guard(|batch| batch.persist_inner(group, persist))
     }
 
+    /// Stores a snapshot of `group`'s state machine covering slots through
+    /// `slot`, and records `slot` as applied, in this batch's transaction:
+    /// the state and the applied slot can never disagree after a crash.
+    pub fn put_snapshot(
+        &mut self,
+        group: GroupId,
+        slot: Slot,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        self.guard(|batch| {
+            let file = &batch.file;
+            let mut buf = std::mem::take(&mut batch.buf);
+            crate::snapshot::encode(slot, data, &mut buf);
+            let result = match batch.txn.open_table(crate::snapshot::SNAPSHOT_TABLE) {
+                Ok(mut t) => t
+                    .insert(&crate::snapshot::key(group), buf.as_slice())
+                    .map(|_| ())
+                    .map_err(|e| redb(file, e)),
+                Err(e) => Err(redb(file, e)),
+            };
+            batch.buf = buf;
+            batch.must_sync = true;
+            result
+        })?;
+        self.set_applied(group, slot)
+    }
+
     /// Records that the state machine has applied `group`'s slots through
     /// `applied`; [`Storage::load`](crate::Storage::load) returns it as
     /// `Durable::applied`. The state machine writes its own tables through

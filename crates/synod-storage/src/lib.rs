@@ -66,6 +66,7 @@ mod codec;
 pub mod conformance;
 mod error;
 pub mod format;
+pub mod snapshot;
 mod storage;
 mod types;
 

@@ -285,6 +285,30 @@ impl Storage {
             .map_or_else(|| self.file.to_path_buf(), Path::to_path_buf)
     }
 
+    /// The latest state-machine snapshot of `group` and the slot it covers.
+    pub fn load_snapshot(&self, group: GroupId) -> Result<Option<(Slot, Bytes)>, StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let table = match txn.open_table(crate::snapshot::SNAPSHOT_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.redb(e)),
+        };
+        let Some(value) = table
+            .get(&crate::snapshot::key(group))
+            .map_err(|e| self.redb(e))?
+        else {
+            return Ok(None);
+        };
+        crate::snapshot::decode(value.value())
+            .map(Some)
+            .map_err(|reason| StorageError::Corrupt {
+                file: self.file.to_path_buf(),
+                table: crate::snapshot::SNAPSHOT_TABLE_NAME,
+                key: group.to_string(),
+                reason,
+            })
+    }
+
     fn redb(&self, error: impl Into<redb::Error>) -> StorageError {
         StorageError::redb(&self.file, error)
     }
