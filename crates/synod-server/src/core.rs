@@ -288,13 +288,19 @@ impl Core {
         }
     }
 
+    /// Submits again every write that may have been lost: forwarded long
+    /// ago without an answer, or proposed here while this node led and
+    /// leads no more (the new leader may have filled its slot with a
+    /// no-op). A write that was chosen after all applies once: the state
+    /// machine remembers each (client, seq).
     fn reforward(&mut self) {
+        let leading = self.replica.role_kind() == RoleKind::Leader;
         let due: Vec<(u64, u64)> = self
             .writes
             .iter()
-            .filter(|(_, (_, p))| {
-                p.forwarded_at
-                    .is_some_and(|t| t.elapsed() >= Duration::from_millis(REFORWARD_MS))
+            .filter(|(_, (_, p))| match p.forwarded_at {
+                Some(t) => t.elapsed() >= Duration::from_millis(REFORWARD_MS),
+                None => !leading,
             })
             .map(|(k, _)| *k)
             .collect();
