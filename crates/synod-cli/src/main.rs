@@ -1,5 +1,5 @@
 //! `synod`: start a local cluster (`synod dev`) or one node of a real
-//! cluster (`synod server`).
+//! cluster (`synod server`), or measure one (`synod bench`).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use synod_paxos::NodeId;
 use synod_server::{Member, Node, NodeConfig};
+
+mod bench;
+mod server_config;
 
 /// synod: a distributed key-value and coordination service that speaks the
 /// etcd v3 API, replicated by Multi-Paxos.
@@ -32,29 +35,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: u64,
     },
-    /// Run one node of a cluster.
-    Server {
-        /// This node's id, as listed in --peers.
-        #[arg(long)]
-        id: u64,
-        /// Where this node keeps its data.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Address for etcd clients, e.g. 10.0.0.1:2379.
-        #[arg(long)]
-        client_addr: SocketAddr,
-        /// Address for other nodes, e.g. 10.0.0.1:2380.
-        #[arg(long)]
-        peer_addr: SocketAddr,
-        /// Every member's peer address, this node included:
-        /// 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380
-        #[arg(long)]
-        peers: String,
-        /// Every member's client address, for `member list` (optional):
-        /// 1=10.0.0.1:2379,2=10.0.0.2:2379,3=10.0.0.3:2379
-        #[arg(long)]
-        clients: Option<String>,
-    },
+    /// Run one node of a cluster (settings from flags and/or --config).
+    Server(server_config::ServerArgs),
+    /// Load-test any etcd v3 endpoint (synod or etcd) with closed-loop
+    /// clients and report throughput, latency percentiles and errors.
+    Bench(bench::BenchArgs),
 }
 
 /// Ports of the n-th node of `synod dev`: 2379/2380, 22379/22380, 32379/32380, ...
@@ -77,30 +62,6 @@ fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
         }
     }
     h
-}
-
-fn parse_map(s: &str, what: &str) -> Result<BTreeMap<u64, SocketAddr>> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .with_context(|| format!("{what}: expected ID=IP:PORT, got {part:?}"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("{what}: bad node id {id:?}"))?;
-        let addr: SocketAddr = addr
-            .trim()
-            .parse()
-            .with_context(|| format!("{what}: bad address {addr:?}"))?;
-        if id == 0 {
-            bail!("{what}: node ids start at 1");
-        }
-        if out.insert(id, addr).is_some() {
-            bail!("{what}: node {id} listed twice");
-        }
-    }
-    Ok(out)
 }
 
 fn node_config(id: NodeId, data_dir: PathBuf, members: BTreeMap<NodeId, Member>) -> NodeConfig {
@@ -179,24 +140,15 @@ async fn dev(data_dir: PathBuf, nodes: u64) -> Result<()> {
     Ok(())
 }
 
-async fn server(
-    id: u64,
-    data_dir: PathBuf,
-    client_addr: SocketAddr,
-    peer_addr: SocketAddr,
-    peers: &str,
-    clients: Option<&str>,
-) -> Result<()> {
-    let peers = parse_map(peers, "--peers")?;
-    let clients = clients
-        .map(|c| parse_map(c, "--clients"))
-        .transpose()?
-        .unwrap_or_default();
-    match peers.get(&id) {
-        Some(a) if *a == peer_addr => {}
-        Some(a) => bail!("--peers lists node {id} at {a}, but --peer-addr is {peer_addr}"),
-        None => bail!("--peers must list this node ({id})"),
-    }
+async fn server(settings: server_config::ServerSettings) -> Result<()> {
+    let server_config::ServerSettings {
+        id,
+        data_dir,
+        client_addr,
+        peer_addr,
+        peers,
+        clients,
+    } = settings;
     let members = peers
         .iter()
         .map(|(&pid, &paddr)| {
@@ -231,23 +183,7 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Dev { data_dir, nodes } => dev(data_dir, nodes).await,
-        Command::Server {
-            id,
-            data_dir,
-            client_addr,
-            peer_addr,
-            peers,
-            clients,
-        } => {
-            server(
-                id,
-                data_dir,
-                client_addr,
-                peer_addr,
-                &peers,
-                clients.as_deref(),
-            )
-            .await
-        }
+        Command::Bench(args) => bench::run(args).await,
+        Command::Server(args) => server(args.resolve()?).await,
     }
 }

@@ -81,6 +81,11 @@ pub(crate) struct Leader<C> {
     peers: Vec<Peer>,
     pub(crate) reads: VecDeque<PendingRead>,
     last_broadcast: Time,
+    /// The commit point the last broadcast carried: when the commit point
+    /// moves past it, followers are told at once rather than at the next
+    /// heartbeat, so a follower answering its own clients is not a
+    /// heartbeat interval late.
+    commit_sent: Slot,
     heartbeat_due: bool,
     elected_at: Time,
 }
@@ -114,6 +119,7 @@ impl<C: Clone> Leader<C> {
             peers,
             reads: VecDeque::new(),
             last_broadcast: now,
+            commit_sent: Slot(0),
             heartbeat_due: false,
             elected_at: now,
         }
@@ -190,6 +196,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             }
             leader.seq += 1;
             leader.last_broadcast = this.now;
+            leader.commit_sent = this.log.commit();
             leader.heartbeat_due = false;
             let ids: Vec<NodeId> = leader.peers.iter().map(|p| p.id).collect();
             for id in ids {
@@ -211,18 +218,19 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     }
 
     /// Packs queued commands into slots while the window has room, and sends
-    /// a heartbeat if reads wait for one.
+    /// a heartbeat if reads wait for one or the commit point moved.
     pub(crate) fn leader_flush(&mut self) {
         let window = self.config.window_slots_max as usize;
         let batch = self.config.batch_commands_max;
-        let Some((values, heartbeat)) = self.with_leader(|_, leader| {
+        let Some((values, heartbeat)) = self.with_leader(|this, leader| {
             let mut values = Vec::new();
             while !leader.queue.is_empty() && leader.inflight.len() + values.len() < window {
                 let n = leader.queue.len().min(batch);
                 let commands: Arc<[C]> = leader.queue.drain(..n).collect();
                 values.push(Value::Batch(commands));
             }
-            (values, leader.heartbeat_due)
+            let commit_moved = this.log.commit() > leader.commit_sent;
+            (values, leader.heartbeat_due || commit_moved)
         }) else {
             return;
         };
@@ -237,6 +245,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         match &self.role {
             Role::Leader(l) => {
                 l.heartbeat_due
+                    || self.log.commit() > l.commit_sent
                     || (!l.queue.is_empty()
                         && (l.inflight.len() as u64) < self.config.window_slots_max)
             }
@@ -317,6 +326,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.with_leader(|this, leader| {
             leader.seq += 1;
             leader.last_broadcast = this.now;
+            leader.commit_sent = this.log.commit();
             leader.heartbeat_due = false;
             for i in 0..leader.peers.len() {
                 let (id, voter) = (leader.peers[i].id, leader.peers[i].voter);

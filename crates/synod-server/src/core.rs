@@ -141,6 +141,8 @@ pub struct Core {
     barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
     next_read: u64,
     next_barrier: u64,
+    /// The client id of this incarnation's barrier commands.
+    barrier_client: u64,
     published: Arc<Mutex<Published>>,
     snapshot_every: u64,
     /// The latest snapshot written, shipped to replicas behind the log start.
@@ -170,6 +172,7 @@ impl Core {
             barrier_reads: BTreeMap::new(),
             next_read: 1,
             next_barrier: 1,
+            barrier_client: crate::node::incarnation_base(parts.id.0, 1),
             published: parts.published,
             snapshot_every: parts.snapshot_every.max(1),
             snapshot: parts.snapshot,
@@ -329,7 +332,7 @@ impl Core {
             Err(_) => {
                 // Not the leader: a barrier command through the log orders
                 // this read after every write acknowledged before it.
-                let key = (u64::MAX - self.id.0, self.next_barrier);
+                let key = (self.barrier_client, self.next_barrier);
                 self.next_barrier += 1;
                 self.barrier_reads
                     .insert(key, WaitingRead { request, reply });

@@ -19,6 +19,23 @@ use synod_proto::synodpb::{command::Op, Command, Outcome};
 use synod_storage::{Identity, Storage, StorageError};
 use tokio::sync::oneshot;
 
+/// A client-id base no earlier life of this node used: node id, wall-clock
+/// nanoseconds and process id mixed by SplitMix64, so ids of different nodes
+/// and incarnations collide only by 64-bit chance.
+pub(crate) fn incarnation_base(node: u64, salt: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = node
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(nanos)
+        .wrapping_add((std::process::id() as u64) << 32)
+        .wrapping_add(salt.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The largest peer message (a whole snapshot, until snapshots stream in
 /// chunks).
 const PEER_MESSAGE_MAX: usize = 1 << 30;
@@ -117,7 +134,8 @@ impl Node {
             .max_encoding_message_size(PEER_MESSAGE_MAX);
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -145,11 +163,12 @@ impl Node {
             .name(format!("synod-core-{}", config.id.0))
             .spawn(move || core.run())
             .expect("spawn core thread");
+        let client_base = incarnation_base(config.id.0, 0);
         Ok(Arc::new(Node {
             config: Arc::new(config),
             inputs: Mutex::new(tx),
             published,
-            next_client: AtomicU64::new(1),
+            next_client: AtomicU64::new(client_base),
             core: Mutex::new(Some(handle)),
             storage_file,
             shutdown,
@@ -177,7 +196,10 @@ impl Node {
     pub async fn write(&self, op: Op) -> Result<Outcome, RequestError> {
         // Unique per node and request; the node id in the high bits keeps
         // clients of different nodes apart.
-        let client = (self.config.id.0 << 48) | self.next_client.fetch_add(1, Ordering::Relaxed);
+        // Unique across this node's restarts too: the state machine
+        // remembers client ids from earlier lives, and a reused id would
+        // make a new write look like a retry of an old one.
+        let client = self.next_client.fetch_add(1, Ordering::Relaxed);
         let command = Command {
             client,
             seq: 1,

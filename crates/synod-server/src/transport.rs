@@ -53,7 +53,11 @@ impl Peer for PeerService {
 pub async fn run_sender(addr: SocketAddr, mut queue: mpsc::Receiver<Batch>) {
     let uri = format!("http://{addr}");
     loop {
-        let client = match PeerClient::connect(uri.clone()).await {
+        let endpoint = match tonic::transport::Endpoint::from_shared(uri.clone()) {
+            Ok(e) => e.tcp_nodelay(true),
+            Err(_) => return,
+        };
+        let client = match endpoint.connect().await.map(PeerClient::new) {
             Ok(c) => c,
             Err(_) => {
                 // Drain what piled up while the peer was unreachable.

@@ -1,0 +1,217 @@
+//! `synod server` settings: from flags, from a TOML file (`--config`), or
+//! both — a flag wins over the file. Every missing or malformed setting is
+//! reported by name.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags of `synod server`.
+#[derive(Args, Debug, Default)]
+pub struct ServerArgs {
+    /// A TOML file with any of the settings below (kebab-case keys, e.g.
+    /// `data-dir = "/var/lib/synod"`); flags given on the command line win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id, as listed in --peers.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Where this node keeps its data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address for etcd clients, e.g. 10.0.0.1:2379.
+    #[arg(long)]
+    pub client_addr: Option<SocketAddr>,
+    /// Address for other nodes, e.g. 10.0.0.1:2380.
+    #[arg(long)]
+    pub peer_addr: Option<SocketAddr>,
+    /// Every member's peer address, this node included:
+    /// 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Every member's client address, for `member list` (optional):
+    /// 1=10.0.0.1:2379,2=10.0.0.2:2379,3=10.0.0.3:2379
+    #[arg(long)]
+    pub clients: Option<String>,
+}
+
+/// The same settings as they appear in a config file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    peers: Option<String>,
+    clients: Option<String>,
+}
+
+/// Settings after merging, all present and checked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// This node.
+    pub id: u64,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// etcd API address.
+    pub client_addr: SocketAddr,
+    /// Peer address.
+    pub peer_addr: SocketAddr,
+    /// Every member's peer address.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Client addresses known for other members.
+    pub clients: BTreeMap<u64, SocketAddr>,
+}
+
+/// Parses `1=IP:PORT,2=IP:PORT`.
+pub fn parse_map(s: &str, what: &str) -> Result<BTreeMap<u64, SocketAddr>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("{what}: expected ID=IP:PORT, got {part:?}"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("{what}: bad node id {id:?}"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .with_context(|| format!("{what}: bad address {addr:?}"))?;
+        if id == 0 {
+            bail!("{what}: node ids start at 1");
+        }
+        if out.insert(id, addr).is_some() {
+            bail!("{what}: node {id} listed twice");
+        }
+    }
+    Ok(out)
+}
+
+impl ServerArgs {
+    /// Merges flags over the config file and checks the result.
+    pub fn resolve(self) -> Result<ServerSettings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let missing =
+            |name: &str| format!("--{name} is required (as a flag or in the --config file)");
+        let id = self.id.or(file.id).with_context(|| missing("id"))?;
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .with_context(|| missing("data-dir"))?;
+        let client_addr = self
+            .client_addr
+            .or(file.client_addr)
+            .with_context(|| missing("client-addr"))?;
+        let peer_addr = self
+            .peer_addr
+            .or(file.peer_addr)
+            .with_context(|| missing("peer-addr"))?;
+        let peers = parse_map(
+            &self
+                .peers
+                .or(file.peers)
+                .with_context(|| missing("peers"))?,
+            "--peers",
+        )?;
+        let clients = match self.clients.or(file.clients) {
+            Some(c) => parse_map(&c, "--clients")?,
+            None => BTreeMap::new(),
+        };
+        match peers.get(&id) {
+            Some(a) if *a == peer_addr => {}
+            Some(a) => bail!("--peers lists node {id} at {a}, but --peer-addr is {peer_addr}"),
+            None => bail!("--peers must list this node ({id})"),
+        }
+        Ok(ServerSettings {
+            id,
+            data_dir,
+            client_addr,
+            peer_addr,
+            peers,
+            clients,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let f = file(
+            r#"
+id = 1
+data-dir = "/data/a"
+client-addr = "127.0.0.1:2379"
+peer-addr = "127.0.0.1:2380"
+peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
+"#,
+        );
+        let args = ServerArgs {
+            config: Some(f.path().into()),
+            data_dir: Some("/data/b".into()),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.id, 1);
+        assert_eq!(s.data_dir, PathBuf::from("/data/b"));
+        assert_eq!(s.peers.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = ServerArgs::default().resolve().unwrap_err().to_string();
+        assert!(e.contains("--id is required"), "{e}");
+        let f = file("id = 1\nbogus = 3\n");
+        let e = format!(
+            "{:#}",
+            ServerArgs {
+                config: Some(f.path().into()),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+        );
+        assert!(e.contains("bogus"), "{e}");
+        assert!(parse_map("1=nope", "--peers").is_err());
+        assert!(parse_map("0=127.0.0.1:1", "--peers").is_err());
+        assert!(parse_map("1=127.0.0.1:1,1=127.0.0.1:2", "--peers").is_err());
+    }
+
+    #[test]
+    fn this_node_must_be_among_the_peers() {
+        let args = ServerArgs {
+            id: Some(3),
+            data_dir: Some("/d".into()),
+            client_addr: Some("127.0.0.1:1".parse().unwrap()),
+            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
+            peers: Some("1=127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("must list this node"));
+    }
+}

@@ -1,0 +1,486 @@
+//! A cluster of real `synod server` processes on loopback, and the helpers
+//! every test file shares: free ports, a guard that kills its process when
+//! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`.
+//!
+//! The binary is the `synod-under-test` target of this package, compiled from
+//! synod-cli's main.rs, so `cargo test --workspace` always builds the current
+//! source before these tests run (see tests/Cargo.toml for why it is not
+//! `target/<profile>/synod`). `SYNOD_BIN=/path/to/synod` tests another build,
+//! a release binary for instance.
+
+// Each test file compiles this module on its own and uses part of it.
+#![allow(dead_code)]
+
+use etcd_client::{Client, ConnectOptions};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to start and agree on a leader.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The synod binary under test.
+pub fn synod_bin() -> PathBuf {
+    match std::env::var_os("SYNOD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_synod-under-test")),
+    }
+}
+
+/// An address on loopback that is free now, never handed out before by this
+/// test process.
+///
+/// Not "bind port 0 and release it": the kernel hands the released port out
+/// again (seen: one node given the same port for clients and peers), and an
+/// outgoing connection of an already running node may take it as its local
+/// port before the new node binds it. So the port comes from below the
+/// kernel's ephemeral range (net.ipv4.ip_local_port_range), which neither
+/// bind(0) nor connect() ever picks, and is checked free by binding it.
+pub fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low < 11_000 {
+        // No room below the ephemeral range: fall back to the kernel's pick.
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        return l.local_addr().expect("local addr");
+    }
+    // 10000 ports below `low`, starting at a per-process offset so that test
+    // processes run one after another do not start on the same ports.
+    let span = 10_000;
+    let start = std::process::id() * 7919 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low - span + (start + n) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port below {low}");
+}
+
+/// Runs `fut`, failing the test if it takes longer than `limit`.
+pub async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: did not finish within {limit:?}"),
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    /// Its stdout and stderr, appended to.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin args`, stdout and stderr appended to `log`.
+    pub fn spawn(bin: &Path, args: &[String], log: &Path) -> Proc {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        writeln!(file, "=== {} {}", bin.display(), args.join(" ")).expect("write log");
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Proc {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait"))
+    }
+
+    /// SIGKILL and reap: the process dies without running any of its code.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion with a deadline (killed past it) and
+/// returns its output.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    run_child(&mut child, None, limit, cmd)
+}
+
+fn run_child(child: &mut Child, stdin: Option<&str>, limit: Duration, cmd: &Command) -> Output {
+    // Readers on their own threads, so a full pipe never blocks the child.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut v);
+        v
+    });
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).expect("write stdin");
+        }
+    }
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// `etcdctl` (API v3) against `endpoints`, with `stdin`; returns the output
+/// whatever the exit status.
+pub fn etcdctl_output(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg("--dial-timeout=2s")
+        .arg("--command-timeout=5s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start etcdctl (apt-get install etcd-client): {e}"));
+    run_child(&mut child, stdin, Duration::from_secs(20), &cmd)
+}
+
+/// `etcdctl` that must succeed; returns its stdout.
+pub fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> String {
+    let out = etcdctl_output(endpoints, args, stdin);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// `etcdctl ... -w json`, parsed.
+pub fn etcdctl_json(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-w", "json"]);
+    let out = etcdctl(endpoints, &all, stdin);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?}: not JSON ({e}): {out}"))
+}
+
+/// Connects an etcd client to `endpoints`; every request fails after 3 s
+/// rather than hanging.
+pub async fn connect(endpoints: &[String]) -> Client {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(3));
+    Client::connect(endpoints, Some(options))
+        .await
+        .expect("etcd client")
+}
+
+/// What a node says about itself in `Maintenance.Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The answering node (header member_id).
+    pub member_id: u64,
+    /// The leader it believes in (0: none).
+    pub leader: u64,
+    /// Its store revision (header revision).
+    pub revision: i64,
+    /// Its applied log index.
+    pub applied: u64,
+}
+
+/// One node's addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    /// Node id.
+    pub id: u64,
+    /// etcd API.
+    pub client: SocketAddr,
+    /// Peer traffic.
+    pub peer: SocketAddr,
+}
+
+/// N `synod server` processes on loopback, data in a temporary directory.
+/// Dropping it kills every process; if the test is panicking, the tail of
+/// every node's log is printed first.
+pub struct Cluster {
+    procs: BTreeMap<u64, Proc>,
+    nodes: BTreeMap<u64, Addrs>,
+    /// Declared last: removed after the processes are dead (fields drop in
+    /// order).
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts nodes 1..=n; see [`Cluster::wait_ready`].
+    pub fn start(n: u64) -> Cluster {
+        let nodes = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    Addrs {
+                        id,
+                        client: free_addr(),
+                        peer: free_addr(),
+                    },
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            procs: BTreeMap::new(),
+            nodes,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Node `id`'s addresses.
+    pub fn addrs(&self, id: u64) -> Addrs {
+        self.nodes[&id]
+    }
+
+    /// Node `id`'s data dir.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// The `synod server` arguments of node `id` (the same at every start).
+    pub fn args(&self, id: u64) -> Vec<String> {
+        let me = self.nodes[&id];
+        let list = |f: fn(&Addrs) -> SocketAddr| {
+            self.nodes
+                .values()
+                .map(|a| format!("{}={}", a.id, f(a)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        vec![
+            "server".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            self.data_dir(id).display().to_string(),
+            "--client-addr".into(),
+            me.client.to_string(),
+            "--peer-addr".into(),
+            me.peer.to_string(),
+            "--peers".into(),
+            list(|a| a.peer),
+            "--clients".into(),
+            list(|a| a.client),
+        ]
+    }
+
+    /// Starts node `id`'s process (again, after a kill).
+    pub fn spawn(&mut self, id: u64) {
+        assert!(!self.procs.contains_key(&id), "node {id} already runs");
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let p = Proc::spawn(&synod_bin(), &self.args(id), &log);
+        self.procs.insert(id, p);
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        let mut p = self.procs.remove(&id).expect("node runs");
+        p.kill();
+    }
+
+    /// Ids of the nodes whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// `http://IP:PORT` of node `id`.
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].client)
+    }
+
+    /// Every node's endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.ids().into_iter().map(|id| self.endpoint(id)).collect()
+    }
+
+    /// A client of node `id` only.
+    pub async fn client(&self, id: u64) -> Client {
+        connect(&[self.endpoint(id)]).await
+    }
+
+    /// Node `id`'s status, or `None` if it does not answer.
+    pub async fn status(&self, id: u64) -> Option<NodeStatus> {
+        let mut c = self.client(id).await;
+        let s = c.status().await.ok()?;
+        let h = s.header()?;
+        Some(NodeStatus {
+            member_id: h.member_id(),
+            leader: s.leader(),
+            revision: h.revision(),
+            applied: s.raft_applied_index(),
+        })
+    }
+
+    /// Panics (with the node's log) if a node's process died on its own.
+    pub fn assert_alive(&mut self) {
+        for (id, p) in &mut self.procs {
+            if let Some(status) = p.exited() {
+                panic!(
+                    "node {id} exited by itself ({status}); its log:\n{}",
+                    tail(&p.log, 60)
+                );
+            }
+        }
+    }
+
+    /// Waits until every running node answers and all name the same running
+    /// leader; returns it.
+    pub async fn wait_ready(&mut self) -> u64 {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            self.assert_alive();
+            last.clear();
+            for id in self.running() {
+                last.push((id, self.status(id).await));
+            }
+            let leaders: Vec<u64> = last
+                .iter()
+                .filter_map(|(_, s)| s.map(|s| s.leader))
+                .collect();
+            if leaders.len() == last.len()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && self.procs.contains_key(&leaders[0])
+            {
+                return leaders[0];
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no agreed leader within {READY_TIMEOUT:?}; last statuses: {last:?}");
+    }
+
+    /// Waits until node `id` has applied as much as every other running
+    /// node, with no writes in flight; returns the common revision.
+    pub async fn wait_caught_up(&mut self, id: u64, limit: Duration) -> i64 {
+        let deadline = Instant::now() + limit;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            self.assert_alive();
+            last.clear();
+            for n in self.running() {
+                last.push((n, self.status(n).await));
+            }
+            let mine = last.iter().find(|(n, _)| *n == id).and_then(|(_, s)| *s);
+            if let Some(mine) = mine {
+                if last.iter().all(|(_, s)| {
+                    s.is_some_and(|s| s.revision == mine.revision && s.applied <= mine.applied)
+                }) {
+                    return mine.revision;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {id} did not catch up within {limit:?}; statuses: {last:?}");
+    }
+
+    /// The tail of node `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        tail(&self.dir.path().join(format!("node{id}.log")), lines)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.procs.values_mut() {
+            p.kill();
+        }
+        if std::thread::panicking() {
+            for id in self.ids() {
+                eprintln!("---- node {id} log (tail) ----\n{}", self.log_tail(id, 40));
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits until something accepts TCP connections at `addr`.
+pub fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
