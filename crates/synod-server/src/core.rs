@@ -414,32 +414,28 @@ impl Core {
         }
         let data = Bytes::from(self.kv.snapshot().encode_to_vec());
         let slot = self.applied;
+        self.write_snapshot(slot, &data);
+        self.snapshot = Some((slot, data));
+        self.replica.compact(slot);
+    }
+
+    /// Makes a snapshot and its applied slot durable in one transaction.
+    /// A failed durable write is fail-stop.
+    fn write_snapshot(&self, slot: Slot, data: &[u8]) {
         let result = self.storage.batch().and_then(|mut batch| {
-            batch.put_snapshot(GROUP, slot, &data)?;
+            batch.put_snapshot(GROUP, slot, data)?;
             batch.commit()
         });
         if let Err(e) = result {
             panic!("snapshot write failed, stopping the node: {e}");
         }
-        self.snapshot = Some((slot, data));
-        self.replica.compact(slot);
     }
 
     fn send_snapshot(&mut self, to: NodeId) {
-        let Some((slot, data)) = self.snapshot.clone() else {
-            return;
-        };
-        let Some(peer) = self.peers.get(&to) else {
-            return;
-        };
-        let batch = peerpb::Batch {
-            from: self.id.0,
-            cluster_id: self.cluster_id,
-            messages: Vec::new(),
-            forwards: Vec::new(),
-            snapshot: Some(peerpb::Snapshot { slot: slot.0, data }),
-        };
-        let _ = peer.try_send(batch);
+        if let Some((slot, data)) = self.snapshot.clone() {
+            let snapshot = peerpb::Snapshot { slot: slot.0, data };
+            self.send_batch(to, Vec::new(), Vec::new(), Some(snapshot));
+        }
     }
 
     /// A snapshot from the leader: install it durably, then jump the
@@ -448,23 +444,14 @@ impl Core {
         if !self.replica.wants_snapshot(slot) {
             return;
         }
-        let decoded = synod_proto::synodpb::Snapshot::decode(data.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|s| KvStore::restore(s).map_err(|e| e.to_string()));
-        let kv = match decoded {
+        let kv = match decode_snapshot(&data) {
             Ok(kv) => kv,
             Err(e) => {
                 tracing::warn!(%slot, error = %e, "malformed snapshot dropped");
                 return;
             }
         };
-        let result = self.storage.batch().and_then(|mut batch| {
-            batch.put_snapshot(GROUP, slot, &data)?;
-            batch.commit()
-        });
-        if let Err(e) = result {
-            panic!("snapshot install failed, stopping the node: {e}");
-        }
+        self.write_snapshot(slot, &data);
         self.kv = kv;
         self.applied = slot;
         self.snapshot = Some((slot, data));
@@ -523,6 +510,16 @@ impl Core {
     }
 
     fn send(&mut self, to: NodeId, messages: Vec<peerpb::Envelope>, forwards: Vec<Bytes>) {
+        self.send_batch(to, messages, forwards, None);
+    }
+
+    fn send_batch(
+        &mut self,
+        to: NodeId,
+        messages: Vec<peerpb::Envelope>,
+        forwards: Vec<Bytes>,
+        snapshot: Option<peerpb::Snapshot>,
+    ) {
         let Some(peer) = self.peers.get(&to) else {
             return;
         };
@@ -531,7 +528,7 @@ impl Core {
             cluster_id: self.cluster_id,
             messages,
             forwards,
-            snapshot: None,
+            snapshot,
         };
         // A full queue means the peer is slow or gone: drop, Paxos resends.
         let _ = peer.try_send(batch);
@@ -550,4 +547,11 @@ impl Core {
         p.snapshot_slot = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
         p.snapshots_installed = self.snapshots_installed;
     }
+}
+
+/// Decodes a state-machine snapshot (from disk or from a leader).
+pub(crate) fn decode_snapshot(data: &Bytes) -> Result<KvStore, String> {
+    let snapshot =
+        synod_proto::synodpb::Snapshot::decode(data.clone()).map_err(|e| e.to_string())?;
+    KvStore::restore(snapshot).map_err(|e| e.to_string())
 }

@@ -4,7 +4,6 @@
 use crate::config::{Member, NodeConfig};
 use crate::core::{Core, CoreParts, Input, Published, GROUP};
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
-use prost::Message as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -98,12 +97,9 @@ impl Node {
         let durable = storage.load(GROUP)?;
         let snapshot = storage.load_snapshot(GROUP)?;
         let kv = match &snapshot {
-            Some((slot, data)) => synod_proto::synodpb::Snapshot::decode(data.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|s| KvStore::restore(s).map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    StartError::Config(format!("snapshot at slot {slot} does not decode: {e}"))
-                })?,
+            Some((slot, data)) => crate::core::decode_snapshot(data).map_err(|e| {
+                StartError::Config(format!("snapshot at slot {slot} does not decode: {e}"))
+            })?,
             None => KvStore::default(),
         };
         let voters: Vec<NodeId> = config.members.keys().copied().collect();
