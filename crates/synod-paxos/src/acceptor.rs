@@ -25,9 +25,14 @@ pub(crate) struct Heard {
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// Answers a probe with what `on_prepare` would do, changing nothing.
+    ///
+    /// A prober behind our snapshot can never lead before it installs one,
+    /// and when the leader is gone nobody else would send it: offer ours
+    /// (the runtime ships it, as for a leader's `Ready::snapshots`). Probes
+    /// come once per election timeout, which bounds the offers.
     pub(crate) fn on_probe(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
-        if !self.config.is_voter() {
-            return;
+        if commit < self.log.snapshot() && !self.snapshots_out.contains(&from) {
+            self.snapshots_out.push(from);
         }
         let ok = self.would_promise(from, ballot, commit);
         let promised = self.promised;
@@ -46,14 +51,24 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         // A candidate behind our snapshot could not re-propose the slots we
         // compacted, so it cannot lead; promising it would only depose a
         // leader that can.
-        ballot > self.promised && !self.refuses_prepare(from) && commit >= self.log.snapshot()
+        //
+        // A candidate that votes in no configuration we know of, and knows
+        // no more than we do, is a removed replica that missed its removal
+        // (or a stranger): promising it would only disrupt the group. One
+        // that knows more may vote in a configuration we have not learned.
+        ballot > self.promised
+            && !self.refuses_prepare(from)
+            && commit >= self.log.snapshot()
+            && (commit > self.log.commit() || self.knows_voter(from))
     }
 
     /// Phase 1b.
+    ///
+    /// Every replica answers as an acceptor, whatever its role in the
+    /// configuration it knows: quorums count only voters, and a replica
+    /// that is about to become a voter (or does not know yet that it is one)
+    /// must be able to promise.
     pub(crate) fn on_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
-        if !self.config.is_voter() {
-            return;
-        }
         if ballot < self.promised {
             self.send(
                 from,
@@ -92,13 +107,14 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         if self.now < self.prepare_blocked_until && from != self.config.id {
             return true;
         }
+        let released = self.released_for(from);
         if let Some((holder, until)) = self.lease_grant {
-            if holder != from && self.now < until {
+            if holder != from && self.now < until && !released {
                 return true;
             }
         }
         match (self.leader, self.leader_contact) {
-            (Some(leader), Some(at)) if leader != from => {
+            (Some(leader), Some(at)) if leader != from && !released => {
                 self.now < at.plus_ms(self.config.election_timeout_ms)
             }
             _ => false,
@@ -128,7 +144,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         if ballot >= self.promised {
             self.set_promised(ballot);
             self.step_down_if_outbid();
-            self.follow(ballot);
+            self.follow(ballot, heard.seq);
         }
         for (i, value) in values.iter().enumerate() {
             let record = self.log.accept(Slot(first.0 + i as u64), ballot, value);
@@ -149,15 +165,23 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
 
     /// Takes `ballot`'s proposer as the leader: resets the election timer and,
     /// as a voter, grants it the lease.
-    fn follow(&mut self, ballot: Ballot) {
+    fn follow(&mut self, ballot: Ballot, seq: u64) {
         if matches!(self.role, Role::Prober(_)) && ballot.node != self.config.id {
             // A live leader answered before our probe did: no election.
             self.role = Role::Follower;
         }
-        self.leader = Some(ballot.node);
+        // Our own accept, delivered after we stopped leading in its ballot
+        // (a removed leader steps down with its own accept still queued),
+        // must not make us name ourselves as leader.
+        if ballot.node != self.config.id || matches!(self.role, Role::Leader(_)) {
+            self.leader = Some(ballot.node);
+        }
         self.leader_contact = Some(self.now);
-        if self.config.is_voter() && self.config.lease_duration_ms > 0 {
+        // Every replica grants, voter or not: a replica becoming a voter
+        // must already be bound, and a grant by a non-voter costs nothing.
+        if self.config.lease_duration_ms > 0 {
             self.lease_grant = Some((ballot.node, self.now.plus_ms(self.config.lease_duration_ms)));
+            self.lease_seq = seq;
         }
         if ballot.node != self.config.id {
             self.reset_election_deadline();
@@ -191,6 +215,39 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.leader_sync_commit();
         let commit = self.log.commit();
         self.send_after_persist(from, Message::Learned { ballot, commit });
+    }
+
+    /// True when the leader we are bound to handed leadership to `to` and
+    /// every lease we granted it came from accepts it sent before the
+    /// handover (so it no longer counts on them).
+    pub(crate) fn released_for(&self, to: NodeId) -> bool {
+        let Some(r) = self.released else {
+            return false;
+        };
+        r.target == to
+            && r.ballot == self.promised
+            && self
+                .lease_grant
+                .is_none_or(|(holder, _)| holder == r.ballot.node)
+            && self.lease_seq <= r.seq
+    }
+
+    /// The leader of `ballot` hands leadership to `target`: it stopped
+    /// counting on leases granted by its accepts up to `seq`. Recorded so
+    /// the target's prepare is not refused for them (or for stickiness);
+    /// the target itself campaigns at once.
+    pub(crate) fn on_handover(&mut self, ballot: Ballot, seq: u64, target: NodeId) {
+        if ballot != self.promised {
+            return;
+        }
+        self.released = Some(crate::replica::Release {
+            ballot,
+            seq,
+            target,
+        });
+        if target == self.config.id && self.can_campaign() {
+            self.campaign();
+        }
     }
 
     /// A proposer whose ballot fell below the promise cannot finish its

@@ -7,26 +7,34 @@
 //! quorum of promises it knows, for every open slot, the only value that may
 //! have been chosen: the one accepted in the highest ballot (or one reported
 //! chosen). It re-proposes those, and no-ops in the gaps.
+//!
+//! With membership changes, phase 1 is iterative: a candidate needs a
+//! phase-1 quorum of the configuration in effect after its commit point and
+//! of every configuration that the membership entries among the values it
+//! will re-propose install (each one governs the slots after its entry).
+//! It asks the voters of each new configuration as it discovers it.
 
 use crate::leader::Leader;
 use crate::message::{Message, SlotRecord};
 use crate::mutation::Mutation;
 use crate::replica::{Replica, Role};
 use crate::types::{Ballot, NodeId, Slot, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 /// Probe progress: which voters would promise `ballot`.
 pub(crate) struct Prober {
     pub(crate) ballot: Ballot,
-    oks: u64,
+    oks: Vec<NodeId>,
 }
 
 /// Phase-1 progress of one ballot.
 pub(crate) struct Candidate<C> {
     pub(crate) ballot: Ballot,
-    /// Voters (by index) whose promise arrived.
-    promises: u64,
+    /// Replicas whose promise arrived.
+    promises: Vec<NodeId>,
+    /// Replicas asked to promise.
+    asked: Vec<NodeId>,
     /// Per open slot, the best value reported so far.
     best: BTreeMap<Slot, SlotRecord<C>>,
 }
@@ -64,10 +72,18 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             node: self.config.id,
         };
         let commit = self.log.commit();
-        self.role = Role::Prober(Prober { ballot, oks: 0 });
+        let Some(cfg) = self.membership.clone() else {
+            return;
+        };
+        self.role = Role::Prober(Prober {
+            ballot,
+            oks: Vec::new(),
+        });
         self.reset_election_deadline();
-        for voter in self.config.other_voters() {
-            self.send(voter, Message::Probe { ballot, commit });
+        for voter in cfg.voters() {
+            if voter != self.config.id {
+                self.send(voter, Message::Probe { ballot, commit });
+            }
         }
         let promised = self.promised;
         let ok = self.would_promise(self.config.id, ballot, commit);
@@ -83,17 +99,18 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         promised: Ballot,
     ) {
         self.round_seen = self.round_seen.max(promised.round);
-        let Some(index) = self.config.voter_index(from) else {
-            return;
-        };
         let Role::Prober(prober) = &mut self.role else {
             return;
         };
-        if prober.ballot != ballot || !ok {
+        if prober.ballot != ballot || !ok || prober.oks.contains(&from) {
             return;
         }
-        prober.oks |= 1 << index;
-        if prober.oks.count_ones() as usize >= self.config.phase1_quorum {
+        prober.oks.push(from);
+        let met = match (&self.role, &self.membership) {
+            (Role::Prober(p), Some(cfg)) => self.quorum_met(cfg, &p.oks, true),
+            _ => false,
+        };
+        if met {
             self.campaign();
         }
     }
@@ -108,8 +125,14 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             self.reset_election_deadline();
             return;
         }
+        let Some(cfg) = self.membership.clone() else {
+            return;
+        };
+        if !self.can_campaign() {
+            return;
+        }
         if let Some((holder, until)) = self.lease_grant {
-            if holder != self.config.id && self.now < until {
+            if holder != self.config.id && self.now < until && !self.released_for(self.config.id) {
                 // Our own acceptor still binds us to another leader.
                 self.reset_election_deadline();
                 return;
@@ -125,9 +148,11 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.round_seen = ballot.round;
         self.set_promised(ballot);
         self.leader = None;
+        let asked = cfg.voters();
         self.role = Role::Candidate(Candidate {
             ballot,
-            promises: 0,
+            promises: Vec::new(),
+            asked: asked.clone(),
             best: BTreeMap::new(),
         });
         self.reset_election_deadline();
@@ -138,8 +163,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             snapshot: self.log.snapshot(),
         };
         self.send_after_persist(self.config.id, own);
-        for voter in self.config.other_voters() {
-            self.send_after_persist(voter, Message::Prepare { ballot, commit });
+        for voter in asked {
+            if voter != self.config.id {
+                self.send_after_persist(voter, Message::Prepare { ballot, commit });
+            }
         }
     }
 
@@ -152,9 +179,6 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         snapshot: Slot,
     ) {
         let commit = self.log.commit();
-        let Some(index) = self.config.voter_index(from) else {
-            return;
-        };
         let Role::Candidate(candidate) = &mut self.role else {
             return;
         };
@@ -168,11 +192,73 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             // commit point (each meets the quorum that chose it).
             return;
         }
-        candidate.promises |= 1 << index;
+        if !candidate.promises.contains(&from) {
+            candidate.promises.push(from);
+        }
         for record in accepted.into_iter().filter(|r| r.slot > commit) {
             candidate.merge(record);
         }
-        if candidate.promises.count_ones() as usize >= self.config.phase1_quorum {
+        self.candidate_progress();
+    }
+
+    /// The values a leader of this candidacy would re-propose, from the
+    /// commit point on: the best reported value per slot, no-ops in gaps.
+    fn takeover_values(&self, candidate: &Candidate<C>) -> Vec<Value<C>> {
+        let start = self.log.commit().next();
+        let last = candidate
+            .best
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(Slot(0));
+        let ignore = self.mutated(Mutation::IgnoreAcceptedValues);
+        (start.0..=last.0.max(start.0))
+            .map(|s| match candidate.best.get(&Slot(s)) {
+                Some(r) if r.chosen || !ignore => r.value.clone(),
+                _ => Value::Noop,
+            })
+            .collect()
+    }
+
+    /// Asks the voters of configurations discovered in the promises, and
+    /// leads once a phase-1 quorum of every configuration has promised.
+    fn candidate_progress(&mut self) {
+        let Role::Candidate(candidate) = &self.role else {
+            return;
+        };
+        let Some(base) = self.membership.clone() else {
+            return;
+        };
+        let mut configs = vec![base];
+        let skip = self.mutated(Mutation::NoJointConsensus);
+        configs.extend(
+            self.takeover_values(candidate)
+                .iter()
+                .filter_map(|v| v.configuration().cloned())
+                .filter(|_| !skip),
+        );
+        let ballot = candidate.ballot;
+        let commit = self.log.commit();
+        let mut ask = Vec::new();
+        for c in &configs {
+            for v in c.voters() {
+                if !candidate.asked.contains(&v) && !ask.contains(&v) {
+                    ask.push(v);
+                }
+            }
+        }
+        let met = configs
+            .iter()
+            .all(|c| self.quorum_met(c, &candidate.promises, true));
+        if let Role::Candidate(candidate) = &mut self.role {
+            candidate.asked.extend(ask.iter().copied());
+        }
+        for v in ask {
+            if v != self.config.id {
+                self.send_after_persist(v, Message::Prepare { ballot, commit });
+            }
+        }
+        if met {
             self.become_leader();
         }
     }
@@ -191,29 +277,26 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     }
 
     /// Phase 1 is complete: re-propose every open slot in our ballot.
+    ///
+    /// Values after the first membership entry wait in `deferred` until that
+    /// entry is committed: every open slot of a leader is then governed by
+    /// the one configuration in effect after its commit point.
     fn become_leader(&mut self) {
         let Role::Candidate(candidate) = std::mem::replace(&mut self.role, Role::Follower) else {
             unreachable!("become_leader outside candidacy");
         };
         let start = self.log.commit().next();
-        let last = candidate
-            .best
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(Slot(0));
-        let ignore = self.mutated(Mutation::IgnoreAcceptedValues);
-        let mut values = Vec::new();
-        for s in start.0..=last.0.max(start.0) {
-            let value = match candidate.best.get(&Slot(s)) {
-                Some(r) if r.chosen || !ignore => r.value.clone(),
-                _ => Value::Noop,
-            };
-            values.push(value);
-        }
-        self.leader = Some(self.config.id);
-        let leader = Leader::new(&self.config, candidate.ballot, start, self.now);
+        let mut values = self.takeover_values(&candidate);
         let barrier = Slot(start.0 + values.len() as u64 - 1);
+        let split = values
+            .iter()
+            .position(|v| v.configuration().is_some())
+            .map_or(values.len(), |i| i + 1);
+        let deferred: VecDeque<Value<C>> = values.split_off(split).into();
+        self.leader = Some(self.config.id);
+        let members = self.leader_members(&values);
+        let mut leader = Leader::new(&members, candidate.ballot, start, self.now);
+        leader.deferred = deferred;
         self.role = Role::Leader(Box::new(leader.with_barrier(barrier)));
         self.leader_propose(values);
     }

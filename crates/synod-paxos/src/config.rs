@@ -1,6 +1,7 @@
 //! Static configuration of one replica, checked once so the rest of the core
 //! can rely on its relationships (quorum intersection, timer ordering).
 
+use crate::membership::Membership;
 use crate::types::NodeId;
 use std::fmt;
 
@@ -53,6 +54,13 @@ pub struct Config {
     pub reads_pending_max: usize,
     /// Seeds the election jitter, so a simulation can reproduce elections.
     pub rng_seed: u64,
+    /// This replica was added to a running group (etcd's
+    /// `--initial-cluster-state existing`): `voters` and `observers` are only
+    /// what the operator was told, not the group's history, so the replica
+    /// trusts no membership until it learns one from the log or a snapshot,
+    /// and never campaigns before. Keep it set across restarts; it is ignored
+    /// once a membership has been stored.
+    pub join: bool,
 }
 
 /// Why a configuration cannot be used. Each variant says which rule broke.
@@ -104,6 +112,17 @@ impl Config {
             proposals_queued_max: 65_536,
             reads_pending_max: 65_536,
             rng_seed: 0,
+            join: false,
+        }
+    }
+
+    /// The group's initial membership, as this configuration describes it.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            voters: self.voters.clone(),
+            observers: self.observers.clone(),
+            phase1_quorum: self.phase1_quorum,
+            phase2_quorum: self.phase2_quorum,
         }
     }
 

@@ -53,6 +53,7 @@ mod candidate;
 mod config;
 mod leader;
 mod log;
+mod membership;
 mod message;
 mod mutation;
 mod ready;
@@ -62,8 +63,9 @@ mod types;
 
 pub use config::{Config, ConfigError, VOTERS_MAX};
 pub use log::{Entry, Log};
+pub use membership::{Configuration, Membership, MembershipError, MembershipRecord};
 pub use message::{Envelope, Message, SlotRecord, ValueFmt};
 pub use mutation::Mutation;
 pub use ready::{Apply, Persist, PersistToken, ReadReady, Ready};
-pub use replica::{Durable, ProposeError, Replica, RoleKind, Status};
+pub use replica::{Durable, ProposeError, Replica, RoleKind, Status, TransferError};
 pub use types::{Ballot, NodeId, ReadId, Slot, Time, Value};

@@ -116,6 +116,18 @@ pub enum Message<C> {
         /// The higher ballot the acceptor has promised.
         promised: Ballot,
     },
+    /// Leadership transfer: the leader of `ballot` stopped serving lease
+    /// reads and proposing, and releases the leases (and stickiness) its
+    /// accepts up to `seq` obtained, in favour of `target`. Sent to every
+    /// voter; the target campaigns at once when it receives it.
+    Handover {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The last accept `seq` the released leases may come from.
+        seq: u64,
+        /// The replica that should lead next.
+        target: NodeId,
+    },
 }
 
 impl<C> Message<C> {
@@ -130,7 +142,8 @@ impl<C> Message<C> {
             | Message::Accepted { ballot, .. }
             | Message::Learn { ballot, .. }
             | Message::Learned { ballot, .. }
-            | Message::Reject { ballot, .. } => *ballot,
+            | Message::Reject { ballot, .. }
+            | Message::Handover { ballot, .. } => *ballot,
         }
     }
 }
@@ -215,6 +228,11 @@ impl<C: fmt::Debug> fmt::Display for Envelope<C> {
             Message::Reject { ballot, promised } => {
                 write!(f, "Reject b={ballot} promised={promised}")
             }
+            Message::Handover {
+                ballot,
+                seq,
+                target,
+            } => write!(f, "Handover b={ballot} seq={seq} to={target}"),
         }
     }
 }
@@ -243,6 +261,7 @@ impl<C: fmt::Debug> fmt::Display for ValueFmt<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Value::Noop => write!(f, "noop"),
+            Value::Membership(c) => write!(f, "config {c}"),
             Value::Batch(commands) => {
                 for (i, c) in commands.iter().enumerate() {
                     let sep = if i == 0 { "" } else { "," };

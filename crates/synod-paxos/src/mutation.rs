@@ -18,15 +18,23 @@ pub enum Mutation {
     /// The leader serves reads at once, with neither a lease nor a quorum
     /// round: a deposed leader then serves stale data.
     ReadWithoutConfirmation,
+    /// Membership changes skip joint consensus: during a joint
+    /// configuration only the new half's quorums count, and a candidate asks
+    /// only the configuration in effect after its commit point, not the ones
+    /// the membership entries in its promises install. A candidate that
+    /// missed a change then gathers a quorum of the old voters only, and
+    /// re-proposes slots the new voters chose differently.
+    NoJointConsensus,
 }
 
 impl Mutation {
     /// Every mutation, for sweeping negative controls.
-    pub const ALL: [Mutation; 5] = [
+    pub const ALL: [Mutation; 6] = [
         Mutation::AcceptBelowPromise,
         Mutation::IgnoreAcceptedValues,
         Mutation::LeaseNotBinding,
         Mutation::ChooseWithoutQuorum,
         Mutation::ReadWithoutConfirmation,
+        Mutation::NoJointConsensus,
     ];
 }

@@ -15,6 +15,7 @@
 //!                           they come out of the next ready()
 //! ```
 
+use crate::membership::{Configuration, MembershipRecord};
 use crate::message::{Envelope, SlotRecord};
 use crate::types::{Ballot, NodeId, ReadId, Slot, Value};
 
@@ -30,6 +31,11 @@ pub struct Persist<C> {
     pub commit: Option<Slot>,
     /// Drop every slot up to and including this one: a snapshot covers them.
     pub compact_through: Option<Slot>,
+    /// The configuration in effect after a slot, to store in place of any
+    /// earlier one: set with `compact_through` (the log entries that chose
+    /// it may be among those dropped) and when a snapshot is installed.
+    /// Loaded back as `Durable::membership`.
+    pub membership: Option<MembershipRecord>,
 }
 
 impl<C> Default for Persist<C> {
@@ -39,6 +45,7 @@ impl<C> Default for Persist<C> {
             records: Vec::new(),
             commit: None,
             compact_through: None,
+            membership: None,
         }
     }
 }
@@ -50,12 +57,16 @@ impl<C> Persist<C> {
             && self.records.is_empty()
             && self.commit.is_none()
             && self.compact_through.is_none()
+            && self.membership.is_none()
     }
 
     /// True when the write must be synced before the token is acknowledged
     /// (the commit hint alone may be written lazily).
     pub fn must_sync(&self) -> bool {
-        self.promised.is_some() || !self.records.is_empty() || self.compact_through.is_some()
+        self.promised.is_some()
+            || !self.records.is_empty()
+            || self.compact_through.is_some()
+            || self.membership.is_some()
     }
 }
 
@@ -104,6 +115,10 @@ pub struct Ready<C> {
     /// Commands that were queued when this replica stopped leading; they were
     /// never proposed, so the caller can safely retry them elsewhere.
     pub dropped: Vec<C>,
+    /// The configuration in effect after the commit point changed (a
+    /// membership entry was chosen, or a snapshot carried one): open
+    /// connections to new members, and stop sending to removed ones.
+    pub membership: Option<Configuration>,
     /// Acknowledge with `on_persisted` after `persist` is durable.
     pub token: PersistToken,
 }
@@ -118,5 +133,6 @@ impl<C> Ready<C> {
             && self.reads_dropped.is_empty()
             && self.snapshots.is_empty()
             && self.dropped.is_empty()
+            && self.membership.is_none()
     }
 }

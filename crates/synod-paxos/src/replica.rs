@@ -15,6 +15,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::log::Log;
+use crate::membership::{Configuration, Membership, MembershipError, MembershipRecord};
 use crate::message::{Envelope, Message, SlotRecord};
 use crate::mutation::Mutation;
 use crate::ready::{Apply, Persist, PersistToken, ReadReady, Ready};
@@ -108,6 +109,11 @@ pub struct Durable<C> {
     pub commit: Slot,
     /// Slots through here are already reflected in the application's state.
     pub applied: Slot,
+    /// The last stored `Persist::membership`: the configuration in effect
+    /// after its slot. `None` for a replica that never stored one: it starts
+    /// from `Config::voters` and `observers` (or, with `Config::join`, from
+    /// no known membership).
+    pub membership: Option<MembershipRecord>,
 }
 
 impl<C> Durable<C> {
@@ -119,6 +125,7 @@ impl<C> Durable<C> {
             records: Vec::new(),
             commit: Slot(0),
             applied: Slot(0),
+            membership: None,
         }
     }
 }
@@ -142,6 +149,14 @@ pub struct Status {
     pub snapshot: Slot,
     /// Highest slot stored.
     pub last: Slot,
+    /// The configuration in effect after the commit point; `None` while a
+    /// joining replica has not learned it yet.
+    pub membership: Option<Configuration>,
+    /// A membership change is under way: a joint configuration is in effect,
+    /// a membership entry waits to be chosen, or the leader holds one back.
+    pub membership_changing: bool,
+    /// The leader is handing leadership to this replica.
+    pub transferring_to: Option<NodeId>,
 }
 
 impl fmt::Display for Status {
@@ -197,7 +212,62 @@ pub struct Replica<C> {
     pub(crate) next_token: u64,
     pub(crate) persisted_token: u64,
     pub(crate) mutation: Option<Mutation>,
+    /// The configuration in effect after `membership_scanned` (the commit
+    /// point); `None` while a joining replica knows none.
+    pub(crate) membership: Option<Configuration>,
+    /// Configurations in effect after each slot, from the log start on: the
+    /// first entry is the one at or before the snapshot.
+    pub(crate) membership_history: Vec<(Slot, Configuration)>,
+    /// Committed slots already scanned for membership entries.
+    pub(crate) membership_scanned: Slot,
+    /// The committed configuration changed since the last `ready`.
+    pub(crate) membership_changed: bool,
+    /// The `seq` of the accept that last renewed `lease_grant`.
+    pub(crate) lease_seq: u64,
+    /// The leader of `ballot` released every lease granted by its accepts up
+    /// to `seq`, and its stickiness, in favour of `target` (a leadership
+    /// transfer).
+    pub(crate) released: Option<Release>,
 }
+
+/// A leader's handover: what an acceptor may ignore for the target's sake.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Release {
+    pub(crate) ballot: Ballot,
+    pub(crate) seq: u64,
+    pub(crate) target: NodeId,
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Only the leader hands leadership over.
+    NotLeader {
+        /// The replica believed to lead, if any.
+        leader: Option<NodeId>,
+    },
+    /// The target is this replica.
+    ToSelf,
+    /// The target does not vote in the current configuration.
+    NotVoter(NodeId),
+    /// A membership change or another transfer is under way.
+    Busy,
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader { leader: Some(l) } => write!(f, "not the leader; try {l}"),
+            TransferError::NotLeader { leader: None } => write!(f, "not the leader; none known"),
+            TransferError::ToSelf => write!(f, "already the leader"),
+            TransferError::NotVoter(n) => write!(f, "{n} is not a voter"),
+            TransferError::Busy => write!(f, "a membership change or transfer is under way"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// A replica that never ran, at local time `now`.
@@ -231,6 +301,14 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             config.lease_duration_ms
         };
         let seed = config.rng_seed ^ config.id.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let base = match durable.membership {
+            Some(r) => Some((r.slot, r.configuration)),
+            None if config.join => None,
+            None => Some((Slot(0), Configuration::Stable(config.membership()))),
+        };
+        let scanned = base
+            .as_ref()
+            .map_or(log.snapshot(), |(s, _)| (*s).max(log.snapshot()));
         let mut replica = Replica {
             now,
             rng: Rng::new(seed),
@@ -255,8 +333,16 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             next_token: 1,
             persisted_token: 0,
             mutation: None,
+            membership: base.as_ref().map(|(_, c)| c.clone()),
+            membership_history: base.into_iter().collect(),
+            membership_scanned: scanned,
+            membership_changed: false,
+            lease_seq: 0,
+            released: None,
             config,
         };
+        replica.sync_membership();
+        replica.membership_changed = false;
         replica.reset_election_deadline();
         replica.check_invariants();
         Ok(replica)
@@ -340,6 +426,11 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             ),
             Message::Learned { ballot, commit } => self.on_learned(from, ballot, commit),
             Message::Reject { ballot, promised } => self.on_reject(ballot, promised),
+            Message::Handover {
+                ballot,
+                seq,
+                target,
+            } => self.on_handover(ballot, seq, target),
         }
     }
 
@@ -356,7 +447,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         match &self.role {
             Role::Leader(_) => self.leader_tick(),
             Role::Candidate(_) | Role::Prober(_) | Role::Follower => {
-                if now >= self.election_deadline && self.config.is_voter() {
+                if now >= self.election_deadline && self.can_campaign() {
                     self.probe();
                 }
             }
@@ -368,7 +459,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// Starts phase 1 now, skipping the timeout and the probe (used by tests
     /// and by a leader transfer).
     pub fn campaign_now(&mut self) {
-        if self.config.is_voter() {
+        if self.can_campaign() {
             self.campaign();
             self.deliver_local();
         }
@@ -377,10 +468,9 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// Queues a command for replication. Only the leader takes commands.
     pub fn propose(&mut self, command: C) -> Result<(), ProposeError> {
         let queued_max = self.config.proposals_queued_max;
+        let hint = self.leader_hint();
         let Role::Leader(leader) = &mut self.role else {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: hint });
         };
         if leader.queue.len() >= queued_max {
             return Err(ProposeError::Busy);
@@ -413,17 +503,87 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         }
         self.log.compact(through);
         self.persist.compact_through = Some(through);
+        if let Some(configuration) = self.membership_at(through) {
+            // The entries that chose it may be among those dropped.
+            self.membership_history.retain(|(s, _)| *s > through);
+            self.membership_history
+                .insert(0, (through, configuration.clone()));
+            self.persist.membership = Some(MembershipRecord {
+                slot: through,
+                configuration,
+            });
+        }
+    }
+
+    /// The configuration in effect after `slot` (which governs `slot + 1`),
+    /// for `slot` between the log start and the commit point; `None` outside
+    /// that range or while a joining replica knows none. A leader ships it
+    /// with a snapshot through `slot`.
+    pub fn membership_at(&self, slot: Slot) -> Option<Configuration> {
+        if slot > self.log.commit() {
+            return None;
+        }
+        self.membership_history
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= slot)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// The configuration in effect after the commit point.
+    pub fn membership(&self) -> Option<&Configuration> {
+        self.membership.as_ref()
+    }
+
+    /// Like [`install_snapshot`](Replica::install_snapshot), for a snapshot
+    /// that carries the configuration in effect after `slot` (from the
+    /// sender's [`membership_at`](Replica::membership_at)): the membership
+    /// entries the snapshot covers are not in any log this replica can still
+    /// learn from, so a replica that missed a change learns it here. The
+    /// configuration is stored with the snapshot (`Persist::membership`).
+    pub fn install_snapshot_with_membership(
+        &mut self,
+        slot: Slot,
+        configuration: Configuration,
+    ) -> bool {
+        if configuration.validate().is_err() || !self.wants_snapshot(slot) {
+            return false;
+        }
+        self.install_snapshot_inner(slot, Some(configuration))
     }
 
     /// The runtime installed a snapshot covering slots through `slot` into the
     /// application; the core jumps its log there. Returns false (and changes
     /// nothing) when the snapshot is not ahead of the commit point, in which
     /// case the runtime must not have installed it.
+    ///
+    /// The replica keeps the configuration it knew; when a membership change
+    /// may lie inside the snapshot, use
+    /// [`install_snapshot_with_membership`](Replica::install_snapshot_with_membership).
     pub fn install_snapshot(&mut self, slot: Slot) -> bool {
-        if slot <= self.log.commit() || matches!(self.role, Role::Leader(_)) {
+        if !self.wants_snapshot(slot) {
             return false;
         }
+        self.install_snapshot_inner(slot, None)
+    }
+
+    fn install_snapshot_inner(&mut self, slot: Slot, configuration: Option<Configuration>) -> bool {
         self.log.install_snapshot(slot);
+        let configuration = configuration.or_else(|| self.membership.clone());
+        self.membership_history.clear();
+        self.membership_scanned = slot;
+        if let Some(c) = configuration {
+            if self.membership.as_ref() != Some(&c) {
+                self.membership_changed = true;
+            }
+            self.membership = Some(c.clone());
+            self.membership_history.push((slot, c.clone()));
+            self.persist.membership = Some(MembershipRecord {
+                slot,
+                configuration: c,
+            });
+        }
+        self.sync_membership();
         self.applied = self.applied.max(slot);
         self.persist.compact_through = Some(slot);
         self.persist.commit = Some(self.log.commit());
@@ -455,6 +615,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             || !self.reads_dropped.is_empty()
             || !self.snapshots_out.is_empty()
             || !self.dropped.is_empty()
+            || self.membership_changed
             || self.leader_has_work()
     }
 
@@ -473,6 +634,11 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             reads_dropped: std::mem::take(&mut self.reads_dropped),
             snapshots: std::mem::take(&mut self.snapshots_out),
             dropped: std::mem::take(&mut self.dropped),
+            membership: if std::mem::take(&mut self.membership_changed) {
+                self.membership.clone()
+            } else {
+                None
+            },
             token,
         }
     }
@@ -520,6 +686,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.check_invariants_debug();
     }
 
+    /// Who to redirect to: the believed leader, never this replica when it
+    /// does not lead.
+    pub(crate) fn leader_hint(&self) -> Option<NodeId> {
+        self.leader.filter(|l| *l != self.config.id)
+    }
+
     /// A summary of this replica's state.
     pub fn status(&self) -> Status {
         Status {
@@ -531,7 +703,129 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             applied: self.applied,
             snapshot: self.log.snapshot(),
             last: self.log.last(),
+            membership: self.membership.clone(),
+            membership_changing: self.membership_changing(),
+            transferring_to: self.transfer_target(),
         }
+    }
+
+    /// True while a change is under way: a joint configuration in effect, a
+    /// membership entry above the commit point, or one the leader holds.
+    pub fn membership_changing(&self) -> bool {
+        self.membership.as_ref().is_some_and(|c| c.is_joint())
+            || self.pending_configuration().is_some()
+            || self.leader_config_requested()
+    }
+
+    /// The newest membership entry stored above the commit point (accepted,
+    /// not known chosen).
+    pub(crate) fn pending_configuration(&self) -> Option<&Configuration> {
+        let mut s = self.log.last();
+        while s > self.log.commit() {
+            if let Some(c) = self.log.get(s).and_then(|e| e.value.configuration()) {
+                return Some(c);
+            }
+            s = s.prev();
+        }
+        None
+    }
+
+    /// True when this replica may run for leader: it knows the committed
+    /// configuration (a joining replica that does not cannot know whom to
+    /// ask), and votes in it or in the newest configuration it accepted an
+    /// entry for. So a removed replica stops campaigning once it knows the
+    /// change is committed, a voter of the old half can still finish a
+    /// change, and a voter being added may lead before it learned the entry
+    /// is chosen (after the old leader removed itself, the new voters may be
+    /// the only ones left). Campaigning is always safe: phase 1 asks every
+    /// configuration the promises reveal.
+    pub(crate) fn can_campaign(&self) -> bool {
+        let id = self.config.id;
+        let Some(committed) = self.membership.as_ref() else {
+            return false;
+        };
+        committed.is_voter(id) || self.pending_configuration().is_some_and(|c| c.is_voter(id))
+    }
+
+    /// True when `node` votes in a configuration this replica knows about
+    /// (committed or pending); a replica that knows none accepts anyone.
+    pub(crate) fn knows_voter(&self, node: NodeId) -> bool {
+        match &self.membership {
+            None => true,
+            Some(c) => {
+                c.is_voter(node)
+                    || self
+                        .pending_configuration()
+                        .is_some_and(|p| p.is_voter(node))
+            }
+        }
+    }
+
+    /// Quorum test with the deliberately broken variants applied.
+    pub(crate) fn quorum_met(&self, cfg: &Configuration, acks: &[NodeId], phase1: bool) -> bool {
+        let halves = cfg.halves();
+        let halves: &[&Membership] =
+            if halves.len() == 2 && self.mutated(Mutation::NoJointConsensus) {
+                &halves[1..]
+            } else {
+                &halves[..]
+            };
+        let slack = u8::from(!phase1 && self.mutated(Mutation::ChooseWithoutQuorum));
+        halves.iter().all(|m| {
+            let need = if phase1 {
+                m.phase1_quorum
+            } else {
+                m.phase2_quorum
+            };
+            let need = if slack == 1 { (need - 1).max(1) } else { need };
+            m.voters.iter().filter(|v| acks.contains(v)).count() >= need
+        })
+    }
+
+    /// Asks the group, through the log, to move to membership `new`: the
+    /// leader proposes the joint configuration `C_old,new` and, once that is
+    /// chosen, `C_new`. The change is finished when `C_new` is chosen
+    /// (`Status::membership_changing` turns false). Only one change at a
+    /// time; every refusal is an error, never a panic.
+    pub fn propose_membership(&mut self, new: Membership) -> Result<(), MembershipError> {
+        new.validate()?;
+        let changing = self.membership_changing();
+        let current = self.membership.clone();
+        let Role::Leader(leader) = &mut self.role else {
+            return Err(MembershipError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        let Some(current) = current else {
+            return Err(MembershipError::InProgress);
+        };
+        if changing || leader.transfer.is_some() || leader.has_config_inflight() {
+            return Err(MembershipError::InProgress);
+        }
+        if *current.target() == new {
+            return Err(MembershipError::Unchanged);
+        }
+        leader.config_request = Some(Configuration::Joint {
+            old: current.target().clone(),
+            new,
+        });
+        Ok(())
+    }
+
+    /// Scans newly committed slots for membership entries.
+    pub(crate) fn sync_membership(&mut self) {
+        let commit = self.log.commit();
+        let mut s = self.membership_scanned.next();
+        while s <= commit {
+            if let Some(c) = self.log.get(s).and_then(|e| e.value.configuration()) {
+                let c = c.clone();
+                self.membership = Some(c.clone());
+                self.membership_history.push((s, c));
+                self.membership_changed = true;
+            }
+            s = s.next();
+        }
+        self.membership_scanned = self.membership_scanned.max(commit);
     }
 
     /// This replica's configuration.
@@ -579,10 +873,14 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.held.push_back((self.next_token, envelope));
     }
 
-    fn deliver_local(&mut self) {
+    pub(crate) fn deliver_local(&mut self) {
         for _ in 0..LOCAL_DELIVERY_ROUNDS_MAX {
             let Some((from, message)) = self.local.pop_front() else {
-                return;
+                self.leader_checks();
+                if self.local.is_empty() {
+                    return;
+                }
+                continue;
             };
             self.dispatch(from, message);
         }
@@ -610,6 +908,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     pub(crate) fn advance_commit(&mut self) {
         if self.log.advance_commit() {
             self.persist.commit = Some(self.log.commit());
+            self.sync_membership();
         }
     }
 

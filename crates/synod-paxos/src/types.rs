@@ -1,6 +1,7 @@
 //! The protocol's nouns as newtypes, so a slot can never be passed where a
 //! ballot or a time is expected.
 
+use crate::membership::Configuration;
 use std::fmt;
 use std::sync::Arc;
 
@@ -89,26 +90,38 @@ impl fmt::Display for Time {
     }
 }
 
-/// What occupies a slot: either a batch of client commands or a no-op that a
-/// new leader writes into a gap it found during phase 1.
+/// What occupies a slot: a batch of client commands, a no-op that a new
+/// leader writes into a gap it found during phase 1, or a membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value<C> {
     /// Fills a slot no earlier ballot chose anything for.
     Noop,
     /// Commands applied in order; shared so fan-out to replicas copies nothing.
     Batch(Arc<[C]>),
+    /// A configuration entry: once chosen at slot `i`, it governs every slot
+    /// after `i`. The application applies it as a no-op; the core tells the
+    /// runtime about the new membership in `Ready::membership`.
+    Membership(Configuration),
 }
 
 impl<C> Value<C> {
     /// Number of client commands carried.
     pub fn len(&self) -> usize {
         match self {
-            Value::Noop => 0,
+            Value::Noop | Value::Membership(_) => 0,
             Value::Batch(commands) => commands.len(),
         }
     }
 
-    /// True for a no-op or an empty batch.
+    /// The configuration this value installs, if it is a membership entry.
+    pub fn configuration(&self) -> Option<&Configuration> {
+        match self {
+            Value::Membership(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// True for a no-op, a membership entry or an empty batch.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -20,6 +20,12 @@
 //!   `crash-before-persist id=N`: take one Ready, send what it releases, then
 //!   crash before its write is durable.
 //! - `compact id=N slot=S`: the application snapshots through S.
+//! - `join-node id=N voters=(..) [observers=(..)]`: start a new, empty
+//!   replica that was told the target membership (`Config::join`).
+//! - `propose-membership id=N voters=(..) [observers=(..)]`: ask the leader
+//!   to change membership.
+//! - `transfer id=N to=M`: ask leader N to hand leadership to M.
+//! - `membership`: print each replica's committed configuration.
 //! - `status`.
 //!
 //! A leader asking for a snapshot to be sent ships the one on its disk (taken
@@ -29,7 +35,8 @@ use datadriven::{walk, TestCase};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use synod_paxos::{
-    Ballot, Config, Durable, Envelope, NodeId, ReadId, Replica, Slot, SlotRecord, Time, ValueFmt,
+    Ballot, Config, Durable, Envelope, Membership, MembershipRecord, NodeId, ReadId, Replica, Slot,
+    SlotRecord, Time, ValueFmt,
 };
 
 type Cmd = String;
@@ -41,6 +48,7 @@ struct Disk {
     snapshot: Slot,
     records: BTreeMap<Slot, SlotRecord<Cmd>>,
     commit: Slot,
+    membership: Option<MembershipRecord>,
 }
 
 struct Node {
@@ -167,6 +175,41 @@ impl Env {
                 self.replica(id).compact(slot);
                 self.handle_ready(id, true, &mut out);
             }
+            "join-node" => self.join_node(tc),
+            "propose-membership" => {
+                let id = id(tc);
+                let voters = ids(tc, "voters");
+                let observers = ids(tc, "observers");
+                let result = self
+                    .replica(id)
+                    .propose_membership(Membership::new(&voters, &observers));
+                if let Err(e) = result {
+                    writeln!(out, "{id}: propose membership: {e}").unwrap();
+                }
+            }
+            "transfer" => {
+                let id = id(tc);
+                let to = NodeId(tc.take_arg::<u64>("to").unwrap());
+                if let Err(e) = self.replica(id).transfer_leadership(to) {
+                    writeln!(out, "{id}: transfer to {to}: {e}").unwrap();
+                }
+            }
+            "membership" => {
+                for (nid, node) in &self.nodes {
+                    if let Some(r) = &node.replica {
+                        let st = r.status();
+                        let m = st
+                            .membership
+                            .map_or("unknown".to_string(), |m| m.to_string());
+                        let changing = if st.membership_changing {
+                            " (changing)"
+                        } else {
+                            ""
+                        };
+                        writeln!(out, "{nid}: {m}{changing}").unwrap();
+                    }
+                }
+            }
             "status" => {}
             other => panic!("unknown directive {other}"),
         }
@@ -213,6 +256,25 @@ impl Env {
         }
     }
 
+    fn join_node(&mut self, tc: &mut TestCase) {
+        let id = id(tc);
+        let voters = ids(tc, "voters");
+        let observers = ids(tc, "observers");
+        let mut config = Config::majority(id, &voters);
+        config.observers = observers;
+        config.rng_seed = 7;
+        config.join = true;
+        let replica = Replica::new(config.clone(), self.now).unwrap();
+        self.nodes.insert(
+            id,
+            Node {
+                replica: Some(replica),
+                config,
+                disk: Disk::default(),
+            },
+        );
+    }
+
     fn restart(&mut self, id: NodeId) {
         let now = self.now;
         let node = self.nodes.get_mut(&id).unwrap();
@@ -222,6 +284,7 @@ impl Env {
             records: node.disk.records.values().cloned().collect(),
             commit: node.disk.commit,
             applied: node.disk.snapshot,
+            membership: node.disk.membership.clone(),
         };
         node.replica = Some(Replica::restore(node.config.clone(), durable, now).unwrap());
     }
@@ -266,6 +329,14 @@ impl Env {
         if let Some(s) = p.compact_through {
             writeln!(out, "{id}: {verb} compact through {s}").unwrap();
         }
+        if let Some(m) = &p.membership {
+            writeln!(
+                out,
+                "{id}: {verb} membership after {}: {}",
+                m.slot, m.configuration
+            )
+            .unwrap();
+        }
         if durable {
             let disk = &mut node.disk;
             disk.promised = p.promised.unwrap_or(disk.promised);
@@ -273,6 +344,9 @@ impl Env {
                 disk.records.insert(r.slot, r.clone());
             }
             disk.commit = p.commit.unwrap_or(disk.commit);
+            if p.membership.is_some() {
+                disk.membership = p.membership.clone();
+            }
             if let Some(s) = p.compact_through {
                 disk.snapshot = s;
                 disk.records.retain(|slot, _| *slot > s);
@@ -290,17 +364,25 @@ impl Env {
         for c in &ready.dropped {
             writeln!(out, "{id}: dropped {c}").unwrap();
         }
+        if let Some(m) = &ready.membership {
+            writeln!(out, "{id}: membership now {m}").unwrap();
+        }
         self.mail.extend(ready.messages);
         if !durable {
             return;
         }
         replica.on_persisted(ready.token);
         let snapshot = node.disk.snapshot;
+        let membership = replica.membership_at(snapshot);
         for to in ready.snapshots {
             writeln!(out, "{id}: snapshot through {snapshot} -> {to}").unwrap();
             let target = self.nodes.get_mut(&to).unwrap();
             if let Some(r) = target.replica.as_mut() {
-                if r.install_snapshot(snapshot) {
+                let installed = match membership.clone() {
+                    Some(m) => r.install_snapshot_with_membership(snapshot, m),
+                    None => r.install_snapshot(snapshot),
+                };
+                if installed {
                     target.disk.snapshot = snapshot;
                     target.disk.records.retain(|slot, _| *slot > snapshot);
                 }

@@ -4,7 +4,7 @@
 use crate::kv::Command;
 use std::collections::BTreeMap;
 use std::fmt;
-use synod_paxos::{Ballot, NodeId, Slot, SlotRecord, Value, ValueFmt};
+use synod_paxos::{Ballot, Configuration, NodeId, Slot, SlotRecord, Value, ValueFmt};
 
 /// A broken property, named, with the facts that show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,23 +25,41 @@ fn violation(invariant: &'static str, detail: String) -> Violation {
     Violation { invariant, detail }
 }
 
+/// Per ballot: the value accepted at one slot and the replicas that did.
+type Acceptances = BTreeMap<Ballot, (Value<Command>, Vec<NodeId>)>;
+
 /// "At most one value is chosen per slot", from durable acceptances: a value
-/// is chosen once a phase-2 quorum of voters has durably accepted it in one
-/// ballot.
+/// is chosen once a phase-2 quorum of the configuration its ballot's leader
+/// used for the slot has durably accepted it in that ballot.
+///
+/// Which configuration governs a slot depends on the membership entries
+/// before it; the leader of a ballot proposes a slot only once every entry
+/// before it is committed (the stall rule), so the configuration it uses is
+/// its committed one when the slot's first accept leaves. The simulator
+/// records it then ([`ChosenChecker::on_proposed`]).
 #[derive(Default)]
 pub struct ChosenChecker {
-    /// Per slot, per ballot: the value and the voters that accepted it.
-    accepted: BTreeMap<Slot, BTreeMap<Ballot, (Value<Command>, u64)>>,
+    /// Per slot, per ballot: the value and the replicas that accepted it.
+    accepted: BTreeMap<Slot, Acceptances>,
+    /// The configuration each ballot's leader used for each slot.
+    proposed: BTreeMap<(Slot, Ballot), Configuration>,
     chosen: BTreeMap<Slot, Value<Command>>,
 }
 
 impl ChosenChecker {
-    /// Records that voter `index` made `record` durable.
+    /// The leader of `ballot` sent the first accept for `slot`, governed by
+    /// `config`.
+    pub fn on_proposed(&mut self, slot: Slot, ballot: Ballot, config: &Configuration) {
+        self.proposed
+            .entry((slot, ballot))
+            .or_insert_with(|| config.clone());
+    }
+
+    /// Records that replica `node` made `record` durable.
     pub fn on_durable(
         &mut self,
-        index: usize,
+        node: NodeId,
         record: &SlotRecord<Command>,
-        quorum: usize,
     ) -> Result<(), Violation> {
         if record.chosen {
             return self.check_chosen(record.slot, &record.value, "learned");
@@ -49,7 +67,7 @@ impl ChosenChecker {
         let by_ballot = self.accepted.entry(record.slot).or_default();
         let (value, voters) = by_ballot
             .entry(record.ballot)
-            .or_insert_with(|| (record.value.clone(), 0));
+            .or_insert_with(|| (record.value.clone(), Vec::new()));
         if *value != record.value {
             return Err(violation(
                 "one value per ballot and slot",
@@ -62,8 +80,14 @@ impl ChosenChecker {
                 ),
             ));
         }
-        *voters |= 1 << index;
-        if voters.count_ones() as usize >= quorum {
+        if !voters.contains(&node) {
+            voters.push(node);
+        }
+        let quorum = self
+            .proposed
+            .get(&(record.slot, record.ballot))
+            .is_some_and(|c| c.q2_met(voters));
+        if quorum {
             let value = value.clone();
             return self.check_chosen(record.slot, &value, "accepted by a quorum");
         }

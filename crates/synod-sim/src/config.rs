@@ -27,6 +27,10 @@ pub struct SimOptions {
     /// Let clocks drift forty times beyond what the replicas are configured to
     /// tolerate: a fault outside the model, which the lease checker must see.
     pub excess_drift: bool,
+    /// Change membership during the fault phase (add, remove, replace,
+    /// promote, demote replicas; transfer leadership), with spare nodes that
+    /// start empty and join.
+    pub membership: bool,
 }
 
 impl SimOptions {
@@ -39,6 +43,7 @@ impl SimOptions {
             trace: false,
             fault_phase: 4000 * MS,
             excess_drift: false,
+            membership: true,
         }
     }
 }
@@ -48,8 +53,11 @@ impl SimOptions {
 pub struct SimConfig {
     /// The seed everything derives from.
     pub seed: u64,
-    /// Voters then observers.
+    /// Voters, then observers, then spares: every node of the world.
     pub nodes: Vec<NodeId>,
+    /// Nodes that start empty, outside the group, in join mode: the
+    /// membership nemesis adds them.
+    pub spares: Vec<NodeId>,
     /// The paxos configuration shared by every replica (ids differ).
     pub paxos: Config,
     /// Simulated clients issuing operations.
@@ -77,10 +85,11 @@ impl SimConfig {
     pub fn from_seed(seed: u64, options: &SimOptions, rng: &mut ChaCha8Rng) -> SimConfig {
         let n = options.voters;
         let observers = if rng.gen_bool(0.3) { 1 } else { 0 };
-        let nodes: Vec<NodeId> = (1..=(n + observers) as u64).map(NodeId).collect();
+        let spares = if options.membership { 2 } else { 0 };
+        let nodes: Vec<NodeId> = (1..=(n + observers + spares) as u64).map(NodeId).collect();
         let voters = &nodes[..n];
         let mut paxos = Config::majority(voters[0], voters);
-        paxos.observers = nodes[n..].to_vec();
+        paxos.observers = nodes[n..n + observers].to_vec();
         if rng.gen_bool(0.3) {
             // Flexible quorums: any Q1 with Q2 = N - Q1 + 1.
             paxos.phase1_quorum = rng.gen_range(1..=n);
@@ -103,6 +112,7 @@ impl SimConfig {
         let drift_ppm = nodes.iter().map(|_| rng.gen_range(-half..=half)).collect();
         SimConfig {
             seed,
+            spares: nodes[n + observers..].to_vec(),
             nodes,
             paxos,
             clients: rng.gen_range(2..=10),
@@ -117,8 +127,20 @@ impl SimConfig {
         }
     }
 
-    /// The paxos configuration for one node.
+    /// The paxos configuration for one node. A spare runs in join mode: it
+    /// was told only that it is a member, and learns the rest.
     pub fn paxos_for(&self, id: NodeId) -> Config {
+        if self.spares.contains(&id) {
+            return Config {
+                id,
+                voters: vec![id],
+                observers: Vec::new(),
+                phase1_quorum: 1,
+                phase2_quorum: 1,
+                join: true,
+                ..self.paxos.clone()
+            };
+        }
         Config {
             id,
             ..self.paxos.clone()

@@ -36,13 +36,17 @@ struct Args {
     no_faults: bool,
     /// Run a deliberately broken core: accept-below-promise,
     /// ignore-accepted-values, lease-not-binding, choose-without-quorum,
-    /// read-without-confirmation.
+    /// read-without-confirmation, no-joint-consensus.
     #[arg(long, value_parser = parse_mutation)]
     mutation: Option<Mutation>,
     /// Let clocks drift forty times beyond the configured tolerance (a fault
     /// outside the model: lease violations are expected).
     #[arg(long)]
     excess_drift: bool,
+    /// Keep membership fixed (no spare nodes, no membership changes, no
+    /// leadership transfers).
+    #[arg(long)]
+    no_membership: bool,
     /// Stop after this many violations.
     #[arg(long, default_value_t = 5)]
     stop_after: usize,
@@ -55,6 +59,7 @@ fn parse_mutation(s: &str) -> Result<Mutation, String> {
         "lease-not-binding" => Ok(Mutation::LeaseNotBinding),
         "choose-without-quorum" => Ok(Mutation::ChooseWithoutQuorum),
         "read-without-confirmation" => Ok(Mutation::ReadWithoutConfirmation),
+        "no-joint-consensus" => Ok(Mutation::NoJointConsensus),
         other => Err(format!("unknown mutation {other:?}")),
     }
 }
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
     options.faults = !args.no_faults;
     options.mutation = args.mutation;
     options.excess_drift = args.excess_drift;
+    options.membership = !args.no_membership;
     if let Some(seed) = args.replay {
         options.trace = true;
         let outcome = run_seed(seed, &options);
@@ -123,7 +129,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -131,6 +137,8 @@ fn main() -> ExitCode {
         summary.events,
         summary.ops_ok,
         summary.crashes,
+        summary.membership_changes,
+        summary.transfers,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

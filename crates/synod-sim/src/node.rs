@@ -6,7 +6,8 @@ use crate::config::{Micros, SimConfig};
 use crate::kv::{Command, Kv};
 use std::collections::{BTreeMap, VecDeque};
 use synod_paxos::{
-    Ballot, Durable, NodeId, Persist, PersistToken, ReadId, Replica, Slot, SlotRecord, Time,
+    Ballot, Durable, MembershipRecord, NodeId, Persist, PersistToken, ReadId, Replica, Slot,
+    SlotRecord, Time,
 };
 
 /// What survives a crash: only writes whose fsync completed.
@@ -22,6 +23,8 @@ pub struct Disk {
     pub snapshot: Slot,
     /// State machine at `snapshot`.
     pub snapshot_kv: Kv,
+    /// The configuration in effect after a slot, stored with the snapshot.
+    pub membership: Option<MembershipRecord>,
 }
 
 impl Disk {
@@ -42,6 +45,15 @@ impl Disk {
         if let Some(through) = persist.compact_through {
             self.records = self.records.split_off(&through.next());
         }
+        if let Some(m) = &persist.membership {
+            if self
+                .membership
+                .as_ref()
+                .is_none_or(|have| have.slot <= m.slot)
+            {
+                self.membership = Some(m.clone());
+            }
+        }
     }
 
     /// What a restarting replica reads back.
@@ -52,6 +64,7 @@ impl Disk {
             records: self.records.values().cloned().collect(),
             commit: self.commit,
             applied: self.snapshot,
+            membership: self.membership.clone(),
         }
     }
 }
@@ -73,8 +86,8 @@ pub struct ReadWait {
 pub struct SimNode {
     /// Node id.
     pub id: NodeId,
-    /// Position among voters, for the chosen-value checker.
-    pub voter_index: Option<usize>,
+    /// Removed from the group and shut down for good by the operator.
+    pub retired: bool,
     /// The replica while the node is up.
     pub replica: Option<Replica<Command>>,
     /// Bumped on every crash, so stale timers and fsyncs are ignored.
@@ -109,7 +122,7 @@ impl SimNode {
         let id = cfg.nodes[index];
         let mut node = SimNode {
             id,
-            voter_index: cfg.paxos.voter_index(id),
+            retired: false,
             replica: None,
             incarnation: 0,
             disk: Disk::default(),

@@ -57,9 +57,10 @@ fn run_once(seed: u64, options: &SimOptions) -> (Result<Report, Violation>, Vec<
     let world = World::new(seed, options);
     let c = world.config();
     let shape = format!(
-        "nodes={} observers={} Q1={} Q2={} lease={}ms window={} batch={} clients={} keys={} snapshot_every={}",
+        "nodes={} observers={} spares={} Q1={} Q2={} lease={}ms window={} batch={} clients={} keys={} snapshot_every={}",
         c.paxos.voters.len(),
         c.paxos.observers.len(),
+        c.spares.len(),
         c.paxos.phase1_quorum,
         c.paxos.phase2_quorum,
         c.paxos.lease_duration_ms,
@@ -130,6 +131,10 @@ pub struct Summary {
     pub ops_ok: u64,
     /// Crashes injected in all runs.
     pub crashes: u64,
+    /// Membership changes the leaders accepted in all runs.
+    pub membership_changes: u64,
+    /// Leadership transfers the leaders accepted in all runs.
+    pub transfers: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -167,6 +172,8 @@ pub fn run_seeds(
                         sum.events += r.events;
                         sum.ops_ok += r.ops_ok;
                         sum.crashes += r.crashes;
+                        sum.membership_changes += r.membership_changes;
+                        sum.transfers += r.transfers;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
                     }

@@ -17,7 +17,9 @@
 
 use crate::codec;
 use crate::error::StorageError;
-use crate::format::{self, AcceptorState, ACCEPTOR_TABLE, ACCEPTOR_TABLE_NAME, LOG_TABLE};
+use crate::format::{
+    self, AcceptorState, ACCEPTOR_TABLE, ACCEPTOR_TABLE_NAME, LOG_TABLE, MEMBERSHIP_TABLE,
+};
 use crate::types::GroupId;
 use bytes::Bytes;
 use redb::{Durability, ReadableTable, WriteTransaction};
@@ -66,7 +68,8 @@ impl Batch {
     ///    since a snapshot already covers them;
     /// 3. `commit` raises the commit hint (a lower hint is ignored);
     /// 4. `compact_through` deletes the group's records through that slot and
-    ///    raises the snapshot slot to it.
+    ///    raises the snapshot slot to it;
+    /// 5. `membership` replaces the group's stored membership.
     ///
     /// Several persists of one group in a batch apply in call order.
     ///
@@ -260,6 +263,16 @@ impl Batch {
         }
         if let Some(commit) = persist.commit {
             state.commit = state.commit.max(commit);
+        }
+        if let Some(record) = &persist.membership {
+            let mut table = self
+                .txn
+                .open_table(MEMBERSHIP_TABLE)
+                .map_err(|e| redb(file, e))?;
+            codec::encode_membership(&mut self.buf, record);
+            table
+                .insert(&format::acceptor_key(group), self.buf.as_slice())
+                .map_err(|e| redb(file, e))?;
         }
         // A record-only persist of a new group still writes the row (F3);
         // an unchanged row is not rewritten, which keeps a follower's

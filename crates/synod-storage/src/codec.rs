@@ -9,7 +9,8 @@
 //! ```text
 //! offset   size  field
 //! 0        1     codec version, CODEC_VERSION = 1
-//! 1        1     kind: b'F' format, b'I' identity, b'A' acceptor state, b'R' log record
+//! 1        1     kind: b'F' format, b'I' identity, b'A' acceptor state, b'R' log record,
+//!                b'M' membership
 //! 2        n     body: the kind's fields in order; integers little-endian, fixed width;
 //!                byte strings as u32 length then the bytes
 //! 2 + n    4     CRC32 (IEEE 802.3, as crc32fast computes it) of bytes 0 .. 2 + n, LE
@@ -22,9 +23,20 @@
 //! I identity  u64 cluster id, u64 node id
 //! A acceptor  u64 promised.round, u64 promised.node, u64 snapshot, u64 commit, u64 applied
 //! R record    u64 slot, u64 ballot.round, u64 ballot.node, u8 chosen (0 | 1),
-//!             u8 value tag (0 no-op | 1 batch),
+//!             u8 value tag (0 no-op | 1 batch | 2 membership),
 //!             batch only: u32 command count, then per command u32 length ++ bytes
+//!             membership only: a configuration (below)
+//! M membership  u64 slot, then a configuration: the configuration in effect
+//!             after that slot
+//!
+//! configuration  u8 shape (0 stable | 1 joint), then one membership (stable)
+//!                or two (joint: old, then new)
+//! membership     u64 phase-1 quorum, u64 phase-2 quorum,
+//!                u32 voter count, u64 per voter, u32 observer count, u64 per observer
 //! ```
+//!
+//! A decoded configuration is validated (`Configuration::validate`): a
+//! membership that breaks a rule is corrupt data, not something to run with.
 //!
 //! # Invariants
 //!
@@ -43,7 +55,9 @@ use bytes::Bytes;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use synod_paxos::{Ballot, NodeId, Slot, SlotRecord, Value};
+use synod_paxos::{
+    Ballot, Configuration, Membership, MembershipRecord, NodeId, Slot, SlotRecord, Value,
+};
 
 /// The envelope version written by this build; the only one it reads.
 pub(crate) const CODEC_VERSION: u8 = 1;
@@ -52,6 +66,9 @@ const HEADER_LEN: usize = 2;
 const CRC_LEN: usize = 4;
 const VALUE_NOOP: u8 = 0;
 const VALUE_BATCH: u8 = 1;
+const VALUE_MEMBERSHIP: u8 = 2;
+const SHAPE_STABLE: u8 = 0;
+const SHAPE_JOINT: u8 = 1;
 
 /// The bytes of a record body before its commands: slot, ballot round and
 /// node, chosen flag, value tag.
@@ -66,6 +83,7 @@ pub(crate) enum Kind {
     Identity = b'I',
     Acceptor = b'A',
     Record = b'R',
+    Membership = b'M',
 }
 
 /// Why a stored value did not decode. Becomes the `reason` of
@@ -168,6 +186,31 @@ impl<'a> Encoder<'a> {
     fn bytes(&mut self, b: &[u8]) {
         self.u32(len_u32(b.len(), "command"));
         self.buf.extend_from_slice(b);
+    }
+
+    fn membership(&mut self, m: &Membership) {
+        self.u64(m.phase1_quorum as u64);
+        self.u64(m.phase2_quorum as u64);
+        for ids in [&m.voters, &m.observers] {
+            self.u32(len_u32(ids.len(), "membership"));
+            for id in ids {
+                self.u64(id.0);
+            }
+        }
+    }
+
+    fn configuration(&mut self, c: &Configuration) {
+        match c {
+            Configuration::Stable(m) => {
+                self.u8(SHAPE_STABLE);
+                self.membership(m);
+            }
+            Configuration::Joint { old, new } => {
+                self.u8(SHAPE_JOINT);
+                self.membership(old);
+                self.membership(new);
+            }
+        }
     }
 
     fn finish(self) {
@@ -283,6 +326,52 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    fn ids(&mut self, field: &'static str) -> Result<Vec<NodeId>, DecodeError> {
+        let count = self.u32(field)? as usize;
+        if count > self.remaining() / 8 {
+            return Err(DecodeError::Truncated {
+                field,
+                needed: count.saturating_mul(8),
+                remaining: self.remaining(),
+            });
+        }
+        (0..count).map(|_| Ok(NodeId(self.u64(field)?))).collect()
+    }
+
+    fn membership(&mut self) -> Result<Membership, DecodeError> {
+        let phase1_quorum = self.u64("phase-1 quorum")? as usize;
+        let phase2_quorum = self.u64("phase-2 quorum")? as usize;
+        Ok(Membership {
+            phase1_quorum,
+            phase2_quorum,
+            voters: self.ids("voters")?,
+            observers: self.ids("observers")?,
+        })
+    }
+
+    fn configuration(&mut self) -> Result<Configuration, DecodeError> {
+        let c = match self.u8("configuration shape")? {
+            SHAPE_STABLE => Configuration::Stable(self.membership()?),
+            SHAPE_JOINT => Configuration::Joint {
+                old: self.membership()?,
+                new: self.membership()?,
+            },
+            shape => {
+                return Err(DecodeError::Invalid {
+                    field: "configuration shape",
+                    value: u64::from(shape),
+                })
+            }
+        };
+        if c.validate().is_err() {
+            return Err(DecodeError::Invalid {
+                field: "membership",
+                value: 0,
+            });
+        }
+        Ok(c)
+    }
+
     fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
@@ -356,6 +445,7 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, record: &SlotRecord<Bytes>) {
         + match &record.value {
             Value::Noop => 0,
             Value::Batch(commands) => 4 + commands.iter().map(|c| 4 + c.len()).sum::<usize>(),
+            Value::Membership(c) => configuration_len(c),
         };
     let mut e = Encoder::begin(buf, Kind::Record, body_len);
     e.u64(record.slot.0);
@@ -371,8 +461,44 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, record: &SlotRecord<Bytes>) {
                 e.bytes(command);
             }
         }
+        Value::Membership(c) => {
+            e.u8(VALUE_MEMBERSHIP);
+            e.configuration(c);
+        }
     }
     e.finish();
+}
+
+fn configuration_len(c: &Configuration) -> usize {
+    1 + c
+        .halves()
+        .iter()
+        .map(|m| 16 + 8 + 8 * (m.voters.len() + m.observers.len()))
+        .sum::<usize>()
+}
+
+/// Encodes a group's stored membership into `buf`.
+pub(crate) fn encode_membership(buf: &mut Vec<u8>, record: &MembershipRecord) {
+    let mut e = Encoder::begin(
+        buf,
+        Kind::Membership,
+        8 + configuration_len(&record.configuration),
+    );
+    e.u64(record.slot.0);
+    e.configuration(&record.configuration);
+    e.finish();
+}
+
+/// Decodes a group's stored membership.
+pub(crate) fn decode_membership(data: &[u8]) -> Result<MembershipRecord, DecodeError> {
+    let mut d = Decoder::open(data, Kind::Membership)?;
+    let slot = Slot(d.u64("slot")?);
+    let configuration = d.configuration()?;
+    d.finish()?;
+    Ok(MembershipRecord {
+        slot,
+        configuration,
+    })
 }
 
 /// Decodes one log record. The value is copied out of the database once,
@@ -382,9 +508,14 @@ pub(crate) fn decode_record(data: &[u8]) -> Result<SlotRecord<Bytes>, DecodeErro
     let slot = Slot(d.u64("slot")?);
     let ballot = d.ballot("ballot")?;
     let chosen = d.bool("chosen flag")?;
+    let mut membership = None;
     let commands = match d.u8("value tag")? {
         VALUE_NOOP => None,
         VALUE_BATCH => Some(command_ranges(&mut d)?),
+        VALUE_MEMBERSHIP => {
+            membership = Some(d.configuration()?);
+            None
+        }
         tag => {
             return Err(DecodeError::Invalid {
                 field: "value tag",
@@ -393,9 +524,10 @@ pub(crate) fn decode_record(data: &[u8]) -> Result<SlotRecord<Bytes>, DecodeErro
         }
     };
     d.finish()?;
-    let value = match commands {
-        None => Value::Noop,
-        Some(ranges) => {
+    let value = match (commands, membership) {
+        (None, Some(c)) => Value::Membership(c),
+        (None, None) => Value::Noop,
+        (Some(ranges), _) => {
             let owned = Bytes::copy_from_slice(data);
             let commands: Vec<Bytes> = ranges.into_iter().map(|r| owned.slice(r)).collect();
             Value::Batch(Arc::from(commands))

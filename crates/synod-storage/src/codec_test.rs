@@ -129,9 +129,82 @@ fn a_huge_command_count_is_rejected_before_allocating() {
     ));
 }
 
+fn arb_membership() -> impl Strategy<Value = Membership> {
+    (
+        prop::collection::btree_set(1u64..20, 1..6),
+        prop::collection::btree_set(20u64..30, 0..3),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(voters, observers, q)| {
+            let voters: Vec<NodeId> = voters.into_iter().map(NodeId).collect();
+            let observers: Vec<NodeId> = observers.into_iter().map(NodeId).collect();
+            let n = voters.len();
+            let mut m = Membership::new(&voters, &observers);
+            // Any flexible pair with Q1 + Q2 = N + 1.
+            m.phase1_quorum = 1 + q.index(n);
+            m.phase2_quorum = n + 1 - m.phase1_quorum;
+            m
+        })
+}
+
+fn arb_configuration() -> impl Strategy<Value = Configuration> {
+    prop_oneof![
+        arb_membership().prop_map(Configuration::Stable),
+        (arb_membership(), arb_membership())
+            .prop_map(|(old, new)| Configuration::Joint { old, new }),
+    ]
+}
+
+/// Pins the membership layout byte by byte.
+#[test]
+fn membership_layout_is_exactly_as_documented() {
+    let m = Membership::new(&[NodeId(1), NodeId(2)], &[NodeId(9)]);
+    let mut buf = Vec::new();
+    encode_membership(
+        &mut buf,
+        &MembershipRecord {
+            slot: Slot(5),
+            configuration: Configuration::Stable(m),
+        },
+    );
+    let mut expected = vec![1, b'M'];
+    expected.extend_from_slice(&5u64.to_le_bytes());
+    expected.push(SHAPE_STABLE);
+    expected.extend_from_slice(&2u64.to_le_bytes());
+    expected.extend_from_slice(&2u64.to_le_bytes());
+    expected.extend_from_slice(&2u32.to_le_bytes());
+    expected.extend_from_slice(&1u64.to_le_bytes());
+    expected.extend_from_slice(&2u64.to_le_bytes());
+    expected.extend_from_slice(&1u32.to_le_bytes());
+    expected.extend_from_slice(&9u64.to_le_bytes());
+    let crc = crc32fast::hash(&expected);
+    expected.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(buf, expected);
+}
+
+/// A membership that breaks a rule is corrupt data, even with a valid
+/// checksum.
+#[test]
+fn an_invalid_membership_is_rejected() {
+    let mut body = Vec::new();
+    body.extend_from_slice(&5u64.to_le_bytes());
+    body.push(SHAPE_STABLE);
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&2u32.to_le_bytes());
+    body.extend_from_slice(&2u64.to_le_bytes());
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(
+        decode_membership(&envelope(Kind::Membership, &body)),
+        Err(DecodeError::Invalid { .. })
+    ));
+}
+
 fn arb_value() -> impl Strategy<Value = Value<Bytes>> {
     prop_oneof![
         1 => Just(Value::Noop),
+        1 => arb_configuration().prop_map(Value::Membership),
         4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 0..6).prop_map(
             |commands| {
                 let commands: Vec<Bytes> = commands.into_iter().map(Bytes::from).collect();
@@ -198,6 +271,14 @@ proptest! {
     }
 
     #[test]
+    fn membership_records_round_trip(slot in any::<u64>(), configuration in arb_configuration()) {
+        let record = MembershipRecord { slot: Slot(slot), configuration };
+        let mut buf = Vec::new();
+        encode_membership(&mut buf, &record);
+        prop_assert_eq!(decode_membership(&buf), Ok(record));
+    }
+
+    #[test]
     fn every_truncation_is_an_error(r in arb_record(), cut in any::<prop::sample::Index>()) {
         let mut buf = Vec::new();
         encode_record(&mut buf, &r);
@@ -211,6 +292,7 @@ proptest! {
         let _ = decode_acceptor(&data);
         let _ = decode_identity(&data);
         let _ = decode_format(&data);
+        let _ = decode_membership(&data);
     }
 
     /// Garbled bodies inside valid envelopes exercise every field check; a
@@ -224,6 +306,12 @@ proptest! {
         if let Ok(r) = decode_record(&data) {
             let mut again = Vec::new();
             encode_record(&mut again, &r);
+            prop_assert_eq!(again, data);
+        }
+        let data = envelope(Kind::Membership, &body);
+        if let Ok(m) = decode_membership(&data) {
+            let mut again = Vec::new();
+            encode_membership(&mut again, &m);
             prop_assert_eq!(again, data);
         }
         let data = envelope(Kind::Acceptor, &body);

@@ -18,7 +18,10 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use synod_paxos::{Ballot, Durable, NodeId, Persist, Slot, SlotRecord, Value};
+use synod_paxos::{
+    Ballot, Configuration, Durable, Membership, MembershipRecord, NodeId, Persist, Slot,
+    SlotRecord, Value,
+};
 
 /// What the suite needs from a disk.
 pub trait Disk {
@@ -48,6 +51,7 @@ struct MemGroup {
     snapshot: Slot,
     commit: Slot,
     records: BTreeMap<Slot, SlotRecord<Bytes>>,
+    membership: Option<MembershipRecord>,
 }
 
 impl MemDisk {
@@ -73,6 +77,9 @@ impl MemDisk {
                 g.snapshot = through;
             }
         }
+        if persist.membership.is_some() {
+            g.membership = persist.membership.clone();
+        }
     }
 }
 
@@ -96,6 +103,7 @@ impl Disk for MemDisk {
             records: g.records.values().cloned().collect(),
             commit: g.commit,
             applied: g.snapshot,
+            membership: g.membership.clone(),
         })
     }
 
@@ -109,7 +117,7 @@ type Case<D> = (&'static str, fn(&mut D));
 
 /// Runs every case, each on a fresh disk from `fresh`.
 pub fn run_all<D: Disk>(mut fresh: impl FnMut() -> D) {
-    let cases: [Case<D>; 12] = [
+    let cases: [Case<D>; 13] = [
         ("unknown_group_loads_empty", unknown_group_loads_empty),
         ("records_load_in_slot_order", records_load_in_slot_order),
         (
@@ -138,6 +146,10 @@ pub fn run_all<D: Disk>(mut fresh: impl FnMut() -> D) {
             groups_in_one_batch_are_independent,
         ),
         ("values_round_trip_exactly", values_round_trip_exactly),
+        (
+            "membership_survives_compaction_and_reopen",
+            membership_survives_compaction_and_reopen,
+        ),
         (
             "everything_written_survives_reopen",
             everything_written_survives_reopen,
@@ -194,7 +206,8 @@ pub fn assert_same(actual: &Durable<Bytes>, expected: &Durable<Bytes>, context: 
         && actual.snapshot == expected.snapshot
         && actual.records == expected.records
         && actual.commit == expected.commit
-        && actual.applied == expected.applied;
+        && actual.applied == expected.applied
+        && actual.membership == expected.membership;
     assert!(
         same,
         "{context}: durable state differs\n  actual:   {actual:?}\n  expected: {expected:?}"
@@ -370,6 +383,61 @@ pub fn values_round_trip_exactly<D: Disk>(disk: &mut D) {
     assert_eq!(load(disk, G1).records, written, "values");
 }
 
+fn membership(voters: &[u64], observers: &[u64]) -> Membership {
+    let ids = |v: &[u64]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+    Membership::new(&ids(voters), &ids(observers))
+}
+
+/// The stored membership comes back after compaction dropped the entries
+/// that chose it and after a reopen; a later one replaces it; membership
+/// entries in the log round-trip like any value.
+pub fn membership_survives_compaction_and_reopen<D: Disk>(disk: &mut D) {
+    let joint = Configuration::Joint {
+        old: membership(&[1, 2, 3], &[]),
+        new: membership(&[1, 2, 4], &[5]),
+    };
+    let stable = Configuration::Stable(membership(&[1, 2, 4], &[5]));
+    let entries = vec![
+        SlotRecord {
+            slot: Slot(1),
+            ballot: ballot(1, 1),
+            value: Value::Membership(joint.clone()),
+            chosen: true,
+        },
+        SlotRecord {
+            slot: Slot(2),
+            ballot: ballot(1, 1),
+            value: Value::Membership(stable.clone()),
+            chosen: false,
+        },
+    ];
+    write(disk, &[(G1, records(entries.clone()))]);
+    assert_eq!(load(disk, G1).records, entries, "membership entries");
+    assert_eq!(load(disk, G1).membership, None, "none stored yet");
+    let compact = |slot: u64, configuration: &Configuration| Persist {
+        compact_through: Some(Slot(slot)),
+        membership: Some(MembershipRecord {
+            slot: Slot(slot),
+            configuration: configuration.clone(),
+        }),
+        ..Persist::default()
+    };
+    write(disk, &[(G1, compact(1, &joint))]);
+    disk.reopen().expect("reopen");
+    let d = load(disk, G1);
+    assert_eq!(d.snapshot, Slot(1));
+    assert_eq!(
+        d.membership.map(|m| (m.slot, m.configuration)),
+        Some((Slot(1), joint))
+    );
+    write(disk, &[(G1, compact(2, &stable))]);
+    disk.reopen().expect("reopen");
+    let d = load(disk, G1);
+    assert!(d.records.is_empty());
+    assert_eq!(d.membership.map(|m| m.configuration), Some(stable));
+    assert_eq!(load(disk, G2).membership, None, "other group untouched");
+}
+
 /// A clean restart keeps everything that was written.
 pub fn everything_written_survives_reopen<D: Disk>(disk: &mut D) {
     let persist = Persist {
@@ -377,6 +445,10 @@ pub fn everything_written_survives_reopen<D: Disk>(disk: &mut D) {
         records: (1..=6).map(|s| record(s, 4, "v", s <= 4)).collect(),
         commit: Some(Slot(4)),
         compact_through: Some(Slot(2)),
+        membership: Some(MembershipRecord {
+            slot: Slot(2),
+            configuration: Configuration::Stable(membership(&[1, 2, 3], &[])),
+        }),
     };
     write(
         disk,
@@ -455,7 +527,12 @@ fn random_persist(rng: &mut SplitMix, promised: Ballot) -> Persist<Bytes> {
         persist.commit = Some(Slot(rng.below(24)));
     }
     if rng.below(6) == 0 {
-        persist.compact_through = Some(Slot(rng.below(20)));
+        let through = Slot(rng.below(20));
+        persist.compact_through = Some(through);
+        persist.membership = Some(MembershipRecord {
+            slot: through,
+            configuration: Configuration::Stable(membership(&[1, 2, 3], &[1 + rng.below(9) + 3])),
+        });
     }
     persist
 }

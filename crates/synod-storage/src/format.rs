@@ -77,6 +77,8 @@ pub const META_TABLE_NAME: &str = "synod_meta";
 pub const ACCEPTOR_TABLE_NAME: &str = "paxos_acceptor";
 /// Name of the table holding each group's log records.
 pub const LOG_TABLE_NAME: &str = "paxos_log";
+/// Name of the table holding each group's stored membership.
+pub const MEMBERSHIP_TABLE_NAME: &str = "paxos_membership";
 
 /// The meta table: two well-known keys, [`META_FORMAT_KEY`] and
 /// [`META_IDENTITY_KEY`].
@@ -86,6 +88,12 @@ pub const ACCEPTOR_TABLE: TableDefinition<&[u8; 8], &[u8]> =
     TableDefinition::new(ACCEPTOR_TABLE_NAME);
 /// Per group and slot: the accepted or chosen value.
 pub const LOG_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(LOG_TABLE_NAME);
+/// Per group (keyed like `paxos_acceptor`): the configuration in effect after
+/// a slot, as the last `Persist::membership` gave it. Absent for a group
+/// that never stored one (it starts from its configured members). Created
+/// on open, so data dirs written before it existed read as "none stored".
+pub const MEMBERSHIP_TABLE: TableDefinition<&[u8; 8], &[u8]> =
+    TableDefinition::new(MEMBERSHIP_TABLE_NAME);
 
 /// Meta key of the format version record.
 pub const META_FORMAT_KEY: &str = "format";

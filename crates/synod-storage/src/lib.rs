@@ -34,6 +34,7 @@
 //!     }],
 //!     commit: None,
 //!     compact_through: None,
+//!     membership: None,
 //! };
 //! let mut batch = storage.batch()?;
 //! batch.persist(GroupId(1), &persist)?;

@@ -6,7 +6,8 @@ use crate::codec::{self, DecodeError};
 use crate::error::StorageError;
 use crate::format::{
     self, AcceptorState, ACCEPTOR_TABLE, ACCEPTOR_TABLE_NAME, FORMAT_VERSION, LOG_TABLE,
-    LOG_TABLE_NAME, META_FORMAT_KEY, META_IDENTITY_KEY, META_TABLE, META_TABLE_NAME,
+    LOG_TABLE_NAME, MEMBERSHIP_TABLE, MEMBERSHIP_TABLE_NAME, META_FORMAT_KEY, META_IDENTITY_KEY,
+    META_TABLE, META_TABLE_NAME,
 };
 use crate::types::{GroupId, Identity};
 use bytes::Bytes;
@@ -103,6 +104,7 @@ impl Storage {
         }
         txn.open_table(ACCEPTOR_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
+        txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
         txn.commit().map_err(|e| self.redb(e))
     }
 
@@ -187,9 +189,23 @@ impl Storage {
         };
         let log = txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
         let records = self.load_records(&log, group, state.unwrap_or_default())?;
+        let table = txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
+        let membership = match table
+            .get(&format::acceptor_key(group))
+            .map_err(|e| self.redb(e))?
+        {
+            Some(value) => Some(
+                codec::decode_membership(value.value())
+                    .map_err(|e| self.corrupt(MEMBERSHIP_TABLE_NAME, &group.to_string(), e))?,
+            ),
+            None => None,
+        };
         let Some(state) = state else {
             if records.is_empty() {
-                return Ok(Durable::empty());
+                return Ok(Durable {
+                    membership,
+                    ..Durable::empty()
+                });
             }
             // F3: a group's records never exist without its acceptor row.
             return Err(StorageError::Corrupt {
@@ -205,6 +221,7 @@ impl Storage {
             records,
             commit: state.commit,
             applied: state.applied.max(state.snapshot),
+            membership,
         })
     }
 

@@ -9,7 +9,7 @@ use crate::config::MS;
 use crate::linearizability::{check, CheckOutcome};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use synod_paxos::NodeId;
+use synod_paxos::{Membership, NodeId, RoleKind};
 
 /// Configurations the linearizability search may explore per key.
 const LIN_STATES_MAX: u64 = 2_000_000;
@@ -63,6 +63,155 @@ impl World {
         self.schedule(next, Event::Nemesis);
     }
 
+    /// The replica that leads with the highest ballot, if any is up.
+    fn leader_index(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].paused_until <= self.now)
+            .filter_map(|i| {
+                let r = self.nodes[i].replica.as_ref()?;
+                (r.role_kind() == RoleKind::Leader).then(|| (r.status().promised, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// The membership nemesis: asks the leader to add, remove, replace,
+    /// promote or demote a replica, or to hand leadership over; retires
+    /// (stops for good) replicas a finished change removed.
+    pub(super) fn membership_nemesis(&mut self) {
+        if self.healed_at.is_some() {
+            return;
+        }
+        let next = self.rng.gen_range(100..600) * MS;
+        self.schedule(next, Event::MembershipNemesis);
+        let Some(li) = self.leader_index() else {
+            return;
+        };
+        let replica = self.nodes[li].replica.as_ref().expect("up");
+        let Some(current) = replica.membership().cloned() else {
+            return;
+        };
+        let changing = replica.status().membership_changing;
+        let leader = self.nodes[li].id;
+        if !changing && self.rng.gen_bool(0.3) {
+            self.retire_removed(&current);
+        }
+        if self.rng.gen_bool(0.25) {
+            let voters = current.voters();
+            let to = *voters.choose(&mut self.rng).expect("voters");
+            let result = self.nodes[li]
+                .replica
+                .as_mut()
+                .expect("up")
+                .transfer_leadership(to);
+            self.note(|| format!("nemesis: {leader} transfer leadership to {to}: {result:?}"));
+            if result.is_ok() {
+                self.report.transfers += 1;
+            }
+            return;
+        }
+        if changing {
+            return;
+        }
+        let m = current.target().clone();
+        let n = self.cfg.options.voters;
+        let outside: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|node| !node.retired && !m.is_member(node.id))
+            .map(|node| node.id)
+            .collect();
+        let (mut voters, mut observers) = (m.voters.clone(), m.observers.clone());
+        let voters_min = n.saturating_sub(1).max(1);
+        match self.rng.gen_range(0..7) {
+            0 if voters.len() <= n && !outside.is_empty() => {
+                voters.push(*outside.choose(&mut self.rng).expect("outside"));
+            }
+            1 if voters.len() > voters_min => {
+                let v = *voters.choose(&mut self.rng).expect("voters");
+                voters.retain(|x| *x != v);
+            }
+            2 if !outside.is_empty() => {
+                let v = *voters.choose(&mut self.rng).expect("voters");
+                voters.retain(|x| *x != v);
+                voters.push(*outside.choose(&mut self.rng).expect("outside"));
+            }
+            3 if !outside.is_empty() => {
+                observers.push(*outside.choose(&mut self.rng).expect("outside"));
+            }
+            4 if !observers.is_empty() && voters.len() <= n => {
+                let o = *observers.choose(&mut self.rng).expect("observers");
+                observers.retain(|x| *x != o);
+                voters.push(o);
+            }
+            5 if voters.len() > voters_min => {
+                let v = *voters.choose(&mut self.rng).expect("voters");
+                voters.retain(|x| *x != v);
+                observers.push(v);
+            }
+            6 if !observers.is_empty() => {
+                let o = *observers.choose(&mut self.rng).expect("observers");
+                observers.retain(|x| *x != o);
+            }
+            _ => return,
+        }
+        let mut new = Membership::new(&voters, &observers);
+        if self.rng.gen_bool(0.25) {
+            let k = new.voters.len();
+            new.phase1_quorum = self.rng.gen_range(1..=k);
+            new.phase2_quorum = k - new.phase1_quorum + 1;
+        }
+        for id in new.voters.iter().chain(new.observers.iter()) {
+            if !self.ever_member.contains(id) {
+                self.ever_member.push(*id);
+            }
+        }
+        let result = self.nodes[li]
+            .replica
+            .as_mut()
+            .expect("up")
+            .propose_membership(new.clone());
+        self.note(|| format!("nemesis: {leader} propose membership {new}: {result:?}"));
+        if result.is_ok() {
+            self.report.membership_changes += 1;
+        }
+    }
+
+    /// Stops for good, now and then, a replica that a finished change
+    /// removed (as an operator shuts a removed member down).
+    fn retire_removed(&mut self, current: &synod_paxos::Configuration) {
+        // Only once the removal is settled everywhere: every running replica
+        // committed a configuration without it and knows of no pending
+        // entry (else a takeover could still re-propose one that adds it).
+        let settled = |id: NodeId| {
+            self.nodes.iter().all(|n| {
+                n.replica.as_ref().is_none_or(|r| {
+                    let st = r.status();
+                    !st.membership_changing
+                        && st.membership.as_ref().is_some_and(|c| !c.is_member(id))
+                })
+            })
+        };
+        let removed: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let id = self.nodes[i].id;
+                !self.nodes[i].retired
+                    && self.ever_member.contains(&id)
+                    && !current.is_member(id)
+                    && settled(id)
+            })
+            .collect();
+        let Some(&i) = removed.choose(&mut self.rng) else {
+            return;
+        };
+        let id = self.nodes[i].id;
+        self.note(|| format!("nemesis: retire removed {id}"));
+        if self.nodes[i].is_up() {
+            self.nodes[i].crash();
+        }
+        self.nodes[i].retired = true;
+    }
+
     fn crash_one(&mut self) {
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_up())
@@ -81,7 +230,7 @@ impl World {
 
     pub(super) fn restart(&mut self, id: NodeId) {
         let i = self.node_index(id);
-        if self.nodes[i].is_up() {
+        if self.nodes[i].is_up() || self.nodes[i].retired {
             return;
         }
         self.note(|| format!("restart {id}"));
@@ -149,10 +298,29 @@ impl World {
         }
     }
 
-    /// Replicas have applied the same slots and hold the same state.
+    /// The members of the final configuration have applied the same slots
+    /// and hold the same state (spares never added and removed replicas may
+    /// lag: nobody sends them anything).
     fn converged(&self) -> Result<(), Violation> {
-        let first = &self.nodes[0];
-        for node in &self.nodes[1..] {
+        let Some(furthest) = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .max_by_key(|n| (n.applied, std::cmp::Reverse(n.id)))
+        else {
+            return Ok(());
+        };
+        let config = furthest
+            .replica
+            .as_ref()
+            .and_then(|r| r.membership().cloned());
+        let members: Vec<&crate::node::SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.retired && config.as_ref().is_none_or(|c| c.is_member(n.id)))
+            .collect();
+        let first = members[0];
+        for node in &members[1..] {
             if node.applied != first.applied || node.kv != first.kv {
                 let what = if node.applied == first.applied {
                     "states differ"
@@ -162,12 +330,13 @@ impl World {
                 return Err(Violation {
                     invariant: "replicas converge after healing",
                     detail: format!(
-                        "{}ms after clients finished: {} applied {} and {} applied {} ({what})",
+                        "{}ms after clients finished: {} applied {} and {} applied {} ({what}); members of {}",
                         CONVERGE_MAX / MS,
                         first.id,
                         first.applied,
                         node.id,
-                        node.applied
+                        node.applied,
+                        config.as_ref().map_or("?".to_string(), |c| c.to_string())
                     ),
                 });
             }

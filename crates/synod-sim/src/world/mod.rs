@@ -22,7 +22,7 @@ mod runtime;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
-use synod_paxos::{Envelope, NodeId, Slot};
+use synod_paxos::{Configuration, Envelope, NodeId, Slot};
 
 /// Runtime-loop rounds per event; more means the replica never settles.
 const DRIVE_ROUNDS_MAX: usize = 1000;
@@ -42,6 +42,7 @@ enum Event {
         to: NodeId,
         slot: Slot,
         kv: Box<Kv>,
+        membership: Option<Configuration>,
     },
     PersistDone(NodeId, u64),
     Request {
@@ -65,6 +66,7 @@ enum Event {
     },
     ClientStart(u64),
     Nemesis,
+    MembershipNemesis,
     Restart(NodeId),
     Heal,
     Finish,
@@ -121,6 +123,10 @@ pub struct Report {
     pub slots: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Membership changes the leader accepted.
+    pub membership_changes: u64,
+    /// Leadership transfers the leader accepted.
+    pub transfers: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -145,6 +151,8 @@ pub struct World {
     finished: bool,
     idle_since: Option<Micros>,
     report: Report,
+    /// Nodes that were members at some point (a spare is not until added).
+    ever_member: Vec<NodeId>,
 }
 
 impl World {
@@ -181,6 +189,12 @@ impl World {
             finished: false,
             idle_since: None,
             report: Report::default(),
+            ever_member: cfg
+                .nodes
+                .iter()
+                .copied()
+                .filter(|n| !cfg.spares.contains(n))
+                .collect(),
             cfg,
         };
         world.schedule_start();
@@ -198,6 +212,9 @@ impl World {
         }
         if self.cfg.options.faults {
             self.schedule(100 * MS, Event::Nemesis);
+        }
+        if self.cfg.options.membership {
+            self.schedule(300 * MS, Event::MembershipNemesis);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -274,6 +291,7 @@ impl World {
             Event::ClientTimeout { client, .. } => 5000 + client,
             Event::ClientStart(c) => 6000 + c,
             Event::Nemesis => 7000,
+            Event::MembershipNemesis => 7001,
             Event::Restart(n) => 8000 + n.0,
             Event::Heal => 9000,
             Event::Finish => 9001,
@@ -309,7 +327,12 @@ impl World {
                 let replica = self.nodes[i].replica.as_mut().expect("up");
                 replica.step(envelope.from, envelope.message, now);
             }
-            Event::Snapshot { to, slot, kv } => self.on_snapshot(to, slot, *kv)?,
+            Event::Snapshot {
+                to,
+                slot,
+                kv,
+                membership,
+            } => self.on_snapshot(to, slot, *kv, membership)?,
             Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
             Event::Request {
                 to,
@@ -332,6 +355,7 @@ impl World {
             } => self.on_client_timeout(client, seq, attempt, redirect),
             Event::ClientStart(client) => self.on_client_start(client),
             Event::Nemesis => self.nemesis(),
+            Event::MembershipNemesis => self.membership_nemesis(),
             Event::Restart(id) => self.restart(id),
             Event::Heal => self.heal(),
             Event::Finish => self.on_finish_probe()?,

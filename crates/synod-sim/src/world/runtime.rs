@@ -7,7 +7,9 @@ use crate::checker::Violation;
 use crate::kv::{Command, Kv};
 use crate::linearizability::KvOutput;
 use rand::Rng;
-use synod_paxos::{Apply, NodeId, Ready, Slot, Value};
+use synod_paxos::{
+    Apply, Configuration, MembershipRecord, Message, NodeId, Ready, RoleKind, Slot, Value,
+};
 
 impl World {
     /// Runs the node's runtime loop until its replica has nothing to hand out.
@@ -28,6 +30,23 @@ impl World {
 
     fn handle_ready(&mut self, i: usize, ready: Ready<Command>) -> Result<(), Violation> {
         let id = self.nodes[i].id;
+        if let Some(r) = self.nodes[i].replica.as_ref() {
+            if let (RoleKind::Leader, Some(cfg)) = (r.role_kind(), r.membership()) {
+                for envelope in &ready.messages {
+                    if let Message::Accept {
+                        ballot,
+                        first,
+                        values,
+                        ..
+                    } = &envelope.message
+                    {
+                        for k in 0..values.len() as u64 {
+                            self.chosen.on_proposed(Slot(first.0 + k), *ballot, cfg);
+                        }
+                    }
+                }
+            }
+        }
         for envelope in ready.messages {
             for delay in self
                 .network
@@ -116,6 +135,7 @@ impl World {
     fn send_snapshot(&mut self, i: usize, to: NodeId) {
         let node = &self.nodes[i];
         let (slot, kv) = (node.applied, Box::new(node.kv.clone()));
+        let membership = node.replica.as_ref().and_then(|r| r.membership_at(slot));
         let from = node.id;
         self.note(|| format!("{from}->{to} Snapshot through {slot}"));
         for delay in self.network.deliveries(from, to, &mut self.rng) {
@@ -125,12 +145,19 @@ impl World {
                     to,
                     slot,
                     kv: kv.clone(),
+                    membership: membership.clone(),
                 },
             );
         }
     }
 
-    pub(super) fn on_snapshot(&mut self, to: NodeId, slot: Slot, kv: Kv) -> Result<(), Violation> {
+    pub(super) fn on_snapshot(
+        &mut self,
+        to: NodeId,
+        slot: Slot,
+        kv: Kv,
+        membership: Option<Configuration>,
+    ) -> Result<(), Violation> {
         let i = self.node_index(to);
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().expect("up");
@@ -142,9 +169,20 @@ impl World {
         node.disk.snapshot = slot;
         node.disk.snapshot_kv = kv.clone();
         node.disk.records = node.disk.records.split_off(&slot.next());
+        if let Some(configuration) = membership.clone() {
+            // Stored with the snapshot, in the same write.
+            node.disk.membership = Some(MembershipRecord {
+                slot,
+                configuration,
+            });
+        }
         node.kv = kv;
         node.applied = slot;
-        assert!(replica.install_snapshot(slot), "wanted snapshot refused");
+        let installed = match membership {
+            Some(m) => replica.install_snapshot_with_membership(slot, m),
+            None => replica.install_snapshot(slot),
+        };
+        assert!(installed, "wanted snapshot refused");
         self.applied.on_snapshot(to, slot);
         self.note(|| format!("{to} installed snapshot through {slot}"));
         self.serve_reads(i);
@@ -162,7 +200,16 @@ impl World {
         node.disk.snapshot = node.applied;
         node.disk.snapshot_kv = node.kv.clone();
         let through = node.applied;
-        node.replica.as_mut().expect("up").compact(through);
+        let replica = node.replica.as_mut().expect("up");
+        // The snapshot and the configuration in effect at it are written
+        // together, as the storage layer does.
+        if let Some(configuration) = replica.membership_at(through) {
+            node.disk.membership = Some(MembershipRecord {
+                slot: through,
+                configuration,
+            });
+        }
+        replica.compact(through);
     }
 
     pub(super) fn on_persist_done(
@@ -179,11 +226,8 @@ impl World {
             .pop_front()
             .expect("a write per completion");
         self.nodes[i].disk.write(&persist);
-        if let Some(index) = self.nodes[i].voter_index {
-            for record in &persist.records {
-                self.chosen
-                    .on_durable(index, record, self.cfg.paxos.phase2_quorum)?;
-            }
+        for record in &persist.records {
+            self.chosen.on_durable(id, record)?;
         }
         self.nodes[i]
             .replica
