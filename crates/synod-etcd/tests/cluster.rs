@@ -60,6 +60,8 @@ impl Cluster {
             tick_ms: 5,
             request_timeout_ms: 3000,
             snapshot_every: 40,
+            quota_bytes: 0,
+            watch_progress_ms: 600_000,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await
