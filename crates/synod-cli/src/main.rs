@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use synod_paxos::NodeId;
-use synod_server::{Member, Node, NodeConfig, QUOTA_BYTES_DEFAULT, WATCH_PROGRESS_MS_DEFAULT};
+use synod_server::{
+    Member, Node, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
+    WATCH_PROGRESS_MS_DEFAULT,
+};
 
 mod bench;
 mod server_config;
@@ -101,6 +104,7 @@ fn node_config(
         snapshot_every: 10_000,
         quota_bytes,
         watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
+        snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
     }
 }
 

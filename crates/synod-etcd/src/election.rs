@@ -36,7 +36,9 @@ impl Election for EtcdApi {
         let r = request.into_inner();
         let prefix = prefix_of(&r.name);
         let key = contender_key(&r.name, r.lease);
-        let (my_rev, value) = self.create_or_get(&key, r.value.clone(), r.lease).await?;
+        let (my_rev, value, held) = self
+            .create_or_get(&prefix, &key, r.value.clone(), r.lease)
+            .await?;
         if value != r.value {
             // Campaigning again with a new value proclaims it.
             self.txn(TxnRequest {
@@ -46,11 +48,13 @@ impl Election for EtcdApi {
             })
             .await?;
         }
-        self.wait_deletes(&prefix, my_rev).await?;
-        let (mine, revision) = self.contender(&key, true, 0).await?;
-        match mine {
-            Some(kv) if kv.create_revision == my_rev => {}
-            _ => return Err(Status::unknown("election: session expired")),
+        let mut revision = my_rev;
+        if !held {
+            self.wait_deletes(&prefix, my_rev).await?;
+            match self.still_mine(&key, my_rev).await? {
+                Some(read_at) => revision = read_at,
+                None => return Err(Status::unknown("election: session expired")),
+            }
         }
         Ok(Response::new(CampaignResponse {
             header: self.header(revision),
@@ -91,7 +95,7 @@ impl Election for EtcdApi {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let name = request.into_inner().name;
-        let (kv, revision) = self.contender(&prefix_of(&name), true, 0).await?;
+        let (kv, revision) = self.contender_now(&prefix_of(&name)).await?;
         let kv = kv.ok_or_else(|| Status::unknown("election: no leader"))?;
         Ok(Response::new(LeaderResponse {
             header: self.header(revision),
@@ -114,7 +118,7 @@ impl Election for EtcdApi {
                 kv: Some(kv),
             };
             loop {
-                let (leader, revision) = match api.contender(&prefix, true, 0).await {
+                let (leader, revision) = match api.contender_now(&prefix).await {
                     Ok(x) => x,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;

@@ -43,18 +43,22 @@ impl Lock for EtcdApi {
         prefix.push(b'/');
         let prefix = Bytes::from(prefix);
         let key = contender_key(&r.name, r.lease);
-        let (my_rev, _) = self.create_or_get(&key, Bytes::new(), r.lease).await?;
+        let (my_rev, _, held) = self
+            .create_or_get(&prefix, &key, Bytes::new(), r.lease)
+            .await?;
         let mut guard = Abandon {
             api: self.clone(),
             key: Some(key.clone()),
         };
-        self.wait_deletes(&prefix, my_rev).await?;
-        // The lease may have expired while we waited: then the key is gone
-        // and the lock is not ours.
-        let (mine, revision) = self.contender(&key, true, 0).await?;
-        match mine {
-            Some(kv) if kv.create_revision == my_rev => {}
-            _ => return Err(Status::unknown("mutex: session is expired")),
+        let mut revision = my_rev;
+        if !held {
+            self.wait_deletes(&prefix, my_rev).await?;
+            // The lease may have expired while we waited: then the key is
+            // gone and the lock is not ours.
+            match self.still_mine(&key, my_rev).await? {
+                Some(read_at) => revision = read_at,
+                None => return Err(Status::unknown("mutex: session is expired")),
+            }
         }
         guard.key = None;
         Ok(Response::new(LockResponse {

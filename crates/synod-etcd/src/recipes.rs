@@ -70,6 +70,18 @@ pub(crate) fn delete_op(key: &Bytes) -> RequestOp {
     }
 }
 
+/// The oldest key under `prefix` (the current holder or leader).
+fn oldest(prefix: &Bytes) -> RangeRequest {
+    RangeRequest {
+        key: prefix.clone(),
+        range_end: prefix_end(prefix),
+        limit: 1,
+        sort_order: SortOrder::Ascend as i32,
+        sort_target: SortTarget::Create as i32,
+        ..RangeRequest::default()
+    }
+}
+
 fn range_op(key: &Bytes) -> RequestOp {
     RequestOp {
         request: Some(Request::RequestRange(RangeRequest {
@@ -90,59 +102,116 @@ impl EtcdApi {
         Ok((t.succeeded, responses, revision))
     }
 
-    /// Creates `key` with `value` under `lease` unless it exists. Returns
-    /// the key's create revision and its value now.
+    /// Creates `key` with `value` under `lease` unless it exists, and reads
+    /// the oldest contender under `prefix`, in one transaction. Returns the
+    /// key's create revision, its value now, and whether it is the oldest
+    /// (the lock or leadership is then held at once).
     pub(crate) async fn create_or_get(
         &self,
+        prefix: &Bytes,
         key: &Bytes,
         value: Bytes,
         lease: i64,
-    ) -> Result<(i64, Bytes), Status> {
+    ) -> Result<(i64, Bytes, bool), Status> {
+        let owner = RequestOp {
+            request: Some(Request::RequestRange(oldest(prefix))),
+        };
         let (created, responses, revision) = self
             .txn(TxnRequest {
                 compare: vec![created_at(key, 0)],
-                success: vec![put_op(key, value.clone(), lease)],
-                failure: vec![range_op(key)],
+                success: vec![put_op(key, value.clone(), lease), owner.clone()],
+                failure: vec![range_op(key), owner],
             })
             .await?;
-        if created {
-            return Ok((revision, value));
-        }
-        match responses.into_iter().next() {
-            Some(OpResponse::ResponseRange(r)) if !r.kvs.is_empty() => {
-                let kv = &r.kvs[0];
-                Ok((kv.create_revision, kv.value.clone()))
+        let mut responses = responses.into_iter();
+        let (my_rev, value) = if created {
+            responses.next();
+            (revision, value)
+        } else {
+            match responses.next() {
+                Some(OpResponse::ResponseRange(r)) if !r.kvs.is_empty() => {
+                    (r.kvs[0].create_revision, r.kvs[0].value.clone())
+                }
+                _ => return Err(Status::internal("contender key vanished")),
             }
-            // Deleted between the compare and now cannot happen inside one
-            // txn; an empty read means the txn raced nothing.
-            _ => Err(Status::internal("contender key vanished")),
-        }
+        };
+        let first = match responses.next() {
+            Some(OpResponse::ResponseRange(r)) => r.kvs.first().map(|kv| kv.create_revision),
+            _ => None,
+        };
+        Ok((my_rev, value, first == Some(my_rev)))
     }
 
     /// The oldest (`first`) or newest key under `prefix` created at or
-    /// below `max_create` (0: any), read linearizably, with the revision
-    /// of the read.
+    /// below `max_create` (0: any), with the revision of the read.
+    ///
+    /// Read from this node's own state, not linearizably, and still exact
+    /// for what the recipes ask: this node already applied the caller's
+    /// own key (writes are answered after they apply here) and any event
+    /// the caller waited for, and keys older than the caller's can only
+    /// disappear, never appear. A stale read can only show an older key
+    /// that is already gone, which makes the caller wait for a deletion
+    /// the watch then reports at once; it can never show a contender
+    /// missing that is there.
     pub(crate) async fn contender(
         &self,
         prefix: &Bytes,
         first: bool,
         max_create: i64,
     ) -> Result<(Option<KeyValue>, i64), Status> {
-        let order = if first {
-            SortOrder::Ascend
-        } else {
-            SortOrder::Descend
-        };
+        self.contender_read(prefix, first, max_create, true).await
+    }
+
+    /// `contender`, read linearizably: for callers that report who leads.
+    pub(crate) async fn contender_now(
+        &self,
+        prefix: &Bytes,
+    ) -> Result<(Option<KeyValue>, i64), Status> {
+        self.contender_read(prefix, true, 0, false).await
+    }
+
+    /// Whether the caller's own `key`, created at `rev`, still exists (its
+    /// lease may have expired while it waited), read locally; with the
+    /// revision of the read.
+    pub(crate) async fn still_mine(&self, key: &Bytes, rev: i64) -> Result<Option<i64>, Status> {
         let r = RangeRequest {
-            key: prefix.clone(),
-            range_end: prefix_end(prefix),
-            limit: 1,
-            sort_order: order as i32,
-            sort_target: SortTarget::Create as i32,
-            max_create_revision: max_create,
+            key: key.clone(),
+            serializable: true,
             ..RangeRequest::default()
         };
-        let resp = self.node.range(r, false).await.map_err(status)?;
+        let resp = self.node.range(r, true).await.map_err(status)?;
+        let revision = resp.header.map_or(0, |h| h.revision);
+        Ok(resp
+            .kvs
+            .first()
+            .filter(|kv| kv.create_revision == rev)
+            .map(|_| revision))
+    }
+
+    async fn contender_read(
+        &self,
+        prefix: &Bytes,
+        first: bool,
+        max_create: i64,
+        local: bool,
+    ) -> Result<(Option<KeyValue>, i64), Status> {
+        let r = if first {
+            RangeRequest {
+                max_create_revision: max_create,
+                ..oldest(prefix)
+            }
+        } else {
+            RangeRequest {
+                key: prefix.clone(),
+                range_end: prefix_end(prefix),
+                limit: 1,
+                sort_order: SortOrder::Descend as i32,
+                sort_target: SortTarget::Create as i32,
+                max_create_revision: max_create,
+                ..RangeRequest::default()
+            }
+        };
+        let resp = self.node.range(r, local).await.map_err(status)?;
         let revision = resp.header.map_or(0, |h| h.revision);
         Ok((resp.kvs.into_iter().next(), revision))
     }

@@ -14,13 +14,13 @@ use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DeleteRangeRequest, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeResponse, RangeRequest, RangeResponse, RequestOp,
+    LeaseGrantResponse, LeaseRevokeResponse, Member, RangeRequest, RangeResponse, RequestOp,
     ResponseHeader, TxnRequest,
 };
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::{
-    command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, Outcome, Session,
-    Snapshot,
+    command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
+    Session, Snapshot,
 };
 
 /// Clients whose last answer is remembered; the least recently active is
@@ -56,6 +56,9 @@ pub struct KvStore {
     leases: Leases,
     /// Raised alarms: `(member, alarm type)`.
     alarms: BTreeSet<(u64, i32)>,
+    /// The member table since the first membership change (empty before:
+    /// the members are then the ones the cluster was started with).
+    members: Vec<Member>,
     sessions: BTreeMap<u64, SessionEntry>,
     /// `(last revision, client)`, to forget the least recently active.
     session_order: BTreeSet<(i64, u64)>,
@@ -88,6 +91,12 @@ impl KvStore {
             .iter()
             .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
             .collect()
+    }
+
+    /// The replicated member table; empty until the first membership
+    /// change.
+    pub fn members(&self) -> &[Member] {
+        &self.members
     }
 
     /// True while the NOSPACE alarm is raised by any member.
@@ -234,6 +243,15 @@ impl KvStore {
                 return (ok(outcome::Result::LeaseRevoke(response)), events);
             }
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
+            Some(Op::MemberTable(t)) => {
+                let mut members = t.members.clone();
+                members.sort_by_key(|m| m.id);
+                members.dedup_by_key(|m| m.id);
+                self.members = members;
+                Ok(outcome::Result::MemberTable(MemberTable {
+                    members: self.members.clone(),
+                }))
+            }
             _ => return self.write(op),
         };
         match result {
@@ -435,6 +453,7 @@ impl KvStore {
                 .map(|(id, l)| Lease { id, ttl: l.ttl })
                 .collect(),
             alarms: self.alarms(),
+            members: self.members.clone(),
         }
     }
 
@@ -484,6 +503,7 @@ impl KvStore {
             }
             store.leases.attach(lease, &key);
         }
+        store.members = snapshot.members;
         store.alarms = snapshot
             .alarms
             .iter()

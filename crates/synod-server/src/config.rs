@@ -41,7 +41,14 @@ pub struct NodeConfig {
     pub quota_bytes: u64,
     /// Idle watchers that asked for progress notices get one this often.
     pub watch_progress_ms: u64,
+    /// Bytes of snapshot per peer message: a large snapshot travels as many
+    /// messages, so neither side needs one huge message, and a resent
+    /// snapshot resumes where the receiver stopped.
+    pub snapshot_chunk_bytes: usize,
 }
+
+/// Snapshot chunk size of a real cluster: 1 MiB.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;
 
 /// etcd's default space quota: 2 GiB.
 pub const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;

@@ -180,6 +180,8 @@ pub struct CoreParts {
     pub quota_bytes: u64,
     /// The database file, whose size the quota limits.
     pub storage_file: std::path::PathBuf,
+    /// Bytes of snapshot per peer message.
+    pub snapshot_chunk_bytes: usize,
 }
 
 /// The loop's state.
@@ -225,6 +227,10 @@ pub struct Core {
     quota_bytes: u64,
     storage_file: std::path::PathBuf,
     quota_checked: Instant,
+    /// A snapshot being received in chunks: its slot, total size and the
+    /// bytes so far.
+    incoming: Option<(Slot, usize, Vec<u8>)>,
+    snapshot_chunk_bytes: usize,
 }
 
 impl Core {
@@ -264,6 +270,8 @@ impl Core {
             quota_bytes: parts.quota_bytes,
             storage_file: parts.storage_file,
             quota_checked: Instant::now(),
+            incoming: None,
+            snapshot_chunk_bytes: parts.snapshot_chunk_bytes.max(1),
         }
     }
 
@@ -512,8 +520,8 @@ impl Core {
                 Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
             }
         }
-        if let Some(snapshot) = batch.snapshot {
-            self.install_snapshot(Slot(snapshot.slot), snapshot.data);
+        if let Some(chunk) = batch.snapshot {
+            self.on_snapshot_chunk(chunk);
         }
         for command in batch.forwards {
             // Forwarded to us as the leader; if we no longer lead, the
@@ -713,17 +721,71 @@ impl Core {
         }
     }
 
+    /// Sends the latest snapshot in chunks.
     fn send_snapshot(&mut self, to: NodeId) {
-        if let Some((slot, data)) = self.snapshot.clone() {
-            let snapshot = peerpb::Snapshot { slot: slot.0, data };
+        let Some((slot, data)) = self.snapshot.clone() else {
+            return;
+        };
+        let total = data.len();
+        let mut offset = 0;
+        loop {
+            let end = (offset + self.snapshot_chunk_bytes).min(total);
+            let chunk = peerpb::Snapshot {
+                slot: slot.0,
+                data: data.slice(offset..end),
+                offset: offset as u64,
+                total: total as u64,
+            };
             self.send_batch(
                 to,
                 Vec::new(),
                 Vec::new(),
-                Some(snapshot),
+                Some(chunk),
                 Vec::new(),
                 Vec::new(),
             );
+            offset = end;
+            if offset >= total {
+                return;
+            }
+        }
+    }
+
+    /// Reassembles a snapshot from its chunks. A resent snapshot (the
+    /// leader resends until the replica catches up) resumes: chunks already
+    /// held are skipped; a gap or another slot starts over.
+    fn on_snapshot_chunk(&mut self, chunk: peerpb::Snapshot) {
+        let (slot, offset, total) = (
+            Slot(chunk.slot),
+            chunk.offset as usize,
+            chunk.total as usize,
+        );
+        if !self.replica.wants_snapshot(slot) {
+            self.incoming = None;
+            return;
+        }
+        let fresh = match &self.incoming {
+            Some((s, t, _)) => *s != slot || *t != total,
+            None => true,
+        };
+        if fresh {
+            if offset != 0 {
+                return;
+            }
+            self.incoming = Some((slot, total, Vec::with_capacity(total.min(64 << 20))));
+        }
+        let Some((_, _, buf)) = self.incoming.as_mut() else {
+            return;
+        };
+        if offset != buf.len() {
+            // Held already (a resend), or after a lost chunk: wait for the
+            // resend to reach where we are.
+            return;
+        }
+        buf.extend_from_slice(&chunk.data);
+        if buf.len() >= total {
+            let (_, _, data) = self.incoming.take().expect("checked above");
+            self.install_snapshot(slot, Bytes::from(data));
         }
     }
 

@@ -13,7 +13,10 @@ mod restore;
 mod transport;
 
 pub use crate::core::{LeaseAnswer, Published};
-pub use config::{Member, NodeConfig, QUOTA_BYTES_DEFAULT, WATCH_PROGRESS_MS_DEFAULT};
+pub use config::{
+    Member, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
+    WATCH_PROGRESS_MS_DEFAULT,
+};
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use lessor::LEASE_TTL_MIN_S;
 pub use node::{Node, RequestError, StartError};

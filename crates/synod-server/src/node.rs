@@ -174,6 +174,7 @@ impl Node {
             hub: hub_tx.clone(),
             quota_bytes: config.quota_bytes,
             storage_file: storage_file.clone(),
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
