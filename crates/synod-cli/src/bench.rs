@@ -1015,7 +1015,6 @@ mod tests {
     fn keys_are_zero_padded_to_the_key_space() {
         let plan = Plan {
             workload: Workload::Mixed,
-            writers: 1,
             serializable: false,
             keys: 10_000,
             key_width: 4,
