@@ -446,3 +446,72 @@ async fn locks_exclude_and_elections_fail_over() {
         .unwrap_err();
     assert!(stale.to_string().contains("not leader"), "{stale}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_stream_controls_behave_as_etcd() {
+    let mut cluster = Cluster::start(1);
+    bounded("ready", Duration::from_secs(20), cluster.wait_ready()).await;
+    let mut c = cluster.client(1).await;
+    bounded("watch controls", Duration::from_secs(30), async {
+        for i in 0..4 {
+            c.put(format!("f/{i}"), "v", None).await.unwrap();
+        }
+        c.delete("f/0", None).await.unwrap();
+        // Filters: deletes only.
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(1)
+            .with_filters([etcd_client::WatchFilterType::NoPut]);
+        let mut w = c.watch("f/", Some(opts)).await.unwrap();
+        assert!(w.message().await.unwrap().unwrap().created());
+        let r = w.message().await.unwrap().unwrap();
+        assert_eq!(r.events().len(), 1);
+        assert_eq!(r.events()[0].event_type(), EventType::Delete);
+        // A second watcher on the same stream with a chosen id, then the
+        // same id again: refused as etcd does.
+        w.watch("g", Some(WatchOptions::new().with_watch_id(7)))
+            .await
+            .unwrap();
+        let r = w.message().await.unwrap().unwrap();
+        assert!(r.created() && r.watch_id() == 7);
+        w.watch("g", Some(WatchOptions::new().with_watch_id(7)))
+            .await
+            .unwrap();
+        let r = w.message().await.unwrap().unwrap();
+        assert!(r.canceled() && r.watch_id() == 7, "duplicate id refused");
+        // Progress: the current revision, watch id -1.
+        w.request_progress().await.unwrap();
+        let r = w.message().await.unwrap().unwrap();
+        assert_eq!(r.watch_id(), -1);
+        let rev = c
+            .get("f/1", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        assert_eq!(r.header().unwrap().revision(), rev);
+        // Cancel: acknowledged, and no more events for that id.
+        w.cancel(7).await.unwrap();
+        let r = w.message().await.unwrap().unwrap();
+        assert!(r.canceled() && r.watch_id() == 7);
+        c.put("g", "x", None).await.unwrap();
+        c.put("f/9", "x", None).await.unwrap();
+        c.delete("f/1", None).await.unwrap();
+        let r = w.message().await.unwrap().unwrap();
+        assert_eq!(r.watch_id(), 0, "the cancelled watcher got nothing");
+        assert_eq!(r.events().len(), 1, "puts are filtered out: {r:?}");
+        assert_eq!(r.events()[0].kv().unwrap().key(), b"f/1");
+        let rev = r.header().unwrap().revision();
+        // Compaction: a watcher from before the compaction point is
+        // created, then cancelled with the compaction revision.
+        c.compact(rev, None).await.unwrap();
+        let opts = WatchOptions::new().with_start_revision(rev - 2);
+        let mut old = c.watch("f/1", Some(opts)).await.unwrap();
+        assert!(old.message().await.unwrap().unwrap().created());
+        let r = old.message().await.unwrap().unwrap();
+        assert!(r.canceled(), "compacted history cancels the watcher");
+        assert_eq!(r.compact_revision(), rev);
+    })
+    .await;
+}

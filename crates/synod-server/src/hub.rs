@@ -620,3 +620,134 @@ fn respond(sink: &StreamSink, id: i64, revision: i64, events: Vec<Event>, fragme
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::mvccpb::KeyValue;
+
+    fn put(key: &str, rev: i64, value_len: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                mod_revision: rev,
+                create_revision: rev,
+                version: 1,
+                value: Bytes::from(vec![b'x'; value_len]),
+                lease: 0,
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn drain(rx: &mut WatchReceiver) -> Vec<WatchResponse> {
+        let mut out = Vec::new();
+        while let Ok(r) = rx.rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn large_responses_fragment_only_when_asked() {
+        let (sink, mut rx) = stream_channel();
+        let events: Vec<Event> = (2..6).map(|r| put("k", r, 700 << 10)).collect();
+        assert!(respond(&sink, 7, 5, events.clone(), true));
+        let parts = drain(&mut rx);
+        assert!(parts.len() >= 2, "2.8 MiB splits into parts");
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        let joined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events, "nothing lost or reordered");
+        assert!(respond(&sink, 7, 5, events, false));
+        assert_eq!(drain(&mut rx).len(), 1);
+    }
+
+    fn spec(range: KeyRange, start: i64) -> WatchSpec {
+        WatchSpec {
+            watch_id: None,
+            range,
+            start_revision: start,
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+            progress_notify: false,
+            fragment: false,
+        }
+    }
+
+    #[test]
+    fn slow_streams_park_and_resync_from_the_first_undelivered_revision() {
+        let (core, inputs) = std::sync::mpsc::channel();
+        let mut hub = Hub::new(1, core, Duration::from_secs(600));
+        let (sink, mut rx) = stream_channel();
+        hub.handle(HubInput::Open { stream: 1, sink });
+        hub.handle(HubInput::Register {
+            stream: 1,
+            spec: spec(KeyRange::Single(Bytes::from_static(b"k")), 0),
+            after: 1,
+            history: Ok(Vec::new()),
+            announce: true,
+        });
+        let created = drain(&mut rx);
+        assert!(created[0].created && created[0].watch_id == 0);
+        // The client reads nothing; the queue fills up.
+        let mut rev = 1;
+        while hub.streams[&1].sink.queued() < QUEUED_MAX {
+            rev += 1;
+            hub.handle(HubInput::Events {
+                revision: rev,
+                events: vec![put("k", rev, 1)],
+            });
+        }
+        let parked_at = rev;
+        for _ in 0..3 {
+            rev += 1;
+            hub.handle(HubInput::Events {
+                revision: rev,
+                events: vec![put("k", rev, 1)],
+            });
+        }
+        assert!(hub.streams[&1].parked);
+        // Draining lets the hub ask the core for history from the first
+        // revision the watcher did not get.
+        let delivered: Vec<i64> = std::iter::from_fn(|| rx.rx.try_recv().ok())
+            .flat_map(|r| r.events)
+            .map(|e| e.kv.unwrap().mod_revision)
+            .collect();
+        rx.queued.store(0, Ordering::Relaxed);
+        assert_eq!(*delivered.last().unwrap(), parked_at);
+        hub.tick();
+        match inputs.try_recv() {
+            Ok(Input::Watch {
+                stream: 1,
+                spec,
+                announce: false,
+            }) => assert_eq!(spec.start_revision, parked_at + 1),
+            _ => panic!("expected a resync request"),
+        }
+        // Events while resyncing are not delivered twice: the registration
+        // brings history up to its revision, then live events follow.
+        hub.handle(HubInput::Register {
+            stream: 1,
+            spec: WatchSpec {
+                watch_id: Some(0),
+                ..spec(KeyRange::Single(Bytes::from_static(b"k")), parked_at + 1)
+            },
+            after: rev,
+            history: Ok(((parked_at + 1)..=rev).map(|r| put("k", r, 1)).collect()),
+            announce: false,
+        });
+        hub.handle(HubInput::Events {
+            revision: rev + 1,
+            events: vec![put("k", rev + 1, 1)],
+        });
+        let after: Vec<i64> = drain(&mut rx)
+            .into_iter()
+            .flat_map(|r| r.events)
+            .map(|e| e.kv.unwrap().mod_revision)
+            .collect();
+        assert_eq!(after, ((parked_at + 1)..=(rev + 1)).collect::<Vec<_>>());
+    }
+}
