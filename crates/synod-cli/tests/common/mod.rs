@@ -2,11 +2,10 @@
 //! every test file shares: free ports, a guard that kills its process when
 //! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`.
 //!
-//! The binary is the `synod-under-test` target of this package, compiled from
-//! synod-cli's main.rs, so `cargo test --workspace` always builds the current
-//! source before these tests run (see tests/Cargo.toml for why it is not
-//! `target/<profile>/synod`). `SYNOD_BIN=/path/to/synod` tests another build,
-//! a release binary for instance.
+//! The binary is this package's `synod`, which Cargo builds before these
+//! tests and names in `CARGO_BIN_EXE_synod`, so `cargo test --workspace`
+//! always runs the current source. `SYNOD_BIN=/path/to/synod` tests another
+//! build, a release binary for instance.
 
 // Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
@@ -27,7 +26,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn synod_bin() -> PathBuf {
     match std::env::var_os("SYNOD_BIN") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_synod-under-test")),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_synod")),
     }
 }
 
