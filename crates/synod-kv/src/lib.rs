@@ -33,6 +33,7 @@
 mod apply;
 mod error;
 mod lease;
+mod lessor;
 mod mvcc;
 mod range;
 mod read;
@@ -41,6 +42,7 @@ pub mod validate;
 
 pub use error::KvError;
 pub use lease::{Lease, Leases, LEASE_TTL_MAX};
+pub use lessor::{Lessor, LEASE_TTL_MIN_S};
 pub use mvcc::{Mvcc, INITIAL_REVISION};
 pub use range::KeyRange;
 pub use store::{error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX};

@@ -12,14 +12,13 @@
 
 use crate::codec;
 use crate::hub::{HubInput, StreamId, WatchSpec};
-use crate::lessor::Lessor;
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synod_kv::{error_outcome, KvError, KvStore};
+use synod_kv::{error_outcome, KvError, KvStore, Lessor};
 use synod_paxos::{NodeId, ProposeError, ReadId, Ready, Replica, RoleKind, Slot, Time, Value};
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::{AlarmRequest, AlarmType};
@@ -316,7 +315,7 @@ impl Core {
     /// over, then propose the expiry of those that ran out.
     fn leases(&mut self) {
         let leading = self.replica.role_kind() == RoleKind::Leader;
-        let now = Instant::now();
+        let now = self.now().0;
         if leading && !self.was_leader {
             self.lessor.promote(&self.kv, now);
         }
@@ -471,7 +470,7 @@ impl Core {
 
     /// Answers a lease question at a confirmed point of leadership.
     fn answer_lease(&mut self, id: i64, renew: bool, reply: LeaseReply) {
-        let now = Instant::now();
+        let now = self.now().0;
         let answer = if renew {
             self.lessor.renew(&self.kv, id, now).map(|ttl| (ttl, ttl))
         } else {
@@ -805,7 +804,7 @@ impl Core {
         self.write_snapshot(slot, &data);
         self.flush_events();
         self.kv = kv;
-        self.lessor.reset(&self.kv, Instant::now());
+        self.lessor.reset(&self.kv, self.now().0);
         let _ = self.hub.send(HubInput::Jump {
             revision: self.kv.revision(),
         });
@@ -864,7 +863,7 @@ impl Core {
         match &command.op {
             Some(Op::LeaseGrant(r)) => {
                 if let Some(l) = self.kv.leases().get(r.id) {
-                    self.lessor.granted(r.id, l.ttl, Instant::now());
+                    self.lessor.granted(r.id, l.ttl, self.now().0);
                 }
             }
             Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),

@@ -7,7 +7,6 @@ pub mod codec;
 pub mod config;
 mod core;
 mod hub;
-mod lessor;
 mod node;
 mod restore;
 mod transport;
@@ -18,7 +17,7 @@ pub use config::{
     WATCH_PROGRESS_MS_DEFAULT,
 };
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
-pub use lessor::LEASE_TTL_MIN_S;
 pub use node::{Node, RequestError, StartError};
 pub use restore::{open_snapshot, restore_snapshot, seal_snapshot, RestoreError};
+pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_storage::Identity;

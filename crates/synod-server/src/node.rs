@@ -4,7 +4,6 @@
 use crate::config::{Member, NodeConfig};
 use crate::core::{Core, CoreParts, Input, LeaseAnswer, Published, GROUP};
 use crate::hub::{stream_channel, Hub, HubInput, StreamId, WatchReceiver, WatchSpec};
-use crate::lessor::LEASE_TTL_MIN_S;
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::KvError;
-use synod_kv::{KvStore, LEASE_TTL_MAX};
+use synod_kv::{KvStore, LEASE_TTL_MAX, LEASE_TTL_MIN_S};
 use synod_paxos::{Config, NodeId, Replica};
 use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};

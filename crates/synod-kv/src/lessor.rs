@@ -3,6 +3,9 @@
 //! the log (`LeaseExpire`), so every replica deletes the attached keys at
 //! the same revision.
 //!
+//! Pure like the rest of this crate: time is the caller's clock reading in
+//! milliseconds, so the node runtime and the simulator run the same lessor.
+//!
 //! Every node tracks deadlines from the moment a grant applies, but only
 //! the leader acts on them. A node that becomes leader restarts every
 //! lease's full TTL (etcd's "promote"): it cannot know when the old leader
@@ -14,9 +17,8 @@
 //! round), so a deposed leader cannot promise a lifetime that its
 //! successor's deadlines (set at takeover, later still) would cut short.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-use synod_kv::KvStore;
+use crate::store::KvStore;
+use std::collections::BTreeMap;
 
 /// The shortest TTL granted, in seconds: a lease must outlive a leader
 /// election, or every failover would expire healthy leases (etcd's
@@ -24,73 +26,74 @@ use synod_kv::KvStore;
 pub const LEASE_TTL_MIN_S: i64 = 2;
 /// Leases revoked by one expiry command.
 const EXPIRE_BATCH_MAX: usize = 1000;
-/// An expiry proposed this long ago without applying is proposed again.
-const EXPIRE_RETRY: Duration = Duration::from_secs(1);
+/// An expiry proposed this long ago (ms) without applying is proposed again.
+const EXPIRE_RETRY_MS: u64 = 1000;
 
-/// Lease deadlines on this node.
-#[derive(Default)]
-pub(crate) struct Lessor {
-    deadline: HashMap<i64, Instant>,
+/// Lease deadlines on one node, in its clock's milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Lessor {
+    deadline: BTreeMap<i64, u64>,
     /// Leases whose expiry was proposed, and when.
-    expiring: HashMap<i64, Instant>,
+    expiring: BTreeMap<i64, u64>,
 }
 
-fn ttl_duration(ttl: i64) -> Duration {
-    Duration::from_secs(ttl.max(0) as u64)
+fn ttl_ms(ttl: i64) -> u64 {
+    (ttl.max(0) as u64).saturating_mul(1000)
 }
 
 impl Lessor {
     /// A grant applied.
-    pub(crate) fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
-        self.deadline.insert(id, now + ttl_duration(ttl));
+    pub fn granted(&mut self, id: i64, ttl: i64, now: u64) {
+        self.deadline.insert(id, now.saturating_add(ttl_ms(ttl)));
     }
 
     /// A revocation or expiry applied.
-    pub(crate) fn revoked(&mut self, id: i64) {
+    pub fn revoked(&mut self, id: i64) {
         self.deadline.remove(&id);
         self.expiring.remove(&id);
     }
 
     /// This node became leader: every lease gets its full TTL again.
-    pub(crate) fn promote(&mut self, kv: &KvStore, now: Instant) {
+    pub fn promote(&mut self, kv: &KvStore, now: u64) {
         self.deadline.clear();
         self.expiring.clear();
         for (id, lease) in kv.leases().iter() {
-            self.deadline.insert(id, now + ttl_duration(lease.ttl));
+            self.deadline
+                .insert(id, now.saturating_add(ttl_ms(lease.ttl)));
         }
     }
 
     /// A snapshot replaced the store: track exactly its leases.
-    pub(crate) fn reset(&mut self, kv: &KvStore, now: Instant) {
+    pub fn reset(&mut self, kv: &KvStore, now: u64) {
         self.promote(kv, now);
     }
 
     /// A confirmed keep-alive: the lease's time starts again. Returns the
     /// TTL, or `None` when the lease is gone or already ran out.
-    pub(crate) fn renew(&mut self, kv: &KvStore, id: i64, now: Instant) -> Option<i64> {
+    pub fn renew(&mut self, kv: &KvStore, id: i64, now: u64) -> Option<i64> {
         let ttl = kv.leases().get(id)?.ttl;
         if self.deadline.get(&id).is_some_and(|d| *d <= now) {
             return None;
         }
-        self.deadline.insert(id, now + ttl_duration(ttl));
+        self.deadline.insert(id, now.saturating_add(ttl_ms(ttl)));
         Some(ttl)
     }
 
     /// Seconds left (rounded up) and the granted TTL, or `None` when the
     /// lease does not exist.
-    pub(crate) fn remaining(&self, kv: &KvStore, id: i64, now: Instant) -> Option<(i64, i64)> {
+    pub fn remaining(&self, kv: &KvStore, id: i64, now: u64) -> Option<(i64, i64)> {
         let ttl = kv.leases().get(id)?.ttl;
         let left = match self.deadline.get(&id) {
-            Some(d) => d.saturating_duration_since(now),
-            None => ttl_duration(ttl),
+            Some(d) => d.saturating_sub(now),
+            None => ttl_ms(ttl),
         };
-        let secs = left.as_millis().div_ceil(1000) as i64;
+        let secs = left.div_ceil(1000) as i64;
         Some((secs, ttl))
     }
 
     /// Leases past their deadline that need an expiry proposed now.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<i64> {
-        let mut due: Vec<i64> = self
+    pub fn due(&mut self, now: u64) -> Vec<i64> {
+        let due: Vec<i64> = self
             .deadline
             .iter()
             .filter(|(id, d)| {
@@ -98,12 +101,11 @@ impl Lessor {
                     && self
                         .expiring
                         .get(id)
-                        .is_none_or(|at| now.duration_since(*at) >= EXPIRE_RETRY)
+                        .is_none_or(|at| now.saturating_sub(*at) >= EXPIRE_RETRY_MS)
             })
             .map(|(id, _)| *id)
+            .take(EXPIRE_BATCH_MAX)
             .collect();
-        due.sort_unstable();
-        due.truncate(EXPIRE_BATCH_MAX);
         for id in &due {
             self.expiring.insert(*id, now);
         }
@@ -115,6 +117,7 @@ impl Lessor {
 mod tests {
     use super::*;
     use synod_proto::etcdserverpb::LeaseGrantRequest;
+    const S: u64 = 1000;
     use synod_proto::synodpb::{command::Op, Command};
 
     fn store_with(leases: &[(i64, i64)]) -> KvStore {
@@ -132,27 +135,24 @@ mod tests {
     #[test]
     fn deadlines_renewals_and_promotion() {
         let kv = store_with(&[(1, 5), (2, 10)]);
-        let t0 = Instant::now();
+        let t0 = 0;
         let mut l = Lessor::default();
         l.granted(1, 5, t0);
         l.granted(2, 10, t0);
-        assert!(l.due(t0 + Duration::from_secs(4)).is_empty());
-        assert_eq!(l.renew(&kv, 1, t0 + Duration::from_secs(4)), Some(5));
-        assert_eq!(
-            l.remaining(&kv, 1, t0 + Duration::from_millis(4500)),
-            Some((5, 5))
-        );
-        assert!(l.due(t0 + Duration::from_secs(8)).is_empty(), "renewed");
-        assert_eq!(l.due(t0 + Duration::from_secs(9)), vec![1]);
+        assert!(l.due(t0 + 4 * S).is_empty());
+        assert_eq!(l.renew(&kv, 1, t0 + 4 * S), Some(5));
+        assert_eq!(l.remaining(&kv, 1, t0 + 4500), Some((5, 5)));
+        assert!(l.due(t0 + 8 * S).is_empty(), "renewed");
+        assert_eq!(l.due(t0 + 9 * S), vec![1]);
         assert!(
-            l.due(t0 + Duration::from_millis(9500)).is_empty(),
+            l.due(t0 + 9500).is_empty(),
             "an expiry in flight is not proposed twice at once"
         );
-        assert_eq!(l.due(t0 + Duration::from_secs(11)), vec![1, 2], "retried");
-        assert_eq!(l.renew(&kv, 1, t0 + Duration::from_secs(11)), None);
+        assert_eq!(l.due(t0 + 11 * S), vec![1, 2], "retried");
+        assert_eq!(l.renew(&kv, 1, t0 + 11 * S), None);
         // A new leader gives every lease its whole TTL again.
-        l.promote(&kv, t0 + Duration::from_secs(11));
-        assert!(l.due(t0 + Duration::from_secs(15)).is_empty());
+        l.promote(&kv, t0 + 11 * S);
+        assert!(l.due(t0 + 15 * S).is_empty());
         assert_eq!(l.renew(&kv, 3, t0), None, "unknown lease");
     }
 }
