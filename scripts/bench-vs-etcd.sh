@@ -18,6 +18,11 @@
 #   DURATION=10   measured seconds per run     WARMUP=2   unrecorded seconds before it
 #   REPS=3        repetitions per system       CLIENTS=64 closed-loop clients
 #   WORKLOADS="put get txn"  any of: put get get-serializable txn mixed
+#                 lease-grant lease-keepalive lock lock-contended watch
+#                 (lock-contended: every client on one lock; watch: WATCHERS
+#                 watchers of one key, WRITERS closed-loop writers, ops/s is
+#                 events delivered)
+#   WATCHERS=1000 WRITERS=4
 #   CONNS=        gRPC connections per run (default: one per endpoint)
 #   RESULTS_DIR=  where raw outputs go (default /tmp/bench-vs-etcd-<time>)
 #
@@ -43,6 +48,8 @@ REPS=${REPS:-3}
 CLIENTS=${CLIENTS:-64}
 WORKLOADS=${WORKLOADS:-put get txn}
 CONNS=${CONNS:-}
+WATCHERS=${WATCHERS:-1000}
+WRITERS=${WRITERS:-4}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-vs-etcd-$(date +%Y%m%d-%H%M%S)}
 
 for n in DURATION WARMUP REPS CLIENTS; do
@@ -58,6 +65,7 @@ fi
 for w in $WORKLOADS; do
     case $w in
         put | get | get-serializable | txn | mixed) ;;
+        lease-grant | lease-keepalive | lock | lock-contended | watch) ;;
         *) echo "error: unknown workload '$w' in WORKLOADS" >&2; exit 2 ;;
     esac
 done
@@ -211,8 +219,14 @@ bench_once() {
     else
         endpoints=$ETCD_ENDPOINTS pids=$ETCD_PIDS
     fi
+    local clients=$CLIENTS
     case $workload in
         get-serializable) flags=(--workload get --serializable) ;;
+        lock-contended) flags=(--workload lock --keys 1) ;;
+        watch)
+            flags=(--workload watch --keys 1 --writers "$WRITERS")
+            clients=$WATCHERS
+            ;;
         *) flags=(--workload "$workload") ;;
     esac
     [[ -n $CONNS ]] && flags+=(--conns "$CONNS")
@@ -222,7 +236,7 @@ bench_once() {
     before=$(cpu_ticks "$pids")
     # The run is bounded: window + warmup + populating + request timeouts.
     timeout $((DURATION + WARMUP + 300)) "$SYNOD" bench --endpoints "$endpoints" \
-        "${flags[@]}" --clients "$CLIENTS" --duration "${DURATION}s" \
+        "${flags[@]}" --clients "$clients" --duration "${DURATION}s" \
         --warmup "${WARMUP}s" --cpu-pids "$pids" >"$out" 2>&1 || {
         echo "error: bench failed, output:" >&2
         cat "$out" >&2

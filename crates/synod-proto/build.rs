@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcdserverpb.proto",
         "proto/synodpb.proto",
         "proto/peerpb.proto",
+        "proto/v3lockpb.proto",
+        "proto/v3electionpb.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -28,10 +28,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_proto::etcdserverpb::kv_client::KvClient;
+use synod_proto::etcdserverpb::lease_client::LeaseClient;
 use synod_proto::etcdserverpb::request_op::Request;
-use synod_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use synod_proto::etcdserverpb::{
+    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+use synod_proto::v3lockpb::lock_client::LockClient;
+use synod_proto::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+
+mod watch;
 
 /// Upper bound on `--clients`: each is a task with its own histogram.
 const CLIENTS_MAX: i64 = 10_000;
@@ -80,9 +89,18 @@ pub struct BenchArgs {
     /// (linearizable unless --serializable); `txn` a compare-and-put on a
     /// random key (if mod_revision > 0 then put, else put: the else branch
     /// is the version = 0 case, so the put always happens but the compare is
-    /// evaluated); `mixed` 90% get / 10% put.
+    /// evaluated); `mixed` 90% get / 10% put; `lease-grant` grants a
+    /// 600 s lease; `lease-keepalive` renews the client's own lease over
+    /// its keep-alive stream; `lock` acquires then releases lock
+    /// bench/<n> (v3lock, under the client's lease; --keys 1 makes every
+    /// client contend for one lock); `watch` makes every client a watcher
+    /// of one of --keys keys while --writers clients put to them, and
+    /// counts events delivered (latency: put sent to event received).
     #[arg(long, value_enum, default_value_t = Workload::Put)]
     workload: Workload,
+    /// Writers for `--workload watch` (closed loop, puts to watched keys).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=CLIENTS_MAX))]
+    writers: u32,
     /// Concurrent closed-loop clients: each sends one request, waits for the
     /// answer, then sends the next.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=CLIENTS_MAX))]
@@ -130,6 +148,14 @@ enum Workload {
     Txn,
     /// 90% get, 10% put.
     Mixed,
+    /// Grant a lease.
+    LeaseGrant,
+    /// Renew the client's lease.
+    LeaseKeepalive,
+    /// Acquire and release a lock.
+    Lock,
+    /// Watchers receiving the puts of writers.
+    Watch,
 }
 
 impl Workload {
@@ -145,6 +171,10 @@ impl Workload {
             Workload::Get => "get",
             Workload::Txn => "txn",
             Workload::Mixed => "mixed",
+            Workload::LeaseGrant => "lease-grant",
+            Workload::LeaseKeepalive => "lease-keepalive",
+            Workload::Lock => "lock",
+            Workload::Watch => "watch",
         }
     }
 }
@@ -155,6 +185,73 @@ enum Op {
     Put,
     Get,
     Txn,
+    LeaseGrant,
+    KeepAlive,
+    Lock,
+}
+
+/// TTL of the leases the lease and lock workloads grant: longer than any
+/// sensible run, so no lease expires in the middle of one.
+const BENCH_LEASE_TTL: i64 = 600;
+
+/// One client's connections, and the lease and keep-alive stream the lease
+/// and lock workloads keep for the whole run.
+struct Conn {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    lock: LockClient<Channel>,
+    lease_id: i64,
+    keepalive: Option<(
+        tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
+        Streaming<LeaseKeepAliveResponse>,
+    )>,
+}
+
+impl Conn {
+    async fn open(channel: Channel, workload: Workload) -> Result<Conn, String> {
+        let mut conn = Conn {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            lock: LockClient::new(channel),
+            lease_id: 0,
+            keepalive: None,
+        };
+        if matches!(workload, Workload::LeaseKeepalive | Workload::Lock) {
+            let grant = LeaseGrantRequest {
+                ttl: BENCH_LEASE_TTL,
+                id: 0,
+            };
+            conn.lease_id = conn
+                .lease
+                .lease_grant(grant)
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner()
+                .id;
+        }
+        if workload == Workload::LeaseKeepalive {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            // etcd sends no response headers before its first answer, so
+            // the call returns only once a first keep-alive was sent.
+            let first = LeaseKeepAliveRequest { id: conn.lease_id };
+            tx.send(first)
+                .await
+                .map_err(|_| "keep-alive stream closed".to_string())?;
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let mut responses = conn
+                .lease
+                .lease_keep_alive(stream)
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner();
+            match responses.message().await {
+                Ok(Some(r)) if r.ttl > 0 => {}
+                other => return Err(format!("first keep-alive: {other:?}")),
+            }
+            conn.keepalive = Some((tx, responses));
+        }
+        Ok(conn)
+    }
 }
 
 /// Accepts HOST:PORT or http://HOST:PORT and returns HOST:PORT.
@@ -244,6 +341,10 @@ impl Plan {
             Workload::Txn => Op::Txn,
             Workload::Mixed if rng.below(100) < MIXED_PUT_PERCENT => Op::Put,
             Workload::Mixed => Op::Get,
+            Workload::LeaseGrant => Op::LeaseGrant,
+            Workload::LeaseKeepalive => Op::KeepAlive,
+            Workload::Lock => Op::Lock,
+            Workload::Watch => Op::Put,
         }
     }
 
@@ -318,6 +419,8 @@ struct ClientReport {
     late_ops: u64,
     /// Transactions whose compare held (the mod_revision > 0 branch).
     txn_succeeded: u64,
+    /// Puts made by `watch` writers inside the window.
+    writes: u64,
     errors: ErrorLog,
     warmup_errors: ErrorLog,
 }
@@ -329,6 +432,7 @@ impl ClientReport {
             warmup_ops: 0,
             late_ops: 0,
             txn_succeeded: 0,
+            writes: 0,
             errors: ErrorLog::default(),
             warmup_errors: ErrorLog::default(),
         }
@@ -341,6 +445,7 @@ impl ClientReport {
         self.warmup_ops += other.warmup_ops;
         self.late_ops += other.late_ops;
         self.txn_succeeded += other.txn_succeeded;
+        self.writes += other.writes;
         self.errors.merge(other.errors);
         self.warmup_errors.merge(other.warmup_errors);
     }
@@ -356,15 +461,10 @@ fn describe(status: &tonic::Status) -> String {
 
 /// Sends one request and checks its answer. `Ok(true)` for a transaction
 /// whose compare held.
-async fn issue(
-    kv: &mut KvClient<Channel>,
-    plan: &Plan,
-    op: Op,
-    key: Bytes,
-) -> Result<bool, String> {
+async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool, String> {
     match op {
         Op::Put => {
-            kv.put(plan.put(key)).await.map_err(|s| describe(&s))?;
+            conn.kv.put(plan.put(key)).await.map_err(|s| describe(&s))?;
             Ok(false)
         }
         Op::Get => {
@@ -373,23 +473,67 @@ async fn issue(
                 serializable: plan.serializable,
                 ..Default::default()
             };
-            let response = kv.range(request).await.map_err(|s| describe(&s))?;
+            let response = conn.kv.range(request).await.map_err(|s| describe(&s))?;
             if response.get_ref().kvs.len() != 1 {
                 return Err("get: a populated key was not found".to_string());
             }
             Ok(false)
         }
         Op::Txn => {
-            let response = kv.txn(plan.txn(key)).await.map_err(|s| describe(&s))?;
+            let response = conn.kv.txn(plan.txn(key)).await.map_err(|s| describe(&s))?;
             Ok(response.get_ref().succeeded)
+        }
+        Op::LeaseGrant => {
+            let grant = LeaseGrantRequest {
+                ttl: BENCH_LEASE_TTL,
+                id: 0,
+            };
+            conn.lease
+                .lease_grant(grant)
+                .await
+                .map_err(|s| describe(&s))?;
+            Ok(false)
+        }
+        Op::KeepAlive => {
+            let id = conn.lease_id;
+            let (tx, responses) = conn.keepalive.as_mut().expect("keep-alive stream opened");
+            tx.send(LeaseKeepAliveRequest { id })
+                .await
+                .map_err(|_| "keep-alive stream closed".to_string())?;
+            match responses.message().await {
+                Ok(Some(r)) if r.ttl > 0 => Ok(false),
+                Ok(Some(_)) => Err("keep-alive: lease not found".to_string()),
+                Ok(None) => Err("keep-alive stream ended".to_string()),
+                Err(s) => Err(describe(&s)),
+            }
+        }
+        Op::Lock => {
+            let request = LockRequest {
+                name: key,
+                lease: conn.lease_id,
+            };
+            let held = conn.lock.lock(request).await.map_err(|s| describe(&s))?;
+            let key = held.into_inner().key;
+            conn.lock
+                .unlock(UnlockRequest { key })
+                .await
+                .map_err(|s| describe(&s))?;
+            Ok(false)
         }
     }
 }
 
 /// One closed-loop client: send, wait, record, repeat until the window ends.
-async fn run_client(mut kv: KvClient<Channel>, plan: Arc<Plan>, index: u32) -> ClientReport {
+async fn run_client(channel: Channel, plan: Arc<Plan>, index: u32) -> ClientReport {
     let mut rng = Rng(SEED ^ u64::from(index).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut report = ClientReport::new();
+    let mut conn = match Conn::open(channel, plan.workload).await {
+        Ok(c) => c,
+        Err(message) => {
+            report.errors.note(format!("setup: {message}"));
+            return report;
+        }
+    };
     loop {
         let sent = Instant::now();
         if sent >= plan.end {
@@ -397,7 +541,7 @@ async fn run_client(mut kv: KvClient<Channel>, plan: Arc<Plan>, index: u32) -> C
         }
         let op = plan.pick(&mut rng);
         let key = plan.key(rng.below(plan.keys));
-        let result = issue(&mut kv, &plan, op, key).await;
+        let result = issue(&mut conn, &plan, op, key).await;
         let answered = Instant::now();
         let warmup = sent < plan.measure_from;
         match result {
@@ -559,9 +703,13 @@ async fn drive(
 ) -> Result<(ClientReport, CpuSample, CpuSample)> {
     let tps = ticks_per_second();
     let mut tasks = JoinSet::new();
-    for i in 0..args.clients {
-        let kv = KvClient::new(channels[i as usize % channels.len()].clone());
-        tasks.spawn(run_client(kv, plan.clone(), i));
+    if args.workload == Workload::Watch {
+        watch::spawn(&mut tasks, channels, plan, args.clients, args.writers).await?;
+    } else {
+        for i in 0..args.clients {
+            let channel = channels[i as usize % channels.len()].clone();
+            tasks.spawn(run_client(channel, plan.clone(), i));
+        }
     }
     tokio::time::sleep_until(plan.measure_from.into()).await;
     let before = sample_cpu(&args.cpu_pids, tps)?;
@@ -604,6 +752,9 @@ fn check_flags(args: &BenchArgs) -> Result<u32, String> {
     }
     if args.duration.is_zero() {
         return Err("--duration must be longer than 0s".into());
+    }
+    if args.writers != 1 && args.workload != Workload::Watch {
+        return Err("--writers applies to --workload watch".into());
     }
     if args.serializable && !args.workload.has_reads() {
         return Err("--serializable applies to reads: use it with --workload get or mixed".into());
@@ -695,6 +846,15 @@ fn print_report(args: &BenchArgs, r: &ClientReport, before: &CpuSample, after: &
         ms(h.value_at_quantile(0.999)),
         ms(h.max()),
     );
+    if args.workload == Workload::Watch {
+        println!(
+            "writes:     {} ({:.1}/s by {} writers); ops below are events delivered to {} watchers",
+            r.writes,
+            r.writes as f64 / seconds,
+            args.writers,
+            args.clients
+        );
+    }
     println!("ops:        {ops}");
     println!("ops/s:      {:.1}", ops as f64 / seconds);
     println!(

@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use synod_paxos::NodeId;
-use synod_server::{Member, Node, NodeConfig};
+use synod_server::{
+    Member, Node, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
+    WATCH_PROGRESS_MS_DEFAULT,
+};
 
 mod bench;
 mod server_config;
@@ -40,6 +43,27 @@ enum Command {
     /// Load-test any etcd v3 endpoint (synod or etcd) with closed-loop
     /// clients and report throughput, latency percentiles and errors.
     Bench(bench::BenchArgs),
+    /// Build a node's data dir from a snapshot file (`etcdctl snapshot
+    /// save`). Run it for every member of the new cluster with the same
+    /// file and --peers, then start each with `synod server`.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `synod restore`.
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// The snapshot file.
+    snapshot: PathBuf,
+    /// The new, empty data dir for this node.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// This node's id in the new cluster.
+    #[arg(long)]
+    id: u64,
+    /// Every member's peer address in the new cluster, as for `synod server`:
+    /// 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380
+    #[arg(long)]
+    peers: String,
 }
 
 /// Ports of the n-th node of `synod dev`: 2379/2380, 22379/22380, 32379/32380, ...
@@ -64,7 +88,12 @@ fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
     h
 }
 
-fn node_config(id: NodeId, data_dir: PathBuf, members: BTreeMap<NodeId, Member>) -> NodeConfig {
+fn node_config(
+    id: NodeId,
+    data_dir: PathBuf,
+    members: BTreeMap<NodeId, Member>,
+    quota_bytes: u64,
+) -> NodeConfig {
     NodeConfig {
         id,
         cluster_id: cluster_id(&members),
@@ -73,7 +102,49 @@ fn node_config(id: NodeId, data_dir: PathBuf, members: BTreeMap<NodeId, Member>)
         tick_ms: 10,
         request_timeout_ms: 5000,
         snapshot_every: 10_000,
+        quota_bytes,
+        watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
+        snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
     }
+}
+
+/// Members as `--peers` names them (client addresses unknown: peers').
+fn members_of(peers: &BTreeMap<u64, SocketAddr>) -> BTreeMap<NodeId, Member> {
+    peers
+        .iter()
+        .map(|(&id, &addr)| {
+            (
+                NodeId(id),
+                Member {
+                    id: NodeId(id),
+                    peer_addr: addr,
+                    client_addr: addr,
+                },
+            )
+        })
+        .collect()
+}
+
+fn restore(args: RestoreArgs) -> Result<()> {
+    let peers = server_config::parse_map(&args.peers, "--peers")?;
+    if !peers.contains_key(&args.id) {
+        bail!("--peers must list this node ({})", args.id);
+    }
+    let file = std::fs::read(&args.snapshot)
+        .with_context(|| format!("cannot read {}", args.snapshot.display()))?;
+    let identity = synod_server::Identity {
+        cluster_id: cluster_id(&members_of(&peers)),
+        node_id: args.id,
+    };
+    let revision = synod_server::restore_snapshot(&args.data_dir, identity, &file)
+        .with_context(|| format!("cannot restore {}", args.snapshot.display()))?;
+    println!(
+        "restored {} (revision {revision}) into {} for node {}",
+        args.snapshot.display(),
+        args.data_dir.display(),
+        args.id
+    );
+    Ok(())
 }
 
 async fn start(config: NodeConfig) -> Result<Arc<Node>> {
@@ -111,7 +182,8 @@ async fn dev(data_dir: PathBuf, nodes: u64) -> Result<()> {
     let mut running = Vec::new();
     for id in members.keys() {
         let dir = data_dir.join(format!("node{}", id.0));
-        running.push(start(node_config(*id, dir, members.clone())).await?);
+        let config = node_config(*id, dir, members.clone(), QUOTA_BYTES_DEFAULT);
+        running.push(start(config).await?);
     }
     let endpoints: Vec<String> = members
         .values()
@@ -148,6 +220,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         peer_addr,
         peers,
         clients,
+        quota_bytes,
     } = settings;
     let members = peers
         .iter()
@@ -167,7 +240,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
             )
         })
         .collect();
-    let node = start(node_config(NodeId(id), data_dir, members)).await?;
+    let node = start(node_config(NodeId(id), data_dir, members, quota_bytes)).await?;
     println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
     tokio::signal::ctrl_c().await?;
     node.stop();
@@ -185,5 +258,6 @@ async fn main() -> Result<()> {
         Command::Dev { data_dir, nodes } => dev(data_dir, nodes).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Server(args) => server(args.resolve()?).await,
+        Command::Restore(args) => restore(args),
     }
 }

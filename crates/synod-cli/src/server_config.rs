@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// 1=10.0.0.1:2379,2=10.0.0.2:2379,3=10.0.0.3:2379
     #[arg(long)]
     pub clients: Option<String>,
+    /// Database size in bytes past which the NOSPACE alarm refuses writes
+    /// that add data (default 2 GiB; 0 turns the check off).
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
 }
 
 /// The same settings as they appear in a config file.
@@ -48,6 +52,7 @@ struct FileConfig {
     peer_addr: Option<SocketAddr>,
     peers: Option<String>,
     clients: Option<String>,
+    quota_backend_bytes: Option<u64>,
 }
 
 /// Settings after merging, all present and checked.
@@ -65,6 +70,8 @@ pub struct ServerSettings {
     pub peers: BTreeMap<u64, SocketAddr>,
     /// Client addresses known for other members.
     pub clients: BTreeMap<u64, SocketAddr>,
+    /// The space quota in bytes (0: none).
+    pub quota_bytes: u64,
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -135,6 +142,10 @@ impl ServerArgs {
             Some(a) => bail!("--peers lists node {id} at {a}, but --peer-addr is {peer_addr}"),
             None => bail!("--peers must list this node ({id})"),
         }
+        let quota_bytes = self
+            .quota_backend_bytes
+            .or(file.quota_backend_bytes)
+            .unwrap_or(synod_server::QUOTA_BYTES_DEFAULT);
         Ok(ServerSettings {
             id,
             data_dir,
@@ -142,6 +153,7 @@ impl ServerArgs {
             peer_addr,
             peers,
             clients,
+            quota_bytes,
         })
     }
 }

@@ -11,7 +11,7 @@ use synod_proto::synodpb::{command::Op, outcome, Outcome};
 use tonic::{Request, Response, Status};
 
 impl EtcdApi {
-    async fn write(&self, op: Op) -> Result<outcome::Result, Status> {
+    pub(crate) async fn write(&self, op: Op) -> Result<outcome::Result, Status> {
         match self.node.write(op).await.map_err(status)? {
             Outcome {
                 result: Some(outcome::Result::Error(e)),

@@ -4,16 +4,23 @@
 //! messages so client libraries react as they do against etcd.
 
 mod cluster;
+mod election;
 mod kv;
+mod lease;
+mod lock;
 mod maintenance;
+mod recipes;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use synod_kv::KvError;
 use synod_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
-    ResponseHeader,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
 };
+use synod_proto::v3electionpb::election_server::ElectionServer;
+use synod_proto::v3lockpb::lock_server::LockServer;
 use synod_server::{Node, RequestError};
 use tonic::Status;
 
@@ -56,6 +63,9 @@ fn kv_status(e: &KvError) -> Status {
     match e {
         KvError::Compacted { .. } | KvError::FutureRevision { .. } => Status::out_of_range(m),
         KvError::LeaseNotFound(_) => Status::not_found(m),
+        KvError::LeaseExists => Status::failed_precondition(m),
+        KvError::LeaseTtlTooLarge => Status::out_of_range(m),
+        KvError::NoSpace => Status::resource_exhausted(m),
         _ => Status::invalid_argument(m),
     }
 }
@@ -72,6 +82,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(KvServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
+        .add_service(WatchServer::new(api.clone()))
+        .add_service(LeaseServer::new(api.clone()))
+        .add_service(LockServer::new(api.clone()))
+        .add_service(ElectionServer::new(api.clone()))
         .add_service(ClusterServer::new(api))
         .serve_with_incoming_shutdown(incoming, async move { node.stopped().await })
         .await

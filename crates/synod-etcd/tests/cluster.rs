@@ -60,6 +60,10 @@ impl Cluster {
             tick_ms: 5,
             request_timeout_ms: 3000,
             snapshot_every: 40,
+            quota_bytes: 0,
+            watch_progress_ms: 600_000,
+            // Tiny chunks: every snapshot shipped in the tests is many messages.
+            snapshot_chunk_bytes: 200,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

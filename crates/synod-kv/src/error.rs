@@ -25,6 +25,13 @@ pub enum KvError {
     KeyNotFound,
     /// A put names a lease that does not exist.
     LeaseNotFound(i64),
+    /// A lease with this id already exists.
+    LeaseExists,
+    /// The requested TTL is above `LEASE_TTL_MAX`.
+    LeaseTtlTooLarge,
+    /// The NOSPACE alarm is raised: writes that add data are refused until
+    /// an operator frees space and disarms it.
+    NoSpace,
     /// The request is malformed (empty key, duplicate keys in a txn, ...).
     InvalidArgument(&'static str),
 }
@@ -39,6 +46,9 @@ impl KvError {
             }
             KvError::KeyNotFound => "etcdserver: key not found",
             KvError::LeaseNotFound(_) => "etcdserver: requested lease not found",
+            KvError::LeaseExists => "etcdserver: lease already exists",
+            KvError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
+            KvError::NoSpace => "etcdserver: mvcc: database space exceeded",
             KvError::InvalidArgument(m) => m,
         }
     }

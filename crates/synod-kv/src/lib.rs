@@ -32,6 +32,8 @@
 
 mod apply;
 mod error;
+mod lease;
+mod lessor;
 mod mvcc;
 mod range;
 mod read;
@@ -39,6 +41,8 @@ mod store;
 pub mod validate;
 
 pub use error::KvError;
+pub use lease::{Lease, Leases, LEASE_TTL_MAX};
+pub use lessor::{Lessor, LEASE_TTL_MIN_S};
 pub use mvcc::{Mvcc, INITIAL_REVISION};
 pub use range::KeyRange;
 pub use store::{error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX};

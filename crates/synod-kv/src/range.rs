@@ -44,6 +44,14 @@ impl KeyRange {
         }
     }
 
+    /// Every key.
+    pub fn all() -> KeyRange {
+        KeyRange::Span {
+            start: Bytes::new(),
+            end: None,
+        }
+    }
+
     /// Bounds for a `BTreeMap<Bytes, _>` range scan.
     pub fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         match self {

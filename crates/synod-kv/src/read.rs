@@ -7,7 +7,7 @@ use crate::range::KeyRange;
 use std::cmp::Ordering;
 use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
-use synod_proto::mvccpb::KeyValue;
+use synod_proto::mvccpb::{event::EventType, Event, KeyValue};
 
 /// Which revision a read at `requested` means: `<= 0` is `current`.
 pub fn read_revision(mvcc: &Mvcc, requested: i64, current: i64) -> Result<i64, KvError> {
@@ -102,4 +102,46 @@ fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
         SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
         _ => kvs.sort_by(|a, b| cmp(a, b)),
     }
+}
+
+/// Every change to keys in `range` from revision `from` through the store's
+/// current revision, in revision order (key order within one revision), each
+/// with the version it replaced: what a watcher that starts in the past must
+/// see before live events. `from` below the compaction point is refused
+/// (the history is gone); at the compaction point it is served, as etcd
+/// does.
+pub fn history(mvcc: &Mvcc, range: &KeyRange, from: i64) -> Result<Vec<Event>, KvError> {
+    if from < mvcc.compact_revision() {
+        return Err(KvError::Compacted {
+            requested: from,
+            compact_revision: mvcc.compact_revision(),
+        });
+    }
+    let mut events = Vec::new();
+    if range.is_empty() {
+        return Ok(events);
+    }
+    for (_, versions) in mvcc.keys().range::<[u8], _>(range.bounds()) {
+        let first = versions.partition_point(|v| v.mod_revision < from);
+        for i in first..versions.len() {
+            let v = &versions[i];
+            let prev = i
+                .checked_sub(1)
+                .map(|p| &versions[p])
+                .filter(|p| p.version != 0)
+                .cloned();
+            let r#type = if v.version == 0 {
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: r#type as i32,
+                kv: Some(v.clone()),
+                prev_kv: prev,
+            });
+        }
+    }
+    events.sort_by_key(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision));
+    Ok(events)
 }

@@ -4,14 +4,23 @@
 
 use crate::apply::{self, WriteTxn};
 use crate::error::KvError;
+use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
+use crate::range::KeyRange;
 use crate::read;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use synod_proto::etcdserverpb::alarm_request::AlarmAction;
+use synod_proto::etcdserverpb::request_op::Request;
+use synod_proto::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeResponse, Member, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest,
+};
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::{
-    command::Op, error::Kind, outcome, Command, Error, KeyHistory, Outcome, Session, Snapshot,
+    command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
+    Session, Snapshot,
 };
 
 /// Clients whose last answer is remembered; the least recently active is
@@ -44,6 +53,12 @@ struct SessionEntry {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KvStore {
     mvcc: Mvcc,
+    leases: Leases,
+    /// Raised alarms: `(member, alarm type)`.
+    alarms: BTreeSet<(u64, i32)>,
+    /// The member table since the first membership change (empty before:
+    /// the members are then the ones the cluster was started with).
+    members: Vec<Member>,
     sessions: BTreeMap<u64, SessionEntry>,
     /// `(last revision, client)`, to forget the least recently active.
     session_order: BTreeSet<(i64, u64)>,
@@ -63,6 +78,94 @@ impl KvStore {
     /// The versioned keys (read-only).
     pub fn mvcc(&self) -> &Mvcc {
         &self.mvcc
+    }
+
+    /// Granted leases and their keys (read-only).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// Raised alarms, in (member, type) order.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms
+            .iter()
+            .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
+            .collect()
+    }
+
+    /// The replicated member table; empty until the first membership
+    /// change.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// True while the NOSPACE alarm is raised by any member.
+    pub fn out_of_space(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(_, a)| a == AlarmType::Nospace as i32)
+    }
+
+    /// Every change to `range` since revision `from` (see
+    /// the history function of the read module): the past part of a watch.
+    pub fn history(&self, range: &KeyRange, from: i64) -> Result<Vec<Event>, KvError> {
+        read::history(&self.mvcc, range, from)
+    }
+
+    /// Checks the store's invariants (MVCC's, and that lease attachments
+    /// match the live keys); panics naming the broken one.
+    pub fn check_invariants(&self) {
+        self.mvcc.check_invariants();
+        let mut attached: BTreeMap<i64, BTreeSet<Bytes>> = BTreeMap::new();
+        for kv in self.mvcc.scan(&KeyRange::all(), self.mvcc.revision()) {
+            if kv.lease != 0 {
+                assert!(
+                    self.leases.contains(kv.lease),
+                    "key {:?} names missing lease {:x}",
+                    kv.key,
+                    kv.lease
+                );
+                attached.entry(kv.lease).or_default().insert(kv.key.clone());
+            }
+        }
+        for (id, lease) in self.leases.iter() {
+            let expected = attached.remove(&id).unwrap_or_default();
+            assert_eq!(lease.keys, expected, "lease {id:x} key set drifted");
+        }
+    }
+
+    /// etcd's HashKV: a CRC-32 over every retained version at or below
+    /// `revision` (the current one when 0). Replicas that applied the same
+    /// log agree on it, so differing hashes at one revision reveal
+    /// divergence. Returns `(hash, revision hashed, compaction point)`.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), KvError> {
+        let current = self.mvcc.revision();
+        let rev = if revision > 0 { revision } else { current };
+        if rev > current {
+            return Err(KvError::FutureRevision {
+                requested: rev,
+                current,
+            });
+        }
+        let compact = self.mvcc.compact_revision();
+        if revision > 0 && rev < compact {
+            return Err(KvError::Compacted {
+                requested: rev,
+                compact_revision: compact,
+            });
+        }
+        let mut h = crc32fast::Hasher::new();
+        for (key, versions) in self.mvcc.keys() {
+            for v in versions.iter().filter(|v| v.mod_revision <= rev) {
+                h.update(key);
+                h.update(&v.mod_revision.to_be_bytes());
+                h.update(&v.create_revision.to_be_bytes());
+                h.update(&v.version.to_be_bytes());
+                h.update(&v.lease.to_be_bytes());
+                h.update(&v.value);
+            }
+        }
+        Ok((h.finalize(), rev, compact))
     }
 
     /// The recorded outcome of `(client, seq)`, if that command was the
@@ -113,21 +216,162 @@ impl KvStore {
     }
 
     fn execute(&mut self, op: Option<&Op>) -> (Outcome, Vec<Event>) {
-        let no_leases = |_: i64| false;
+        if self.out_of_space() && adds_data(op) {
+            return (error_outcome(&KvError::NoSpace), Vec::new());
+        }
+        let result = match op {
+            Some(Op::LeaseGrant(r)) => self.grant(r).map(outcome::Result::LeaseGrant),
+            Some(Op::LeaseRevoke(r)) => {
+                if !self.leases.contains(r.id) {
+                    Err(KvError::LeaseNotFound(r.id))
+                } else {
+                    let events = self.revoke(r.id);
+                    let header = self.header();
+                    let response = LeaseRevokeResponse { header };
+                    return (ok(outcome::Result::LeaseRevoke(response)), events);
+                }
+            }
+            Some(Op::LeaseExpire(r)) => {
+                let mut events = Vec::new();
+                for &id in &r.ids {
+                    if self.leases.contains(id) {
+                        events.extend(self.revoke(id));
+                    }
+                }
+                let header = self.header();
+                let response = LeaseRevokeResponse { header };
+                return (ok(outcome::Result::LeaseRevoke(response)), events);
+            }
+            Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
+            Some(Op::MemberTable(t)) => {
+                let mut members = t.members.clone();
+                members.sort_by_key(|m| m.id);
+                members.dedup_by_key(|m| m.id);
+                self.members = members;
+                Ok(outcome::Result::MemberTable(MemberTable {
+                    members: self.members.clone(),
+                }))
+            }
+            _ => return self.write(op),
+        };
+        match result {
+            Ok(r) => (ok(r), Vec::new()),
+            Err(e) => (error_outcome(&e), Vec::new()),
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.mvcc.revision(),
+            ..ResponseHeader::default()
+        })
+    }
+
+    fn grant(&mut self, r: &LeaseGrantRequest) -> Result<LeaseGrantResponse, KvError> {
+        if r.id <= 0 {
+            return Err(KvError::InvalidArgument(
+                "etcdserver: lease id must be picked before proposing",
+            ));
+        }
+        if self.leases.contains(r.id) {
+            return Err(KvError::LeaseExists);
+        }
+        if r.ttl > LEASE_TTL_MAX {
+            return Err(KvError::LeaseTtlTooLarge);
+        }
+        self.leases.grant(r.id, r.ttl);
+        Ok(LeaseGrantResponse {
+            header: self.header(),
+            id: r.id,
+            ttl: r.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Deletes every key attached to lease `id` at one new revision, then
+    /// forgets the lease.
+    fn revoke(&mut self, id: i64) -> Vec<Event> {
+        let keys: Vec<Bytes> = self
+            .leases
+            .get(id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let deletes: Vec<RequestOp> = keys
+            .into_iter()
+            .map(|key| RequestOp {
+                request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                    key,
+                    ..DeleteRangeRequest::default()
+                })),
+            })
+            .collect();
+        let txn = TxnRequest {
+            success: deletes,
+            ..TxnRequest::default()
+        };
+        let (outcome, events) = self.write(Some(&Op::Txn(txn)));
+        assert!(
+            !matches!(outcome.result, Some(outcome::Result::Error(_))),
+            "deleting a lease's keys cannot fail"
+        );
+        let gone = self.leases.remove(id).expect("revoked lease exists");
+        assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
+        events
+    }
+
+    fn alarm(&mut self, r: &AlarmRequest) -> AlarmResponse {
+        let pairs = |set: &mut dyn Iterator<Item = (u64, i32)>| -> Vec<AlarmMember> {
+            set.map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect()
+        };
+        let alarms = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Activate) if r.alarm != AlarmType::None as i32 => {
+                let fresh = self.alarms.insert((r.member_id, r.alarm));
+                pairs(&mut fresh.then_some((r.member_id, r.alarm)).into_iter())
+            }
+            Ok(AlarmAction::Deactivate) => {
+                let matching: Vec<(u64, i32)> = self
+                    .alarms
+                    .iter()
+                    .filter(|&&(m, a)| {
+                        (r.member_id == 0 || m == r.member_id)
+                            && (r.alarm == AlarmType::None as i32 || a == r.alarm)
+                    })
+                    .copied()
+                    .collect();
+                for pair in &matching {
+                    self.alarms.remove(pair);
+                }
+                pairs(&mut matching.into_iter())
+            }
+            _ => self.alarms(),
+        };
+        AlarmResponse {
+            header: self.header(),
+            alarms,
+        }
+    }
+
+    /// Runs a key-value write (put, delete, txn, compact) as one write
+    /// transaction: one new revision if it changes anything, nothing if it
+    /// fails.
+    fn write(&mut self, op: Option<&Op>) -> (Outcome, Vec<Event>) {
         let rev = self.mvcc.revision() + 1;
+        let leases = &self.leases;
+        let exists = |id: i64| leases.contains(id);
         let mut txn = WriteTxn {
             mvcc: &mut self.mvcc,
             rev,
             wrote: false,
             events: Vec::new(),
-            leases: &no_leases,
+            leases: &exists,
         };
         let result = match op {
             Some(Op::Put(r)) => txn.put(r).map(outcome::Result::Put),
             Some(Op::DeleteRange(r)) => Ok(outcome::Result::DeleteRange(txn.delete_range(r))),
             Some(Op::Txn(r)) => txn.txn(r).map(outcome::Result::Txn),
             Some(Op::Compact(r)) => apply::compact(txn.mvcc, r).map(outcome::Result::Compact),
-            None => Err(KvError::InvalidArgument("etcdserver: empty command")),
+            _ => Err(KvError::InvalidArgument("etcdserver: empty command")),
         };
         let (wrote, events) = (txn.wrote, std::mem::take(&mut txn.events));
         match result {
@@ -135,7 +379,8 @@ impl KvStore {
                 if wrote {
                     self.mvcc.set_revision(rev);
                 }
-                (Outcome { result: Some(r) }, events)
+                self.leases.follow(&events);
+                (ok(r), events)
             }
             Err(e) => {
                 self.rollback(rev, &events);
@@ -202,6 +447,13 @@ impl KvStore {
                     outcome: Some(s.outcome.clone()),
                 })
                 .collect(),
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, l)| Lease { id, ttl: l.ttl })
+                .collect(),
+            alarms: self.alarms(),
+            members: self.members.clone(),
         }
     }
 
@@ -233,6 +485,30 @@ impl KvStore {
             mvcc: Mvcc::from_parts(keys, snapshot.revision, snapshot.compact_revision),
             ..KvStore::default()
         };
+        for l in &snapshot.leases {
+            if l.id <= 0 || store.leases.contains(l.id) {
+                return Err(bad);
+            }
+            store.leases.grant(l.id, l.ttl);
+        }
+        let live: Vec<(i64, Bytes)> = store
+            .mvcc
+            .scan(&KeyRange::all(), store.mvcc.revision())
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.lease, kv.key.clone()))
+            .collect();
+        for (lease, key) in live {
+            if !store.leases.contains(lease) {
+                return Err(bad);
+            }
+            store.leases.attach(lease, &key);
+        }
+        store.members = snapshot.members;
+        store.alarms = snapshot
+            .alarms
+            .iter()
+            .map(|a| (a.member_id, a.alarm))
+            .collect();
         for s in snapshot.sessions {
             let outcome = s.outcome.ok_or(bad.clone())?;
             store.sessions.insert(
@@ -249,6 +525,31 @@ impl KvStore {
     }
 }
 
+fn ok(r: outcome::Result) -> Outcome {
+    Outcome { result: Some(r) }
+}
+
+/// Writes refused while the NOSPACE alarm is raised: those that can add
+/// data. Deletes, compaction, revocation and reads still run, which is how
+/// an operator frees space.
+fn adds_data(op: Option<&Op>) -> bool {
+    fn txn_puts(t: &TxnRequest) -> bool {
+        t.success
+            .iter()
+            .chain(&t.failure)
+            .any(|o| match &o.request {
+                Some(Request::RequestPut(_)) => true,
+                Some(Request::RequestTxn(t)) => txn_puts(t),
+                _ => false,
+            })
+    }
+    match op {
+        Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
+        Some(Op::Txn(t)) => txn_puts(t),
+        _ => false,
+    }
+}
+
 /// Encodes a refusal for the client and for the session record.
 pub fn error_outcome(e: &KvError) -> Outcome {
     let (kind, a, b) = match *e {
@@ -261,6 +562,9 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         }
         KvError::KeyNotFound => (Kind::KeyNotFound, 0, 0),
         KvError::LeaseNotFound(id) => (Kind::LeaseNotFound, id, 0),
+        KvError::LeaseExists => (Kind::LeaseExists, 0, 0),
+        KvError::LeaseTtlTooLarge => (Kind::LeaseTtlTooLarge, 0, 0),
+        KvError::NoSpace => (Kind::NoSpace, 0, 0),
         KvError::InvalidArgument(_) => (Kind::InvalidArgument, 0, 0),
     };
     Outcome {
@@ -286,6 +590,9 @@ pub fn outcome_error(e: &Error) -> KvError {
         },
         Ok(Kind::KeyNotFound) => KvError::KeyNotFound,
         Ok(Kind::LeaseNotFound) => KvError::LeaseNotFound(e.a),
+        Ok(Kind::LeaseExists) => KvError::LeaseExists,
+        Ok(Kind::LeaseTtlTooLarge) => KvError::LeaseTtlTooLarge,
+        Ok(Kind::NoSpace) => KvError::NoSpace,
         _ => KvError::InvalidArgument(invalid_message(&e.message)),
     }
 }

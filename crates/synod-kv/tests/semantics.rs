@@ -38,7 +38,7 @@ impl Kv {
             op: Some(op),
         };
         let applied = self.store.apply(&c);
-        self.store.mvcc().check_invariants();
+        self.store.check_invariants();
         applied.outcome
     }
 

@@ -30,3 +30,13 @@ pub mod synodpb {
 pub mod peerpb {
     include!(concat!(env!("OUT_DIR"), "/peerpb.rs"));
 }
+
+/// etcd's lock service (package `v3lockpb`).
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// etcd's election service (package `v3electionpb`).
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}

@@ -35,7 +35,25 @@ pub struct NodeConfig {
     /// Applied slots between state-machine snapshots; each snapshot lets
     /// the log before it be dropped (etcd's `--snapshot-count`).
     pub snapshot_every: u64,
+    /// The database may grow to this many bytes; past it the NOSPACE alarm
+    /// refuses writes that add data (etcd's `--quota-backend-bytes`). 0
+    /// turns the check off.
+    pub quota_bytes: u64,
+    /// Idle watchers that asked for progress notices get one this often.
+    pub watch_progress_ms: u64,
+    /// Bytes of snapshot per peer message: a large snapshot travels as many
+    /// messages, so neither side needs one huge message, and a resent
+    /// snapshot resumes where the receiver stopped.
+    pub snapshot_chunk_bytes: usize,
 }
+
+/// Snapshot chunk size of a real cluster: 1 MiB.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+
+/// etcd's default space quota: 2 GiB.
+pub const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;
+/// etcd's default progress-notify interval: 10 minutes.
+pub const WATCH_PROGRESS_MS_DEFAULT: u64 = 600_000;
 
 impl NodeConfig {
     /// This node's own entry.

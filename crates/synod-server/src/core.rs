@@ -11,16 +11,22 @@
 //! (Paxos retransmits).
 
 use crate::codec;
+use crate::hub::{HubInput, StreamId, WatchSpec};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synod_kv::{error_outcome, KvError, KvStore};
+use synod_kv::{error_outcome, KvError, KvStore, Lessor};
 use synod_paxos::{NodeId, ProposeError, ReadId, Ready, Replica, RoleKind, Slot, Time, Value};
+use synod_proto::etcdserverpb::alarm_request::AlarmAction;
+use synod_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use synod_proto::mvccpb::Event;
 use synod_proto::peerpb;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::LeaseExpire;
 use synod_proto::synodpb::{Command, Outcome};
 use synod_storage::{GroupId, Storage};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +38,15 @@ pub const GROUP: GroupId = GroupId(1);
 const INPUTS_PER_ROUND_MAX: usize = 4096;
 /// A forwarded command not yet applied is forwarded again after this long.
 const REFORWARD_MS: u64 = 300;
+/// How often the database size is compared with the space quota.
+const QUOTA_CHECK: Duration = Duration::from_secs(1);
+
+/// A lease's remaining seconds and granted TTL; `None` when it does not
+/// exist (or already ran out on the leader).
+pub type LeaseAnswer = Option<(i64, i64)>;
+
+/// Reads the local state machine on the core thread.
+pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
 
 /// Work for the core loop.
 pub enum Input {
@@ -53,8 +68,47 @@ pub enum Input {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<RangeResponse, KvError>>,
     },
+    /// A watcher to register: its history comes from the store here, then
+    /// the hub takes over.
+    Watch {
+        /// The client stream it belongs to.
+        stream: StreamId,
+        /// What to watch, from which revision.
+        spec: WatchSpec,
+        /// A client's create (true) or the hub's resync (false).
+        announce: bool,
+    },
+    /// A keep-alive (`renew`) or time-to-live question for the leader.
+    LeaseQuery {
+        /// The lease.
+        id: i64,
+        /// Restart the lease's time.
+        renew: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<LeaseAnswer>,
+    },
+    /// Runs a closure against the local store (serializable reads of
+    /// leases, alarms, hashes and snapshots).
+    Query(Query),
     /// Stop the loop.
     Shutdown,
+}
+
+/// Where a lease answer goes once leadership is confirmed.
+enum LeaseReply {
+    Local(oneshot::Sender<LeaseAnswer>),
+    Remote { to: NodeId, token: u64 },
+}
+
+/// Something waiting for a linearizable point: a range read, or a lease
+/// question the leader may answer only while it surely still leads.
+enum Waiter {
+    Read(WaitingRead),
+    Lease {
+        id: i64,
+        renew: bool,
+        reply: LeaseReply,
+    },
 }
 
 /// What the loop publishes for status calls.
@@ -78,6 +132,8 @@ pub struct Published {
     pub snapshot_slot: u64,
     /// Snapshots received from a leader and installed since start.
     pub snapshots_installed: u64,
+    /// Raised alarms, `(member, alarm type)`.
+    pub alarms: Vec<(u64, i32)>,
 }
 
 struct PendingWrite {
@@ -117,6 +173,14 @@ pub struct CoreParts {
     pub started: Instant,
     /// Applied slots between snapshots.
     pub snapshot_every: u64,
+    /// Where applied events go for watchers.
+    pub hub: std::sync::mpsc::Sender<HubInput>,
+    /// Raise NOSPACE when the database file grows past this many bytes.
+    pub quota_bytes: u64,
+    /// The database file, whose size the quota limits.
+    pub storage_file: std::path::PathBuf,
+    /// Bytes of snapshot per peer message.
+    pub snapshot_chunk_bytes: usize,
 }
 
 /// The loop's state.
@@ -134,9 +198,9 @@ pub struct Core {
     /// Writes waiting for their (client, seq) to apply here.
     writes: BTreeMap<(u64, u64), (oneshot::Sender<Outcome>, PendingWrite)>,
     /// Linearizable reads registered with the replica.
-    reads: BTreeMap<ReadId, WaitingRead>,
+    reads: BTreeMap<ReadId, Waiter>,
     /// Reads released by the replica, waiting for `applied` to reach a slot.
-    reads_at: VecDeque<(Slot, WaitingRead)>,
+    reads_at: VecDeque<(Slot, Waiter)>,
     /// Reads on a follower, waiting for a barrier command to apply.
     barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
     next_read: u64,
@@ -148,6 +212,24 @@ pub struct Core {
     /// The latest snapshot written, shipped to replicas behind the log start.
     snapshot: Option<(Slot, Bytes)>,
     snapshots_installed: u64,
+    hub: std::sync::mpsc::Sender<HubInput>,
+    /// Events applied since they were last handed to the hub.
+    events: Vec<Event>,
+    lessor: Lessor,
+    /// Whether this node led at the end of the last round.
+    was_leader: bool,
+    /// Lease questions forwarded to the leader, by token.
+    lease_queries: BTreeMap<u64, oneshot::Sender<LeaseAnswer>>,
+    next_token: u64,
+    /// Client ids for commands this node issues itself (expiry, alarms).
+    next_own_client: u64,
+    quota_bytes: u64,
+    storage_file: std::path::PathBuf,
+    quota_checked: Instant,
+    /// A snapshot being received in chunks: its slot, total size and the
+    /// bytes so far.
+    incoming: Option<(Slot, usize, Vec<u8>)>,
+    snapshot_chunk_bytes: usize,
 }
 
 impl Core {
@@ -177,6 +259,18 @@ impl Core {
             snapshot_every: parts.snapshot_every.max(1),
             snapshot: parts.snapshot,
             snapshots_installed: 0,
+            hub: parts.hub,
+            events: Vec::new(),
+            lessor: Lessor::default(),
+            was_leader: false,
+            lease_queries: BTreeMap::new(),
+            next_token: 1,
+            next_own_client: crate::node::incarnation_base(parts.id.0, 2),
+            quota_bytes: parts.quota_bytes,
+            storage_file: parts.storage_file,
+            quota_checked: Instant::now(),
+            incoming: None,
+            snapshot_chunk_bytes: parts.snapshot_chunk_bytes.max(1),
         }
     }
 
@@ -210,8 +304,72 @@ impl Core {
             self.replica.tick(now);
             self.reforward();
             self.drive();
+            self.leases();
+            self.check_quota();
+            self.drive();
             self.publish();
         }
+    }
+
+    /// The leader's lease duties: restart every lease's time on taking
+    /// over, then propose the expiry of those that ran out.
+    fn leases(&mut self) {
+        let leading = self.replica.role_kind() == RoleKind::Leader;
+        let now = self.now().0;
+        if leading && !self.was_leader {
+            self.lessor.promote(&self.kv, now);
+        }
+        self.was_leader = leading;
+        if !self.lease_queries.is_empty() {
+            self.lease_queries.retain(|_, reply| !reply.is_closed());
+        }
+        if !leading {
+            return;
+        }
+        let due = self.lessor.due(now);
+        if !due.is_empty() {
+            self.issue(Op::LeaseExpire(LeaseExpire { ids: due }));
+        }
+    }
+
+    /// Raises this member's NOSPACE alarm once the database outgrows the
+    /// quota (etcd's `--quota-backend-bytes`).
+    fn check_quota(&mut self) {
+        if self.quota_bytes == 0 || self.quota_checked.elapsed() < QUOTA_CHECK {
+            return;
+        }
+        self.quota_checked = Instant::now();
+        let size = std::fs::metadata(&self.storage_file).map_or(0, |m| m.len());
+        let raised = self
+            .kv
+            .alarms()
+            .iter()
+            .any(|a| a.member_id == self.id.0 && a.alarm == AlarmType::Nospace as i32);
+        if size > self.quota_bytes && !raised {
+            tracing::warn!(
+                size,
+                quota = self.quota_bytes,
+                "database over quota: raising NOSPACE"
+            );
+            self.issue(Op::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.id.0,
+                alarm: AlarmType::Nospace as i32,
+            }));
+        }
+    }
+
+    /// Proposes a command of the node's own; nobody waits for its answer.
+    fn issue(&mut self, op: Op) {
+        let client = self.next_own_client;
+        self.next_own_client = self.next_own_client.wrapping_add(1);
+        let command = Command {
+            client,
+            seq: 1,
+            op: Some(op),
+        };
+        let (tx, _rx) = oneshot::channel();
+        self.on_write(command, tx);
     }
 
     /// Returns false on shutdown.
@@ -225,8 +383,122 @@ impl Core {
                 serializable,
                 reply,
             } => self.on_read(request, serializable, reply),
+            Input::Watch {
+                stream,
+                spec,
+                announce,
+            } => self.on_watch(stream, spec, announce),
+            Input::LeaseQuery { id, renew, reply } => {
+                self.on_lease_query(id, renew, LeaseReply::Local(reply))
+            }
+            Input::Query(f) => f(&self.kv),
         }
         true
+    }
+
+    /// Computes a new watcher's past from the store and hands it to the
+    /// hub, behind every event already handed over.
+    fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
+        self.flush_events();
+        let current = self.kv.revision();
+        let (after, history) = if spec.start_revision <= 0 {
+            (current, Ok(Vec::new()))
+        } else if spec.start_revision > current {
+            (spec.start_revision - 1, Ok(Vec::new()))
+        } else {
+            match self.kv.history(&spec.range, spec.start_revision) {
+                Ok(events) => (current, Ok(events)),
+                Err(KvError::Compacted {
+                    compact_revision, ..
+                }) => (current, Err(compact_revision)),
+                Err(_) => (current, Ok(Vec::new())),
+            }
+        };
+        let _ = self.hub.send(HubInput::Register {
+            stream,
+            spec,
+            after,
+            history,
+            announce,
+        });
+    }
+
+    /// Hands applied events to the hub.
+    fn flush_events(&mut self) {
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            let _ = self.hub.send(HubInput::Events {
+                revision: self.kv.revision(),
+                events,
+            });
+        }
+    }
+
+    /// A lease question: the leader answers once it confirmed it still
+    /// leads; anyone else asks the leader.
+    fn on_lease_query(&mut self, id: i64, renew: bool, reply: LeaseReply) {
+        let rid = ReadId(self.next_read);
+        self.next_read += 1;
+        let now = self.now();
+        if self.replica.read(rid, now).is_ok() {
+            self.reads.insert(rid, Waiter::Lease { id, renew, reply });
+            return;
+        }
+        let LeaseReply::Local(reply) = reply else {
+            // Asked by a peer that thinks we lead; it will retry.
+            return;
+        };
+        match self.replica.status().leader {
+            Some(leader) if leader != self.id => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.lease_queries.insert(token, reply);
+                let query = peerpb::LeaseQuery { token, id, renew };
+                self.send_batch(
+                    leader,
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                    vec![query],
+                    Vec::new(),
+                );
+            }
+            // No leader known: the caller times out and retries.
+            _ => drop(reply),
+        }
+    }
+
+    /// Answers a lease question at a confirmed point of leadership.
+    fn answer_lease(&mut self, id: i64, renew: bool, reply: LeaseReply) {
+        let now = self.now().0;
+        let answer = if renew {
+            self.lessor.renew(&self.kv, id, now).map(|ttl| (ttl, ttl))
+        } else {
+            self.lessor.remaining(&self.kv, id, now)
+        };
+        match reply {
+            LeaseReply::Local(tx) => {
+                let _ = tx.send(answer);
+            }
+            LeaseReply::Remote { to, token } => {
+                let (ttl, granted_ttl) = answer.unwrap_or((-1, 0));
+                let a = peerpb::LeaseAnswer {
+                    token,
+                    ttl,
+                    granted_ttl,
+                };
+                self.send_batch(to, Vec::new(), Vec::new(), None, Vec::new(), vec![a]);
+            }
+        }
+    }
+
+    fn serve(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Read(w) => {
+                let _ = w.reply.send(self.kv.range(&w.request));
+            }
+            Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
+        }
     }
 
     fn on_peer(&mut self, batch: peerpb::Batch) {
@@ -247,13 +519,26 @@ impl Core {
                 Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
             }
         }
-        if let Some(snapshot) = batch.snapshot {
-            self.install_snapshot(Slot(snapshot.slot), snapshot.data);
+        if let Some(chunk) = batch.snapshot {
+            self.on_snapshot_chunk(chunk);
         }
         for command in batch.forwards {
             // Forwarded to us as the leader; if we no longer lead, the
             // sender forwards again to whoever does.
             let _ = self.replica.propose(command);
+        }
+        for q in batch.lease_queries {
+            let reply = LeaseReply::Remote {
+                to: from,
+                token: q.token,
+            };
+            self.on_lease_query(q.id, q.renew, reply);
+        }
+        for a in batch.lease_answers {
+            if let Some(reply) = self.lease_queries.remove(&a.token) {
+                let answer = (a.ttl >= 0).then_some((a.ttl, a.granted_ttl));
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -327,7 +612,8 @@ impl Core {
         let now = self.now();
         match self.replica.read(rid, now) {
             Ok(()) => {
-                self.reads.insert(rid, WaitingRead { request, reply });
+                self.reads
+                    .insert(rid, Waiter::Read(WaitingRead { request, reply }));
             }
             Err(_) => {
                 // Not the leader: a barrier command through the log orders
@@ -386,9 +672,11 @@ impl Core {
             }
         }
         for id in &ready.reads_dropped {
-            if let Some(w) = self.reads.remove(id) {
+            match self.reads.remove(id) {
                 // Retry as a follower read.
-                self.on_read(w.request, false, w.reply);
+                Some(Waiter::Read(w)) => self.on_read(w.request, false, w.reply),
+                Some(Waiter::Lease { id, renew, reply }) => self.on_lease_query(id, renew, reply),
+                None => {}
             }
         }
         for command in ready.dropped {
@@ -400,6 +688,7 @@ impl Core {
             self.send_snapshot(to);
         }
         self.serve_reads();
+        self.flush_events();
         self.replica.on_persisted(ready.token);
         self.maybe_snapshot();
     }
@@ -431,10 +720,71 @@ impl Core {
         }
     }
 
+    /// Sends the latest snapshot in chunks.
     fn send_snapshot(&mut self, to: NodeId) {
-        if let Some((slot, data)) = self.snapshot.clone() {
-            let snapshot = peerpb::Snapshot { slot: slot.0, data };
-            self.send_batch(to, Vec::new(), Vec::new(), Some(snapshot));
+        let Some((slot, data)) = self.snapshot.clone() else {
+            return;
+        };
+        let total = data.len();
+        let mut offset = 0;
+        loop {
+            let end = (offset + self.snapshot_chunk_bytes).min(total);
+            let chunk = peerpb::Snapshot {
+                slot: slot.0,
+                data: data.slice(offset..end),
+                offset: offset as u64,
+                total: total as u64,
+            };
+            self.send_batch(
+                to,
+                Vec::new(),
+                Vec::new(),
+                Some(chunk),
+                Vec::new(),
+                Vec::new(),
+            );
+            offset = end;
+            if offset >= total {
+                return;
+            }
+        }
+    }
+
+    /// Reassembles a snapshot from its chunks. A resent snapshot (the
+    /// leader resends until the replica catches up) resumes: chunks already
+    /// held are skipped; a gap or another slot starts over.
+    fn on_snapshot_chunk(&mut self, chunk: peerpb::Snapshot) {
+        let (slot, offset, total) = (
+            Slot(chunk.slot),
+            chunk.offset as usize,
+            chunk.total as usize,
+        );
+        if !self.replica.wants_snapshot(slot) {
+            self.incoming = None;
+            return;
+        }
+        let fresh = match &self.incoming {
+            Some((s, t, _)) => *s != slot || *t != total,
+            None => true,
+        };
+        if fresh {
+            if offset != 0 {
+                return;
+            }
+            self.incoming = Some((slot, total, Vec::with_capacity(total.min(64 << 20))));
+        }
+        let Some((_, _, buf)) = self.incoming.as_mut() else {
+            return;
+        };
+        if offset != buf.len() {
+            // Held already (a resend), or after a lost chunk: wait for the
+            // resend to reach where we are.
+            return;
+        }
+        buf.extend_from_slice(&chunk.data);
+        if buf.len() >= total {
+            let (_, _, data) = self.incoming.take().expect("checked above");
+            self.install_snapshot(slot, Bytes::from(data));
         }
     }
 
@@ -452,7 +802,12 @@ impl Core {
             }
         };
         self.write_snapshot(slot, &data);
+        self.flush_events();
         self.kv = kv;
+        self.lessor.reset(&self.kv, self.now().0);
+        let _ = self.hub.send(HubInput::Jump {
+            revision: self.kv.revision(),
+        });
         self.applied = slot;
         self.snapshot = Some((slot, data));
         self.snapshots_installed += 1;
@@ -488,7 +843,11 @@ impl Core {
                 tracing::error!(%slot, "undecodable command in the log skipped");
                 continue;
             };
-            let applied = self.kv.apply(&command);
+            let mut applied = self.kv.apply(&command);
+            if !applied.duplicate {
+                self.follow_leases(&command);
+            }
+            self.events.append(&mut applied.events);
             let key = (command.client, command.seq);
             if let Some((reply, _)) = self.writes.remove(&key) {
                 let _ = reply.send(applied.outcome);
@@ -499,18 +858,36 @@ impl Core {
         }
     }
 
+    /// Keeps lease deadlines in step with grants and revocations.
+    fn follow_leases(&mut self, command: &Command) {
+        match &command.op {
+            Some(Op::LeaseGrant(r)) => {
+                if let Some(l) = self.kv.leases().get(r.id) {
+                    self.lessor.granted(r.id, l.ttl, self.now().0);
+                }
+            }
+            Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),
+            Some(Op::LeaseExpire(r)) => {
+                for id in &r.ids {
+                    self.lessor.revoked(*id);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn serve_reads(&mut self) {
         while let Some((slot, _)) = self.reads_at.front() {
             if *slot > self.applied {
                 break;
             }
             let (_, w) = self.reads_at.pop_front().expect("front exists");
-            let _ = w.reply.send(self.kv.range(&w.request));
+            self.serve(w);
         }
     }
 
     fn send(&mut self, to: NodeId, messages: Vec<peerpb::Envelope>, forwards: Vec<Bytes>) {
-        self.send_batch(to, messages, forwards, None);
+        self.send_batch(to, messages, forwards, None, Vec::new(), Vec::new());
     }
 
     fn send_batch(
@@ -519,6 +896,8 @@ impl Core {
         messages: Vec<peerpb::Envelope>,
         forwards: Vec<Bytes>,
         snapshot: Option<peerpb::Snapshot>,
+        lease_queries: Vec<peerpb::LeaseQuery>,
+        lease_answers: Vec<peerpb::LeaseAnswer>,
     ) {
         let Some(peer) = self.peers.get(&to) else {
             return;
@@ -529,6 +908,8 @@ impl Core {
             messages,
             forwards,
             snapshot,
+            lease_queries,
+            lease_answers,
         };
         // A full queue means the peer is slow or gone: drop, Paxos resends.
         let _ = peer.try_send(batch);
@@ -546,6 +927,12 @@ impl Core {
         p.compact_revision = self.kv.compact_revision();
         p.snapshot_slot = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
         p.snapshots_installed = self.snapshots_installed;
+        p.alarms = self
+            .kv
+            .alarms()
+            .iter()
+            .map(|a| (a.member_id, a.alarm))
+            .collect();
     }
 }
 

@@ -6,9 +6,18 @@
 pub mod codec;
 pub mod config;
 mod core;
+mod hub;
 mod node;
+mod restore;
 mod transport;
 
-pub use crate::core::Published;
-pub use config::{Member, NodeConfig};
+pub use crate::core::{LeaseAnswer, Published};
+pub use config::{
+    Member, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
+    WATCH_PROGRESS_MS_DEFAULT,
+};
+pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use node::{Node, RequestError, StartError};
+pub use restore::{open_snapshot, restore_snapshot, seal_snapshot, RestoreError};
+pub use synod_kv::LEASE_TTL_MIN_S;
+pub use synod_storage::Identity;

@@ -2,7 +2,8 @@
 //! the core loop's thread and the peer transport's tasks.
 
 use crate::config::{Member, NodeConfig};
-use crate::core::{Core, CoreParts, Input, Published, GROUP};
+use crate::core::{Core, CoreParts, Input, LeaseAnswer, Published, GROUP};
+use crate::hub::{stream_channel, Hub, HubInput, StreamId, WatchReceiver, WatchSpec};
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::KvError;
-use synod_kv::KvStore;
+use synod_kv::{KvStore, LEASE_TTL_MAX, LEASE_TTL_MIN_S};
 use synod_paxos::{Config, NodeId, Replica};
+use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
 use synod_proto::synodpb::{command::Op, Command, Outcome};
@@ -83,6 +85,10 @@ pub struct Node {
     core: Mutex<Option<std::thread::JoinHandle<()>>>,
     storage_file: std::path::PathBuf,
     shutdown: tokio::sync::watch::Sender<bool>,
+    hub: Mutex<std::sync::mpsc::Sender<HubInput>>,
+    hub_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    next_stream: AtomicU64,
+    next_lease: AtomicU64,
 }
 
 impl Node {
@@ -141,6 +147,16 @@ impl Node {
         });
         let published = Arc::new(Mutex::new(Published::default()));
         let storage_file = storage.file().to_path_buf();
+        let (hub_tx, hub_rx) = std::sync::mpsc::channel();
+        let hub = Hub::new(
+            kv.revision(),
+            tx.clone(),
+            Duration::from_millis(config.watch_progress_ms.max(1)),
+        );
+        let hub_thread = std::thread::Builder::new()
+            .name(format!("synod-hub-{}", config.id.0))
+            .spawn(move || hub.run(hub_rx))
+            .expect("spawn hub thread");
         let core = Core::new(CoreParts {
             id: config.id,
             cluster_id: config.cluster_id,
@@ -154,12 +170,17 @@ impl Node {
             published: published.clone(),
             started,
             snapshot_every: config.snapshot_every,
+            hub: hub_tx.clone(),
+            quota_bytes: config.quota_bytes,
+            storage_file: storage_file.clone(),
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
             .spawn(move || core.run())
             .expect("spawn core thread");
         let client_base = incarnation_base(config.id.0, 0);
+        let config_id = config.id.0;
         Ok(Arc::new(Node {
             config: Arc::new(config),
             inputs: Mutex::new(tx),
@@ -168,7 +189,109 @@ impl Node {
             core: Mutex::new(Some(handle)),
             storage_file,
             shutdown,
+            hub: Mutex::new(hub_tx),
+            hub_thread: Mutex::new(Some(hub_thread)),
+            next_stream: AtomicU64::new(1),
+            next_lease: AtomicU64::new(incarnation_base(config_id, 3)),
         }))
+    }
+
+    fn to_hub(&self, input: HubInput) {
+        let _ = self.hub.lock().expect("hub lock").send(input);
+    }
+
+    /// Opens a watch stream: watchers created on it answer into the
+    /// returned receiver. Close it with `watch_close`.
+    pub fn watch_open(&self) -> (StreamId, WatchReceiver) {
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (sink, receiver) = stream_channel();
+        self.to_hub(HubInput::Open { stream, sink });
+        (stream, receiver)
+    }
+
+    /// Creates a watcher on `stream`; its `created` response (or refusal)
+    /// arrives on the stream.
+    pub fn watch_create(&self, stream: StreamId, spec: WatchSpec) -> Result<(), RequestError> {
+        self.input(Input::Watch {
+            stream,
+            spec,
+            announce: true,
+        })
+    }
+
+    /// Cancels a watcher; the `canceled` response arrives on the stream.
+    pub fn watch_cancel(&self, stream: StreamId, watch_id: i64) -> Result<(), RequestError> {
+        // Through the core, so the cancel cannot overtake the create.
+        self.input(Input::Query(Box::new({
+            let hub = self.hub.lock().expect("hub lock").clone();
+            move |_| {
+                let _ = hub.send(HubInput::Cancel { stream, watch_id });
+            }
+        })))
+    }
+
+    /// Asks for a progress response carrying the revision every watcher
+    /// of the stream has seen.
+    pub fn watch_progress(&self, stream: StreamId) {
+        self.to_hub(HubInput::Progress { stream });
+    }
+
+    /// Drops a stream and its watchers.
+    pub fn watch_close(&self, stream: StreamId) {
+        self.to_hub(HubInput::Close { stream });
+    }
+
+    /// Runs `f` against the local state machine (a serializable read).
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KvStore) -> T + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Query(Box::new(move |kv| {
+            let _ = reply.send(f(kv));
+        })))?;
+        self.wait(rx).await
+    }
+
+    /// Grants a lease: `id` 0 lets this node pick one; TTLs below the
+    /// minimum are raised to it, as etcd does.
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<Outcome, RequestError> {
+        let id = if id == 0 { self.fresh_lease_id() } else { id };
+        let ttl = if ttl > LEASE_TTL_MAX {
+            ttl
+        } else {
+            ttl.max(LEASE_TTL_MIN_S)
+        };
+        self.write(Op::LeaseGrant(LeaseGrantRequest { id, ttl }))
+            .await
+    }
+
+    /// A positive lease id no other node or incarnation is likely to pick.
+    fn fresh_lease_id(&self) -> i64 {
+        loop {
+            let n = self.next_lease.fetch_add(1, Ordering::Relaxed);
+            let id = (incarnation_base(n, 4) >> 1) as i64;
+            if id > 0 {
+                return id;
+            }
+        }
+    }
+
+    /// A keep-alive: the lease's TTL, or `None` when it does not exist.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseAnswer, RequestError> {
+        self.lease_query(id, true).await
+    }
+
+    /// Seconds left and granted TTL, or `None` when the lease does not
+    /// exist.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<LeaseAnswer, RequestError> {
+        self.lease_query(id, false).await
+    }
+
+    async fn lease_query(&self, id: i64, renew: bool) -> Result<LeaseAnswer, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::LeaseQuery { id, renew, reply })?;
+        self.wait(rx).await
     }
 
     fn input(&self, input: Input) -> Result<(), RequestError> {
@@ -255,6 +378,10 @@ impl Node {
         let _ = self.shutdown.send(true);
         let _ = self.input(Input::Shutdown);
         if let Some(h) = self.core.lock().expect("core lock").take() {
+            let _ = h.join();
+        }
+        self.to_hub(HubInput::Shutdown);
+        if let Some(h) = self.hub_thread.lock().expect("hub lock").take() {
             let _ = h.join();
         }
     }

@@ -2,11 +2,10 @@
 //! every test file shares: free ports, a guard that kills its process when
 //! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`.
 //!
-//! The binary is the `synod-under-test` target of this package, compiled from
-//! synod-cli's main.rs, so `cargo test --workspace` always builds the current
-//! source before these tests run (see tests/Cargo.toml for why it is not
-//! `target/<profile>/synod`). `SYNOD_BIN=/path/to/synod` tests another build,
-//! a release binary for instance.
+//! The binary is this package's `synod`, which Cargo builds before these
+//! tests and names in `CARGO_BIN_EXE_synod`, so `cargo test --workspace`
+//! always runs the current source. `SYNOD_BIN=/path/to/synod` tests another
+//! build, a release binary for instance.
 
 // Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
@@ -27,7 +26,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn synod_bin() -> PathBuf {
     match std::env::var_os("SYNOD_BIN") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_synod-under-test")),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_synod")),
     }
 }
 
@@ -264,6 +263,8 @@ pub struct Addrs {
 pub struct Cluster {
     procs: BTreeMap<u64, Proc>,
     nodes: BTreeMap<u64, Addrs>,
+    /// Flags added to every node's `synod server` command line.
+    extra: Vec<String>,
     /// Declared last: removed after the processes are dead (fields drop in
     /// order).
     dir: tempfile::TempDir,
@@ -272,6 +273,21 @@ pub struct Cluster {
 impl Cluster {
     /// Starts nodes 1..=n; see [`Cluster::wait_ready`].
     pub fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Starts nodes 1..=n with `extra` flags on every command line.
+    pub fn start_with(n: u64, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::prepare(n, extra);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Picks addresses and a data dir for nodes 1..=n without starting
+    /// them (to prepare their data dirs first); `spawn` starts each.
+    pub fn prepare(n: u64, extra: &[&str]) -> Cluster {
         let nodes = (1..=n)
             .map(|id| {
                 (
@@ -284,15 +300,21 @@ impl Cluster {
                 )
             })
             .collect();
-        let mut c = Cluster {
+        Cluster {
             procs: BTreeMap::new(),
             nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().expect("tempdir"),
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
+    }
+
+    /// The `--peers` value of this cluster.
+    pub fn peers_flag(&self) -> String {
+        self.nodes
+            .values()
+            .map(|a| format!("{}={}", a.id, a.peer))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Node ids.
@@ -320,7 +342,7 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        vec![
+        let mut args: Vec<String> = vec![
             "server".into(),
             "--id".into(),
             id.to_string(),
@@ -334,7 +356,9 @@ impl Cluster {
             list(|a| a.peer),
             "--clients".into(),
             list(|a| a.client),
-        ]
+        ];
+        args.extend(self.extra.iter().cloned());
+        args
     }
 
     /// Starts node `id`'s process (again, after a kill).
@@ -359,6 +383,14 @@ impl Cluster {
     /// `http://IP:PORT` of node `id`.
     pub fn endpoint(&self, id: u64) -> String {
         format!("http://{}", self.nodes[&id].client)
+    }
+
+    /// Every node's endpoint as IP:PORT, without a scheme (etcdctl's form).
+    pub fn host_ports(&self) -> Vec<String> {
+        self.ids()
+            .into_iter()
+            .map(|id| self.nodes[&id].client.to_string())
+            .collect()
     }
 
     /// Every node's endpoint.

@@ -8,15 +8,6 @@ use common::{bounded, etcdctl, etcdctl_json, etcdctl_output, Cluster};
 use serde_json::Value;
 use std::time::Duration;
 
-/// Every node's endpoint as IP:PORT, without a scheme.
-fn host_ports(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .ids()
-        .into_iter()
-        .map(|id| cluster.addrs(id).client.to_string())
-        .collect()
-}
-
 fn b64(v: &Value) -> String {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
     let bytes = base64::engine::general_purpose::STANDARD
@@ -127,7 +118,7 @@ async fn etcdctl_works_against_a_cluster() {
     // endpoint status -w json: one entry per endpoint, all name the same
     // leader, and exactly one of them is it. Endpoints as IP:PORT: the
     // http:// form is a known bug, see `endpoint_status_with_http_urls`.
-    let status = etcdctl_json(&host_ports(&cluster), &["endpoint", "status"], None);
+    let status = etcdctl_json(&cluster.host_ports(), &["endpoint", "status"], None);
     let status = status.as_array().expect("an array");
     assert_eq!(status.len(), 3);
     let mut leaders = Vec::new();

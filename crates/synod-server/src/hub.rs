@@ -1,0 +1,753 @@
+//! The watch hub: one per node, fed by the core loop with every applied
+//! event in revision order, fanning each event out to the watchers whose
+//! range holds its key.
+//!
+//! ```text
+//!   core loop ── Events{revision, events} ──► hub ──► stream sinks (one per gRPC stream)
+//!      ▲                                       │
+//!      └── Input::Watch (history from the store) ◄─ resync of slow or jumped watchers
+//! ```
+//!
+//! Cost: an event costs one hash lookup for single-key watchers plus one
+//! range test per range watcher, then one response per watcher it matched;
+//! idle watchers cost nothing.
+//!
+//! A watcher never misses an event and never sees one twice:
+//! - it starts from history computed by the core at revision `R` and is
+//!   registered through the same FIFO channel as the core's events, so the
+//!   hub delivers exactly the live events above `R`;
+//! - a stream whose client reads too slowly is parked instead of growing
+//!   without bound: its watchers are re-registered from the first revision
+//!   they did not get, and the store's history fills the gap (etcd's
+//!   "unsynced" watchers);
+//! - when the store jumps (a snapshot installed from the leader), every
+//!   watcher is re-registered the same way.
+
+use crate::core::Input;
+use bytes::Bytes;
+use prost::Message as _;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use synod_kv::KeyRange;
+use synod_proto::etcdserverpb::{ResponseHeader, WatchResponse};
+use synod_proto::mvccpb::{event::EventType, Event};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Names one client watch stream on this node.
+pub type StreamId = u64;
+
+/// Responses a stream may have queued before its watchers are parked.
+const QUEUED_MAX: usize = 4096;
+/// A parked stream resumes once its queue is below this.
+const QUEUED_RESUME: usize = QUEUED_MAX / 4;
+/// Largest watch response before `fragment` splits it (etcd's default
+/// request size limit, 1.5 MiB).
+const FRAGMENT_BYTES: usize = 3 << 19;
+/// How often the hub looks at parked streams and progress timers.
+const HUB_TICK: Duration = Duration::from_millis(50);
+
+/// What a client asked to watch (etcd's `WatchCreateRequest`, decoded).
+#[derive(Clone, Debug)]
+pub struct WatchSpec {
+    /// The id the client chose, or `None` for the hub to pick one.
+    pub watch_id: Option<i64>,
+    /// The keys watched.
+    pub range: KeyRange,
+    /// First revision to report; `<= 0` means "from now on".
+    pub start_revision: i64,
+    /// Send each event's previous version.
+    pub prev_kv: bool,
+    /// Leave out puts.
+    pub no_put: bool,
+    /// Leave out deletes.
+    pub no_delete: bool,
+    /// Send empty responses with the current revision when idle.
+    pub progress_notify: bool,
+    /// Split responses larger than 1.5 MiB.
+    pub fragment: bool,
+}
+
+/// Where a stream's responses go; counts what is queued so a slow reader
+/// can be detected without blocking the hub.
+#[derive(Clone)]
+pub struct StreamSink {
+    tx: UnboundedSender<WatchResponse>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl StreamSink {
+    fn send(&self, r: WatchResponse) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(r).is_ok()
+    }
+
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// The receiving end of a watch stream: what the front end streams to its
+/// client.
+pub struct WatchReceiver {
+    rx: UnboundedReceiver<WatchResponse>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WatchReceiver {
+    /// The next response, or `None` once the hub dropped the stream.
+    pub async fn recv(&mut self) -> Option<WatchResponse> {
+        let r = self.rx.recv().await;
+        if r.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio_stream::Stream for WatchReceiver {
+    type Item = WatchResponse;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let r = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &r {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// A new stream's two ends.
+pub(crate) fn stream_channel() -> (StreamSink, WatchReceiver) {
+    let (tx, rx) = unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        StreamSink {
+            tx,
+            queued: queued.clone(),
+        },
+        WatchReceiver { rx, queued },
+    )
+}
+
+/// Work for the hub.
+pub(crate) enum HubInput {
+    /// A client opened a watch stream.
+    Open { stream: StreamId, sink: StreamSink },
+    /// The client's stream ended: drop its watchers.
+    Close { stream: StreamId },
+    /// Events applied by the core, the store now at `revision`.
+    Events { revision: i64, events: Vec<Event> },
+    /// A watcher with its history, computed by the core at `current`.
+    Register {
+        stream: StreamId,
+        spec: WatchSpec,
+        /// Live events above this revision are the watcher's.
+        after: i64,
+        /// Past events, or the compaction point that made them unavailable.
+        history: Result<Vec<Event>, i64>,
+        /// A client's create (answer `created`), not a resync.
+        announce: bool,
+    },
+    /// The client cancelled a watcher.
+    Cancel { stream: StreamId, watch_id: i64 },
+    /// The client asked for the current revision.
+    Progress { stream: StreamId },
+    /// The store jumped to `revision` (snapshot install): resync everyone.
+    Jump { revision: i64 },
+    /// Stop the hub thread.
+    Shutdown,
+}
+
+enum State {
+    /// Receives live events above `after`.
+    Live,
+    /// Re-registration from `from` is on its way through the core.
+    Resyncing,
+}
+
+struct Watcher {
+    spec: WatchSpec,
+    after: i64,
+    state: State,
+    last_sent: Instant,
+}
+
+struct Stream {
+    sink: StreamSink,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    parked: bool,
+}
+
+/// The hub's state; runs on its own thread.
+pub(crate) struct Hub {
+    revision: i64,
+    streams: HashMap<StreamId, Stream>,
+    exact: HashMap<Bytes, Vec<(StreamId, i64)>>,
+    spans: Vec<(StreamId, i64)>,
+    core: Sender<Input>,
+    progress_every: Duration,
+}
+
+impl Hub {
+    pub(crate) fn new(revision: i64, core: Sender<Input>, progress_every: Duration) -> Hub {
+        Hub {
+            revision,
+            streams: HashMap::new(),
+            exact: HashMap::new(),
+            spans: Vec::new(),
+            core,
+            progress_every,
+        }
+    }
+
+    /// Runs until `Shutdown` or until every sender is gone.
+    pub(crate) fn run(mut self, inputs: Receiver<HubInput>) {
+        let mut last_tick = Instant::now();
+        loop {
+            match inputs.recv_timeout(HUB_TICK) {
+                Ok(HubInput::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_tick.elapsed() >= HUB_TICK {
+                last_tick = Instant::now();
+                self.tick();
+            }
+        }
+    }
+
+    fn handle(&mut self, input: HubInput) {
+        match input {
+            HubInput::Open { stream, sink } => {
+                self.streams.insert(
+                    stream,
+                    Stream {
+                        sink,
+                        watchers: BTreeMap::new(),
+                        next_id: 0,
+                        parked: false,
+                    },
+                );
+            }
+            HubInput::Close { stream } => self.close(stream),
+            HubInput::Events { revision, events } => self.dispatch(revision, events),
+            HubInput::Register {
+                stream,
+                spec,
+                after,
+                history,
+                announce,
+            } => self.register(stream, spec, after, history, announce),
+            HubInput::Cancel { stream, watch_id } => self.cancel(stream, watch_id),
+            HubInput::Progress { stream } => {
+                if let Some(s) = self.streams.get(&stream) {
+                    s.sink.send(WatchResponse {
+                        header: header(self.revision),
+                        watch_id: -1,
+                        ..WatchResponse::default()
+                    });
+                }
+            }
+            HubInput::Jump { revision } => {
+                let streams: Vec<StreamId> = self.streams.keys().copied().collect();
+                for s in streams {
+                    self.resync_stream(s);
+                }
+                self.revision = revision;
+            }
+            HubInput::Shutdown => {}
+        }
+    }
+
+    fn close(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.remove(&stream) {
+            for (id, w) in s.watchers {
+                self.unindex(stream, id, &w.spec.range);
+            }
+        }
+    }
+
+    fn index(&mut self, stream: StreamId, id: i64, range: &KeyRange) {
+        match range {
+            KeyRange::Single(k) => self.exact.entry(k.clone()).or_default().push((stream, id)),
+            KeyRange::Span { .. } => self.spans.push((stream, id)),
+        }
+    }
+
+    fn unindex(&mut self, stream: StreamId, id: i64, range: &KeyRange) {
+        match range {
+            KeyRange::Single(k) => {
+                if let Some(v) = self.exact.get_mut(k) {
+                    v.retain(|x| *x != (stream, id));
+                    if v.is_empty() {
+                        self.exact.remove(k);
+                    }
+                }
+            }
+            KeyRange::Span { .. } => self.spans.retain(|x| *x != (stream, id)),
+        }
+    }
+
+    fn register(
+        &mut self,
+        stream: StreamId,
+        spec: WatchSpec,
+        after: i64,
+        history: Result<Vec<Event>, i64>,
+        announce: bool,
+    ) {
+        let revision = self.revision.max(after);
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let id = if announce {
+            let id = match spec.watch_id {
+                Some(id) => id,
+                None => {
+                    while s.watchers.contains_key(&s.next_id) {
+                        s.next_id += 1;
+                    }
+                    s.next_id
+                }
+            };
+            if s.watchers.contains_key(&id) {
+                s.sink.send(WatchResponse {
+                    header: header(revision),
+                    watch_id: id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream"
+                        .to_string(),
+                    ..WatchResponse::default()
+                });
+                return;
+            }
+            s.sink.send(WatchResponse {
+                header: header(revision),
+                watch_id: id,
+                created: true,
+                ..WatchResponse::default()
+            });
+            id
+        } else {
+            // A resync: the watcher must still be waiting for it (the
+            // client may have cancelled it meanwhile).
+            let Some(id) = spec.watch_id else { return };
+            match s.watchers.get(&id) {
+                Some(w) if matches!(w.state, State::Resyncing) => {}
+                _ => return,
+            }
+            id
+        };
+        let history = match history {
+            Ok(h) => h,
+            Err(compact_revision) => {
+                s.watchers.remove(&id);
+                s.sink.send(WatchResponse {
+                    header: header(revision),
+                    watch_id: id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: "etcdserver: mvcc: required revision has been compacted"
+                        .to_string(),
+                    ..WatchResponse::default()
+                });
+                return;
+            }
+        };
+        let range = spec.range.clone();
+        let mut w = Watcher {
+            spec: WatchSpec {
+                watch_id: Some(id),
+                ..spec
+            },
+            // History is all new to the watcher; live events above
+            // `after` follow it.
+            after: 0,
+            state: State::Live,
+            last_sent: Instant::now(),
+        };
+        let events: Vec<Event> = history.into_iter().filter_map(|e| w.admit(&e)).collect();
+        w.after = after;
+        if !events.is_empty() {
+            respond(&s.sink, id, after, events, w.spec.fragment);
+            w.last_sent = Instant::now();
+        }
+        s.watchers.insert(id, w);
+        self.index(stream, id, &range);
+    }
+
+    fn cancel(&mut self, stream: StreamId, watch_id: i64) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(w) = s.watchers.remove(&watch_id) else {
+            return;
+        };
+        s.sink.send(WatchResponse {
+            header: header(self.revision),
+            watch_id,
+            canceled: true,
+            ..WatchResponse::default()
+        });
+        let range = w.spec.range;
+        if matches!(w.state, State::Live) {
+            self.unindex(stream, watch_id, &range);
+        }
+    }
+
+    /// Fans one batch of applied events out.
+    fn dispatch(&mut self, revision: i64, events: Vec<Event>) {
+        let before = self.revision;
+        self.revision = revision;
+        if self.streams.is_empty() {
+            return;
+        }
+        let mut out: BTreeMap<(StreamId, i64), Vec<Event>> = BTreeMap::new();
+        for e in &events {
+            let Some(kv) = &e.kv else { continue };
+            let exact = self.exact.get(&kv.key).into_iter().flatten();
+            let spans = self.spans.iter();
+            for &(stream, id) in exact.chain(spans) {
+                let Some(s) = self.streams.get(&stream) else {
+                    continue;
+                };
+                if s.parked {
+                    continue;
+                }
+                let Some(w) = s.watchers.get(&id) else {
+                    continue;
+                };
+                if !w.spec.range.contains(&kv.key) {
+                    continue;
+                }
+                if let Some(e) = w.admit(e) {
+                    out.entry((stream, id)).or_default().push(e);
+                }
+            }
+        }
+        let mut slow = Vec::new();
+        let now = Instant::now();
+        for ((stream, id), events) in out {
+            let Some(s) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            if s.parked {
+                continue;
+            }
+            if s.sink.queued() >= QUEUED_MAX {
+                // Nothing of this batch reached the stream: its watchers
+                // resume from the first revision of the batch.
+                s.parked = true;
+                slow.push(stream);
+                continue;
+            }
+            let Some(w) = s.watchers.get_mut(&id) else {
+                continue;
+            };
+            w.after = revision;
+            w.last_sent = now;
+            if !respond(&s.sink, id, revision, events, w.spec.fragment) {
+                slow.push(stream);
+            }
+        }
+        for stream in slow {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                for w in s.watchers.values_mut() {
+                    w.after = w.after.max(before);
+                }
+            }
+        }
+    }
+
+    /// Resumes parked streams that drained and sends progress notices.
+    fn tick(&mut self) {
+        let resumable: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.parked && s.sink.queued() < QUEUED_RESUME)
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in resumable {
+            self.resync_stream(stream);
+        }
+        let gone: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.sink.tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in gone {
+            self.close(stream);
+        }
+        let now = Instant::now();
+        for s in self.streams.values_mut() {
+            if s.parked {
+                continue;
+            }
+            for (id, w) in s.watchers.iter_mut() {
+                if w.spec.progress_notify
+                    && matches!(w.state, State::Live)
+                    && now.duration_since(w.last_sent) >= self.progress_every
+                {
+                    w.last_sent = now;
+                    s.sink.send(WatchResponse {
+                        header: header(self.revision),
+                        watch_id: *id,
+                        ..WatchResponse::default()
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes every watcher of `stream` out of the live index and asks the
+    /// core to register it again from the first revision it has not
+    /// received (history fills the gap).
+    fn resync_stream(&mut self, stream: StreamId) {
+        let hub_revision = self.revision;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        // A live stream received everything up to the hub's revision; a
+        // parked one only what it had when it was parked.
+        let delivered = if s.parked { 0 } else { hub_revision };
+        s.parked = false;
+        let mut requests = Vec::new();
+        let mut unindex = Vec::new();
+        for (id, w) in s.watchers.iter_mut() {
+            if matches!(w.state, State::Resyncing) {
+                continue;
+            }
+            w.state = State::Resyncing;
+            w.after = w.after.max(delivered);
+            unindex.push((*id, w.spec.range.clone()));
+            requests.push(WatchSpec {
+                watch_id: Some(*id),
+                start_revision: w.after + 1,
+                ..w.spec.clone()
+            });
+        }
+        for (id, range) in unindex {
+            self.unindex(stream, id, &range);
+        }
+        for spec in requests {
+            let _ = self.core.send(Input::Watch {
+                stream,
+                spec,
+                announce: false,
+            });
+        }
+    }
+}
+
+impl Watcher {
+    /// The event as this watcher reports it, or `None` when it is filtered
+    /// out or already delivered.
+    fn admit(&self, e: &Event) -> Option<Event> {
+        let kv = e.kv.as_ref()?;
+        if kv.mod_revision <= self.after {
+            return None;
+        }
+        let put = e.r#type == EventType::Put as i32;
+        if (put && self.spec.no_put) || (!put && self.spec.no_delete) {
+            return None;
+        }
+        Some(Event {
+            r#type: e.r#type,
+            kv: e.kv.clone(),
+            prev_kv: if self.spec.prev_kv {
+                e.prev_kv.clone()
+            } else {
+                None
+            },
+        })
+    }
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
+/// Sends `events` to one watcher: one response, or with `fragment` as many
+/// as keep each under the size limit (all but the last marked `fragment`).
+/// Returns false if the stream is gone.
+fn respond(sink: &StreamSink, id: i64, revision: i64, events: Vec<Event>, fragment: bool) -> bool {
+    let base = WatchResponse {
+        header: header(revision),
+        watch_id: id,
+        ..WatchResponse::default()
+    };
+    if !fragment {
+        return sink.send(WatchResponse { events, ..base });
+    }
+    let mut chunks: Vec<Vec<Event>> = Vec::new();
+    let mut size = 0;
+    for e in events {
+        let n = e.encoded_len();
+        match chunks.last_mut() {
+            Some(last) if size + n <= FRAGMENT_BYTES => {
+                size += n;
+                last.push(e);
+            }
+            _ => {
+                size = n;
+                chunks.push(vec![e]);
+            }
+        }
+    }
+    let last = chunks.len().saturating_sub(1);
+    for (i, events) in chunks.into_iter().enumerate() {
+        let ok = sink.send(WatchResponse {
+            events,
+            fragment: i < last,
+            ..base.clone()
+        });
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::mvccpb::KeyValue;
+
+    fn put(key: &str, rev: i64, value_len: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                mod_revision: rev,
+                create_revision: rev,
+                version: 1,
+                value: Bytes::from(vec![b'x'; value_len]),
+                lease: 0,
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn drain(rx: &mut WatchReceiver) -> Vec<WatchResponse> {
+        let mut out = Vec::new();
+        while let Ok(r) = rx.rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn large_responses_fragment_only_when_asked() {
+        let (sink, mut rx) = stream_channel();
+        let events: Vec<Event> = (2..6).map(|r| put("k", r, 700 << 10)).collect();
+        assert!(respond(&sink, 7, 5, events.clone(), true));
+        let parts = drain(&mut rx);
+        assert!(parts.len() >= 2, "2.8 MiB splits into parts");
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        let joined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events, "nothing lost or reordered");
+        assert!(respond(&sink, 7, 5, events, false));
+        assert_eq!(drain(&mut rx).len(), 1);
+    }
+
+    fn spec(range: KeyRange, start: i64) -> WatchSpec {
+        WatchSpec {
+            watch_id: None,
+            range,
+            start_revision: start,
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+            progress_notify: false,
+            fragment: false,
+        }
+    }
+
+    #[test]
+    fn slow_streams_park_and_resync_from_the_first_undelivered_revision() {
+        let (core, inputs) = std::sync::mpsc::channel();
+        let mut hub = Hub::new(1, core, Duration::from_secs(600));
+        let (sink, mut rx) = stream_channel();
+        hub.handle(HubInput::Open { stream: 1, sink });
+        hub.handle(HubInput::Register {
+            stream: 1,
+            spec: spec(KeyRange::Single(Bytes::from_static(b"k")), 0),
+            after: 1,
+            history: Ok(Vec::new()),
+            announce: true,
+        });
+        let created = drain(&mut rx);
+        assert!(created[0].created && created[0].watch_id == 0);
+        // The client reads nothing; the queue fills up.
+        let mut rev = 1;
+        while hub.streams[&1].sink.queued() < QUEUED_MAX {
+            rev += 1;
+            hub.handle(HubInput::Events {
+                revision: rev,
+                events: vec![put("k", rev, 1)],
+            });
+        }
+        let parked_at = rev;
+        for _ in 0..3 {
+            rev += 1;
+            hub.handle(HubInput::Events {
+                revision: rev,
+                events: vec![put("k", rev, 1)],
+            });
+        }
+        assert!(hub.streams[&1].parked);
+        // Draining lets the hub ask the core for history from the first
+        // revision the watcher did not get.
+        let delivered: Vec<i64> = std::iter::from_fn(|| rx.rx.try_recv().ok())
+            .flat_map(|r| r.events)
+            .map(|e| e.kv.unwrap().mod_revision)
+            .collect();
+        rx.queued.store(0, Ordering::Relaxed);
+        assert_eq!(*delivered.last().unwrap(), parked_at);
+        hub.tick();
+        match inputs.try_recv() {
+            Ok(Input::Watch {
+                stream: 1,
+                spec,
+                announce: false,
+            }) => assert_eq!(spec.start_revision, parked_at + 1),
+            _ => panic!("expected a resync request"),
+        }
+        // Events while resyncing are not delivered twice: the registration
+        // brings history up to its revision, then live events follow.
+        hub.handle(HubInput::Register {
+            stream: 1,
+            spec: WatchSpec {
+                watch_id: Some(0),
+                ..spec(KeyRange::Single(Bytes::from_static(b"k")), parked_at + 1)
+            },
+            after: rev,
+            history: Ok(((parked_at + 1)..=rev).map(|r| put("k", r, 1)).collect()),
+            announce: false,
+        });
+        hub.handle(HubInput::Events {
+            revision: rev + 1,
+            events: vec![put("k", rev + 1, 1)],
+        });
+        let after: Vec<i64> = drain(&mut rx)
+            .into_iter()
+            .flat_map(|r| r.events)
+            .map(|e| e.kv.unwrap().mod_revision)
+            .collect();
+        assert_eq!(after, ((parked_at + 1)..=(rev + 1)).collect::<Vec<_>>());
+    }
+}
