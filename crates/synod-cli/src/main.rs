@@ -97,11 +97,13 @@ fn node_config(
     NodeConfig {
         id,
         cluster_id: cluster_id(&members),
+        cluster_id_derived: true,
+        join: false,
         data_dir,
         members,
         tick_ms: 10,
         request_timeout_ms: 5000,
-        snapshot_every: 10_000,
+        snapshot_every: server_config::SNAPSHOT_COUNT_DEFAULT,
         quota_bytes,
         watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
         snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
@@ -221,6 +223,9 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         peers,
         clients,
         quota_bytes,
+        join,
+        cluster_id: given_cluster_id,
+        snapshot_count,
     } = settings;
     let members = peers
         .iter()
@@ -240,7 +245,14 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
             )
         })
         .collect();
-    let node = start(node_config(NodeId(id), data_dir, members, quota_bytes)).await?;
+    let mut config = node_config(NodeId(id), data_dir, members, quota_bytes);
+    config.join = join;
+    config.snapshot_every = snapshot_count;
+    if let Some(c) = given_cluster_id {
+        config.cluster_id = c;
+        config.cluster_id_derived = false;
+    }
+    let node = start(config).await?;
     println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
     tokio::signal::ctrl_c().await?;
     node.stop();

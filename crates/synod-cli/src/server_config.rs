@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Log slots between snapshots unless `--snapshot-count` says otherwise.
+pub const SNAPSHOT_COUNT_DEFAULT: u64 = 10_000;
+
 /// Flags of `synod server`.
 #[derive(Args, Debug, Default)]
 pub struct ServerArgs {
@@ -40,6 +43,21 @@ pub struct ServerArgs {
     /// that add data (default 2 GiB; 0 turns the check off).
     #[arg(long)]
     pub quota_backend_bytes: Option<u64>,
+    /// `new` to start a new cluster (the default), `existing` to join a
+    /// running one after `etcdctl member add` (etcd's flag): the node then
+    /// starts empty and catches up from the leader.
+    #[arg(long, value_parser = ["new", "existing"])]
+    pub initial_cluster_state: Option<String>,
+    /// The cluster id in hex, as `etcdctl member add` prints it ("added to
+    /// cluster ..."). Needed with `--initial-cluster-state existing`: by
+    /// default the id is derived from --peers, which a joining node lists
+    /// differently.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Applied log slots between state-machine snapshots; each snapshot
+    /// lets the log before it be dropped (etcd's flag; default 10000).
+    #[arg(long)]
+    pub snapshot_count: Option<u64>,
 }
 
 /// The same settings as they appear in a config file.
@@ -53,6 +71,9 @@ struct FileConfig {
     peers: Option<String>,
     clients: Option<String>,
     quota_backend_bytes: Option<u64>,
+    initial_cluster_state: Option<String>,
+    cluster_id: Option<String>,
+    snapshot_count: Option<u64>,
 }
 
 /// Settings after merging, all present and checked.
@@ -72,6 +93,12 @@ pub struct ServerSettings {
     pub clients: BTreeMap<u64, SocketAddr>,
     /// The space quota in bytes (0: none).
     pub quota_bytes: u64,
+    /// Join a running cluster instead of starting a new one.
+    pub join: bool,
+    /// The cluster id, when given.
+    pub cluster_id: Option<u64>,
+    /// Slots between snapshots.
+    pub snapshot_count: u64,
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -146,6 +173,34 @@ impl ServerArgs {
             .quota_backend_bytes
             .or(file.quota_backend_bytes)
             .unwrap_or(synod_server::QUOTA_BYTES_DEFAULT);
+        let join = match self
+            .initial_cluster_state
+            .or(file.initial_cluster_state)
+            .as_deref()
+        {
+            None | Some("new") => false,
+            Some("existing") => true,
+            Some(other) => bail!("--initial-cluster-state must be new or existing, not {other:?}"),
+        };
+        let cluster_id = match self.cluster_id.or(file.cluster_id) {
+            Some(hex) => Some(
+                u64::from_str_radix(hex.trim_start_matches("0x"), 16)
+                    .with_context(|| format!("--cluster-id: {hex:?} is not a hex number"))?,
+            ),
+            None => None,
+        };
+        if join && cluster_id.is_none() {
+            bail!(
+                "--initial-cluster-state existing needs --cluster-id (etcdctl member add prints it)"
+            );
+        }
+        let snapshot_count = self
+            .snapshot_count
+            .or(file.snapshot_count)
+            .unwrap_or(SNAPSHOT_COUNT_DEFAULT);
+        if snapshot_count == 0 {
+            bail!("--snapshot-count must be at least 1");
+        }
         Ok(ServerSettings {
             id,
             data_dir,
@@ -154,6 +209,9 @@ impl ServerArgs {
             peers,
             clients,
             quota_bytes,
+            join,
+            cluster_id,
+            snapshot_count,
         })
     }
 }

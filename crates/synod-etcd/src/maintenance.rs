@@ -69,7 +69,10 @@ impl Maintenance for EtcdApi {
                 })
                 .collect(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner: s
+                .membership
+                .as_ref()
+                .is_some_and(|c| !c.is_voter(self.node.config().id)),
             storage_version: String::new(),
             db_size_quota: self.node.config().quota_bytes as i64,
             downgrade_info: None,
@@ -154,11 +157,38 @@ impl Maintenance for EtcdApi {
         )))
     }
 
+    /// Hands leadership to another voter. Like etcd, only the leader takes
+    /// the request (`etcdctl move-leader` finds it among the endpoints).
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        let target = request.into_inner().target_id;
+        let s = self.node.status();
+        if !s.is_leader {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        let voter = s
+            .membership
+            .as_ref()
+            .is_some_and(|c| c.is_voter(synod_server::NodeId(target)));
+        if !voter || target == self.node.config().id.0 {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        self.node
+            .transfer_leadership(synod_server::NodeId(target))
+            .await
+            .map_err(|e| match e {
+                synod_server::RequestError::Refused(m) => {
+                    Status::failed_precondition(format!("etcdserver: {m}"))
+                }
+                other => status(other),
+            })?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.header(0),
+        }))
     }
 
     async fn downgrade(

@@ -64,6 +64,8 @@ impl Cluster {
             watch_progress_ms: 600_000,
             // Tiny chunks: every snapshot shipped in the tests is many messages.
             snapshot_chunk_bytes: 200,
+            join: false,
+            cluster_id_derived: false,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

@@ -244,12 +244,16 @@ impl KvStore {
             }
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
-                let mut members = t.members.clone();
-                members.sort_by_key(|m| m.id);
-                members.dedup_by_key(|m| m.id);
-                self.members = members;
+                for m in &t.members {
+                    match self.members.binary_search_by_key(&m.id, |x| x.id) {
+                        Ok(i) => self.members[i] = m.clone(),
+                        Err(i) => self.members.insert(i, m.clone()),
+                    }
+                }
+                self.members.retain(|m| !t.removed.contains(&m.id));
                 Ok(outcome::Result::MemberTable(MemberTable {
                     members: self.members.clone(),
+                    removed: Vec::new(),
                 }))
             }
             _ => return self.write(op),
@@ -504,6 +508,7 @@ impl KvStore {
             store.leases.attach(lease, &key);
         }
         store.members = snapshot.members;
+        store.members.sort_by_key(|m| m.id);
         store.alarms = snapshot
             .alarms
             .iter()

@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
-use synod_paxos::{Ballot, Message, NodeId, Slot, SlotRecord, Time, Value};
+use synod_paxos::{
+    Ballot, Configuration, Membership, Message, NodeId, Slot, SlotRecord, Time, Value,
+};
 use synod_proto::peerpb::{self, envelope::Message as Wire};
 
 /// A peer message that does not decode.
@@ -24,12 +26,67 @@ fn value(v: &Value<Bytes>) -> peerpb::Value {
         Value::Noop => peerpb::Value {
             noop: true,
             commands: Vec::new(),
+            membership: None,
         },
         Value::Batch(c) => peerpb::Value {
             noop: false,
             commands: c.to_vec(),
+            membership: None,
+        },
+        Value::Membership(c) => peerpb::Value {
+            noop: false,
+            commands: Vec::new(),
+            membership: Some(configuration(c)),
         },
     }
+}
+
+fn membership(m: &Membership) -> peerpb::Membership {
+    peerpb::Membership {
+        voters: m.voters.iter().map(|n| n.0).collect(),
+        observers: m.observers.iter().map(|n| n.0).collect(),
+        phase1_quorum: m.phase1_quorum as u64,
+        phase2_quorum: m.phase2_quorum as u64,
+    }
+}
+
+/// A configuration in its wire form.
+pub fn configuration(c: &Configuration) -> peerpb::Configuration {
+    match c {
+        Configuration::Stable(m) => peerpb::Configuration {
+            old: Some(membership(m)),
+            new: None,
+        },
+        Configuration::Joint { old, new } => peerpb::Configuration {
+            old: Some(membership(old)),
+            new: Some(membership(new)),
+        },
+    }
+}
+
+fn get_membership(m: peerpb::Membership) -> Membership {
+    Membership {
+        voters: m.voters.into_iter().map(NodeId).collect(),
+        observers: m.observers.into_iter().map(NodeId).collect(),
+        phase1_quorum: m.phase1_quorum as usize,
+        phase2_quorum: m.phase2_quorum as usize,
+    }
+}
+
+/// A configuration from the wire, checked: an invalid one is an error.
+pub fn get_configuration(c: peerpb::Configuration) -> Result<Configuration, DecodeError> {
+    let old = get_membership(c.old.ok_or(DecodeError("configuration without members"))?);
+    let configuration = match c.new {
+        None => Configuration::Stable(old),
+        Some(new) => Configuration::Joint {
+            old,
+            new: get_membership(new),
+        },
+    };
+    configuration
+        .validate()
+        .map_err(|_| DecodeError("invalid configuration"))?;
+    Ok(configuration)
 }
 
 fn values(vs: &[Value<Bytes>]) -> Vec<peerpb::Value> {
@@ -125,11 +182,24 @@ pub fn encode(to: NodeId, m: &Message<Bytes>) -> peerpb::Envelope {
             ballot: ballot(*b),
             promised: ballot(*promised),
         }),
+        Message::Handover {
+            ballot: b,
+            seq,
+            target,
+        } => handover(b, *seq, *target),
     };
     peerpb::Envelope {
         to: to.0,
         message: Some(message),
     }
+}
+
+fn handover(b: &Ballot, seq: u64, target: NodeId) -> Wire {
+    Wire::Handover(peerpb::Handover {
+        ballot: ballot(*b),
+        seq,
+        target: target.0,
+    })
 }
 
 fn get_ballot(b: Option<peerpb::Ballot>) -> Result<Ballot, DecodeError> {
@@ -142,10 +212,16 @@ fn get_ballot(b: Option<peerpb::Ballot>) -> Result<Ballot, DecodeError> {
 
 fn get_value(v: peerpb::Value) -> Result<Value<Bytes>, DecodeError> {
     if v.noop {
-        if !v.commands.is_empty() {
-            return Err(DecodeError("no-op with commands"));
+        if !v.commands.is_empty() || v.membership.is_some() {
+            return Err(DecodeError("no-op with contents"));
         }
         return Ok(Value::Noop);
+    }
+    if let Some(c) = v.membership {
+        if !v.commands.is_empty() {
+            return Err(DecodeError("membership change with commands"));
+        }
+        return Ok(Value::Membership(get_configuration(c)?));
     }
     Ok(Value::Batch(Arc::from(v.commands)))
 }
@@ -216,6 +292,11 @@ pub fn decode(e: peerpb::Envelope) -> Result<(NodeId, Message<Bytes>), DecodeErr
         Wire::Reject(r) => Message::Reject {
             ballot: get_ballot(r.ballot)?,
             promised: get_ballot(r.promised)?,
+        },
+        Wire::Handover(h) => Message::Handover {
+            ballot: get_ballot(h.ballot)?,
+            seq: h.seq,
+            target: NodeId(h.target),
         },
     };
     if let Message::Accept { first, values, .. } | Message::Learn { first, values, .. } = &m {
@@ -296,6 +377,25 @@ mod tests {
                 ballot: b,
                 promised: b,
             },
+            Message::Handover {
+                ballot: b,
+                seq: 12,
+                target: NodeId(3),
+            },
+            Message::Learn {
+                ballot: b,
+                first: Slot(9),
+                values: vec![
+                    Value::Membership(Configuration::Stable(Membership::new(
+                        &[NodeId(1), NodeId(2), NodeId(3)],
+                        &[NodeId(4)],
+                    ))),
+                    Value::Membership(Configuration::Joint {
+                        old: Membership::new(&[NodeId(1), NodeId(2), NodeId(3)], &[]),
+                        new: Membership::new(&[NodeId(1), NodeId(2), NodeId(4)], &[]),
+                    }),
+                ],
+            },
         ];
         for m in messages {
             let (to, back) = decode(encode(NodeId(7), &m)).unwrap();
@@ -328,5 +428,21 @@ mod tests {
             })),
         };
         assert!(decode(overflow).is_err());
+        let bad_members = peerpb::Envelope {
+            to: 1,
+            message: Some(Wire::Learn(peerpb::Learn {
+                ballot: ballot(Ballot::ZERO),
+                first: 1,
+                values: vec![peerpb::Value {
+                    noop: false,
+                    commands: Vec::new(),
+                    membership: Some(peerpb::Configuration {
+                        old: Some(peerpb::Membership::default()),
+                        new: None,
+                    }),
+                }],
+            })),
+        };
+        assert!(decode(bad_members).is_err(), "no voters is invalid");
     }
 }

@@ -23,6 +23,10 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Shared by every member; a data dir of another cluster is refused.
     pub cluster_id: u64,
+    /// `cluster_id` was derived from the member list rather than given:
+    /// an existing data dir's own cluster id then wins (the list changes
+    /// with membership, the cluster's id does not).
+    pub cluster_id_derived: bool,
     /// Where the node's database lives.
     pub data_dir: PathBuf,
     /// Every member, this node included.
@@ -45,6 +49,11 @@ pub struct NodeConfig {
     /// messages, so neither side needs one huge message, and a resent
     /// snapshot resumes where the receiver stopped.
     pub snapshot_chunk_bytes: usize,
+    /// This node joins an existing cluster (etcd's
+    /// `--initial-cluster-state existing`): it starts empty, never
+    /// campaigns, and learns its configuration from the leader once a
+    /// `member add` included it.
+    pub join: bool,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.
@@ -59,5 +68,29 @@ impl NodeConfig {
     /// This node's own entry.
     pub fn me(&self) -> &Member {
         &self.members[&self.id]
+    }
+}
+
+/// The peer address in a member's first peer URL (`http://IP:PORT` or
+/// `IP:PORT`).
+pub fn peer_addr_of(m: &synod_proto::etcdserverpb::Member) -> Option<SocketAddr> {
+    let url = m.peer_ur_ls.first()?;
+    let host_port = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    host_port.trim_end_matches('/').parse().ok()
+}
+
+impl Member {
+    /// This member as etcd lists it.
+    pub fn info(&self) -> synod_proto::etcdserverpb::Member {
+        synod_proto::etcdserverpb::Member {
+            id: self.id.0,
+            name: format!("synod-{}", self.id.0),
+            peer_ur_ls: vec![format!("http://{}", self.peer_addr)],
+            client_ur_ls: vec![format!("http://{}", self.client_addr)],
+            is_learner: false,
+        }
     }
 }

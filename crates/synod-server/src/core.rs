@@ -19,15 +19,19 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::{error_outcome, KvError, KvStore, Lessor};
-use synod_paxos::{NodeId, ProposeError, ReadId, Ready, Replica, RoleKind, Slot, Time, Value};
+use synod_paxos::{
+    Configuration, Membership, MembershipRecord, NodeId, Persist, ProposeError, ReadId, Ready,
+    Replica, RoleKind, Slot, Time, Value,
+};
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
+use synod_proto::etcdserverpb::Member as MemberInfo;
 use synod_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::mvccpb::Event;
 use synod_proto::peerpb;
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::LeaseExpire;
 use synod_proto::synodpb::{Command, Outcome};
+use synod_proto::synodpb::{LeaseExpire, MemberTable};
 use synod_storage::{GroupId, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -90,6 +94,20 @@ pub enum Input {
     /// Runs a closure against the local store (serializable reads of
     /// leases, alarms, hashes and snapshots).
     Query(Query),
+    /// Start a membership change (this node must lead).
+    ChangeMembership {
+        /// The configuration wanted.
+        target: Membership,
+        /// Whether the change was started.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Hand leadership to another voter (this node must lead).
+    Transfer {
+        /// The voter to lead next.
+        to: NodeId,
+        /// Whether the transfer was started.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -134,6 +152,15 @@ pub struct Published {
     pub snapshots_installed: u64,
     /// Raised alarms, `(member, alarm type)`.
     pub alarms: Vec<(u64, i32)>,
+    /// The group's configuration (None while joining).
+    pub membership: Option<Configuration>,
+    /// A membership change is under way.
+    pub membership_changing: bool,
+    /// A leadership transfer to this node is under way.
+    pub transferring_to: Option<NodeId>,
+    /// Every member with its addresses, learners marked (etcd's member
+    /// list).
+    pub members: Vec<MemberInfo>,
 }
 
 struct PendingWrite {
@@ -181,6 +208,13 @@ pub struct CoreParts {
     pub storage_file: std::path::PathBuf,
     /// Bytes of snapshot per peer message.
     pub snapshot_chunk_bytes: usize,
+    /// The members the node was started with (before any change the log
+    /// recorded).
+    pub initial_members: Vec<MemberInfo>,
+    /// Where peer sender tasks run.
+    pub runtime: tokio::runtime::Handle,
+    /// The address each of `peers` sends to.
+    pub peer_addrs: BTreeMap<NodeId, std::net::SocketAddr>,
 }
 
 /// The loop's state.
@@ -228,8 +262,16 @@ pub struct Core {
     quota_checked: Instant,
     /// A snapshot being received in chunks: its slot, total size and the
     /// bytes so far.
-    incoming: Option<(Slot, usize, Vec<u8>)>,
+    incoming: Option<(Slot, usize, Vec<u8>, Option<Configuration>)>,
     snapshot_chunk_bytes: usize,
+    initial_members: Vec<MemberInfo>,
+    runtime: tokio::runtime::Handle,
+    /// The peer address each sender task was started with.
+    peer_addrs: BTreeMap<NodeId, std::net::SocketAddr>,
+    /// The member list must be republished (table or configuration changed).
+    members_dirty: bool,
+    /// When this node last recorded its own addresses in the table.
+    published_self: Instant,
 }
 
 impl Core {
@@ -271,7 +313,67 @@ impl Core {
             quota_checked: Instant::now(),
             incoming: None,
             snapshot_chunk_bytes: parts.snapshot_chunk_bytes.max(1),
+            initial_members: parts.initial_members,
+            runtime: parts.runtime,
+            peer_addrs: parts.peer_addrs,
+            members_dirty: true,
+            published_self: Instant::now(),
         }
+    }
+
+    /// The member table: the replicated one once a change recorded it,
+    /// else the members the node was started with.
+    fn member_table(&self) -> &[MemberInfo] {
+        if self.kv.members().is_empty() {
+            &self.initial_members
+        } else {
+            self.kv.members()
+        }
+    }
+
+    /// Opens senders to every member of `configuration` this node has no
+    /// sender for (or whose address changed), closes those to nodes outside
+    /// it.
+    fn connect_peers(&mut self, configuration: &Configuration) {
+        let wanted = configuration.members();
+        let table: BTreeMap<u64, std::net::SocketAddr> = self
+            .member_table()
+            .iter()
+            .filter_map(|m| Some((m.id, crate::config::peer_addr_of(m)?)))
+            .collect();
+        self.peers.retain(|id, _| wanted.contains(id));
+        self.peer_addrs.retain(|id, _| wanted.contains(id));
+        for id in wanted {
+            if id == self.id {
+                continue;
+            }
+            let Some(addr) = table.get(&id.0).copied() else {
+                tracing::warn!(node = %id, "member without a known peer address");
+                continue;
+            };
+            if self.peer_addrs.get(&id) == Some(&addr) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(crate::transport::PEER_QUEUE_MAX);
+            self.runtime.spawn(crate::transport::run_sender(addr, rx));
+            self.peers.insert(id, tx);
+            self.peer_addrs.insert(id, addr);
+        }
+    }
+
+    fn on_change_membership(&mut self, target: Membership) -> Result<(), String> {
+        if let Some(current) = self.replica.membership().cloned() {
+            // The new members' addresses must be known before the log
+            // includes them: the leader sends them accepts at once.
+            let joint = Configuration::Joint {
+                old: current.target().clone(),
+                new: target.clone(),
+            };
+            self.connect_peers(&joint);
+        }
+        self.replica
+            .propose_membership(target)
+            .map_err(|e| e.to_string())
     }
 
     fn now(&self) -> Time {
@@ -306,6 +408,7 @@ impl Core {
             self.drive();
             self.leases();
             self.check_quota();
+            self.publish_self();
             self.drive();
             self.publish();
         }
@@ -330,6 +433,41 @@ impl Core {
         if !due.is_empty() {
             self.issue(Op::LeaseExpire(LeaseExpire { ids: due }));
         }
+    }
+
+    /// A member added by `member add` is in the table with its peer
+    /// address only; once it runs and is part of the configuration it
+    /// records its name and client address there (etcd's publish).
+    fn publish_self(&mut self) {
+        if self.kv.members().is_empty() || self.published_self.elapsed() < QUOTA_CHECK * 2 {
+            return;
+        }
+        let Some(mine) = self.kv.members().iter().find(|m| m.id == self.id.0) else {
+            return;
+        };
+        let Some(me) = self.initial_members.iter().find(|m| m.id == self.id.0) else {
+            return;
+        };
+        if mine.client_ur_ls == me.client_ur_ls && mine.name == me.name {
+            return;
+        }
+        let in_config = self
+            .replica
+            .membership()
+            .is_some_and(|c| c.is_member(self.id));
+        if !in_config {
+            return;
+        }
+        self.published_self = Instant::now();
+        let update = MemberInfo {
+            name: me.name.clone(),
+            client_ur_ls: me.client_ur_ls.clone(),
+            ..mine.clone()
+        };
+        self.issue(Op::MemberTable(MemberTable {
+            members: vec![update],
+            removed: Vec::new(),
+        }));
     }
 
     /// Raises this member's NOSPACE alarm once the database outgrows the
@@ -392,6 +530,16 @@ impl Core {
                 self.on_lease_query(id, renew, LeaseReply::Local(reply))
             }
             Input::Query(f) => f(&self.kv),
+            Input::ChangeMembership { target, reply } => {
+                let _ = reply.send(self.on_change_membership(target));
+            }
+            Input::Transfer { to, reply } => {
+                let r = self
+                    .replica
+                    .transfer_leadership(to)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
         }
         true
     }
@@ -687,6 +835,10 @@ impl Core {
         for to in ready.snapshots {
             self.send_snapshot(to);
         }
+        if let Some(configuration) = &ready.membership {
+            self.connect_peers(configuration);
+            self.members_dirty = true;
+        }
         self.serve_reads();
         self.flush_events();
         self.replica.on_persisted(ready.token);
@@ -703,16 +855,29 @@ impl Core {
         }
         let data = Bytes::from(self.kv.snapshot().encode_to_vec());
         let slot = self.applied;
-        self.write_snapshot(slot, &data);
+        self.write_snapshot(slot, &data, None);
         self.snapshot = Some((slot, data));
         self.replica.compact(slot);
     }
 
     /// Makes a snapshot and its applied slot durable in one transaction.
     /// A failed durable write is fail-stop.
-    fn write_snapshot(&self, slot: Slot, data: &[u8]) {
+    /// With `membership`, the configuration in effect at `slot` is written
+    /// in the same transaction (a snapshot received from a peer: the log
+    /// that recorded the configuration is gone).
+    fn write_snapshot(&self, slot: Slot, data: &[u8], membership: Option<&Configuration>) {
         let result = self.storage.batch().and_then(|mut batch| {
             batch.put_snapshot(GROUP, slot, data)?;
+            if let Some(configuration) = membership {
+                let record = Persist::<Bytes> {
+                    membership: Some(MembershipRecord {
+                        slot,
+                        configuration: configuration.clone(),
+                    }),
+                    ..Persist::default()
+                };
+                batch.persist(GROUP, &record)?;
+            }
             batch.commit()
         });
         if let Err(e) = result {
@@ -725,6 +890,10 @@ impl Core {
         let Some((slot, data)) = self.snapshot.clone() else {
             return;
         };
+        let membership = self
+            .replica
+            .membership_at(slot)
+            .map(|c| codec::configuration(&c));
         let total = data.len();
         let mut offset = 0;
         loop {
@@ -734,6 +903,7 @@ impl Core {
                 data: data.slice(offset..end),
                 offset: offset as u64,
                 total: total as u64,
+                membership: membership.clone(),
             };
             self.send_batch(
                 to,
@@ -764,16 +934,25 @@ impl Core {
             return;
         }
         let fresh = match &self.incoming {
-            Some((s, t, _)) => *s != slot || *t != total,
+            Some((s, t, _, _)) => *s != slot || *t != total,
             None => true,
         };
         if fresh {
             if offset != 0 {
                 return;
             }
-            self.incoming = Some((slot, total, Vec::with_capacity(total.min(64 << 20))));
+            let membership = match chunk.membership.map(codec::get_configuration) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    tracing::warn!(%slot, error = %e, "snapshot with a bad configuration dropped");
+                    return;
+                }
+                None => None,
+            };
+            let buf = Vec::with_capacity(total.min(64 << 20));
+            self.incoming = Some((slot, total, buf, membership));
         }
-        let Some((_, _, buf)) = self.incoming.as_mut() else {
+        let Some((_, _, buf, _)) = self.incoming.as_mut() else {
             return;
         };
         if offset != buf.len() {
@@ -783,14 +962,14 @@ impl Core {
         }
         buf.extend_from_slice(&chunk.data);
         if buf.len() >= total {
-            let (_, _, data) = self.incoming.take().expect("checked above");
-            self.install_snapshot(slot, Bytes::from(data));
+            let (_, _, data, membership) = self.incoming.take().expect("checked above");
+            self.install_snapshot(slot, Bytes::from(data), membership);
         }
     }
 
     /// A snapshot from the leader: install it durably, then jump the
     /// replica and answer writes it already contains.
-    fn install_snapshot(&mut self, slot: Slot, data: Bytes) {
+    fn install_snapshot(&mut self, slot: Slot, data: Bytes, membership: Option<Configuration>) {
         if !self.replica.wants_snapshot(slot) {
             return;
         }
@@ -801,7 +980,7 @@ impl Core {
                 return;
             }
         };
-        self.write_snapshot(slot, &data);
+        self.write_snapshot(slot, &data, membership.as_ref());
         self.flush_events();
         self.kv = kv;
         self.lessor.reset(&self.kv, self.now().0);
@@ -811,10 +990,16 @@ impl Core {
         self.applied = slot;
         self.snapshot = Some((slot, data));
         self.snapshots_installed += 1;
-        assert!(
-            self.replica.install_snapshot(slot),
-            "wanted snapshot refused"
-        );
+        let installed = match membership {
+            Some(configuration) => {
+                self.connect_peers(&configuration);
+                self.replica
+                    .install_snapshot_with_membership(slot, configuration)
+            }
+            None => self.replica.install_snapshot(slot),
+        };
+        assert!(installed, "wanted snapshot refused");
+        self.members_dirty = true;
         let answered: Vec<(u64, u64)> = self
             .writes
             .keys()
@@ -872,6 +1057,13 @@ impl Core {
                     self.lessor.revoked(*id);
                 }
             }
+            Some(Op::MemberTable(_)) => {
+                self.members_dirty = true;
+                if let Some(c) = self.replica.membership().cloned() {
+                    // An address may have changed (member update).
+                    self.connect_peers(&c);
+                }
+            }
             _ => {}
         }
     }
@@ -915,7 +1107,7 @@ impl Core {
         let _ = peer.try_send(batch);
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let status = self.replica.status();
         let mut p = self.published.lock().expect("status lock");
         p.leader = status.leader;
@@ -933,7 +1125,31 @@ impl Core {
             .iter()
             .map(|a| (a.member_id, a.alarm))
             .collect();
+        p.membership_changing = status.membership_changing;
+        p.transferring_to = status.transferring_to;
+        if p.membership != status.membership {
+            p.membership = status.membership;
+            p.members = member_list(self.member_table(), p.membership.as_ref());
+        } else if self.members_dirty {
+            p.members = member_list(self.member_table(), p.membership.as_ref());
+        }
+        drop(p);
+        self.members_dirty = false;
     }
+}
+
+/// The member list as etcd shows it: the table's members that the
+/// configuration includes (all of them while it is unknown), learners
+/// marked.
+fn member_list(table: &[MemberInfo], configuration: Option<&Configuration>) -> Vec<MemberInfo> {
+    table
+        .iter()
+        .filter(|m| configuration.is_none_or(|c| c.is_member(NodeId(m.id))))
+        .map(|m| MemberInfo {
+            is_learner: configuration.is_some_and(|c| !c.is_voter(NodeId(m.id))),
+            ..m.clone()
+        })
+        .collect()
 }
 
 /// Decodes a state-machine snapshot (from disk or from a leader).

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::KvError;
 use synod_kv::{KvStore, LEASE_TTL_MAX, LEASE_TTL_MIN_S};
-use synod_paxos::{Config, NodeId, Replica};
+use synod_paxos::{Config, Membership, NodeId, Replica};
 use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
@@ -74,6 +74,10 @@ pub enum RequestError {
     /// The node is stopping.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// The consensus core refused (membership change or leader transfer);
+    /// the text says why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A running node.
@@ -94,12 +98,23 @@ pub struct Node {
 impl Node {
     /// Opens the data dir, restores the replica, starts the core loop, the
     /// peer listener and one sender per peer.
-    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, StartError> {
+    pub async fn start(mut config: NodeConfig) -> Result<Arc<Node>, StartError> {
         let identity = Identity {
             cluster_id: config.cluster_id,
             node_id: config.id.0,
         };
-        let storage = Storage::open(&config.data_dir, identity)?;
+        let storage = match Storage::open(&config.data_dir, identity) {
+            // The cluster id was derived from the member list, and the list
+            // changed since the data dir was made (members were added or
+            // removed): the data dir's own cluster id is the cluster's.
+            Err(StorageError::IdentityMismatch { stored, .. })
+                if config.cluster_id_derived && stored.node_id == identity.node_id =>
+            {
+                config.cluster_id = stored.cluster_id;
+                Storage::open(&config.data_dir, stored)?
+            }
+            other => other?,
+        };
         let durable = storage.load(GROUP)?;
         let snapshot = storage.load_snapshot(GROUP)?;
         let kv = match &snapshot {
@@ -111,11 +126,13 @@ impl Node {
         let voters: Vec<NodeId> = config.members.keys().copied().collect();
         let mut paxos = Config::majority(config.id, &voters);
         paxos.rng_seed = config.id.0 ^ 0x5eed;
+        paxos.join = config.join;
         let started = Instant::now();
         let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
             .map_err(|e| StartError::Config(e.to_string()))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let mut peers = BTreeMap::new();
+        let mut peer_addrs = BTreeMap::new();
         for (id, m) in &config.members {
             if *id == config.id {
                 continue;
@@ -123,6 +140,7 @@ impl Node {
             let (ptx, prx) = tokio::sync::mpsc::channel(PEER_QUEUE_MAX);
             tokio::spawn(run_sender(m.peer_addr, prx));
             peers.insert(*id, ptx);
+            peer_addrs.insert(*id, m.peer_addr);
         }
         let listener = tokio::net::TcpListener::bind(config.me().peer_addr)
             .await
@@ -174,6 +192,9 @@ impl Node {
             quota_bytes: config.quota_bytes,
             storage_file: storage_file.clone(),
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            initial_members: config.members.values().map(Member::info).collect(),
+            runtime: tokio::runtime::Handle::current(),
+            peer_addrs,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -354,9 +375,49 @@ impl Node {
         &self.config
     }
 
-    /// Every member.
-    pub fn members(&self) -> Vec<Member> {
-        self.config.members.values().cloned().collect()
+    /// Every member as etcd lists it (the replicated member table, learners
+    /// marked).
+    pub fn members(&self) -> Vec<synod_proto::etcdserverpb::Member> {
+        self.status().members
+    }
+
+    /// Starts a membership change towards `target` (this node must lead)
+    /// and waits until it finished: the joint configuration and then the
+    /// new one chosen.
+    pub async fn change_membership(&self, target: Membership) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::ChangeMembership {
+            target: target.clone(),
+            reply,
+        })?;
+        self.wait(rx).await?.map_err(RequestError::Refused)?;
+        self.wait_for(|s| {
+            !s.membership_changing && s.membership.as_ref().is_some_and(|c| *c.target() == target)
+        })
+        .await
+    }
+
+    /// Hands leadership to voter `to` (this node must lead) and waits until
+    /// this node sees `to` lead.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Transfer { to, reply })?;
+        self.wait(rx).await?.map_err(RequestError::Refused)?;
+        self.wait_for(|s| s.leader == Some(to) && s.transferring_to.is_none())
+            .await
+    }
+
+    /// Waits until the published status satisfies `done`, within the
+    /// request timeout.
+    async fn wait_for(&self, done: impl Fn(&Published) -> bool) -> Result<(), RequestError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        while !done(&self.status()) {
+            if Instant::now() >= deadline {
+                return Err(RequestError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.tick_ms.max(1))).await;
+        }
+        Ok(())
     }
 
     /// Size of the database file in bytes.

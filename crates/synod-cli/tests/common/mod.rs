@@ -308,6 +308,41 @@ impl Cluster {
         }
     }
 
+    /// Adds node `max id + 1` to the cluster's address book (so later
+    /// command lines list it) and starts it with `extra` flags too (e.g.
+    /// `--initial-cluster-state existing`). Returns its id.
+    pub fn add_node(&mut self, extra: &[&str]) -> u64 {
+        self.add_node_at(free_addr(), extra)
+    }
+
+    /// `add_node` with a peer address chosen beforehand (the one given to
+    /// `member add`).
+    pub fn add_node_at(&mut self, peer: SocketAddr, extra: &[&str]) -> u64 {
+        let id = self.ids().into_iter().max().unwrap_or(0) + 1;
+        self.nodes.insert(
+            id,
+            Addrs {
+                id,
+                client: free_addr(),
+                peer,
+            },
+        );
+        let mut args = self.args(id);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.procs
+            .insert(id, Proc::spawn(&synod_bin(), &args, &log));
+        id
+    }
+
+    /// Forgets node `id` (removed from the cluster): kills it if it runs.
+    pub fn forget(&mut self, id: u64) {
+        if let Some(mut p) = self.procs.remove(&id) {
+            p.kill();
+        }
+        self.nodes.remove(&id);
+    }
+
     /// The `--peers` value of this cluster.
     pub fn peers_flag(&self) -> String {
         self.nodes
