@@ -24,6 +24,13 @@ pub struct SimOptions {
     pub trace: bool,
     /// How long faults are injected before the network heals.
     pub fault_phase: Micros,
+    /// Run the lease agent: leases granted, kept alive and abandoned, the
+    /// leaders' lessors expiring them.
+    pub leases: bool,
+    /// Negative control: a leader answers keep-alives without confirming
+    /// it still leads (the bug the runtime's read before renewing
+    /// prevents). The early-expiry check must catch it.
+    pub unconfirmed_keepalives: bool,
     /// Let clocks drift forty times beyond what the replicas are configured to
     /// tolerate: a fault outside the model, which the lease checker must see.
     pub excess_drift: bool,
@@ -42,6 +49,8 @@ impl SimOptions {
             mutation: None,
             trace: false,
             fault_phase: 4000 * MS,
+            leases: true,
+            unconfirmed_keepalives: false,
             excess_drift: false,
             membership: true,
         }

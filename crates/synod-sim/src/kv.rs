@@ -10,8 +10,10 @@ use std::fmt;
 use synod_kv::KvStore;
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_proto::etcdserverpb::request_op::Request;
-use synod_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
-use synod_proto::synodpb::{command, outcome};
+use synod_proto::etcdserverpb::{
+    Compare, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use synod_proto::synodpb::{command, outcome, LeaseExpire};
 
 /// A client's command as it travels through the log.
 #[derive(Clone, PartialEq, Eq)]
@@ -21,13 +23,38 @@ pub struct Command {
     /// The client's sequence number: one command per number, retried as is.
     pub seq: u64,
     /// What to do.
-    pub input: KvInput,
+    pub op: Op,
+}
+
+/// A command's operation: a register operation of a checked client, or a
+/// lease operation (of the lease agent, or the leader's expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Checked for linearizability.
+    Kv(KvInput),
+    /// Grant lease `id` for `ttl` seconds and attach key `lk<id>` to it.
+    Grant {
+        /// Lease id.
+        id: i64,
+        /// Seconds.
+        ttl: i64,
+    },
+    /// The leader's clock says these leases ran out.
+    Expire(Vec<i64>),
 }
 
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}#{}:{:?}", self.client, self.seq, self.input)
+        match &self.op {
+            Op::Kv(input) => write!(f, "c{}#{}:{:?}", self.client, self.seq, input),
+            op => write!(f, "c{}#{}:{:?}", self.client, self.seq, op),
+        }
     }
+}
+
+/// The key the lease agent attaches to lease `id`.
+pub fn lease_key(id: i64) -> Bytes {
+    Bytes::from(format!("lk{id}"))
 }
 
 fn key(k: u64) -> Bytes {
@@ -62,27 +89,59 @@ impl Kv {
     /// client's latest command (a retry that was chosen late) returns `None`:
     /// the client already has its answer.
     pub fn apply(&mut self, c: &Command) -> Option<KvOutput> {
-        let op = match c.input {
-            KvInput::Put { key: k, value: v } => command::Op::Put(put(k, v)),
-            KvInput::Cas {
+        let op = match &c.op {
+            Op::Kv(KvInput::Put { key: k, value: v }) => command::Op::Put(put(*k, *v)),
+            Op::Kv(KvInput::Cas {
                 key: k,
                 expect,
                 new,
-            } => command::Op::Txn(cas(k, expect, new)),
-            KvInput::Get { .. } => unreachable!("reads are not replicated"),
+            }) => command::Op::Txn(cas(*k, *expect, *new)),
+            Op::Kv(KvInput::Get { .. }) => unreachable!("reads are not replicated"),
+            Op::Grant { id, ttl } => {
+                // Grant and attach in one command: a transaction cannot
+                // grant, so the grant goes first and the put follows.
+                self.store.apply(&synod_proto::synodpb::Command {
+                    client: c.client,
+                    seq: c.seq * 2 - 1,
+                    op: Some(command::Op::LeaseGrant(LeaseGrantRequest {
+                        id: *id,
+                        ttl: *ttl,
+                    })),
+                });
+                command::Op::Put(PutRequest {
+                    key: lease_key(*id),
+                    value: value(1),
+                    lease: *id,
+                    ..Default::default()
+                })
+            }
+            Op::Expire(ids) => command::Op::LeaseExpire(LeaseExpire { ids: ids.clone() }),
+        };
+        let seq = match c.op {
+            Op::Grant { .. } => c.seq * 2,
+            _ => c.seq,
         };
         let applied = self.store.apply(&synod_proto::synodpb::Command {
             client: c.client,
-            seq: c.seq,
+            seq,
             op: Some(op),
         });
         match applied.outcome.result {
+            Some(outcome::Result::Put(_)) if matches!(c.op, Op::Grant { .. }) => None,
             Some(outcome::Result::Put(_)) => Some(KvOutput::Put),
             Some(outcome::Result::Txn(t)) => Some(KvOutput::Cas(t.succeeded)),
-            // Only a stale retry is refused: its client has its answer.
+            Some(outcome::Result::LeaseRevoke(_)) => None,
+            // Only a stale retry is refused: its client has its answer. (A
+            // grant retried after its lease expired refuses its put: the
+            // lease is gone, and so must its key stay.)
             Some(outcome::Result::Error(_)) => None,
             other => panic!("unexpected outcome {other:?} for {c:?}"),
         }
+    }
+
+    /// The state machine itself (leases, for the lessor).
+    pub fn store(&self) -> &KvStore {
+        &self.store
     }
 
     /// A read served outside the log (after a lease or read-index check).
@@ -136,11 +195,11 @@ mod tests {
         let cas = Command {
             client: 1,
             seq: 1,
-            input: KvInput::Cas {
+            op: Op::Kv(KvInput::Cas {
                 key: 1,
                 expect: None,
                 new: 5,
-            },
+            }),
         };
         assert_eq!(kv.apply(&cas), Some(KvOutput::Cas(true)));
         assert_eq!(kv.apply(&cas), Some(KvOutput::Cas(true)));
@@ -148,7 +207,7 @@ mod tests {
         let put = Command {
             client: 2,
             seq: 1,
-            input: KvInput::Put { key: 1, value: 7 },
+            op: Op::Kv(KvInput::Put { key: 1, value: 7 }),
         };
         kv.apply(&put);
         let stale = Command {
@@ -162,11 +221,11 @@ mod tests {
         let cas2 = Command {
             client: 1,
             seq: 2,
-            input: KvInput::Cas {
+            op: Op::Kv(KvInput::Cas {
                 key: 1,
                 expect: Some(7),
                 new: 8,
-            },
+            }),
         };
         assert_eq!(kv.apply(&cas2), Some(KvOutput::Cas(true)));
         assert_eq!(kv.get(1), Some(8));

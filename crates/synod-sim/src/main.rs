@@ -47,6 +47,13 @@ struct Args {
     /// leadership transfers).
     #[arg(long)]
     no_membership: bool,
+    /// No lease agent (no leases granted, kept alive or expired).
+    #[arg(long)]
+    no_leases: bool,
+    /// Negative control: leaders renew leases without confirming they
+    /// still lead; early expiries must be caught.
+    #[arg(long)]
+    unconfirmed_keepalives: bool,
     /// Stop after this many violations.
     #[arg(long, default_value_t = 5)]
     stop_after: usize,
@@ -86,6 +93,8 @@ fn main() -> ExitCode {
     options.mutation = args.mutation;
     options.excess_drift = args.excess_drift;
     options.membership = !args.no_membership;
+    options.leases = !args.no_leases;
+    options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     if let Some(seed) = args.replay {
         options.trace = true;
         let outcome = run_seed(seed, &options);
@@ -129,7 +138,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} leases={} expired={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -139,6 +148,8 @@ fn main() -> ExitCode {
         summary.crashes,
         summary.membership_changes,
         summary.transfers,
+        summary.leases_granted,
+        summary.leases_expired,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

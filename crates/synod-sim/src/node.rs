@@ -112,6 +112,13 @@ pub struct SimNode {
     pub next_read: u64,
     /// Events for this node wait until then.
     pub paused_until: Micros,
+    /// Lease deadlines (the runtime's lessor, on this node's clock).
+    pub lessor: synod_kv::Lessor,
+    /// Led at the last lease check: taking over restarts every lease.
+    pub was_leader: bool,
+    /// Keep-alives waiting for a leadership confirmation: lease id and
+    /// when the agent sent the keep-alive.
+    pub lease_reads: BTreeMap<ReadId, (i64, Micros)>,
     clock_offset_us: u64,
     drift_ppm: i64,
 }
@@ -135,12 +142,20 @@ impl SimNode {
             ready_reads: Vec::new(),
             next_read: 1,
             paused_until: 0,
+            lessor: synod_kv::Lessor::default(),
+            was_leader: false,
+            lease_reads: BTreeMap::new(),
             clock_offset_us,
             drift_ppm: cfg.drift_ppm[index],
         };
         let now = node.local_time(0);
         node.replica = Some(Replica::new(cfg.paxos_for(id), now).expect("valid config"));
         node
+    }
+
+    /// This node's clock in milliseconds, as the lessor reads it.
+    pub fn local_ms(&self, now: Micros) -> u64 {
+        self.local_time(now).0
     }
 
     /// This node's clock at real time `now`: offset, and a rate off by
@@ -164,6 +179,9 @@ impl SimNode {
         self.pending_reads.clear();
         self.ready_reads.clear();
         self.kv = Kv::default();
+        self.lessor = synod_kv::Lessor::default();
+        self.was_leader = false;
+        self.lease_reads.clear();
     }
 
     /// Starts again from the disk.

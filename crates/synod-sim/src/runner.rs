@@ -135,6 +135,10 @@ pub struct Summary {
     pub membership_changes: u64,
     /// Leadership transfers the leaders accepted in all runs.
     pub transfers: u64,
+    /// Leases granted by the lease agents in all runs.
+    pub leases_granted: u64,
+    /// Leases expired by a leader after being kept alive, in all runs.
+    pub leases_expired: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -174,6 +178,8 @@ pub fn run_seeds(
                         sum.crashes += r.crashes;
                         sum.membership_changes += r.membership_changes;
                         sum.transfers += r.transfers;
+                        sum.leases_granted += r.leases_granted;
+                        sum.leases_expired += r.leases_expired;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
                     }

@@ -111,7 +111,11 @@ impl World {
                 r
             }
             input => {
-                let command = crate::kv::Command { client, seq, input };
+                let command = crate::kv::Command {
+                    client,
+                    seq,
+                    op: crate::kv::Op::Kv(input),
+                };
                 let r = replica.propose(command);
                 if r.is_ok() {
                     node.pending_writes.insert((client, seq), attempt);

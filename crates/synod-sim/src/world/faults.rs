@@ -358,6 +358,8 @@ impl World {
         }
         self.report.ops_unknown = self.history.iter().filter(|o| o.output.is_none()).count() as u64;
         self.report.sim_time = self.now;
+        self.report.leases_granted = self.lease_agent.granted;
+        self.report.leases_expired = self.lease_agent.expired;
         Ok(self.report.clone())
     }
 
@@ -365,7 +367,9 @@ impl World {
     /// converge, which must happen within `CONVERGE_MAX`.
     pub(super) fn on_finish_probe(&mut self) -> Result<(), Violation> {
         match self.idle_since {
-            None if self.clients_idle() => self.idle_since = Some(self.now),
+            None if self.clients_idle() && self.leases_settled() => {
+                self.idle_since = Some(self.now)
+            }
             None => {}
             Some(since) => match self.converged() {
                 Ok(()) => self.finished = true,

@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 
 mod clients;
 mod faults;
+mod leases;
 mod runtime;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -65,6 +66,16 @@ enum Event {
         redirect: bool,
     },
     ClientStart(u64),
+    LeaseAgent,
+    LeaseKeepAlive {
+        to: NodeId,
+        id: i64,
+        sent_at: Micros,
+    },
+    LeaseAck {
+        id: i64,
+        sent_at: Micros,
+    },
     Nemesis,
     MembershipNemesis,
     Restart(NodeId),
@@ -78,7 +89,9 @@ impl Event {
         match self {
             Event::Tick(n, _) | Event::PersistDone(n, _) => Some(*n),
             Event::Deliver(e) => Some(e.to),
-            Event::Snapshot { to, .. } | Event::Request { to, .. } => Some(*to),
+            Event::Snapshot { to, .. }
+            | Event::Request { to, .. }
+            | Event::LeaseKeepAlive { to, .. } => Some(*to),
             _ => None,
         }
     }
@@ -127,6 +140,10 @@ pub struct Report {
     pub membership_changes: u64,
     /// Leadership transfers the leader accepted.
     pub transfers: u64,
+    /// Leases the agent asked for.
+    pub leases_granted: u64,
+    /// Leases revoked by a leader's expiry after being kept alive.
+    pub leases_expired: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -153,6 +170,7 @@ pub struct World {
     report: Report,
     /// Nodes that were members at some point (a spare is not until added).
     ever_member: Vec<NodeId>,
+    lease_agent: leases::LeaseAgent,
 }
 
 impl World {
@@ -195,6 +213,7 @@ impl World {
                 .copied()
                 .filter(|n| !cfg.spares.contains(n))
                 .collect(),
+            lease_agent: leases::LeaseAgent::default(),
             cfg,
         };
         world.schedule_start();
@@ -215,6 +234,9 @@ impl World {
         }
         if self.cfg.options.membership {
             self.schedule(300 * MS, Event::MembershipNemesis);
+        }
+        if self.cfg.options.leases {
+            self.schedule(200 * MS, Event::LeaseAgent);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -290,6 +312,9 @@ impl World {
             Event::Reply { client, .. } => 4000 + client,
             Event::ClientTimeout { client, .. } => 5000 + client,
             Event::ClientStart(c) => 6000 + c,
+            Event::LeaseAgent => 6500,
+            Event::LeaseKeepAlive { to, .. } => 6600 + to.0,
+            Event::LeaseAck { .. } => 6700,
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
             Event::Restart(n) => 8000 + n.0,
@@ -354,6 +379,9 @@ impl World {
                 redirect,
             } => self.on_client_timeout(client, seq, attempt, redirect),
             Event::ClientStart(client) => self.on_client_start(client),
+            Event::LeaseAgent => self.on_lease_agent(),
+            Event::LeaseKeepAlive { to, id, sent_at } => self.on_lease_keepalive(to, id, sent_at),
+            Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
             Event::Nemesis => self.nemesis(),
             Event::MembershipNemesis => self.membership_nemesis(),
             Event::Restart(id) => self.restart(id),
@@ -385,7 +413,9 @@ impl World {
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
             if node.is_up() && node.paused_until <= self.now {
-                self.drive(node.id)?;
+                let id = node.id;
+                self.lease_duties(i);
+                self.drive(id)?;
             }
         }
         Ok(())

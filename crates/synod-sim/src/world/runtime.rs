@@ -66,6 +66,9 @@ impl World {
             if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
                 self.reply(w.client, w.seq, w.attempt, Err(None));
             }
+            // A keep-alive not confirmed is not answered; the agent sends
+            // the next one anyway.
+            self.nodes[i].lease_reads.remove(&rid);
         }
         for command in ready.dropped {
             if let Some(attempt) = self.nodes[i]
@@ -107,7 +110,16 @@ impl World {
             return Ok(());
         };
         for command in commands.iter() {
+            let existed: Vec<i64> = match &command.op {
+                crate::kv::Op::Expire(ids) => ids
+                    .iter()
+                    .copied()
+                    .filter(|id| self.nodes[i].kv.store().leases().contains(*id))
+                    .collect(),
+                _ => Vec::new(),
+            };
             let output = self.nodes[i].kv.apply(command);
+            self.follow_leases(i, command, &existed)?;
             let waiting = self.nodes[i]
                 .pending_writes
                 .remove(&(command.client, command.seq));
@@ -128,6 +140,9 @@ impl World {
             if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
                 let value = self.nodes[i].kv.get(w.key);
                 self.reply(w.client, w.seq, w.attempt, Ok(KvOutput::Get(value)));
+            }
+            if let Some((id, sent_at)) = self.nodes[i].lease_reads.remove(&rid) {
+                self.answer_keepalive(i, id, sent_at);
             }
         }
     }
@@ -159,11 +174,13 @@ impl World {
         membership: Option<Configuration>,
     ) -> Result<(), Violation> {
         let i = self.node_index(to);
+        let local = self.nodes[i].local_ms(self.now);
         let node = &mut self.nodes[i];
         let replica = node.replica.as_mut().expect("up");
         if !replica.wants_snapshot(slot) {
             return Ok(());
         }
+        node.lessor.reset(kv.store(), local);
         // The application installs the snapshot durably first, then tells the
         // core, exactly as the storage layer will.
         node.disk.snapshot = slot;
