@@ -18,7 +18,7 @@
 //! successor's deadlines (set at takeover, later still) would cut short.
 
 use crate::store::KvStore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The shortest TTL granted, in seconds: a lease must outlive a leader
 /// election, or every failover would expire healthy leases (etcd's
@@ -30,9 +30,14 @@ const EXPIRE_BATCH_MAX: usize = 1000;
 const EXPIRE_RETRY_MS: u64 = 1000;
 
 /// Lease deadlines on one node, in its clock's milliseconds.
+///
+/// Invariant: `queue` holds `(deadline, id)` for exactly the leases in
+/// `deadline` that are not in `expiring`, so finding what ran out costs
+/// the number of leases due, not the number of leases.
 #[derive(Clone, Debug, Default)]
 pub struct Lessor {
     deadline: BTreeMap<i64, u64>,
+    queue: BTreeSet<(u64, i64)>,
     /// Leases whose expiry was proposed, and when.
     expiring: BTreeMap<i64, u64>,
 }
@@ -42,24 +47,34 @@ fn ttl_ms(ttl: i64) -> u64 {
 }
 
 impl Lessor {
+    fn set_deadline(&mut self, id: i64, at: u64) {
+        if let Some(old) = self.deadline.insert(id, at) {
+            self.queue.remove(&(old, id));
+        }
+        self.expiring.remove(&id);
+        self.queue.insert((at, id));
+    }
+
     /// A grant applied.
     pub fn granted(&mut self, id: i64, ttl: i64, now: u64) {
-        self.deadline.insert(id, now.saturating_add(ttl_ms(ttl)));
+        self.set_deadline(id, now.saturating_add(ttl_ms(ttl)));
     }
 
     /// A revocation or expiry applied.
     pub fn revoked(&mut self, id: i64) {
-        self.deadline.remove(&id);
+        if let Some(old) = self.deadline.remove(&id) {
+            self.queue.remove(&(old, id));
+        }
         self.expiring.remove(&id);
     }
 
     /// This node became leader: every lease gets its full TTL again.
     pub fn promote(&mut self, kv: &KvStore, now: u64) {
         self.deadline.clear();
+        self.queue.clear();
         self.expiring.clear();
         for (id, lease) in kv.leases().iter() {
-            self.deadline
-                .insert(id, now.saturating_add(ttl_ms(lease.ttl)));
+            self.set_deadline(id, now.saturating_add(ttl_ms(lease.ttl)));
         }
     }
 
@@ -75,7 +90,7 @@ impl Lessor {
         if self.deadline.get(&id).is_some_and(|d| *d <= now) {
             return None;
         }
-        self.deadline.insert(id, now.saturating_add(ttl_ms(ttl)));
+        self.set_deadline(id, now.saturating_add(ttl_ms(ttl)));
         Some(ttl)
     }
 
@@ -91,24 +106,30 @@ impl Lessor {
         Some((secs, ttl))
     }
 
-    /// Leases past their deadline that need an expiry proposed now.
+    /// Leases past their deadline that need an expiry proposed now: newly
+    /// due ones, and those whose proposed expiry has not applied for a
+    /// while (it may have been lost to a leader change). In id order.
     pub fn due(&mut self, now: u64) -> Vec<i64> {
-        let due: Vec<i64> = self
-            .deadline
+        let mut due: Vec<i64> = self
+            .expiring
             .iter()
-            .filter(|(id, d)| {
-                **d <= now
-                    && self
-                        .expiring
-                        .get(id)
-                        .is_none_or(|at| now.saturating_sub(*at) >= EXPIRE_RETRY_MS)
-            })
+            .filter(|(_, at)| now.saturating_sub(**at) >= EXPIRE_RETRY_MS)
             .map(|(id, _)| *id)
             .take(EXPIRE_BATCH_MAX)
             .collect();
+        while due.len() < EXPIRE_BATCH_MAX {
+            match self.queue.first() {
+                Some(&(at, id)) if at <= now => {
+                    self.queue.pop_first();
+                    due.push(id);
+                }
+                _ => break,
+            }
+        }
         for id in &due {
             self.expiring.insert(*id, now);
         }
+        due.sort_unstable();
         due
     }
 }
@@ -154,5 +175,68 @@ mod tests {
         l.promote(&kv, t0 + 11 * S);
         assert!(l.due(t0 + 15 * S).is_empty());
         assert_eq!(l.renew(&kv, 3, t0), None, "unknown lease");
+    }
+
+    /// Random grants, renewals, revocations and expiry rounds: the queue
+    /// stays in step with the deadlines, and `due` returns exactly the
+    /// leases a full scan would.
+    #[test]
+    fn the_deadline_queue_agrees_with_a_full_scan() {
+        let mut kv = store_with(&(1..=20).map(|id| (id, 1 + id % 3)).collect::<Vec<_>>());
+        let mut l = Lessor::default();
+        l.promote(&kv, 0);
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let mut now = 0;
+        for _ in 0..2000 {
+            now += next() % 300;
+            let id = (next() % 20 + 1) as i64;
+            match next() % 4 {
+                0 => {
+                    l.renew(&kv, id, now);
+                }
+                1 => {
+                    let expected: Vec<i64> = {
+                        let mut v: Vec<i64> = l
+                            .deadline
+                            .iter()
+                            .filter(|(id, d)| {
+                                **d <= now
+                                    && l.expiring
+                                        .get(id)
+                                        .is_none_or(|at| now - at >= EXPIRE_RETRY_MS)
+                            })
+                            .map(|(id, _)| *id)
+                            .collect();
+                        v.sort_unstable();
+                        v
+                    };
+                    assert_eq!(l.due(now), expected);
+                }
+                2 if next() % 8 == 0 => {
+                    l.revoked(id);
+                    kv = store_with(
+                        &kv.leases()
+                            .iter()
+                            .filter(|(i, _)| *i != id)
+                            .map(|(i, lease)| (i, lease.ttl))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                _ => {}
+            }
+            let queued: BTreeSet<(u64, i64)> = l
+                .deadline
+                .iter()
+                .filter(|(id, _)| !l.expiring.contains_key(id))
+                .map(|(id, d)| (*d, *id))
+                .collect();
+            assert_eq!(l.queue, queued, "queue out of step");
+        }
     }
 }
