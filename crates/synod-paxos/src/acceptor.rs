@@ -11,7 +11,7 @@
 
 use crate::message::Message;
 use crate::mutation::Mutation;
-use crate::replica::{Replica, Role};
+use crate::replica::{Helped, Replica, Role};
 use crate::types::{Ballot, NodeId, Slot, Time, Value};
 use std::fmt;
 
@@ -177,6 +177,8 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             self.leader = Some(ballot.node);
         }
         self.leader_contact = Some(self.now);
+        // A leader catches everyone up; helpers stand down.
+        self.helping.clear();
         // Every replica grants, voter or not: a replica becoming a voter
         // must already be bound, and a grant by a non-voter costs nothing.
         if self.config.lease_duration_ms > 0 {
@@ -215,6 +217,107 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         self.leader_sync_commit();
         let commit = self.log.commit();
         self.send_after_persist(from, Message::Learned { ballot, commit });
+    }
+
+    /// No leader was heard for an election timeout and this replica may not
+    /// campaign although it knows the committed configuration (it votes in
+    /// none it knows of: an observer, or a replica removed by the change).
+    /// The voters of that configuration may not know it yet (their commit
+    /// point lies before the entry that made them voters, so they do not
+    /// campaign either): ask each for its commit point with an empty
+    /// `Learn`, and ship the chosen slots it misses when it answers
+    /// (`on_learned_helping`). Chosen values are facts any replica may
+    /// spread; nothing here promises, accepts or counts a vote. Repeated
+    /// once per election timeout while no leader is heard, except towards
+    /// voters that already reported our commit point (commit points never
+    /// go back, so a removed replica that keeps running goes quiet).
+    pub(crate) fn help_voters(&mut self) {
+        let id = self.config.id;
+        let Some(committed) = self.membership.as_ref() else {
+            return;
+        };
+        let voters: Vec<NodeId> = committed
+            .voters()
+            .into_iter()
+            .filter(|v| *v != id)
+            .collect();
+        self.helping.retain(|h| voters.contains(&h.id));
+        let (ballot, first) = (self.promised, self.log.commit().next());
+        for v in voters {
+            match self.helping.iter().find(|h| h.id == v) {
+                // It told us it has everything we could send.
+                Some(h) if h.commit >= self.log.commit() => continue,
+                Some(_) => {}
+                None => self.helping.push(Helped {
+                    id: v,
+                    commit: Slot(0),
+                    through: Slot(0),
+                    sent_at: None,
+                    snapshot_sent_at: None,
+                }),
+            }
+            let ask = Message::Learn {
+                ballot,
+                first,
+                values: Vec::new(),
+            };
+            self.send(v, ask);
+        }
+        self.reset_election_deadline();
+    }
+
+    /// A voter this replica is helping (see `help_voters`) is chosen through
+    /// `commit`: send the next chosen slots it misses, or offer a snapshot
+    /// when our log no longer has them. At most one batch in flight per
+    /// voter and heartbeat interval, so duplicated replies cannot multiply
+    /// batches.
+    pub(crate) fn on_learned_helping(&mut self, from: NodeId, commit: Slot) {
+        let (now, interval) = (self.now, self.config.heartbeat_interval_ms);
+        let timeout = self.config.election_timeout_ms;
+        let (ours, snapshot) = (self.log.commit(), self.log.snapshot());
+        let batch = self.config.catchup_slots_max;
+        let Some(h) = self.helping.iter_mut().find(|h| h.id == from) else {
+            return;
+        };
+        h.commit = h.commit.max(commit);
+        if commit >= ours {
+            return;
+        }
+        if commit < snapshot {
+            if h.snapshot_sent_at.is_none_or(|t| now >= t.plus_ms(timeout))
+                && !self.snapshots_out.contains(&from)
+            {
+                h.snapshot_sent_at = Some(now);
+                self.snapshots_out.push(from);
+            }
+            return;
+        }
+        let in_flight = h.through > commit && h.sent_at.is_some_and(|t| now < t.plus_ms(interval));
+        if in_flight {
+            return;
+        }
+        let first = commit.next();
+        let last = Slot(ours.0.min(commit.0 + batch));
+        h.through = last;
+        h.sent_at = Some(now);
+        let values = (first.0..=last.0)
+            .map(|s| {
+                self.log
+                    .get(Slot(s))
+                    .expect("chosen slot in log")
+                    .value
+                    .clone()
+            })
+            .collect();
+        let ballot = self.promised;
+        self.send(
+            from,
+            Message::Learn {
+                ballot,
+                first,
+                values,
+            },
+        );
     }
 
     /// True when the leader we are bound to handed leadership to `to` and

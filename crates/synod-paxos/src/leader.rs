@@ -727,7 +727,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
 
     /// A lagging replica stored a `Learn`; send it the next batch.
     pub(crate) fn on_learned(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
-        self.with_leader(|this, leader| {
+        let led = self.with_leader(|this, leader| {
             if ballot != leader.ballot {
                 return;
             }
@@ -737,6 +737,9 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             this.catch_up(leader, from);
             this.maybe_hand_over(leader);
         });
+        if led.is_none() {
+            self.on_learned_helping(from, commit);
+        }
     }
 
     /// Realigns the open slots after the log learned chosen values from
@@ -773,6 +776,22 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             self.advance_commit();
         }
         if leader.inflight.is_empty() && leader.base <= self.log.commit() {
+            // Learned from elsewhere past every open slot. The deferred
+            // takeover values stand for the slots right after the open ones,
+            // so those now chosen go (or, if another value was chosen at one,
+            // this ballot is dead, as above); the rest keep their slots.
+            while leader.base <= self.log.commit() {
+                let Some(v) = leader.deferred.pop_front() else {
+                    break;
+                };
+                if self.log.get(leader.base).is_some_and(|e| e.value != v) {
+                    leader.deposed = true;
+                    leader.deferred.clear();
+                    leader.base = self.log.commit().next();
+                    return;
+                }
+                leader.base = leader.base.next();
+            }
             leader.base = self.log.commit().next();
         }
         if self.membership != before {

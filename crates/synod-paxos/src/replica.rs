@@ -228,6 +228,22 @@ pub struct Replica<C> {
     /// to `seq`, and its stickiness, in favour of `target` (a leadership
     /// transfer).
     pub(crate) released: Option<Release>,
+    /// Voters this non-voting replica is catching up because no leader was
+    /// heard for an election timeout (see `Replica::help_voters`).
+    pub(crate) helping: Vec<Helped>,
+}
+
+/// A voter a non-voting replica ships chosen slots to while no leader is
+/// heard: the last batch sent, so duplicated replies do not multiply batches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Helped {
+    pub(crate) id: NodeId,
+    /// Highest commit point it reported.
+    pub(crate) commit: Slot,
+    /// Last slot of the last batch sent, and when.
+    pub(crate) through: Slot,
+    pub(crate) sent_at: Option<Time>,
+    pub(crate) snapshot_sent_at: Option<Time>,
 }
 
 /// A leader's handover: what an acceptor may ignore for the target's sake.
@@ -339,6 +355,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             membership_changed: false,
             lease_seq: 0,
             released: None,
+            helping: Vec::new(),
             config,
         };
         replica.sync_membership();
@@ -447,8 +464,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         match &self.role {
             Role::Leader(_) => self.leader_tick(),
             Role::Candidate(_) | Role::Prober(_) | Role::Follower => {
-                if now >= self.election_deadline && self.can_campaign() {
-                    self.probe();
+                if now >= self.election_deadline {
+                    if self.can_campaign() {
+                        self.probe();
+                    } else {
+                        self.help_voters();
+                    }
                 }
             }
         }
