@@ -864,6 +864,17 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         }
     }
 
+    /// The ballot this replica leads with, if it leads. A runtime that keeps
+    /// per-leadership state (lease deadlines) resets it when this changes:
+    /// leading, losing and winning again between two looks is a new
+    /// leadership even though the role reads "leader" both times.
+    pub fn leading_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Leader(l) => Some(l.ballot),
+            _ => None,
+        }
+    }
+
     /// The log, for inspection by tests and the simulator.
     pub fn log(&self) -> &Log<C> {
         &self.log

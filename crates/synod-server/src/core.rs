@@ -127,6 +127,9 @@ enum Waiter {
         renew: bool,
         reply: LeaseReply,
     },
+    /// Leases that ran out, proposed for expiry once leadership is
+    /// confirmed.
+    Expire(Vec<i64>),
 }
 
 /// What the loop publishes for status calls.
@@ -250,8 +253,8 @@ pub struct Core {
     /// Events applied since they were last handed to the hub.
     events: Vec<Event>,
     lessor: Lessor,
-    /// Whether this node led at the end of the last round.
-    was_leader: bool,
+    /// The ballot this node led with at the end of the last round.
+    led_ballot: Option<synod_paxos::Ballot>,
     /// Lease questions forwarded to the leader, by token.
     lease_queries: BTreeMap<u64, oneshot::Sender<LeaseAnswer>>,
     next_token: u64,
@@ -304,7 +307,7 @@ impl Core {
             hub: parts.hub,
             events: Vec::new(),
             lessor: Lessor::default(),
-            was_leader: false,
+            led_ballot: None,
             lease_queries: BTreeMap::new(),
             next_token: 1,
             next_own_client: crate::node::incarnation_base(parts.id.0, 2),
@@ -417,12 +420,15 @@ impl Core {
     /// The leader's lease duties: restart every lease's time on taking
     /// over, then propose the expiry of those that ran out.
     fn leases(&mut self) {
-        let leading = self.replica.role_kind() == RoleKind::Leader;
+        let ballot = self.replica.leading_ballot();
+        let leading = ballot.is_some();
         let now = self.now().0;
-        if leading && !self.was_leader {
+        // A new leadership, even one that followed another between two
+        // rounds, restarts every lease.
+        if leading && ballot != self.led_ballot {
             self.lessor.promote(&self.kv, now);
         }
-        self.was_leader = leading;
+        self.led_ballot = ballot;
         if !self.lease_queries.is_empty() {
             self.lease_queries.retain(|_, reply| !reply.is_closed());
         }
@@ -430,8 +436,17 @@ impl Core {
             return;
         }
         let due = self.lessor.due(now);
-        if !due.is_empty() {
-            self.issue(Op::LeaseExpire(LeaseExpire { ids: due }));
+        if due.is_empty() {
+            return;
+        }
+        // Confirm leadership first: a deposed leader that has not noticed
+        // holds deadlines its successor's renewals never reached, and its
+        // proposal could still be chosen later (a new leader re-proposes
+        // what it finds accepted). Checked in the simulator.
+        let rid = ReadId(self.next_read);
+        self.next_read += 1;
+        if self.replica.read(rid, self.now()).is_ok() {
+            self.reads.insert(rid, Waiter::Expire(due));
         }
     }
 
@@ -646,6 +661,7 @@ impl Core {
                 let _ = w.reply.send(self.kv.range(&w.request));
             }
             Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
+            Waiter::Expire(ids) => self.issue(Op::LeaseExpire(LeaseExpire { ids })),
         }
     }
 
@@ -824,7 +840,8 @@ impl Core {
                 // Retry as a follower read.
                 Some(Waiter::Read(w)) => self.on_read(w.request, false, w.reply),
                 Some(Waiter::Lease { id, renew, reply }) => self.on_lease_query(id, renew, reply),
-                None => {}
+                // Not leading any more: the next leader decides.
+                Some(Waiter::Expire(_)) | None => {}
             }
         }
         for command in ready.dropped {

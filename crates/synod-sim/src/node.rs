@@ -114,11 +114,15 @@ pub struct SimNode {
     pub paused_until: Micros,
     /// Lease deadlines (the runtime's lessor, on this node's clock).
     pub lessor: synod_kv::Lessor,
-    /// Led at the last lease check: taking over restarts every lease.
-    pub was_leader: bool,
+    /// The ballot this node led with at the last lease check: a new
+    /// leadership (even one that follows another without a look in
+    /// between) restarts every lease.
+    pub led_ballot: Option<synod_paxos::Ballot>,
     /// Keep-alives waiting for a leadership confirmation: lease id and
     /// when the agent sent the keep-alive.
     pub lease_reads: BTreeMap<ReadId, (i64, Micros)>,
+    /// Expiries waiting for a leadership confirmation.
+    pub expiry_reads: BTreeMap<ReadId, Vec<i64>>,
     clock_offset_us: u64,
     drift_ppm: i64,
 }
@@ -143,8 +147,9 @@ impl SimNode {
             next_read: 1,
             paused_until: 0,
             lessor: synod_kv::Lessor::default(),
-            was_leader: false,
+            led_ballot: None,
             lease_reads: BTreeMap::new(),
+            expiry_reads: BTreeMap::new(),
             clock_offset_us,
             drift_ppm: cfg.drift_ppm[index],
         };
@@ -180,8 +185,9 @@ impl SimNode {
         self.ready_reads.clear();
         self.kv = Kv::default();
         self.lessor = synod_kv::Lessor::default();
-        self.was_leader = false;
+        self.led_ballot = None;
         self.lease_reads.clear();
+        self.expiry_reads.clear();
     }
 
     /// Starts again from the disk.

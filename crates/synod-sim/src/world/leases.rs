@@ -159,25 +159,42 @@ impl World {
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        let leading = replica.role_kind() == RoleKind::Leader;
-        if leading && !node.was_leader {
+        let ballot = replica.leading_ballot();
+        if ballot.is_some() && ballot != node.led_ballot {
             node.lessor.promote(node.kv.store(), local);
         }
-        node.was_leader = leading;
-        if !leading {
+        node.led_ballot = ballot;
+        if ballot.is_none() {
             return;
         }
         let due = node.lessor.due(local);
         if due.is_empty() {
             return;
         }
+        // Confirm leadership first: a deposed leader that has not noticed
+        // holds deadlines its successor's renewals never reached, and its
+        // proposal could still be chosen later (a new leader re-proposes
+        // what it finds accepted).
+        let rid = ReadId(node.next_read);
+        node.next_read += 1;
+        let now = node.local_time(self.now);
+        let replica = node.replica.as_mut().expect("up");
+        if replica.read(rid, now).is_ok() {
+            node.expiry_reads.insert(rid, due);
+        }
+    }
+
+    /// Leadership confirmed: propose the expiry of `ids`.
+    pub(super) fn propose_expiry(&mut self, i: usize, ids: Vec<i64>) {
         self.lease_agent.expiries += 1;
         let command = Command {
             client: EXPIRY_CLIENT + self.lease_agent.expiries,
             seq: 1,
-            op: Op::Expire(due),
+            op: Op::Expire(ids),
         };
-        let _ = replica.propose(command);
+        if let Some(r) = self.nodes[i].replica.as_mut() {
+            let _ = r.propose(command);
+        }
     }
 
     /// Keeps node `i`'s lessor in step with an applied lease command, and

@@ -69,6 +69,7 @@ impl World {
             // A keep-alive not confirmed is not answered; the agent sends
             // the next one anyway.
             self.nodes[i].lease_reads.remove(&rid);
+            self.nodes[i].expiry_reads.remove(&rid);
         }
         for command in ready.dropped {
             if let Some(attempt) = self.nodes[i]
@@ -143,6 +144,9 @@ impl World {
             }
             if let Some((id, sent_at)) = self.nodes[i].lease_reads.remove(&rid) {
                 self.answer_keepalive(i, id, sent_at);
+            }
+            if let Some(ids) = self.nodes[i].expiry_reads.remove(&rid) {
+                self.propose_expiry(i, ids);
             }
         }
     }
