@@ -142,8 +142,8 @@ impl EtcdApi {
         Ok((my_rev, value, first == Some(my_rev)))
     }
 
-    /// The oldest (`first`) or newest key under `prefix` created at or
-    /// below `max_create` (0: any), with the revision of the read.
+    /// The newest key under `prefix` created before `rev` (an older
+    /// contender still waiting or holding), with the revision of the read.
     ///
     /// Read from this node's own state, not linearizably, and still exact
     /// for what the recipes ask: this node already applied the caller's
@@ -153,21 +153,37 @@ impl EtcdApi {
     /// that is already gone, which makes the caller wait for a deletion
     /// the watch then reports at once; it can never show a contender
     /// missing that is there.
-    pub(crate) async fn contender(
+    pub(crate) async fn newest_older(
         &self,
         prefix: &Bytes,
-        first: bool,
-        max_create: i64,
+        rev: i64,
     ) -> Result<(Option<KeyValue>, i64), Status> {
-        self.contender_read(prefix, first, max_create, true).await
+        let r = RangeRequest {
+            sort_order: SortOrder::Descend as i32,
+            max_create_revision: rev - 1,
+            ..oldest(prefix)
+        };
+        self.first_of(r, true).await
     }
 
-    /// `contender`, read linearizably: for callers that report who leads.
+    /// The oldest key under `prefix` (who holds or leads now), read
+    /// linearizably: for callers that report it.
     pub(crate) async fn contender_now(
         &self,
         prefix: &Bytes,
     ) -> Result<(Option<KeyValue>, i64), Status> {
-        self.contender_read(prefix, true, 0, false).await
+        self.first_of(oldest(prefix), false).await
+    }
+
+    /// The first key a range read returns, with the read's revision.
+    async fn first_of(
+        &self,
+        r: RangeRequest,
+        serializable: bool,
+    ) -> Result<(Option<KeyValue>, i64), Status> {
+        let resp = self.node.range(r, serializable).await.map_err(status)?;
+        let revision = resp.header.map_or(0, |h| h.revision);
+        Ok((resp.kvs.into_iter().next(), revision))
     }
 
     /// Whether the caller's own `key`, created at `rev`, still exists (its
@@ -176,51 +192,17 @@ impl EtcdApi {
     pub(crate) async fn still_mine(&self, key: &Bytes, rev: i64) -> Result<Option<i64>, Status> {
         let r = RangeRequest {
             key: key.clone(),
-            serializable: true,
             ..RangeRequest::default()
         };
-        let resp = self.node.range(r, true).await.map_err(status)?;
-        let revision = resp.header.map_or(0, |h| h.revision);
-        Ok(resp
-            .kvs
-            .first()
-            .filter(|kv| kv.create_revision == rev)
-            .map(|_| revision))
-    }
-
-    async fn contender_read(
-        &self,
-        prefix: &Bytes,
-        first: bool,
-        max_create: i64,
-        local: bool,
-    ) -> Result<(Option<KeyValue>, i64), Status> {
-        let r = if first {
-            RangeRequest {
-                max_create_revision: max_create,
-                ..oldest(prefix)
-            }
-        } else {
-            RangeRequest {
-                key: prefix.clone(),
-                range_end: prefix_end(prefix),
-                limit: 1,
-                sort_order: SortOrder::Descend as i32,
-                sort_target: SortTarget::Create as i32,
-                max_create_revision: max_create,
-                ..RangeRequest::default()
-            }
-        };
-        let resp = self.node.range(r, local).await.map_err(status)?;
-        let revision = resp.header.map_or(0, |h| h.revision);
-        Ok((resp.kvs.into_iter().next(), revision))
+        let (kv, revision) = self.first_of(r, true).await?;
+        Ok(kv.filter(|kv| kv.create_revision == rev).map(|_| revision))
     }
 
     /// Waits until no key under `prefix` created before `rev` remains:
     /// watches the newest such key for its deletion, then looks again.
     pub(crate) async fn wait_deletes(&self, prefix: &Bytes, rev: i64) -> Result<(), Status> {
         loop {
-            let (older, revision) = self.contender(prefix, false, rev - 1).await?;
+            let (older, revision) = self.newest_older(prefix, rev).await?;
             let Some(older) = older else {
                 return Ok(());
             };

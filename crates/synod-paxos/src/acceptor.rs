@@ -300,24 +300,8 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         let last = Slot(ours.0.min(commit.0 + batch));
         h.through = last;
         h.sent_at = Some(now);
-        let values = (first.0..=last.0)
-            .map(|s| {
-                self.log
-                    .get(Slot(s))
-                    .expect("chosen slot in log")
-                    .value
-                    .clone()
-            })
-            .collect();
         let ballot = self.promised;
-        self.send(
-            from,
-            Message::Learn {
-                ballot,
-                first,
-                values,
-            },
-        );
+        self.send_learn(from, ballot, first, last);
     }
 
     /// True when the leader we are bound to handed leadership to `to` and

@@ -845,6 +845,13 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         let last = Slot(commit.0.min(peer.commit.0 + self.config.catchup_slots_max));
         peer.learn_sent_at = Some(now);
         peer.learn_through = last;
+        let ballot = leader.ballot;
+        self.send_learn(to, ballot, first, last);
+    }
+
+    /// Sends `to` the chosen values of slots `first..=last` (all in the
+    /// log), under `ballot`.
+    pub(crate) fn send_learn(&mut self, to: NodeId, ballot: Ballot, first: Slot, last: Slot) {
         let values = (first.0..=last.0)
             .map(|s| {
                 self.log
@@ -854,7 +861,6 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                     .clone()
             })
             .collect();
-        let ballot = leader.ballot;
         self.send(
             to,
             Message::Learn {
