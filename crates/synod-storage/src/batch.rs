@@ -84,8 +84,17 @@ impl Batch {
     }
 
     /// Stores a snapshot of `group`'s state machine covering slots through
-    /// `slot`, and records `slot` as applied, in this batch's transaction:
-    /// the state and the applied slot can never disagree after a crash.
+    /// `slot`, deletes the log records it covers, raises the group's
+    /// snapshot slot and records `slot` as applied, all in this batch's
+    /// transaction.
+    ///
+    /// The compaction must not wait for a later batch: a restart with the
+    /// new applied slot over the old log would take every stored record up
+    /// to `slot` as chosen (`Replica::restore` does, because applied slots
+    /// are chosen), including values a replica accepted under a ballot that
+    /// was deposed before they were chosen. A snapshot received from a
+    /// leader covers exactly such slots. So the snapshot, the end of the log
+    /// it replaces and the applied slot move together (F8), or not at all.
     pub fn put_snapshot(
         &mut self,
         group: GroupId,
@@ -107,6 +116,11 @@ impl Batch {
             batch.must_sync = true;
             result
         })?;
+        let compact = Persist {
+            compact_through: Some(slot),
+            ..Persist::default()
+        };
+        self.persist(group, &compact)?;
         self.set_applied(group, slot)
     }
 

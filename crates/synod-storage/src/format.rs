@@ -56,6 +56,15 @@
 //! - **F7** every write of one `Batch` is in one redb write transaction: after
 //!   a crash the file holds all of a batch or none of it.
 //!
+//! - **F8** a group's state-machine snapshot (`kv_snapshot`, see
+//!   [`snapshot`](mod@crate::snapshot)) covers the log through its slot:
+//!   [`Batch::put_snapshot`](crate::Batch::put_snapshot) raises
+//!   `paxos_acceptor[g].snapshot` and `applied` to it and deletes the records
+//!   it covers in its own transaction. A file from before that rule may hold
+//!   a snapshot above the compaction point; load leaves the covered records
+//!   out, since they may be acceptances under deposed ballots that restore
+//!   would otherwise take as chosen.
+//!
 //! F4 and F5 are checked again on every load; a violation is reported as
 //! [`StorageError::Corrupt`](crate::StorageError::Corrupt), like a checksum
 //! mismatch.

@@ -22,8 +22,9 @@ const VERSION: u8 = 1;
 const KIND: u8 = b'S';
 const HEADER: usize = 2 + 8 + 8;
 
-/// Encodes a snapshot value.
-pub(crate) fn encode(slot: Slot, data: &[u8], buf: &mut Vec<u8>) {
+/// Encodes a snapshot value (public for tests that build old or damaged
+/// files by hand).
+pub fn encode(slot: Slot, data: &[u8], buf: &mut Vec<u8>) {
     buf.clear();
     buf.push(VERSION);
     buf.push(KIND);
@@ -36,6 +37,17 @@ pub(crate) fn encode(slot: Slot, data: &[u8], buf: &mut Vec<u8>) {
 
 /// Decodes a snapshot value; every malformation is an error message.
 pub(crate) fn decode(value: &[u8]) -> Result<(Slot, Bytes), String> {
+    let (slot, data) = check(value)?;
+    Ok((slot, Bytes::copy_from_slice(data)))
+}
+
+/// The slot a snapshot value covers, after the same checks as `decode`.
+pub(crate) fn decode_slot(value: &[u8]) -> Result<Slot, String> {
+    check(value).map(|(slot, _)| slot)
+}
+
+/// Checks a snapshot value and borrows its slot and data.
+fn check(value: &[u8]) -> Result<(Slot, &[u8]), String> {
     if value.len() < HEADER + 4 {
         return Err(format!("{} bytes is too short for a snapshot", value.len()));
     }
@@ -55,11 +67,11 @@ pub(crate) fn decode(value: &[u8]) -> Result<(Slot, Bytes), String> {
             body.len() - HEADER
         ));
     }
-    Ok((Slot(slot), Bytes::copy_from_slice(&body[HEADER..])))
+    Ok((Slot(slot), &body[HEADER..]))
 }
 
 /// The snapshot table's key for `group`.
-pub(crate) fn key(group: GroupId) -> [u8; 8] {
+pub fn key(group: GroupId) -> [u8; 8] {
     group.0.to_be_bytes()
 }
 

@@ -188,7 +188,22 @@ impl Storage {
             None => None,
         };
         let log = txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
-        let records = self.load_records(&log, group, state.unwrap_or_default())?;
+        let mut records = self.load_records(&log, group, state.unwrap_or_default())?;
+        // F8: a snapshot covers the log through its slot. Files written
+        // before put_snapshot compacted in its own transaction can hold a
+        // snapshot above the acceptor's compaction point; the records it
+        // covers are not log any more (they may be stale acceptances), so
+        // they are left out, as the next compaction would delete them.
+        let state = match (state, self.snapshot_slot(&txn, group)?) {
+            (Some(mut state), Some(covered)) if covered > state.snapshot => {
+                records.retain(|r| r.slot > covered);
+                state.snapshot = covered;
+                state.applied = state.applied.max(covered);
+                state.commit = state.commit.max(covered);
+                Some(state)
+            }
+            (state, _) => state,
+        };
         let table = txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
         let membership = match table
             .get(&format::acceptor_key(group))
@@ -223,6 +238,33 @@ impl Storage {
             applied: state.applied.max(state.snapshot),
             membership,
         })
+    }
+
+    /// The slot of `group`'s stored state-machine snapshot, if any.
+    fn snapshot_slot(
+        &self,
+        txn: &redb::ReadTransaction,
+        group: GroupId,
+    ) -> Result<Option<Slot>, StorageError> {
+        let table = match txn.open_table(crate::snapshot::SNAPSHOT_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.redb(e)),
+        };
+        let Some(value) = table
+            .get(&crate::snapshot::key(group))
+            .map_err(|e| self.redb(e))?
+        else {
+            return Ok(None);
+        };
+        crate::snapshot::decode_slot(value.value())
+            .map(Some)
+            .map_err(|reason| StorageError::Corrupt {
+                file: self.file.to_path_buf(),
+                table: crate::snapshot::SNAPSHOT_TABLE_NAME,
+                key: group.to_string(),
+                reason,
+            })
     }
 
     /// Reads one group's log range, checking F4 and F5 on every record.
