@@ -54,6 +54,9 @@ fn status(e: RequestError) -> Status {
         RequestError::Kv(k) => kv_status(&k),
         RequestError::Timeout => Status::unavailable("etcdserver: request timed out"),
         RequestError::Stopped => Status::unavailable("etcdserver: server stopped"),
+        RequestError::TooManyRequests => {
+            Status::resource_exhausted("etcdserver: too many requests")
+        }
         _ => Status::internal(e.to_string()),
     }
 }
@@ -65,7 +68,7 @@ fn kv_status(e: &KvError) -> Status {
         KvError::LeaseNotFound(_) => Status::not_found(m),
         KvError::LeaseExists => Status::failed_precondition(m),
         KvError::LeaseTtlTooLarge => Status::out_of_range(m),
-        KvError::NoSpace => Status::resource_exhausted(m),
+        KvError::NoSpace | KvError::TooManyRequests => Status::resource_exhausted(m),
         _ => Status::invalid_argument(m),
     }
 }

@@ -34,6 +34,9 @@ pub enum KvError {
     NoSpace,
     /// The request is malformed (empty key, duplicate keys in a txn, ...).
     InvalidArgument(&'static str),
+    /// The node's queues are full (etcd's `ErrTooManyRequests`): nothing
+    /// was proposed, and the client may retry after backing off.
+    TooManyRequests,
 }
 
 impl KvError {
@@ -50,6 +53,7 @@ impl KvError {
             KvError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             KvError::NoSpace => "etcdserver: mvcc: database space exceeded",
             KvError::InvalidArgument(m) => m,
+            KvError::TooManyRequests => "etcdserver: too many requests",
         }
     }
 }

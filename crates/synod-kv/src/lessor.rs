@@ -148,6 +148,7 @@ mod tests {
                 client: 1,
                 seq: seq as u64 + 1,
                 op: Some(Op::LeaseGrant(LeaseGrantRequest { id: *id, ttl: *ttl })),
+                ..Default::default()
             });
         }
         kv

@@ -11,8 +11,9 @@
 //!
 //! let mut store = KvStore::default();
 //! let put = Command {
-//!     client: 7,
+//!     client: 7,          // a session: one per node incarnation
 //!     seq: 1,
+//!     answered_below: 1,  // the session's earlier seqs were answered
 //!     op: Some(Op::Put(PutRequest {
 //!         key: Bytes::from_static(b"greeting"),
 //!         value: Bytes::from_static(b"hello"),
@@ -45,4 +46,6 @@ pub use lease::{Lease, Leases, LEASE_TTL_MAX};
 pub use lessor::{Lessor, LEASE_TTL_MIN_S};
 pub use mvcc::{Mvcc, INITIAL_REVISION};
 pub use range::KeyRange;
-pub use store::{error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX};
+pub use store::{
+    error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
+};

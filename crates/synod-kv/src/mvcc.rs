@@ -47,19 +47,20 @@ fn live_at(versions: &[KeyValue], rev: i64) -> Option<&KeyValue> {
 }
 
 impl Mvcc {
-    /// Rebuilds a store from its parts (snapshot restore).
+    /// Rebuilds a store from its parts (snapshot restore), refusing parts
+    /// that break an invariant: they may come from a peer or a file.
     pub fn from_parts(
         keys: BTreeMap<Bytes, Vec<KeyValue>>,
         revision: i64,
         compact_revision: i64,
-    ) -> Mvcc {
+    ) -> Result<Mvcc, String> {
         let m = Mvcc {
             keys,
             revision,
             compact_revision,
         };
-        m.check_invariants();
-        m
+        m.validate()?;
+        Ok(m)
     }
 
     /// Takes the store apart (keys, revision, compaction point).
@@ -203,49 +204,78 @@ impl Mvcc {
 
     /// Checks the invariants in the module doc; panics naming the broken one.
     pub fn check_invariants(&self) {
-        assert!(
-            self.compact_revision <= self.revision,
-            "compact {} > revision {}",
-            self.compact_revision,
-            self.revision
-        );
-        for (key, versions) in &self.keys {
-            assert!(!versions.is_empty(), "key {key:?} has no versions");
-            for w in versions.windows(2) {
-                assert!(
-                    w[0].mod_revision < w[1].mod_revision,
-                    "key {key:?} versions out of order"
-                );
-            }
-            for v in versions {
-                assert!(
-                    v.mod_revision <= self.revision,
-                    "key {key:?} version above revision"
-                );
-                if is_tombstone(v) {
-                    assert!(v.value.is_empty(), "tombstone with a value");
-                } else {
-                    assert!(
-                        v.create_revision <= v.mod_revision,
-                        "created after modified"
-                    );
-                }
-            }
-            let first = &versions[0];
-            assert!(
-                first.mod_revision >= self.compact_revision || !is_tombstone(first),
-                "compacted tombstone kept for {key:?}"
-            );
-            let below = versions
-                .iter()
-                .filter(|v| v.mod_revision <= self.compact_revision)
-                .count();
-            assert!(
-                below <= 1,
-                "key {key:?} keeps {below} versions below the compaction point"
-            );
+        if let Err(broken) = self.validate() {
+            panic!("MVCC invariant broken: {broken}");
         }
     }
+
+    /// The first invariant of the module doc that does not hold, if any:
+    /// what a store built from untrusted parts (a peer's snapshot) is
+    /// checked with before it is used.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.compact_revision > self.revision {
+            return Err(format!(
+                "compact {} > revision {}",
+                self.compact_revision, self.revision
+            ));
+        }
+        for (key, versions) in &self.keys {
+            validate_key(key, versions, self.revision, self.compact_revision)?;
+        }
+        Ok(())
+    }
+}
+
+/// One key's versions against the invariants in the module doc.
+fn validate_key(
+    key: &Bytes,
+    versions: &[KeyValue],
+    revision: i64,
+    compact_revision: i64,
+) -> Result<(), String> {
+    let Some(first) = versions.first() else {
+        return Err(format!("key {key:?} has no versions"));
+    };
+    if versions
+        .windows(2)
+        .any(|w| w[0].mod_revision >= w[1].mod_revision)
+    {
+        return Err(format!("key {key:?} versions out of order"));
+    }
+    for v in versions {
+        if v.key != *key {
+            return Err(format!("key {key:?} holds a version of {:?}", v.key));
+        }
+        if v.mod_revision > revision || v.mod_revision < 1 {
+            return Err(format!(
+                "key {key:?} version at {} outside 1..={revision}",
+                v.mod_revision
+            ));
+        }
+        if is_tombstone(v) {
+            if !v.value.is_empty() {
+                return Err(format!("key {key:?}: tombstone with a value"));
+            }
+        } else if v.create_revision > v.mod_revision || v.create_revision < 1 || v.version < 1 {
+            return Err(format!(
+                "key {key:?}: live version created at {}, modified at {}, version {}",
+                v.create_revision, v.mod_revision, v.version
+            ));
+        }
+    }
+    if first.mod_revision < compact_revision && is_tombstone(first) {
+        return Err(format!("compacted tombstone kept for {key:?}"));
+    }
+    let below = versions
+        .iter()
+        .filter(|v| v.mod_revision <= compact_revision)
+        .count();
+    if below > 1 {
+        return Err(format!(
+            "key {key:?} keeps {below} versions below the compaction point"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

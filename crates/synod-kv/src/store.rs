@@ -20,13 +20,19 @@ use synod_proto::etcdserverpb::{
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
-    Session, Snapshot,
+    Session, SessionOutcome, Snapshot,
 };
 
-/// Clients whose last answer is remembered; the least recently active is
-/// forgotten first. A client retries within seconds, so this only has to
-/// outlast a retry, not a client's lifetime.
+/// Sessions remembered; the least recently active is forgotten first. A
+/// session is a node incarnation (its writes, barriers and own commands),
+/// so this many are only reached after as many restarts; the sessions of
+/// long-dead incarnations are the ones that go.
 pub const SESSIONS_MAX: usize = 65_536;
+/// Outcomes one session keeps: its writes not yet known answered. A node
+/// holds at most `PENDING_WRITES_MAX` (16,384) writes in flight; past this
+/// bound the oldest outcome is forgotten and its seq counts as answered,
+/// so a later copy of it is refused, never applied twice.
+pub const SESSION_OUTCOMES_MAX: usize = 65_536;
 
 /// What applying one command produced.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,11 +47,17 @@ pub struct Applied {
     pub duplicate: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// What the state machine remembers of one client session.
+///
+/// Invariant: every key of `outcomes` is `>= below`; a seq below `below`
+/// was answered (its client said so, or its outcome was pushed out by
+/// `SESSION_OUTCOMES_MAX`) and is never applied again.
+#[derive(Clone, Debug, Default, PartialEq)]
 struct SessionEntry {
-    seq: u64,
+    below: u64,
+    outcomes: BTreeMap<u64, Outcome>,
+    /// The revision of its last applied command, for recency.
     revision: i64,
-    outcome: Outcome,
 }
 
 /// etcd's key-value store, deterministic: the same commands in the same
@@ -172,10 +184,7 @@ impl KvStore {
     /// client's last one applied: how a node answers a write that reached
     /// it inside an installed snapshot rather than through the log.
     pub fn session_outcome(&self, client: u64, seq: u64) -> Option<&Outcome> {
-        self.sessions
-            .get(&client)
-            .filter(|s| s.seq == seq)
-            .map(|s| &s.outcome)
+        self.sessions.get(&client)?.outcomes.get(&seq)
     }
 
     /// Serves a range read at the store's current state.
@@ -187,14 +196,15 @@ impl KvStore {
     /// error outcome and leaves the store unchanged.
     pub fn apply(&mut self, command: &Command) -> Applied {
         if let Some(s) = self.sessions.get(&command.client) {
-            if command.seq <= s.seq {
-                // A retry (or an older copy) of a command already applied.
-                let outcome = if command.seq == s.seq {
-                    s.outcome.clone()
-                } else {
-                    error_outcome(&KvError::InvalidArgument(
+            let known = s.outcomes.get(&command.seq);
+            if known.is_some() || command.seq < s.below {
+                // A retry of a command already applied, or a late copy of
+                // one its client no longer waits for.
+                let outcome = match known {
+                    Some(outcome) => outcome.clone(),
+                    None => error_outcome(&KvError::InvalidArgument(
                         "etcdserver: request is a stale retry",
-                    ))
+                    )),
                 };
                 return Applied {
                     outcome,
@@ -406,18 +416,26 @@ impl KvStore {
     }
 
     fn remember(&mut self, command: &Command, revision: i64, outcome: &Outcome) {
-        if let Some(old) = self.sessions.get(&command.client) {
-            self.session_order.remove(&(old.revision, command.client));
+        let client = command.client;
+        let mut session = match self.sessions.remove(&client) {
+            Some(old) => {
+                self.session_order.remove(&(old.revision, client));
+                old
+            }
+            None => SessionEntry::default(),
+        };
+        session.revision = revision;
+        session.outcomes.insert(command.seq, outcome.clone());
+        if command.answered_below > session.below {
+            session.below = command.answered_below;
+            session.outcomes = session.outcomes.split_off(&session.below);
         }
-        self.sessions.insert(
-            command.client,
-            SessionEntry {
-                seq: command.seq,
-                revision,
-                outcome: outcome.clone(),
-            },
-        );
-        self.session_order.insert((revision, command.client));
+        while session.outcomes.len() > SESSION_OUTCOMES_MAX {
+            let (oldest, _) = session.outcomes.pop_first().expect("over the bound");
+            session.below = oldest + 1;
+        }
+        self.sessions.insert(client, session);
+        self.session_order.insert((revision, client));
         while self.sessions.len() > SESSIONS_MAX {
             let oldest = self
                 .session_order
@@ -446,9 +464,17 @@ impl KvStore {
                 .iter()
                 .map(|(client, s)| Session {
                     client: *client,
-                    seq: s.seq,
                     revision: s.revision,
-                    outcome: Some(s.outcome.clone()),
+                    below: s.below,
+                    outcomes: s
+                        .outcomes
+                        .iter()
+                        .map(|(seq, outcome)| SessionOutcome {
+                            seq: *seq,
+                            outcome: Some(outcome.clone()),
+                        })
+                        .collect(),
+                    ..Session::default()
                 })
                 .collect(),
             leases: self
@@ -461,37 +487,31 @@ impl KvStore {
         }
     }
 
-    /// Rebuilds a store from a snapshot, checking it is well formed.
-    pub fn restore(snapshot: Snapshot) -> Result<KvStore, KvError> {
-        let bad = KvError::InvalidArgument("snapshot is malformed");
+    /// Rebuilds a store from a snapshot, checking it is well formed: a
+    /// snapshot comes from a peer or a file, so a broken one is refused
+    /// with the reason, never a panic.
+    pub fn restore(snapshot: Snapshot) -> Result<KvStore, String> {
+        let bad = |what: &str| format!("snapshot is malformed: {what}");
         let mut keys = BTreeMap::new();
         for h in snapshot.keys {
-            let ordered = h
-                .versions
-                .windows(2)
-                .all(|w| w[0].mod_revision < w[1].mod_revision);
-            let in_range = h
-                .versions
-                .iter()
-                .all(|v| v.mod_revision <= snapshot.revision && v.key == h.key);
-            if h.versions.is_empty()
-                || !ordered
-                || !in_range
-                || keys.insert(h.key, h.versions).is_some()
-            {
-                return Err(bad);
+            if let Some(old) = keys.insert(h.key, h.versions) {
+                return Err(bad(&format!(
+                    "a key appears twice ({} versions)",
+                    old.len()
+                )));
             }
         }
-        if snapshot.compact_revision > snapshot.revision || snapshot.revision < 1 {
-            return Err(bad);
+        if snapshot.revision < 1 {
+            return Err(bad(&format!("revision {}", snapshot.revision)));
         }
         let mut store = KvStore {
-            mvcc: Mvcc::from_parts(keys, snapshot.revision, snapshot.compact_revision),
+            mvcc: Mvcc::from_parts(keys, snapshot.revision, snapshot.compact_revision)
+                .map_err(|broken| bad(&broken))?,
             ..KvStore::default()
         };
         for l in &snapshot.leases {
             if l.id <= 0 || store.leases.contains(l.id) {
-                return Err(bad);
+                return Err(bad(&format!("lease {} is invalid or repeated", l.id)));
             }
             store.leases.grant(l.id, l.ttl);
         }
@@ -503,7 +523,7 @@ impl KvStore {
             .collect();
         for (lease, key) in live {
             if !store.leases.contains(lease) {
-                return Err(bad);
+                return Err(bad(&format!("key {key:?} names missing lease {lease:x}")));
             }
             store.leases.attach(lease, &key);
         }
@@ -515,19 +535,48 @@ impl KvStore {
             .map(|a| (a.member_id, a.alarm))
             .collect();
         for s in snapshot.sessions {
-            let outcome = s.outcome.ok_or(bad.clone())?;
-            store.sessions.insert(
-                s.client,
-                SessionEntry {
-                    seq: s.seq,
-                    revision: s.revision,
-                    outcome,
-                },
-            );
+            let entry = restore_session(&s).map_err(|why| bad(&why))?;
             store.session_order.insert((s.revision, s.client));
+            if store.sessions.insert(s.client, entry).is_some() {
+                return Err(bad(&format!("session {:x} appears twice", s.client)));
+            }
         }
         Ok(store)
     }
+}
+
+/// One session from a snapshot, checked: outcomes present, none below the
+/// window, at most `SESSION_OUTCOMES_MAX`. A session written by an older
+/// version (one `seq` and its `outcome`) becomes a window holding it.
+fn restore_session(s: &Session) -> Result<SessionEntry, String> {
+    let mut entry = SessionEntry {
+        below: s.below,
+        outcomes: BTreeMap::new(),
+        revision: s.revision,
+    };
+    if let Some(outcome) = &s.outcome {
+        entry.outcomes.insert(s.seq, outcome.clone());
+    }
+    for o in &s.outcomes {
+        let outcome = o
+            .outcome
+            .clone()
+            .ok_or_else(|| format!("session {:x} seq {} without an outcome", s.client, o.seq))?;
+        if o.seq < s.below || entry.outcomes.insert(o.seq, outcome).is_some() {
+            return Err(format!(
+                "session {:x} seq {} is below its window or repeated",
+                s.client, o.seq
+            ));
+        }
+    }
+    if entry.outcomes.len() > SESSION_OUTCOMES_MAX {
+        return Err(format!(
+            "session {:x} holds {} outcomes",
+            s.client,
+            entry.outcomes.len()
+        ));
+    }
+    Ok(entry)
 }
 
 fn ok(r: outcome::Result) -> Outcome {
@@ -571,6 +620,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::LeaseTtlTooLarge => (Kind::LeaseTtlTooLarge, 0, 0),
         KvError::NoSpace => (Kind::NoSpace, 0, 0),
         KvError::InvalidArgument(_) => (Kind::InvalidArgument, 0, 0),
+        KvError::TooManyRequests => (Kind::TooManyRequests, 0, 0),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -598,6 +648,7 @@ pub fn outcome_error(e: &Error) -> KvError {
         Ok(Kind::LeaseExists) => KvError::LeaseExists,
         Ok(Kind::LeaseTtlTooLarge) => KvError::LeaseTtlTooLarge,
         Ok(Kind::NoSpace) => KvError::NoSpace,
+        Ok(Kind::TooManyRequests) => KvError::TooManyRequests,
         _ => KvError::InvalidArgument(invalid_message(&e.message)),
     }
 }

@@ -82,6 +82,7 @@ fn history_matches_the_live_stream_from_every_start() {
                 client: 1,
                 seq,
                 op: Some(random_op(&mut rng)),
+                ..Default::default()
             });
             live.extend(applied.events);
         }
@@ -105,6 +106,7 @@ fn history_matches_the_live_stream_from_every_start() {
                 revision: compact,
                 physical: false,
             })),
+            ..Default::default()
         });
         let expected: Vec<Event> = live
             .iter()

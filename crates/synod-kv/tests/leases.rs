@@ -35,6 +35,7 @@ impl Kv {
             client: 1,
             seq: self.seq,
             op: Some(op),
+            ..Default::default()
         });
         self.store.check_invariants();
         applied

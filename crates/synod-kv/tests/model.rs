@@ -50,7 +50,7 @@ proptest! {
                 }
                 Step::Compact(r) => Op::Compact(CompactionRequest { revision: 1 + *r as i64 % rev.max(1), physical: false }),
             };
-            store.apply(&Command { client: 1, seq: seq as u64 + 1, op: Some(op) });
+            store.apply(&Command { client: 1, seq: seq as u64 + 1, op: Some(op), ..Default::default() });
             store.mvcc().check_invariants();
             if store.revision() != rev {
                 model.insert(store.revision(), next);

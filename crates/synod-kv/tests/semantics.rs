@@ -36,6 +36,7 @@ impl Kv {
             client: 1,
             seq: self.seq,
             op: Some(op),
+            ..Default::default()
         };
         let applied = self.store.apply(&c);
         self.store.check_invariants();
@@ -531,6 +532,7 @@ fn events_describe_every_change() {
     let applied = kv.store.apply(&Command {
         client: 1,
         seq: kv.seq,
+        answered_below: 0,
         op: Some(Op::Txn(TxnRequest {
             compare: vec![],
             success: vec![
@@ -558,6 +560,7 @@ fn retried_commands_apply_once() {
     let c = Command {
         client: 5,
         seq: 1,
+        answered_below: 0,
         op: Some(Op::Put(PutRequest {
             key: b("k"),
             value: b("v"),
@@ -574,6 +577,54 @@ fn retried_commands_apply_once() {
     assert_eq!(store.revision(), 2);
 }
 
+fn put_in_session(seq: u64, answered_below: u64, value: &str) -> Command {
+    Command {
+        client: 9,
+        seq,
+        answered_below,
+        op: Some(Op::Put(PutRequest {
+            key: b("k"),
+            value: b(value),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A node's session has many writes in flight, and the log may order them
+/// differently from their seqs (a write forwarded again after a leader
+/// change): each applies once, whatever the order, until its node says it
+/// was answered; then a late copy is refused, not applied.
+#[test]
+fn a_session_applies_each_seq_once_in_any_order_until_it_is_answered() {
+    let mut store = KvStore::default();
+    let three = store.apply(&put_in_session(3, 1, "3"));
+    let one = store.apply(&put_in_session(1, 1, "1"));
+    let two = store.apply(&put_in_session(2, 1, "2"));
+    assert!(!three.duplicate && !one.duplicate && !two.duplicate);
+    assert_eq!(store.revision(), 4);
+    // Copies of each, still in the window, get their first answers.
+    for (seq, first) in [(1, &one), (2, &two), (3, &three)] {
+        let again = store.apply(&put_in_session(seq, 1, "x"));
+        assert!(again.duplicate, "seq {seq} applied twice");
+        assert_eq!(again.outcome, first.outcome);
+    }
+    assert_eq!(store.revision(), 4);
+    // Seq 4 tells the store that 1..=3 were answered: their outcomes go,
+    // and a late copy of one of them is refused without effect.
+    store.apply(&put_in_session(4, 4, "4"));
+    assert_eq!(store.session_outcome(9, 2), None);
+    let late = store.apply(&put_in_session(2, 1, "late"));
+    assert!(late.duplicate);
+    assert!(matches!(
+        late.outcome.result,
+        Some(synod_proto::synodpb::outcome::Result::Error(_))
+    ));
+    assert_eq!(store.revision(), 5);
+    // The window survives a snapshot.
+    let restored = KvStore::restore(store.snapshot()).unwrap();
+    assert_eq!(restored, store);
+}
+
 #[test]
 fn snapshot_round_trip() {
     let mut kv = Kv::new();
@@ -586,6 +637,40 @@ fn snapshot_round_trip() {
     }));
     let restored = KvStore::restore(kv.store.snapshot()).unwrap();
     assert_eq!(restored, kv.store);
+}
+
+/// A snapshot comes from a peer or a file: every broken invariant is a
+/// refusal that names it, never a panic.
+#[test]
+fn a_snapshot_that_breaks_an_mvcc_invariant_is_refused_with_the_reason() {
+    let mut kv = Kv::new();
+    kv.put("a", "1");
+    kv.put("a", "2");
+    kv.put("b", "3");
+    let good = kv.store.snapshot();
+    type Breakage = fn(&mut synod_proto::synodpb::Snapshot);
+    let breakages: [(&str, Breakage); 6] = [
+        ("out of order", |s| s.keys[0].versions.reverse()),
+        ("created at", |s| s.keys[0].versions[0].create_revision = 99),
+        ("tombstone with a value", |s| {
+            s.keys[0].versions[0].version = 0
+        }),
+        ("outside", |s| s.keys[1].versions[0].mod_revision = 1000),
+        ("holds a version of", |s| {
+            s.keys[1].versions[0].key = b("zz")
+        }),
+        ("appears twice", |s| {
+            let again = s.keys[0].clone();
+            s.keys.push(again)
+        }),
+    ];
+    for (reason, breakage) in breakages {
+        let mut bad = good.clone();
+        breakage(&mut bad);
+        let err = KvStore::restore(bad).unwrap_err();
+        assert!(err.contains(reason), "expected {reason:?}, got {err:?}");
+    }
+    KvStore::restore(good).unwrap();
 }
 
 #[test]

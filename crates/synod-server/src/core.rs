@@ -44,6 +44,16 @@ const INPUTS_PER_ROUND_MAX: usize = 4096;
 const REFORWARD_MS: u64 = 300;
 /// How often the database size is compared with the space quota.
 const QUOTA_CHECK: Duration = Duration::from_secs(1);
+/// Writes waiting for their outcome on this node (proposed here or
+/// forwarded) before new client writes are refused with "too many
+/// requests". Each holds its encoded command, so this bounds memory too.
+pub const PENDING_WRITES_MAX: usize = 16_384;
+/// The largest state-machine snapshot a peer may send: reassembly keeps
+/// it in memory, so a sender claiming more is refused before any byte is
+/// buffered.
+pub const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
+/// The largest snapshot chunk accepted from a peer.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 64 << 20;
 
 /// A lease's remaining seconds and granted TTL; `None` when it does not
 /// exist (or already ran out on the leader).
@@ -58,8 +68,8 @@ pub enum Input {
     Peer(peerpb::Batch),
     /// A client write; answered when it applies here.
     Write {
-        /// The command (client, seq, op).
-        command: Command,
+        /// What to do; the core makes it a command of its session.
+        op: Op,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
@@ -110,6 +120,30 @@ pub enum Input {
     },
     /// Stop the loop.
     Shutdown,
+}
+
+impl Input {
+    /// Which bound of the inbox this input counts against.
+    pub fn class(&self) -> crate::inbox::Class {
+        use crate::inbox::Class;
+        match self {
+            Input::Peer(_) => Class::Peer,
+            Input::Write { .. }
+            | Input::Read { .. }
+            | Input::LeaseQuery { .. }
+            | Input::Query(_) => Class::Client,
+            Input::Watch { announce, .. } => {
+                if *announce {
+                    Class::Client
+                } else {
+                    Class::Internal
+                }
+            }
+            Input::ChangeMembership { .. } | Input::Transfer { .. } | Input::Shutdown => {
+                Class::Internal
+            }
+        }
+    }
 }
 
 /// Where a lease answer goes once leadership is confirmed.
@@ -166,9 +200,15 @@ pub struct Published {
     pub members: Vec<MemberInfo>,
 }
 
+/// Where a client's write outcome goes.
+type OutcomeReply = oneshot::Sender<Outcome>;
+
 struct PendingWrite {
     command: Bytes,
     forwarded_at: Option<Instant>,
+    /// A barrier for a follower's linearizable read: kept while the read
+    /// waits.
+    barrier: bool,
 }
 
 /// A linearizable read waiting for its slot to be applied.
@@ -193,6 +233,8 @@ pub struct CoreParts {
     pub storage: Storage,
     /// Where inputs arrive.
     pub inputs: Receiver<Input>,
+    /// Told of every input taken, for the inbox's bounds.
+    pub outbox: crate::inbox::Outbox,
     /// Per-peer send queues.
     pub peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
     /// Timer period.
@@ -228,12 +270,15 @@ pub struct Core {
     storage: Storage,
     started: Instant,
     inputs: Receiver<Input>,
+    outbox: crate::inbox::Outbox,
     peers: BTreeMap<NodeId, mpsc::Sender<peerpb::Batch>>,
     cluster_id: u64,
     tick: Duration,
     applied: Slot,
-    /// Writes waiting for their (client, seq) to apply here.
-    writes: BTreeMap<(u64, u64), (oneshot::Sender<Outcome>, PendingWrite)>,
+    /// Writes waiting for their (client, seq) to apply here, with the
+    /// client's reply channel (`None` for the node's own commands and
+    /// barriers, which no client waits on directly).
+    writes: BTreeMap<(u64, u64), (Option<OutcomeReply>, PendingWrite)>,
     /// Linearizable reads registered with the replica.
     reads: BTreeMap<ReadId, Waiter>,
     /// Reads released by the replica, waiting for `applied` to reach a slot.
@@ -241,9 +286,12 @@ pub struct Core {
     /// Reads on a follower, waiting for a barrier command to apply.
     barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
     next_read: u64,
-    next_barrier: u64,
-    /// The client id of this incarnation's barrier commands.
-    barrier_client: u64,
+    /// This incarnation's session: every command the node proposes or
+    /// forwards (client writes, barriers, its own) is `(session, seq)`.
+    session: u64,
+    /// The next seq of `session`; seqs are handed out in input order, so
+    /// the lowest pending one tells the state machine which are answered.
+    next_seq: u64,
     published: Arc<Mutex<Published>>,
     snapshot_every: u64,
     /// The latest snapshot written, shipped to replicas behind the log start.
@@ -258,8 +306,6 @@ pub struct Core {
     /// Lease questions forwarded to the leader, by token.
     lease_queries: BTreeMap<u64, oneshot::Sender<LeaseAnswer>>,
     next_token: u64,
-    /// Client ids for commands this node issues itself (expiry, alarms).
-    next_own_client: u64,
     quota_bytes: u64,
     storage_file: std::path::PathBuf,
     quota_checked: Instant,
@@ -289,6 +335,7 @@ impl Core {
             storage: parts.storage,
             started: parts.started,
             inputs: parts.inputs,
+            outbox: parts.outbox,
             peers: parts.peers,
             cluster_id: parts.cluster_id,
             tick: parts.tick,
@@ -298,8 +345,8 @@ impl Core {
             reads_at: VecDeque::new(),
             barrier_reads: BTreeMap::new(),
             next_read: 1,
-            next_barrier: 1,
-            barrier_client: crate::node::incarnation_base(parts.id.0, 1),
+            session: crate::node::incarnation_base(parts.id.0, 1),
+            next_seq: 1,
             published: parts.published,
             snapshot_every: parts.snapshot_every.max(1),
             snapshot: parts.snapshot,
@@ -310,7 +357,6 @@ impl Core {
             led_ballot: None,
             lease_queries: BTreeMap::new(),
             next_token: 1,
-            next_own_client: crate::node::incarnation_base(parts.id.0, 2),
             quota_bytes: parts.quota_bytes,
             storage_file: parts.storage_file,
             quota_checked: Instant::now(),
@@ -389,12 +435,14 @@ impl Core {
             match self.inputs.recv_timeout(self.tick) {
                 Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(input) => {
+                    self.outbox.taken(&input);
                     if !self.handle(input) {
                         return;
                     }
                     for _ in 0..INPUTS_PER_ROUND_MAX {
                         match self.inputs.try_recv() {
                             Ok(input) => {
+                                self.outbox.taken(&input);
                                 if !self.handle(input) {
                                     return;
                                 }
@@ -514,15 +562,8 @@ impl Core {
 
     /// Proposes a command of the node's own; nobody waits for its answer.
     fn issue(&mut self, op: Op) {
-        let client = self.next_own_client;
-        self.next_own_client = self.next_own_client.wrapping_add(1);
-        let command = Command {
-            client,
-            seq: 1,
-            op: Some(op),
-        };
-        let (tx, _rx) = oneshot::channel();
-        self.on_write(command, tx);
+        let key = self.next_key();
+        self.on_write(key, Some(op), None, false);
     }
 
     /// Returns false on shutdown.
@@ -530,7 +571,7 @@ impl Core {
         match input {
             Input::Shutdown => return false,
             Input::Peer(batch) => self.on_peer(batch),
-            Input::Write { command, reply } => self.on_write(command, reply),
+            Input::Write { op, reply } => self.on_client_write(op, reply),
             Input::Read {
                 request,
                 serializable,
@@ -706,12 +747,50 @@ impl Core {
         }
     }
 
-    fn on_write(&mut self, command: Command, reply: oneshot::Sender<Outcome>) {
-        let key = (command.client, command.seq);
-        let bytes = Bytes::from(command.encode_to_vec());
+    /// A client's write, refused at once when too many already wait.
+    fn on_client_write(&mut self, op: Op, reply: oneshot::Sender<Outcome>) {
+        if self.writes.len() >= PENDING_WRITES_MAX {
+            let _ = reply.send(error_outcome(&KvError::TooManyRequests));
+            return;
+        }
+        let key = self.next_key();
+        self.on_write(key, Some(op), Some(reply), false);
+    }
+
+    /// The next `(session, seq)` of this incarnation.
+    fn next_key(&mut self) -> (u64, u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (self.session, seq)
+    }
+
+    /// Encodes the command once (these bytes are proposed, forwarded and
+    /// logged), remembers it until it applies here, and submits it.
+    fn on_write(
+        &mut self,
+        key: (u64, u64),
+        op: Option<Op>,
+        reply: Option<OutcomeReply>,
+        barrier: bool,
+    ) {
+        debug_assert_eq!(key.0, self.session);
+        // Every seq below the lowest one still pending was answered (or
+        // given up): the state machine may forget those outcomes.
+        let answered_below = self
+            .writes
+            .range((self.session, 0)..=(self.session, u64::MAX))
+            .next()
+            .map_or(key.1, |((_, seq), _)| (*seq).min(key.1));
+        let command = Command {
+            client: key.0,
+            seq: key.1,
+            answered_below,
+            op,
+        };
         let pending = PendingWrite {
-            command: bytes.clone(),
+            command: Bytes::from(command.encode_to_vec()),
             forwarded_at: None,
+            barrier,
         };
         self.writes.insert(key, (reply, pending));
         self.submit(key);
@@ -731,9 +810,10 @@ impl Core {
             }
             Err(ProposeError::Busy) => {
                 if let Some((reply, _)) = self.writes.remove(&key) {
-                    let _ = reply.send(error_outcome(&KvError::InvalidArgument(
-                        "etcdserver: too many requests",
-                    )));
+                    answer(reply, error_outcome(&KvError::TooManyRequests));
+                }
+                if let Some(w) = self.barrier_reads.remove(&key) {
+                    let _ = w.reply.send(Err(KvError::TooManyRequests));
                 }
             }
             Err(_) => pending.forwarded_at = Some(Instant::now()),
@@ -746,6 +826,7 @@ impl Core {
     /// no-op). A write that was chosen after all applies once: the state
     /// machine remembers each (client, seq).
     fn reforward(&mut self) {
+        self.drop_abandoned();
         let leading = self.replica.role_kind() == RoleKind::Leader;
         let due: Vec<(u64, u64)> = self
             .writes
@@ -759,6 +840,21 @@ impl Core {
         for key in due {
             self.submit(key);
         }
+    }
+
+    /// Forgets writes and barrier reads whose client stopped waiting (timed
+    /// out or disconnected): they are not forwarded again, and the bound on
+    /// pending writes counts only live ones. A copy already proposed may
+    /// still apply; nobody is told, as with any timed-out etcd request.
+    fn drop_abandoned(&mut self) {
+        let reads = &mut self.barrier_reads;
+        reads.retain(|_, w| !w.reply.is_closed());
+        self.writes.retain(|key, (reply, pending)| match reply {
+            Some(reply) => !reply.is_closed(),
+            // A barrier lives as long as its read; the node's own commands
+            // until they apply.
+            None => !pending.barrier || reads.contains_key(key),
+        });
     }
 
     fn on_read(
@@ -782,17 +878,10 @@ impl Core {
             Err(_) => {
                 // Not the leader: a barrier command through the log orders
                 // this read after every write acknowledged before it.
-                let key = (self.barrier_client, self.next_barrier);
-                self.next_barrier += 1;
+                let key = self.next_key();
                 self.barrier_reads
                     .insert(key, WaitingRead { request, reply });
-                let command = Command {
-                    client: key.0,
-                    seq: key.1,
-                    op: None,
-                };
-                let (tx, _rx) = oneshot::channel();
-                self.on_write(command, tx);
+                self.on_write(key, None, None, true);
             }
         }
     }
@@ -950,6 +1039,11 @@ impl Core {
             self.incoming = None;
             return;
         }
+        if let Err(why) = check_chunk(&chunk.data, chunk.offset, chunk.total) {
+            tracing::warn!(%slot, offset, total, "snapshot chunk refused: {why}");
+            self.incoming = None;
+            return;
+        }
         let fresh = match &self.incoming {
             Some((s, t, _, _)) => *s != slot || *t != total,
             None => true,
@@ -1028,7 +1122,7 @@ impl Core {
                 self.writes.remove(&key),
                 self.kv.session_outcome(key.0, key.1),
             ) {
-                let _ = reply.send(outcome.clone());
+                answer(reply, outcome.clone());
             }
         }
         self.serve_reads();
@@ -1052,7 +1146,7 @@ impl Core {
             self.events.append(&mut applied.events);
             let key = (command.client, command.seq);
             if let Some((reply, _)) = self.writes.remove(&key) {
-                let _ = reply.send(applied.outcome);
+                answer(reply, applied.outcome);
             }
             if let Some(w) = self.barrier_reads.remove(&key) {
                 let _ = w.reply.send(self.kv.range(&w.request));
@@ -1169,9 +1263,57 @@ fn member_list(table: &[MemberInfo], configuration: Option<&Configuration>) -> V
         .collect()
 }
 
+/// Checks a snapshot chunk's claims before any byte of it is buffered: a
+/// peer cannot make this node allocate more than `SNAPSHOT_BYTES_MAX`, nor
+/// write past the total it announced.
+fn check_chunk(data: &[u8], offset: u64, total: u64) -> Result<(), String> {
+    if total == 0 || total > SNAPSHOT_BYTES_MAX {
+        return Err(format!("total {total} outside 1..={SNAPSHOT_BYTES_MAX}"));
+    }
+    if data.len() > SNAPSHOT_CHUNK_BYTES_MAX {
+        return Err(format!(
+            "{} bytes in one chunk, more than {SNAPSHOT_CHUNK_BYTES_MAX}",
+            data.len()
+        ));
+    }
+    match offset.checked_add(data.len() as u64) {
+        Some(end) if end <= total => Ok(()),
+        _ => Err(format!(
+            "{} bytes at {offset} run past the total",
+            data.len()
+        )),
+    }
+}
+
+/// Hands a write's outcome to its client, if one waits.
+fn answer(reply: Option<OutcomeReply>, outcome: Outcome) {
+    if let Some(reply) = reply {
+        let _ = reply.send(outcome);
+    }
+}
+
 /// Decodes a state-machine snapshot (from disk or from a leader).
 pub(crate) fn decode_snapshot(data: &Bytes) -> Result<KvStore, String> {
     let snapshot =
         synod_proto::synodpb::Snapshot::decode(data.clone()).map_err(|e| e.to_string())?;
     KvStore::restore(snapshot).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_that_claim_too_much_are_refused() {
+        assert!(check_chunk(b"abc", 0, 3).is_ok());
+        assert!(check_chunk(b"abc", 7, 10).is_ok());
+        assert!(check_chunk(b"abc", 8, 10)
+            .unwrap_err()
+            .contains("past the total"));
+        assert!(check_chunk(b"abc", u64::MAX - 1, 10).is_err());
+        assert!(check_chunk(b"", 0, 0).unwrap_err().contains("outside"));
+        assert!(check_chunk(b"a", 0, SNAPSHOT_BYTES_MAX + 1).is_err());
+        let big = vec![0u8; SNAPSHOT_CHUNK_BYTES_MAX + 1];
+        assert!(check_chunk(&big, 0, SNAPSHOT_BYTES_MAX).is_err());
+    }
 }

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 mod core;
 mod hub;
+mod inbox;
 mod node;
 mod restore;
 mod transport;

@@ -7,7 +7,6 @@ use crate::hub::{stream_channel, Hub, HubInput, StreamId, WatchReceiver, WatchSp
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_kv::KvError;
@@ -16,7 +15,7 @@ use synod_paxos::{Config, Membership, NodeId, Replica};
 use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
-use synod_proto::synodpb::{command::Op, Command, Outcome};
+use synod_proto::synodpb::{command::Op, Outcome};
 use synod_storage::{Identity, Storage, StorageError};
 use tokio::sync::oneshot;
 
@@ -35,6 +34,21 @@ pub(crate) fn incarnation_base(node: u64, salt: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Runs a thread's body; a panic in it ends the whole process.
+///
+/// The core loop and the watch hub are the node: if either dies, a process
+/// that still accepted connections would answer nothing (or, worse, serve
+/// reads from a state machine that stopped applying). Fail-stop instead,
+/// as after a failed durable write: the panic message is printed by the
+/// default hook, then the process aborts, and a supervisor restarts it
+/// from its durable state.
+fn fail_stop(what: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        eprintln!("synod: the {what} panicked; stopping the process (fail-stop)");
+        std::process::abort();
+    }
 }
 
 /// The largest peer message (a whole snapshot, until snapshots stream in
@@ -71,6 +85,9 @@ pub enum RequestError {
     /// Not answered in time (no leader, partition, overload).
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// Too many requests wait on this node already; nothing was done.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     /// The node is stopping.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -83,9 +100,8 @@ pub enum RequestError {
 /// A running node.
 pub struct Node {
     config: Arc<NodeConfig>,
-    inputs: Mutex<Sender<Input>>,
+    inputs: crate::inbox::Inbox,
     published: Arc<Mutex<Published>>,
-    next_client: AtomicU64,
     core: Mutex<Option<std::thread::JoinHandle<()>>>,
     storage_file: std::path::PathBuf,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -130,7 +146,7 @@ impl Node {
         let started = Instant::now();
         let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (inbox, outbox, rx) = crate::inbox::channel();
         let mut peers = BTreeMap::new();
         let mut peer_addrs = BTreeMap::new();
         for (id, m) in &config.members {
@@ -149,7 +165,7 @@ impl Node {
                 source,
             })?;
         // Snapshots travel in one message for now: allow large ones.
-        let service = PeerServer::new(PeerService::new(tx.clone()))
+        let service = PeerServer::new(PeerService::new(inbox.clone()))
             .max_decoding_message_size(PEER_MESSAGE_MAX)
             .max_encoding_message_size(PEER_MESSAGE_MAX);
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
@@ -168,12 +184,12 @@ impl Node {
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
         let hub = Hub::new(
             kv.revision(),
-            tx.clone(),
+            inbox.sender(),
             Duration::from_millis(config.watch_progress_ms.max(1)),
         );
         let hub_thread = std::thread::Builder::new()
             .name(format!("synod-hub-{}", config.id.0))
-            .spawn(move || hub.run(hub_rx))
+            .spawn(move || fail_stop("watch hub", || hub.run(hub_rx)))
             .expect("spawn hub thread");
         let core = Core::new(CoreParts {
             id: config.id,
@@ -183,6 +199,7 @@ impl Node {
             snapshot,
             storage,
             inputs: rx,
+            outbox,
             peers,
             tick: Duration::from_millis(config.tick_ms),
             published: published.clone(),
@@ -198,15 +215,13 @@ impl Node {
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
-            .spawn(move || core.run())
+            .spawn(move || fail_stop("core loop", || core.run()))
             .expect("spawn core thread");
-        let client_base = incarnation_base(config.id.0, 0);
         let config_id = config.id.0;
         Ok(Arc::new(Node {
             config: Arc::new(config),
-            inputs: Mutex::new(tx),
+            inputs: inbox,
             published,
-            next_client: AtomicU64::new(client_base),
             core: Mutex::new(Some(handle)),
             storage_file,
             shutdown,
@@ -316,11 +331,10 @@ impl Node {
     }
 
     fn input(&self, input: Input) -> Result<(), RequestError> {
-        self.inputs
-            .lock()
-            .expect("inputs lock")
-            .send(input)
-            .map_err(|_| RequestError::Stopped)
+        self.inputs.send(input).map_err(|refused| match refused {
+            crate::inbox::Refused::Full => RequestError::TooManyRequests,
+            crate::inbox::Refused::Stopped => RequestError::Stopped,
+        })
     }
 
     async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, RequestError> {
@@ -333,20 +347,11 @@ impl Node {
     }
 
     /// Replicates one write and returns its outcome once applied here.
+    /// The core makes it a command of this incarnation's session, so a
+    /// copy forwarded twice applies once.
     pub async fn write(&self, op: Op) -> Result<Outcome, RequestError> {
-        // Unique per node and request; the node id in the high bits keeps
-        // clients of different nodes apart.
-        // Unique across this node's restarts too: the state machine
-        // remembers client ids from earlier lives, and a reused id would
-        // make a new write look like a retry of an old one.
-        let client = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let command = Command {
-            client,
-            seq: 1,
-            op: Some(op),
-        };
         let (reply, rx) = oneshot::channel();
-        self.input(Input::Write { command, reply })?;
+        self.input(Input::Write { op, reply })?;
         self.wait(rx).await
     }
 

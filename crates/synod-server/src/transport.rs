@@ -3,9 +3,8 @@
 //! task per peer that (re)connects and streams whatever the core queued.
 
 use crate::core::Input;
+use crate::inbox::{Inbox, Refused};
 use std::net::SocketAddr;
-use std::sync::mpsc::Sender;
-use std::sync::Mutex;
 use std::time::Duration;
 use synod_proto::peerpb::peer_server::Peer;
 use synod_proto::peerpb::{peer_client::PeerClient, Ack, Batch};
@@ -21,15 +20,13 @@ const RECONNECT_MS: u64 = 100;
 
 /// The receiving side of the peer service.
 pub struct PeerService {
-    inputs: Mutex<Sender<Input>>,
+    inputs: Inbox,
 }
 
 impl PeerService {
     /// Forwards every received batch to the core loop.
-    pub fn new(inputs: Sender<Input>) -> PeerService {
-        PeerService {
-            inputs: Mutex::new(inputs),
-        }
+    pub fn new(inputs: Inbox) -> PeerService {
+        PeerService { inputs }
     }
 }
 
@@ -37,11 +34,18 @@ impl PeerService {
 impl Peer for PeerService {
     async fn stream(&self, request: Request<Streaming<Batch>>) -> Result<Response<Ack>, Status> {
         let mut stream = request.into_inner();
-        let inputs = self.inputs.lock().expect("inputs lock").clone();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            if inputs.send(Input::Peer(batch)).is_err() {
-                return Err(Status::unavailable("node is shutting down"));
+            match self.inputs.send(Input::Peer(batch)) {
+                Ok(()) => {}
+                // The core is behind: drop the batch, Paxos retransmits
+                // what mattered in it.
+                Err(Refused::Full) => {
+                    tracing::debug!("core input queue full: peer batch dropped");
+                }
+                Err(Refused::Stopped) => {
+                    return Err(Status::unavailable("node is shutting down"));
+                }
             }
         }
         Ok(Response::new(Ack {}))

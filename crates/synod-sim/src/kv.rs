@@ -103,6 +103,7 @@ impl Kv {
                 self.store.apply(&synod_proto::synodpb::Command {
                     client: c.client,
                     seq: c.seq * 2 - 1,
+                    answered_below: c.seq * 2 - 1,
                     op: Some(command::Op::LeaseGrant(LeaseGrantRequest {
                         id: *id,
                         ttl: *ttl,
@@ -121,9 +122,12 @@ impl Kv {
             Op::Grant { .. } => c.seq * 2,
             _ => c.seq,
         };
+        // A simulated client has one command in flight: every earlier one
+        // was answered, so the state machine keeps only this one's outcome.
         let applied = self.store.apply(&synod_proto::synodpb::Command {
             client: c.client,
             seq,
+            answered_below: seq,
             op: Some(op),
         });
         match applied.outcome.result {
