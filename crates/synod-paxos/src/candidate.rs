@@ -57,22 +57,29 @@ impl<C: Clone + PartialEq + fmt::Debug> Candidate<C> {
     }
 }
 
-/// The next round after every round in `rounds`. Saturates rather than
-/// overflows; rounds above `ROUND_MAX` never arrive from peers (they are
-/// refused on arrival), so that only happens with a corrupt disk.
-fn next_round(rounds: &[u64]) -> u64 {
-    rounds.iter().copied().max().unwrap_or(0).saturating_add(1)
+/// The next round after every round in `rounds`, or `None` when it would
+/// pass `ROUND_MAX`: peers refuse such ballots, so a replica that reached
+/// the bound (a peer sent a round of exactly `ROUND_MAX`) stays a follower
+/// and goes on accepting from leaders, rather than promising itself a
+/// ballot nobody takes and then refusing every leader below it.
+fn next_round(rounds: &[u64]) -> Option<u64> {
+    let next = rounds.iter().copied().max().unwrap_or(0).checked_add(1)?;
+    (next <= crate::limits::ROUND_MAX).then_some(next)
 }
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// The election timer fired: ask the voters whether they would promise
     /// the next ballot, counting our own acceptor's answer directly.
     pub(crate) fn probe(&mut self) {
+        let Some(round) = next_round(&[self.round_seen, self.promised.round]) else {
+            self.reset_election_deadline();
+            return;
+        };
         if let Role::Leader(_) = self.role {
             self.become_follower();
         }
         let ballot = Ballot {
-            round: next_round(&[self.round_seen, self.promised.round]),
+            round,
             node: self.config.id,
         };
         let commit = self.log.commit();
@@ -142,11 +149,15 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                 return;
             }
         }
+        let Some(round) = next_round(&[self.round_seen, self.promised.round]) else {
+            self.reset_election_deadline();
+            return;
+        };
         if let Role::Leader(_) = self.role {
             self.become_follower();
         }
         let ballot = Ballot {
-            round: next_round(&[self.round_seen, self.promised.round]),
+            round,
             node: self.config.id,
         };
         self.round_seen = ballot.round;

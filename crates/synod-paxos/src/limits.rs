@@ -20,7 +20,7 @@ use crate::types::{Slot, Value};
 /// [`CANDIDATE_LAG_MAX`] chosen slots the candidate misses plus what the
 /// acceptor stores past its own commit point (at most
 /// `SLOTS_AHEAD_WINDOWS * WINDOW_SLOTS_LIMIT`).
-pub const MESSAGE_SLOTS_MAX: u64 = 16_384;
+pub const MESSAGE_SLOTS_MAX: u64 = 65_536;
 
 /// The largest `window_slots_max` and `catchup_slots_max` a configuration may
 /// set, so that every bound derived from them stays below
@@ -33,13 +33,18 @@ pub const WINDOW_SLOTS_LIMIT: u64 = 2_048;
 ///
 /// A leader has at most one window open past its own commit point, and a
 /// follower that keeps up is at most about one window behind that (it learns
-/// the commit point from the next accept), so two windows suffice; four
-/// leave room for configurations that differ a little between replicas. A
+/// the commit point from the next accept), so two windows suffice. Sixteen
+/// let a follower that fell behind (a pause, a restart under load) go on
+/// storing new slots, and so count in the leader's quorums, while `Learn`
+/// fills its gap: with fewer, under steady load, catch-up at
+/// `catchup_slots_max` per round trip races a leader that chooses up to
+/// `window_slots_max` per round trip. The cost is bounded: at most
+/// `16 * WINDOW_SLOTS_LIMIT` empty log entries. A
 /// follower further behind is caught up by `Learn` (in batches of
 /// `catchup_slots_max`) or a snapshot first, and accepts the leader's newest
 /// slots when they are retransmitted, so it never allocates one entry per
 /// missed slot at once.
-pub const SLOTS_AHEAD_WINDOWS: u64 = 4;
+pub const SLOTS_AHEAD_WINDOWS: u64 = 16;
 
 /// An acceptor refuses to promise a candidate whose commit point lies more
 /// than this many slots behind its own, as it already refuses one behind its
@@ -64,6 +69,10 @@ pub const ROUND_MAX: u64 = u64::MAX / 2;
 
 const _: () = assert!(SLOTS_AHEAD_WINDOWS * WINDOW_SLOTS_LIMIT < MESSAGE_SLOTS_MAX);
 const _: () = assert!(CANDIDATE_LAG_MAX >= WINDOW_SLOTS_LIMIT);
+// Every voter that acknowledged the newest chosen slot stores at most this
+// far past its commit point, so some live voter is always within
+// CANDIDATE_LAG_MAX of every other's commit point and can be promised.
+const _: () = assert!(CANDIDATE_LAG_MAX >= SLOTS_AHEAD_WINDOWS * WINDOW_SLOTS_LIMIT);
 const _: () = assert!(ROUND_MAX < u64::MAX);
 
 /// How many peer messages (or parts of them) a replica refused, by reason;

@@ -193,7 +193,9 @@ fn absurd_rounds_are_refused_and_do_not_wedge_campaigns() {
     assert_eq!(r.status().role, RoleKind::Candidate);
     assert_eq!(r.status().promised, b(1, 1));
 
-    // The highest admitted round still leaves room for a higher ballot.
+    // A replica that saw the highest admitted round does not campaign past
+    // it (peers would refuse its ballot, and it would refuse every leader
+    // below): it stays a follower and still accepts from a leader.
     let mut r = replica(1);
     r.step(
         NodeId(2),
@@ -204,7 +206,10 @@ fn absurd_rounds_are_refused_and_do_not_wedge_campaigns() {
         Time(0),
     );
     r.campaign_now();
-    assert_eq!(r.status().promised, b(ROUND_MAX + 1, 1));
+    assert_eq!(r.status().role, RoleKind::Follower);
+    assert_eq!(r.status().promised, Ballot::ZERO);
+    r.step(NodeId(2), accept(b(3, 2), 1, vec![cmd(1)], 0), Time(0));
+    assert_eq!(r.status().promised, b(3, 2), "still accepts from a leader");
     assert_eq!(b(u64::MAX, 1).next_for(NodeId(2)).round, u64::MAX);
 }
 
