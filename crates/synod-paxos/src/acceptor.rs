@@ -9,6 +9,7 @@
 //! node while it still grants a lease to the current leader or heard from it
 //! within the election timeout (stickiness).
 
+use crate::limits::{CANDIDATE_LAG_MAX, MESSAGE_SLOTS_MAX};
 use crate::message::Message;
 use crate::mutation::Mutation;
 use crate::replica::{Helped, Replica, Role};
@@ -56,9 +57,14 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         // no more than we do, is a removed replica that missed its removal
         // (or a stranger): promising it would only disrupt the group. One
         // that knows more may vote in a configuration we have not learned.
+        //
+        // A candidate more than `CANDIDATE_LAG_MAX` slots behind our commit
+        // point would need every chosen slot in between in one promise; a
+        // more advanced voter can lead instead and catch it up.
         ballot > self.promised
             && !self.refuses_prepare(from)
             && commit >= self.log.snapshot()
+            && self.log.commit().0.saturating_sub(commit.0) <= CANDIDATE_LAG_MAX
             && (commit > self.log.commit() || self.knows_voter(from))
     }
 
@@ -82,6 +88,13 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         if ballot > self.promised && !self.would_promise(from, ballot, commit) {
             // Refused silently: the candidate's timer will retry, and by then
             // the leader is either back in touch or truly gone.
+            return;
+        }
+        if self.log.span_after(commit) > MESSAGE_SLOTS_MAX {
+            // Only a log stored under a larger window (before a restart with
+            // a smaller one) gets here. A promise must report every slot, so
+            // it cannot be cut short: refuse, as for a lagging candidate.
+            self.refused.promise_size += 1;
             return;
         }
         self.set_promised(ballot);
@@ -146,7 +159,8 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             self.step_down_if_outbid();
             self.follow(ballot, heard.seq);
         }
-        for (i, value) in values.iter().enumerate() {
+        let count = self.storable(first, values.len());
+        for (i, value) in values.iter().take(count).enumerate() {
             let record = self.log.accept(Slot(first.0 + i as u64), ballot, value);
             self.record(record);
         }
@@ -154,13 +168,32 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         let ack = Message::Accepted {
             ballot,
             first,
-            count: values.len() as u64,
+            count: count as u64,
             commit: self.log.commit(),
             behind: self.log.commit() < heard.commit,
             seq: heard.seq,
             sent_at: heard.sent_at,
         };
         self.send_after_persist(from, ack);
+    }
+
+    /// How many of `len` values starting at `first` to store: those at most
+    /// `Config::slots_ahead_max` past the commit point. The rest are dropped
+    /// (and counted), as if lost: a correct sender retransmits them, and
+    /// catches this replica up by `Learn` or snapshot first when it is that
+    /// far behind. The range itself was checked on arrival (`limits::judge`).
+    fn storable(&mut self, first: Slot, len: usize) -> usize {
+        let limit = self.log.store_limit(self.config.slots_ahead_max());
+        let room = if first > limit {
+            0
+        } else {
+            usize::try_from(limit.0 - first.0)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        };
+        let count = len.min(room);
+        self.refused.slots_ahead += (len - count) as u64;
+        count
     }
 
     /// Takes `ballot`'s proposer as the leader: resets the election timer and,
@@ -209,8 +242,16 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         first: Slot,
         values: Vec<Value<C>>,
     ) {
-        for (i, value) in values.iter().enumerate() {
-            let record = self.log.learn(Slot(first.0 + i as u64), ballot, value);
+        let count = self.storable(first, values.len());
+        for (i, value) in values.iter().take(count).enumerate() {
+            let slot = Slot(first.0 + i as u64);
+            if self.log.conflicts(slot, value) {
+                // Two values chosen for one slot: the sender is broken or
+                // hostile. Keep ours; the simulator's checkers judge safety.
+                self.refused.conflicting_chosen += 1;
+                continue;
+            }
+            let record = self.log.learn(slot, ballot, value);
             self.record(record);
         }
         self.advance_commit();
@@ -297,7 +338,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             return;
         }
         let first = commit.next();
-        let last = Slot(ours.0.min(commit.0 + batch));
+        let last = Slot(ours.0.min(commit.0.saturating_add(batch)));
         h.through = last;
         h.sent_at = Some(now);
         let ballot = self.promised;

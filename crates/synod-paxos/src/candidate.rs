@@ -15,6 +15,7 @@
 //! It asks the voters of each new configuration as it discovers it.
 
 use crate::leader::Leader;
+use crate::limits::MESSAGE_SLOTS_MAX;
 use crate::message::{Message, SlotRecord};
 use crate::mutation::Mutation;
 use crate::replica::{Replica, Role};
@@ -40,35 +41,45 @@ pub(crate) struct Candidate<C> {
 }
 
 impl<C: Clone + PartialEq + fmt::Debug> Candidate<C> {
-    /// Keeps, per slot, a chosen value over any other, else the highest ballot.
-    fn merge(&mut self, record: SlotRecord<C>) {
+    /// Keeps, per slot, a chosen value over any other, else the highest
+    /// ballot. Returns false when `record` reports a value chosen that
+    /// contradicts one already reported chosen (only a broken or hostile
+    /// acceptor does that); the first one is kept.
+    fn merge(&mut self, record: SlotRecord<C>) -> bool {
         match self.best.get(&record.slot) {
-            Some(have) if have.chosen => {
-                assert!(
-                    !record.chosen || have.value == record.value,
-                    "promises report two chosen values for slot {}: {:?} and {:?}",
-                    record.slot,
-                    have.value,
-                    record.value
-                );
-            }
-            Some(have) if !record.chosen && have.ballot >= record.ballot => {}
+            Some(have) if have.chosen => !record.chosen || have.value == record.value,
+            Some(have) if !record.chosen && have.ballot >= record.ballot => true,
             _ => {
                 self.best.insert(record.slot, record);
+                true
             }
         }
     }
+}
+
+/// The next round after every round in `rounds`, or `None` when it would
+/// pass `ROUND_MAX`: peers refuse such ballots, so a replica that reached
+/// the bound (a peer sent a round of exactly `ROUND_MAX`) stays a follower
+/// and goes on accepting from leaders, rather than promising itself a
+/// ballot nobody takes and then refusing every leader below it.
+fn next_round(rounds: &[u64]) -> Option<u64> {
+    let next = rounds.iter().copied().max().unwrap_or(0).checked_add(1)?;
+    (next <= crate::limits::ROUND_MAX).then_some(next)
 }
 
 impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     /// The election timer fired: ask the voters whether they would promise
     /// the next ballot, counting our own acceptor's answer directly.
     pub(crate) fn probe(&mut self) {
+        let Some(round) = next_round(&[self.round_seen, self.promised.round]) else {
+            self.reset_election_deadline();
+            return;
+        };
         if let Role::Leader(_) = self.role {
             self.become_follower();
         }
         let ballot = Ballot {
-            round: self.round_seen.max(self.promised.round) + 1,
+            round,
             node: self.config.id,
         };
         let commit = self.log.commit();
@@ -138,11 +149,15 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
                 return;
             }
         }
+        let Some(round) = next_round(&[self.round_seen, self.promised.round]) else {
+            self.reset_election_deadline();
+            return;
+        };
         if let Role::Leader(_) = self.role {
             self.become_follower();
         }
         let ballot = Ballot {
-            round: self.round_seen.max(self.promised.round) + 1,
+            round,
             node: self.config.id,
         };
         self.round_seen = ballot.round;
@@ -192,12 +207,24 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             // commit point (each meets the quorum that chose it).
             return;
         }
+        let limit = Slot(commit.0.saturating_add(MESSAGE_SLOTS_MAX));
+        if accepted.iter().any(|r| r.slot > limit) {
+            // A correct acceptor reports nothing that far ahead (it refuses
+            // lagging candidates and stores little past its commit point);
+            // counting this promise would size the takeover by it.
+            self.refused.promise_range += 1;
+            return;
+        }
         if !candidate.promises.contains(&from) {
             candidate.promises.push(from);
         }
+        let mut conflicts = 0;
         for record in accepted.into_iter().filter(|r| r.slot > commit) {
-            candidate.merge(record);
+            if !candidate.merge(record) {
+                conflicts += 1;
+            }
         }
+        self.refused.conflicting_chosen += conflicts;
         self.candidate_progress();
     }
 
@@ -280,7 +307,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     ///
     /// Values after the first membership entry wait in `deferred` until that
     /// entry is committed: every open slot of a leader is then governed by
-    /// the one configuration in effect after its commit point.
+    /// the one configuration in effect after its commit point. So do values
+    /// past the first `window_slots_max`: the takeover goes out in window
+    /// sized pieces, like any other proposal, so no accept carries more, and
+    /// every acceptor (this one included) stores each piece.
     fn become_leader(&mut self) {
         let Role::Candidate(candidate) = std::mem::replace(&mut self.role, Role::Follower) else {
             unreachable!("become_leader outside candidacy");
@@ -288,10 +318,12 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         let start = self.log.commit().next();
         let mut values = self.takeover_values(&candidate);
         let barrier = Slot(start.0 + values.len() as u64 - 1);
+        let window = usize::try_from(self.config.window_slots_max).unwrap_or(usize::MAX);
         let split = values
             .iter()
             .position(|v| v.configuration().is_some())
-            .map_or(values.len(), |i| i + 1);
+            .map_or(values.len(), |i| i + 1)
+            .min(window);
         let deferred: VecDeque<Value<C>> = values.split_off(split).into();
         self.leader = Some(self.config.id);
         let members = self.leader_members(&values);

@@ -1,6 +1,7 @@
 //! Static configuration of one replica, checked once so the rest of the core
 //! can rely on its relationships (quorum intersection, timer ordering).
 
+use crate::limits::{SLOTS_AHEAD_WINDOWS, WINDOW_SLOTS_LIMIT};
 use crate::membership::Membership;
 use crate::types::NodeId;
 use std::fmt;
@@ -42,11 +43,13 @@ pub struct Config {
     /// The largest rate difference between any two clocks, in parts per
     /// million; the leader shortens its lease by twice this fraction.
     pub clock_drift_max_ppm: u64,
-    /// Slots the leader may have proposed but not yet seen chosen.
+    /// Slots the leader may have proposed but not yet seen chosen; at most
+    /// [`WINDOW_SLOTS_LIMIT`].
     pub window_slots_max: u64,
     /// Commands packed into one slot.
     pub batch_commands_max: usize,
-    /// Chosen slots sent to a lagging replica in one catch-up message.
+    /// Chosen slots sent to a lagging replica in one catch-up message; at
+    /// most [`WINDOW_SLOTS_LIMIT`].
     pub catchup_slots_max: u64,
     /// Commands the leader queues while its window is full; more are refused.
     pub proposals_queued_max: usize,
@@ -188,6 +191,15 @@ impl Config {
         if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Timing(format!("{name} must be positive")));
         }
+        let limited = [
+            ("window_slots_max", self.window_slots_max),
+            ("catchup_slots_max", self.catchup_slots_max),
+        ];
+        if let Some((name, v)) = limited.iter().find(|(_, v)| *v > WINDOW_SLOTS_LIMIT) {
+            return Err(ConfigError::Timing(format!(
+                "{name}={v} must be at most {WINDOW_SLOTS_LIMIT}"
+            )));
+        }
         if self.heartbeat_interval_ms >= self.election_timeout_ms {
             return Err(ConfigError::Timing(format!(
                 "heartbeat_interval_ms={} must be below election_timeout_ms={}",
@@ -224,6 +236,15 @@ impl Config {
         let d = self.lease_duration_ms as u128;
         let margin = (d * 2 * self.clock_drift_max_ppm as u128).div_ceil(1_000_000);
         margin as u64 + 1
+    }
+
+    /// How far past its commit point this replica stores slots that peers
+    /// send in accepts and learns; the rest of such a message is dropped
+    /// (see [`SLOTS_AHEAD_WINDOWS`]). At most `SLOTS_AHEAD_WINDOWS *
+    /// WINDOW_SLOTS_LIMIT` once the configuration validated.
+    pub fn slots_ahead_max(&self) -> u64 {
+        let window = self.window_slots_max.max(self.catchup_slots_max);
+        SLOTS_AHEAD_WINDOWS.saturating_mul(window)
     }
 
     /// Voters whose acknowledgements together meet every phase-1 quorum: what a
@@ -311,6 +332,17 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::Membership(_))));
         c.voters = vec![NodeId(2), NodeId(1)];
         assert!(matches!(c.validate(), Err(ConfigError::Voters(_))));
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        let mut c = Config::majority(NodeId(1), &ids(3));
+        c.window_slots_max = WINDOW_SLOTS_LIMIT + 1;
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+        c.window_slots_max = WINDOW_SLOTS_LIMIT;
+        c.validate().unwrap();
+        c.catchup_slots_max = u64::MAX;
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub(crate) struct PendingRead {
 /// Phase-2 state of one ballot.
 ///
 /// Invariants: `ballot == promised` of the replica; `base == commit + 1`;
-/// `inflight[i]` is slot `base + i`; `inflight.len() <= window` except right
-/// after takeover, when every open slot is re-proposed at once.
+/// `inflight[i]` is slot `base + i`; `inflight.len() <= window` (a takeover
+/// re-proposes the open slots one window at a time, the rest in `deferred`),
+/// so no accept carries more than `window_slots_max` values.
 pub(crate) struct Leader<C> {
     pub(crate) ballot: Ballot,
     /// Reads are served only once the commit point reaches this: every slot
@@ -204,6 +205,12 @@ impl<C: Clone> Leader<C> {
             self.base,
             replica.log.commit().next(),
             "leader base vs commit"
+        );
+        assert!(
+            self.inflight.len() as u64 <= replica.config.window_slots_max,
+            "{} slots open, window {}",
+            self.inflight.len(),
+            replica.config.window_slots_max
         );
         let configs = self
             .inflight
@@ -713,7 +720,10 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
         count: u64,
     ) {
         let lo = first.0.max(leader.base.0);
-        let hi = (first.0 + count).min(leader.base.0 + leader.inflight.len() as u64);
+        let hi = first
+            .0
+            .saturating_add(count)
+            .min(leader.base.0 + leader.inflight.len() as u64);
         for s in lo..hi {
             let slot = &mut leader.inflight[(s - leader.base.0) as usize];
             if !slot.acks.contains(&from) {
@@ -842,7 +852,11 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             return;
         }
         let first = peer.commit.next();
-        let last = Slot(commit.0.min(peer.commit.0 + self.config.catchup_slots_max));
+        let last = Slot(
+            commit
+                .0
+                .min(peer.commit.0.saturating_add(self.config.catchup_slots_max)),
+        );
         peer.learn_sent_at = Some(now);
         peer.learn_through = last;
         let ballot = leader.ballot;

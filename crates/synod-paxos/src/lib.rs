@@ -52,6 +52,7 @@ mod acceptor;
 mod candidate;
 mod config;
 mod leader;
+mod limits;
 mod log;
 mod membership;
 mod message;
@@ -62,6 +63,10 @@ mod rng;
 mod types;
 
 pub use config::{Config, ConfigError, VOTERS_MAX};
+pub use limits::{
+    Refused, CANDIDATE_LAG_MAX, MESSAGE_SLOTS_MAX, ROUND_MAX, SLOTS_AHEAD_WINDOWS,
+    WINDOW_SLOTS_LIMIT,
+};
 pub use log::{Entry, Log};
 pub use membership::{Configuration, Membership, MembershipError, MembershipRecord};
 pub use message::{Envelope, Message, SlotRecord, ValueFmt};

@@ -69,27 +69,35 @@ impl<C: Clone> Log<C> {
         self.entries.get(i)?.as_ref()
     }
 
-    fn slot_mut(&mut self, slot: Slot) -> &mut Option<Entry<C>> {
-        let i = self.index(slot).expect("slot_mut on compacted slot");
+    /// The storage for `slot`, growing the log up to it; `None` for a
+    /// compacted slot. Grows by one entry per slot between `last()` and
+    /// `slot`: callers that store slots from peers bound `slot` first (see
+    /// `Log::store_limit`).
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut Option<Entry<C>>> {
+        let i = self.index(slot)?;
         if i >= self.entries.len() {
             self.entries.resize(i + 1, None);
         }
-        &mut self.entries[i]
+        self.entries.get_mut(i)
+    }
+
+    /// The highest slot a replica stores from peers when it takes slots at
+    /// most `ahead` past its commit point.
+    pub fn store_limit(&self, ahead: u64) -> Slot {
+        Slot(self.commit.0.saturating_add(ahead))
     }
 
     /// Records an acceptance of `value` in `ballot`. Returns the record to
     /// persist, or `None` when nothing changed (already accepted in this
-    /// ballot, already chosen, or compacted).
+    /// ballot, already chosen, or compacted). Allocates up to `slot`: bound
+    /// it with [`store_limit`](Log::store_limit) first.
     pub fn accept(
         &mut self,
         slot: Slot,
         ballot: Ballot,
         value: &Value<C>,
     ) -> Option<SlotRecord<C>> {
-        if slot <= self.snapshot {
-            return None;
-        }
-        let entry = self.slot_mut(slot);
+        let entry = self.slot_mut(slot)?;
         if let Some(e) = entry {
             if e.chosen || e.ballot >= ballot {
                 // A ballot proposes one value per slot, so an equal ballot
@@ -112,18 +120,17 @@ impl<C: Clone> Log<C> {
     }
 
     /// Records that `value` is chosen at `slot`. Returns the record to persist
-    /// when this is news.
+    /// when this is news. Allocates up to `slot`: bound it with
+    /// [`store_limit`](Log::store_limit) first.
     ///
     /// Panics if a different value was already known chosen there: that is a
-    /// safety violation of the whole group, not an input error.
+    /// safety violation of the whole group, not an input error (a replica
+    /// checks values from peers with [`conflicts`](Log::conflicts) first).
     pub fn learn(&mut self, slot: Slot, ballot: Ballot, value: &Value<C>) -> Option<SlotRecord<C>>
     where
         C: PartialEq + std::fmt::Debug,
     {
-        if slot <= self.snapshot {
-            return None;
-        }
-        let entry = self.slot_mut(slot);
+        let entry = self.slot_mut(slot)?;
         if let Some(e) = entry {
             if e.chosen {
                 assert!(
@@ -148,14 +155,22 @@ impl<C: Clone> Log<C> {
         })
     }
 
+    /// True when a value other than `value` is known chosen at `slot`.
+    pub fn conflicts(&self, slot: Slot, value: &Value<C>) -> bool
+    where
+        C: PartialEq,
+    {
+        self.get(slot)
+            .is_some_and(|e| e.chosen && e.value != *value)
+    }
+
     /// Marks `slot` chosen when it holds a value accepted in `ballot` (the
     /// leader of `ballot` said it is chosen, and that leader proposed exactly
     /// one value there). Returns true when the slot is now known chosen.
     pub fn mark_chosen_if(&mut self, slot: Slot, ballot: Ballot) -> bool {
-        if slot <= self.snapshot {
+        let Some(i) = self.index(slot) else {
             return true;
-        }
-        let i = self.index(slot).expect("not compacted");
+        };
         match self.entries.get_mut(i) {
             Some(Some(e)) if e.chosen => true,
             Some(Some(e)) if e.ballot == ballot => {
@@ -213,8 +228,17 @@ impl<C: Clone> Log<C> {
         self.advance_commit();
     }
 
+    /// Number of slots stored after `after` (gaps included): an upper bound
+    /// on what [`records_after`](Log::records_after) returns.
+    pub fn span_after(&self, after: Slot) -> u64 {
+        self.last().0.saturating_sub(after.max(self.snapshot).0)
+    }
+
     /// Stored slots after `after`, for a promise.
     pub fn records_after(&self, after: Slot) -> Vec<SlotRecord<C>> {
+        if after >= self.last() {
+            return Vec::new();
+        }
         let start = after.max(self.snapshot).next();
         (start.0..=self.last().0)
             .filter_map(|s| {
@@ -231,24 +255,23 @@ impl<C: Clone> Log<C> {
 
     /// Loads a record read back from disk at restart.
     pub fn restore(&mut self, record: SlotRecord<C>) {
-        if record.slot <= self.snapshot {
-            return;
+        if let Some(entry) = self.slot_mut(record.slot) {
+            *entry = Some(Entry {
+                ballot: record.ballot,
+                value: record.value,
+                chosen: record.chosen,
+            });
         }
-        *self.slot_mut(record.slot) = Some(Entry {
-            ballot: record.ballot,
-            value: record.value,
-            chosen: record.chosen,
-        });
     }
 
     /// Sets the commit point from a persisted hint at restart, clamped to
     /// what the log actually proves.
     pub fn restore_commit(&mut self, hint: Slot) {
         for s in self.commit.next().0..=hint.0.min(self.last().0) {
-            let i = self.index(Slot(s)).expect("after snapshot");
-            match &mut self.entries[i] {
-                Some(e) => e.chosen = true,
-                None => break,
+            let entry = self.index(Slot(s)).and_then(|i| self.entries.get_mut(i));
+            match entry {
+                Some(Some(e)) => e.chosen = true,
+                _ => break,
             }
         }
         self.advance_commit();
@@ -343,6 +366,20 @@ mod tests {
         let mut log = Log::new(Slot(0));
         log.learn(Slot(1), b(1), &v(1));
         log.learn(Slot(1), b(2), &v(2));
+    }
+
+    #[test]
+    fn records_after_the_end_are_empty() {
+        let mut log = Log::new(Slot(0));
+        log.accept(Slot(1), b(1), &v(1));
+        assert!(log.records_after(Slot(u64::MAX)).is_empty());
+        assert_eq!(log.span_after(Slot(u64::MAX)), 0);
+        assert_eq!(log.span_after(Slot(0)), 1);
+        assert_eq!(log.store_limit(u64::MAX), Slot(u64::MAX));
+        assert!(!log.conflicts(Slot(1), &v(2)), "accepted, not chosen");
+        log.learn(Slot(1), b(1), &v(1));
+        assert!(log.conflicts(Slot(1), &v(2)));
+        assert!(!log.conflicts(Slot(1), &v(1)));
     }
 
     #[test]

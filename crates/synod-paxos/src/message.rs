@@ -212,7 +212,8 @@ impl<C: fmt::Debug> fmt::Display for Envelope<C> {
                 let behind = if *behind { " behind" } else { "" };
                 write!(f, "Accepted b={ballot} commit={commit}{behind} seq={seq}")?;
                 if *count > 0 {
-                    write!(f, " slots={}..={}", first, first.0 + count - 1)?;
+                    let last = first.0.saturating_add(count - 1);
+                    write!(f, " slots={first}..={last}")?;
                 }
                 Ok(())
             }
@@ -248,7 +249,8 @@ fn write_values<C: fmt::Debug>(
     write!(f, " [")?;
     for (i, v) in values.iter().enumerate() {
         let sep = if i == 0 { "" } else { " " };
-        write!(f, "{sep}{}:{}", first.0 + i as u64, ValueFmt(v))?;
+        let slot = first.0.saturating_add(i as u64);
+        write!(f, "{sep}{slot}:{}", ValueFmt(v))?;
     }
     write!(f, "]")
 }

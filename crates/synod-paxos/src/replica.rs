@@ -14,6 +14,7 @@
 //! remote ones, including the wait for persistence.
 
 use crate::config::{Config, ConfigError};
+use crate::limits::{judge, Refused, Verdict};
 use crate::log::Log;
 use crate::membership::{Configuration, Membership, MembershipError, MembershipRecord};
 use crate::message::{Envelope, Message, SlotRecord};
@@ -231,6 +232,8 @@ pub struct Replica<C> {
     /// Voters this non-voting replica is catching up because no leader was
     /// heard for an election timeout (see `Replica::help_voters`).
     pub(crate) helping: Vec<Helped>,
+    /// Peer messages (or parts of them) refused, by reason.
+    pub(crate) refused: Refused,
 }
 
 /// A voter a non-voting replica ships chosen slots to while no leader is
@@ -356,6 +359,7 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
             lease_seq: 0,
             released: None,
             helping: Vec::new(),
+            refused: Refused::default(),
             config,
         };
         replica.sync_membership();
@@ -376,13 +380,43 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     }
 
     /// Handles one message from the network at local time `now`.
+    ///
+    /// A message no correct peer sends (see [`Refused`] for which) is
+    /// dropped, and counted in [`refused`](Replica::refused); no message
+    /// makes the replica panic or allocate beyond the bounds in
+    /// [`limits`](crate::MESSAGE_SLOTS_MAX).
     pub fn step(&mut self, from: NodeId, message: Message<C>, now: Time) {
         // The arrival time matters: an acceptor's lease grant runs from it.
         self.tick(now);
+        if !self.admit(&message) {
+            return;
+        }
         self.round_seen = self.round_seen.max(message.ballot().round);
         self.dispatch(from, message);
         self.deliver_local();
         self.check_invariants_debug();
+    }
+
+    /// Counts and refuses a message that fails the state-free checks of
+    /// `limits::judge`; true when it may be handled.
+    fn admit(&mut self, message: &Message<C>) -> bool {
+        match judge(message) {
+            Verdict::Admit => true,
+            Verdict::AbsurdRound => {
+                self.refused.absurd_round += 1;
+                false
+            }
+            Verdict::Malformed => {
+                self.refused.malformed += 1;
+                false
+            }
+        }
+    }
+
+    /// How many peer messages (or parts of them) this replica refused since
+    /// it started, by reason.
+    pub fn refused(&self) -> Refused {
+        self.refused
     }
 
     fn dispatch(&mut self, from: NodeId, message: Message<C>) {

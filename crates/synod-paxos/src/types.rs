@@ -33,10 +33,12 @@ impl Ballot {
         node: NodeId(0),
     };
 
-    /// The next ballot `node` may use after having seen `self`.
+    /// The next ballot `node` may use after having seen `self`. Saturates at
+    /// round `u64::MAX` rather than overflowing (replicas refuse rounds above
+    /// [`ROUND_MAX`](crate::ROUND_MAX) from peers, so they never get there).
     pub fn next_for(self, node: NodeId) -> Ballot {
         Ballot {
-            round: self.round + 1,
+            round: self.round.saturating_add(1),
             node,
         }
     }
