@@ -246,6 +246,17 @@ impl Storage {
         txn: &redb::ReadTransaction,
         group: GroupId,
     ) -> Result<Option<Slot>, StorageError> {
+        self.read_snapshot(txn, group, crate::snapshot::decode_slot)
+    }
+
+    /// Reads `group`'s snapshot value and decodes it with `decode`; a value
+    /// that does not decode is corruption, reported with the reason.
+    fn read_snapshot<T>(
+        &self,
+        txn: &redb::ReadTransaction,
+        group: GroupId,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StorageError> {
         let table = match txn.open_table(crate::snapshot::SNAPSHOT_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -257,7 +268,7 @@ impl Storage {
         else {
             return Ok(None);
         };
-        crate::snapshot::decode_slot(value.value())
+        decode(value.value())
             .map(Some)
             .map_err(|reason| StorageError::Corrupt {
                 file: self.file.to_path_buf(),
@@ -347,25 +358,7 @@ impl Storage {
     /// The latest state-machine snapshot of `group` and the slot it covers.
     pub fn load_snapshot(&self, group: GroupId) -> Result<Option<(Slot, Bytes)>, StorageError> {
         let txn = self.db.begin_read().map_err(|e| self.redb(e))?;
-        let table = match txn.open_table(crate::snapshot::SNAPSHOT_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.redb(e)),
-        };
-        let Some(value) = table
-            .get(&crate::snapshot::key(group))
-            .map_err(|e| self.redb(e))?
-        else {
-            return Ok(None);
-        };
-        crate::snapshot::decode(value.value())
-            .map(Some)
-            .map_err(|reason| StorageError::Corrupt {
-                file: self.file.to_path_buf(),
-                table: crate::snapshot::SNAPSHOT_TABLE_NAME,
-                key: group.to_string(),
-                reason,
-            })
+        self.read_snapshot(&txn, group, crate::snapshot::decode)
     }
 
     fn redb(&self, error: impl Into<redb::Error>) -> StorageError {
