@@ -961,29 +961,20 @@ impl Core {
         }
         let data = Bytes::from(self.kv.snapshot().encode_to_vec());
         let slot = self.applied;
-        self.write_snapshot(slot, &data, None);
+        // The configuration at the snapshot goes with it: compaction may
+        // delete the log entries that chose it.
+        let membership = self.replica.membership_at(slot);
+        self.write_snapshot(slot, &data, membership.as_ref());
         self.snapshot = Some((slot, data));
         self.replica.compact(slot);
     }
 
-    /// Makes a snapshot and its applied slot durable in one transaction.
-    /// A failed durable write is fail-stop.
-    /// With `membership`, the configuration in effect at `slot` is written
-    /// in the same transaction (a snapshot received from a peer: the log
-    /// that recorded the configuration is gone).
+    /// Makes a snapshot, its applied slot, the compaction of the log it
+    /// covers and the configuration in effect at `slot` durable in one
+    /// transaction. A failed durable write is fail-stop.
     fn write_snapshot(&self, slot: Slot, data: &[u8], membership: Option<&Configuration>) {
         let result = self.storage.batch().and_then(|mut batch| {
-            batch.put_snapshot(GROUP, slot, data)?;
-            if let Some(configuration) = membership {
-                let record = Persist::<Bytes> {
-                    membership: Some(MembershipRecord {
-                        slot,
-                        configuration: configuration.clone(),
-                    }),
-                    ..Persist::default()
-                };
-                batch.persist(GROUP, &record)?;
-            }
+            batch.put_snapshot(GROUP, slot, data, membership)?;
             batch.commit()
         });
         if let Err(e) = result {

@@ -89,7 +89,7 @@ pub fn restore_snapshot(
     }
     let storage = Storage::open(dir, identity)?;
     let mut batch = storage.batch()?;
-    batch.put_snapshot(GROUP, Slot(0), data)?;
+    batch.put_snapshot(GROUP, Slot(0), data, None)?;
     batch.commit()?;
     Ok(revision)
 }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use redb::{Durability, ReadableTable, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
-use synod_paxos::{Persist, Slot};
+use synod_paxos::{Configuration, MembershipRecord, Persist, Slot};
 
 /// One atomic, durable write across any number of groups (group commit).
 ///
@@ -69,7 +69,8 @@ impl Batch {
     /// 3. `commit` raises the commit hint (a lower hint is ignored);
     /// 4. `compact_through` deletes the group's records through that slot and
     ///    raises the snapshot slot to it;
-    /// 5. `membership` replaces the group's stored membership.
+    /// 5. `membership` replaces the group's stored membership, unless the
+    ///    stored one is for a later slot (F9: it never goes back).
     ///
     /// Several persists of one group in a batch apply in call order.
     ///
@@ -95,11 +96,17 @@ impl Batch {
     /// was deposed before they were chosen. A snapshot received from a
     /// leader covers exactly such slots. So the snapshot, the end of the log
     /// it replaces and the applied slot move together (F8), or not at all.
+    ///
+    /// `membership` is the configuration in effect at `slot`: the log
+    /// entries that chose it may be among those deleted, so it is stored
+    /// here too (`None` only where the configuration is the initial one,
+    /// as in a restore).
     pub fn put_snapshot(
         &mut self,
         group: GroupId,
         slot: Slot,
         data: &[u8],
+        membership: Option<&Configuration>,
     ) -> Result<(), StorageError> {
         self.guard(|batch| {
             let file = &batch.file;
@@ -118,6 +125,10 @@ impl Batch {
         })?;
         let compact = Persist {
             compact_through: Some(slot),
+            membership: membership.map(|c| MembershipRecord {
+                slot,
+                configuration: c.clone(),
+            }),
             ..Persist::default()
         };
         self.persist(group, &compact)?;
@@ -283,10 +294,26 @@ impl Batch {
                 .txn
                 .open_table(MEMBERSHIP_TABLE)
                 .map_err(|e| redb(file, e))?;
-            codec::encode_membership(&mut self.buf, record);
-            table
-                .insert(&format::acceptor_key(group), self.buf.as_slice())
-                .map_err(|e| redb(file, e))?;
+            let key = format::acceptor_key(group);
+            let stored = match table.get(&key).map_err(|e| redb(file, e))? {
+                Some(v) => Some(codec::decode_membership(v.value()).map_err(|e| {
+                    StorageError::Corrupt {
+                        file: file.to_path_buf(),
+                        table: crate::format::MEMBERSHIP_TABLE_NAME,
+                        key: group.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?),
+                None => None,
+            };
+            // F9: a record for an earlier slot (a compaction written after
+            // a later snapshot in the same batch) does not replace it.
+            if stored.is_none_or(|stored| stored.slot <= record.slot) {
+                codec::encode_membership(&mut self.buf, record);
+                table
+                    .insert(&key, self.buf.as_slice())
+                    .map_err(|e| redb(file, e))?;
+            }
         }
         // A record-only persist of a new group still writes the row (F3);
         // an unchanged row is not rewritten, which keeps a follower's

@@ -77,8 +77,11 @@ impl MemDisk {
                 g.snapshot = through;
             }
         }
-        if persist.membership.is_some() {
-            g.membership = persist.membership.clone();
+        // F9: a record for an earlier slot does not replace a later one.
+        if let Some(record) = &persist.membership {
+            if g.membership.as_ref().is_none_or(|m| m.slot <= record.slot) {
+                g.membership = Some(record.clone());
+            }
         }
     }
 }

@@ -65,6 +65,10 @@
 //!   out, since they may be acceptances under deposed ballots that restore
 //!   would otherwise take as chosen.
 //!
+//! - **F9** a group's stored membership record never moves to an earlier
+//!   slot: the configuration in effect at the compaction point is what a
+//!   restart rebuilds the membership history from.
+//!
 //! F4 and F5 are checked again on every load; a violation is reported as
 //! [`StorageError::Corrupt`](crate::StorageError::Corrupt), like a checksum
 //! mismatch.

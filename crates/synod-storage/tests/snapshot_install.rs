@@ -28,7 +28,7 @@ fn a_stored_snapshot_compacts_the_log_it_covers_in_its_own_transaction() {
     // The snapshot from the new leader covers slots 1..=8. Nothing else is
     // written: a crash here must already leave a consistent file.
     let mut batch = storage.batch().unwrap();
-    batch.put_snapshot(G, Slot(8), b"state at 8").unwrap();
+    batch.put_snapshot(G, Slot(8), b"state at 8", None).unwrap();
     batch.commit().unwrap();
 
     let d = storage.load(G).unwrap();
@@ -68,4 +68,36 @@ fn a_snapshot_above_the_compaction_point_hides_the_records_it_covers() {
     assert_eq!((d.snapshot, d.applied), (Slot(6), Slot(6)));
     let slots: Vec<u64> = d.records.iter().map(|r| r.slot.0).collect();
     assert_eq!(slots, vec![7, 8, 9], "only the log after the snapshot");
+}
+
+/// F9: the snapshot carries the configuration at its slot (the log that
+/// chose it is compacted away), and an older record written after it in
+/// the same batch does not take its place.
+#[test]
+fn a_snapshot_keeps_the_configuration_at_its_slot() {
+    use synod_paxos::{Configuration, Membership, MembershipRecord, Persist};
+    let three = Configuration::Stable(Membership::new(&[NodeId(1), NodeId(2), NodeId(3)], &[]));
+    let four = Configuration::Stable(Membership::new(
+        &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)],
+        &[],
+    ));
+    let (_dir, storage) = fresh();
+    let mut batch = storage.batch().unwrap();
+    batch.persist(G, &accept(ballot(1, 1), 1..=9)).unwrap();
+    batch
+        .put_snapshot(G, Slot(8), b"state at 8", Some(&four))
+        .unwrap();
+    let older = Persist {
+        membership: Some(MembershipRecord {
+            slot: Slot(5),
+            configuration: three,
+        }),
+        ..Persist::default()
+    };
+    batch.persist(G, &older).unwrap();
+    batch.commit().unwrap();
+    let d = storage.load(G).unwrap();
+    let record = d.membership.expect("a membership record");
+    assert_eq!((record.slot, record.configuration), (Slot(8), four));
+    assert_eq!(d.records.len(), 1, "only slot 9 is left of the log");
 }
