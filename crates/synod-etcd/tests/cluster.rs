@@ -14,9 +14,29 @@ use synod_proto::etcdserverpb::*;
 use synod_server::{Member, Node, NodeConfig};
 use tonic::transport::Channel;
 
+/// A free loopback port below the kernel's ephemeral range: a port from
+/// bind(0), released, can be taken by a running node's outgoing connection
+/// (its local port) before the new node binds it; neither bind(0) nor
+/// connect() picks ports below the range (synod-cli's tests explain more).
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low >= 21_000)
+        .unwrap_or(32_768);
+    // The 10,000 ports under the ones synod-cli's tests use.
+    let (span, base) = (10_000, low - 20_000);
+    let start = std::process::id() * 104_729 % span;
+    for _ in 0..span {
+        let port = base + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 struct Cluster {
