@@ -37,6 +37,9 @@ pub enum KvError {
     /// The node's queues are full (etcd's `ErrTooManyRequests`): nothing
     /// was proposed, and the client may retry after backing off.
     TooManyRequests,
+    /// This node is outside its group's configuration (not yet added, or
+    /// removed) and has no leader to send the request to.
+    NoLeader,
 }
 
 impl KvError {
@@ -54,6 +57,7 @@ impl KvError {
             KvError::NoSpace => "etcdserver: mvcc: database space exceeded",
             KvError::InvalidArgument(m) => m,
             KvError::TooManyRequests => "etcdserver: too many requests",
+            KvError::NoLeader => "etcdserver: no leader",
         }
     }
 }

@@ -621,6 +621,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::NoSpace => (Kind::NoSpace, 0, 0),
         KvError::InvalidArgument(_) => (Kind::InvalidArgument, 0, 0),
         KvError::TooManyRequests => (Kind::TooManyRequests, 0, 0),
+        KvError::NoLeader => (Kind::NoLeader, 0, 0),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -649,6 +650,7 @@ pub fn outcome_error(e: &Error) -> KvError {
         Ok(Kind::LeaseTtlTooLarge) => KvError::LeaseTtlTooLarge,
         Ok(Kind::NoSpace) => KvError::NoSpace,
         Ok(Kind::TooManyRequests) => KvError::TooManyRequests,
+        Ok(Kind::NoLeader) => KvError::NoLeader,
         _ => KvError::InvalidArgument(invalid_message(&e.message)),
     }
 }

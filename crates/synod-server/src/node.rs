@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use synod_group::{Group, GroupConfig};
 use synod_kv::KvError;
 use synod_kv::{KvStore, LEASE_TTL_MAX, LEASE_TTL_MIN_S};
 use synod_paxos::{Config, Membership, NodeId, Replica};
@@ -134,7 +135,7 @@ impl Node {
         let durable = storage.load(GROUP)?;
         let snapshot = storage.load_snapshot(GROUP)?;
         let kv = match &snapshot {
-            Some((slot, data)) => crate::core::decode_snapshot(data).map_err(|e| {
+            Some((slot, data)) => synod_group::decode_snapshot(data).map_err(|e| {
                 StartError::Config(format!("snapshot at slot {slot} does not decode: {e}"))
             })?,
             None => KvStore::default(),
@@ -191,12 +192,24 @@ impl Node {
             .name(format!("synod-hub-{}", config.id.0))
             .spawn(move || fail_stop("watch hub", || hub.run(hub_rx)))
             .expect("spawn hub thread");
-        let core = Core::new(CoreParts {
-            id: config.id,
-            cluster_id: config.cluster_id,
+        let group = Group::new(
+            GroupConfig {
+                node: config.id,
+                session: incarnation_base(config.id.0, 1),
+                snapshot_every: config.snapshot_every,
+                snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+                initial_members: config.members.values().map(Member::info).collect(),
+                record_applied: false,
+            },
             replica,
             kv,
             snapshot,
+            synod_paxos::Time(0),
+        );
+        let core = Core::new(CoreParts {
+            id: config.id,
+            cluster_id: config.cluster_id,
+            group,
             storage,
             inputs: rx,
             outbox,
@@ -204,12 +217,9 @@ impl Node {
             tick: Duration::from_millis(config.tick_ms),
             published: published.clone(),
             started,
-            snapshot_every: config.snapshot_every,
             hub: hub_tx.clone(),
             quota_bytes: config.quota_bytes,
             storage_file: storage_file.clone(),
-            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
-            initial_members: config.members.values().map(Member::info).collect(),
             runtime: tokio::runtime::Handle::current(),
             peer_addrs,
         });

@@ -70,7 +70,7 @@ pub fn open_snapshot(file: &[u8]) -> Result<(&[u8], i64), RestoreError> {
     let data = body
         .get(start..start.saturating_add(len))
         .ok_or_else(|| corrupt("length field exceeds the file"))?;
-    let kv = crate::core::decode_snapshot(&bytes::Bytes::copy_from_slice(data))
+    let kv = synod_group::decode_snapshot(&bytes::Bytes::copy_from_slice(data))
         .map_err(RestoreError::Corrupt)?;
     Ok((data, kv.revision()))
 }

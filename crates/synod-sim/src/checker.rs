@@ -1,7 +1,10 @@
 //! Safety properties checked while the run goes, one small checker each.
 //! A checker returns a [`Violation`] the moment its property breaks.
 
-use crate::kv::Command;
+use bytes::Bytes;
+
+/// What the log carries: encoded commands (the real group driver's).
+type Command = Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
 use synod_paxos::{Ballot, Configuration, NodeId, Slot, SlotRecord, Value, ValueFmt};

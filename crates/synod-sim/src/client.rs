@@ -1,6 +1,9 @@
-//! Simulated clients: each has at most one operation outstanding, retries it
-//! unchanged (same sequence number) on timeouts and redirects, and records
-//! the history the linearizability checker reads.
+//! Simulated clients: each has at most one operation outstanding and
+//! records the history the linearizability checker reads. A read is
+//! retried at another node until it is answered; a write is sent to one
+//! node and waits there (the node forwards it to the leader and answers
+//! when it applies), and its outcome becomes unknown if that node crashes,
+//! as for an etcd client whose connection broke.
 
 use crate::config::Micros;
 use crate::linearizability::{KvInput, KvOutput, Operation};
@@ -20,6 +23,8 @@ pub struct Outstanding {
     /// Attempt counter; replies and timeouts of older attempts are ignored
     /// except a successful reply, which is valid from any attempt.
     pub attempt: u64,
+    /// The node (and its incarnation) that took the current attempt.
+    pub taken: Option<(NodeId, u64)>,
 }
 
 /// One simulated client.
@@ -30,8 +35,6 @@ pub struct Client {
     pub next_seq: u64,
     /// The operation in flight.
     pub outstanding: Option<Outstanding>,
-    /// Where the client believes the leader is.
-    pub leader_hint: Option<NodeId>,
     /// Last value this client saw per key, to make CAS succeed sometimes.
     pub seen: Vec<Option<u64>>,
 }
@@ -43,7 +46,6 @@ impl Client {
             id,
             next_seq: 1,
             outstanding: None,
-            leader_hint: None,
             seen: vec![None; keys as usize],
         }
     }
@@ -85,6 +87,7 @@ impl Client {
             input,
             history: history.len() - 1,
             attempt: 0,
+            taken: None,
         };
         self.outstanding = Some(op.clone());
         op
@@ -107,5 +110,12 @@ impl Client {
             _ => {}
         }
         entry.output = Some(output);
+    }
+
+    /// Gives the outstanding operation up: its effect stays unknown (the
+    /// checker lets it take effect at any point after its invocation, or
+    /// never).
+    pub fn give_up(&mut self) {
+        self.outstanding = None;
     }
 }

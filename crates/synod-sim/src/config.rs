@@ -31,6 +31,17 @@ pub struct SimOptions {
     /// it still leads (the bug the runtime's read before renewing
     /// prevents). The early-expiry check must catch it.
     pub unconfirmed_keepalives: bool,
+    /// Negative control: a node's shell writes a state-machine snapshot
+    /// (with its applied slot) at once and the log compaction only with a
+    /// later write, as the runtime once did. A crash in between restarts
+    /// the node taking stale acceptances as chosen; the checkers must see
+    /// it.
+    pub split_snapshot_compaction: bool,
+    /// Negative control: a node's shell acknowledges a round's write to the
+    /// group before its fsync completed, so promises and acceptances leave
+    /// before they are durable (persist-after-send). A crash then forgets
+    /// what was promised; the safety checkers must see it.
+    pub ack_before_fsync: bool,
     /// Let clocks drift forty times beyond what the replicas are configured to
     /// tolerate: a fault outside the model, which the lease checker must see.
     pub excess_drift: bool,
@@ -51,6 +62,8 @@ impl SimOptions {
             fault_phase: 4000 * MS,
             leases: true,
             unconfirmed_keepalives: false,
+            split_snapshot_compaction: false,
+            ack_before_fsync: false,
             excess_drift: false,
             membership: true,
         }
@@ -77,6 +90,9 @@ pub struct SimConfig {
     pub drift_ppm: Vec<i64>,
     /// Apply this many slots between snapshots (and log compactions).
     pub snapshot_every: u64,
+    /// Bytes per snapshot chunk between replicas (small, so that shipping
+    /// takes many messages and meets every network fault).
+    pub snapshot_chunk_bytes: usize,
     /// The node runtime ticks its replica this often.
     pub tick_every: Micros,
     /// A simulated fsync takes between these.
@@ -133,6 +149,7 @@ impl SimConfig {
             client_timeout: rng.gen_range(200..=800) * MS,
             liveness_bound: 15_000 * MS,
             options: options.clone(),
+            snapshot_chunk_bytes: [64, 512, 1 << 20][rng.gen_range(0..3)],
         }
     }
 

@@ -1,56 +1,17 @@
-//! The simulator's replicated state machine is synod's own (`synod-kv`), so
-//! the simulator's history checks cover it too. Simulated clients speak a
-//! register model (put / get / compare-and-set on integer keys and values)
-//! that the linearizability checker understands; this module translates it
-//! to etcd requests and back.
+//! Simulated clients speak a register model (put / get / compare-and-set
+//! on integer keys and values) that the linearizability checker
+//! understands; this module translates it to the etcd requests the real
+//! group driver serves, and their answers back.
 
 use crate::linearizability::{KvInput, KvOutput};
 use bytes::Bytes;
-use std::fmt;
-use synod_kv::KvStore;
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::{
-    Compare, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
 };
-use synod_proto::synodpb::{command, outcome, LeaseExpire};
-
-/// A client's command as it travels through the log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Command {
-    /// Who sent it.
-    pub client: u64,
-    /// The client's sequence number: one command per number, retried as is.
-    pub seq: u64,
-    /// What to do.
-    pub op: Op,
-}
-
-/// A command's operation: a register operation of a checked client, or a
-/// lease operation (of the lease agent, or the leader's expiry).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Checked for linearizability.
-    Kv(KvInput),
-    /// Grant lease `id` for `ttl` seconds and attach key `lk<id>` to it.
-    Grant {
-        /// Lease id.
-        id: i64,
-        /// Seconds.
-        ttl: i64,
-    },
-    /// The leader's clock says these leases ran out.
-    Expire(Vec<i64>),
-}
-
-impl fmt::Debug for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.op {
-            Op::Kv(input) => write!(f, "c{}#{}:{:?}", self.client, self.seq, input),
-            op => write!(f, "c{}#{}:{:?}", self.client, self.seq, op),
-        }
-    }
-}
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{outcome, Outcome};
 
 /// The key the lease agent attaches to lease `id`.
 pub fn lease_key(id: i64) -> Bytes {
@@ -77,88 +38,65 @@ fn put(k: u64, v: u64) -> PutRequest {
     }
 }
 
-/// The state machine of one simulated replica.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Kv {
-    store: KvStore,
+/// The put that attaches the lease agent's key to lease `id`.
+pub fn lease_put(id: i64) -> PutRequest {
+    PutRequest {
+        key: lease_key(id),
+        value: value(1),
+        lease: id,
+        ..Default::default()
+    }
 }
 
-impl Kv {
-    /// Applies one command; a retry of a command already applied returns
-    /// its first output without taking effect again. A copy older than the
-    /// client's latest command (a retry that was chosen late) returns `None`:
-    /// the client already has its answer.
-    pub fn apply(&mut self, c: &Command) -> Option<KvOutput> {
-        let op = match &c.op {
-            Op::Kv(KvInput::Put { key: k, value: v }) => command::Op::Put(put(*k, *v)),
-            Op::Kv(KvInput::Cas {
-                key: k,
-                expect,
-                new,
-            }) => command::Op::Txn(cas(*k, *expect, *new)),
-            Op::Kv(KvInput::Get { .. }) => unreachable!("reads are not replicated"),
-            Op::Grant { id, ttl } => {
-                // Grant and attach in one command: a transaction cannot
-                // grant, so the grant goes first and the put follows.
-                self.store.apply(&synod_proto::synodpb::Command {
-                    client: c.client,
-                    seq: c.seq * 2 - 1,
-                    answered_below: c.seq * 2 - 1,
-                    op: Some(command::Op::LeaseGrant(LeaseGrantRequest {
-                        id: *id,
-                        ttl: *ttl,
-                    })),
-                });
-                command::Op::Put(PutRequest {
-                    key: lease_key(*id),
-                    value: value(1),
-                    lease: *id,
-                    ..Default::default()
-                })
-            }
-            Op::Expire(ids) => command::Op::LeaseExpire(LeaseExpire { ids: ids.clone() }),
-        };
-        let seq = match c.op {
-            Op::Grant { .. } => c.seq * 2,
-            _ => c.seq,
-        };
-        // A simulated client has one command in flight: every earlier one
-        // was answered, so the state machine keeps only this one's outcome.
-        let applied = self.store.apply(&synod_proto::synodpb::Command {
-            client: c.client,
-            seq,
-            answered_below: seq,
-            op: Some(op),
-        });
-        match applied.outcome.result {
-            Some(outcome::Result::Put(_)) if matches!(c.op, Op::Grant { .. }) => None,
-            Some(outcome::Result::Put(_)) => Some(KvOutput::Put),
-            Some(outcome::Result::Txn(t)) => Some(KvOutput::Cas(t.succeeded)),
-            Some(outcome::Result::LeaseRevoke(_)) => None,
-            // Only a stale retry is refused: its client has its answer. (A
-            // grant retried after its lease expired refuses its put: the
-            // lease is gone, and so must its key stay.)
-            Some(outcome::Result::Error(_)) => None,
-            other => panic!("unexpected outcome {other:?} for {c:?}"),
-        }
+/// The etcd write for a register write.
+pub fn write_op(input: &KvInput) -> Op {
+    match *input {
+        KvInput::Put { key: k, value: v } => Op::Put(put(k, v)),
+        KvInput::Cas {
+            key: k,
+            expect,
+            new,
+        } => Op::Txn(cas(k, expect, new)),
+        KvInput::Get { .. } => unreachable!("reads are not writes"),
     }
+}
 
-    /// The state machine itself (leases, for the lessor).
-    pub fn store(&self) -> &KvStore {
-        &self.store
+/// The etcd read for a register read.
+pub fn read_request(k: u64) -> RangeRequest {
+    RangeRequest {
+        key: key(k),
+        ..Default::default()
     }
+}
 
-    /// A read served outside the log (after a lease or read-index check).
-    pub fn get(&self, k: u64) -> Option<u64> {
-        let r = self
-            .store
-            .range(&RangeRequest {
-                key: key(k),
-                ..Default::default()
-            })
-            .expect("current reads never fail");
-        r.kvs.first().map(|kv| decode_value(&kv.value))
+/// What a register write returned, from its etcd outcome; `None` when the
+/// outcome is a refusal (the write may or may not have applied elsewhere:
+/// its effect is unknown).
+pub fn write_output(input: &KvInput, outcome: &Outcome) -> Option<KvOutput> {
+    match (input, &outcome.result) {
+        (KvInput::Put { .. }, Some(outcome::Result::Put(_))) => Some(KvOutput::Put),
+        (KvInput::Cas { .. }, Some(outcome::Result::Txn(t))) => Some(KvOutput::Cas(t.succeeded)),
+        (_, Some(outcome::Result::Error(_))) => None,
+        (input, other) => panic!("outcome {other:?} for {input:?}"),
     }
+}
+
+/// True when a write's outcome is a refusal given before it was proposed
+/// (no leader, overload): sending it again cannot make it apply twice.
+pub fn refused_unproposed(outcome: &Outcome) -> bool {
+    use synod_proto::synodpb::error::Kind;
+    match &outcome.result {
+        Some(outcome::Result::Error(e)) => matches!(
+            Kind::try_from(e.kind),
+            Ok(Kind::NoLeader) | Ok(Kind::TooManyRequests)
+        ),
+        _ => false,
+    }
+}
+
+/// What a register read returned.
+pub fn read_output(response: &RangeResponse) -> KvOutput {
+    KvOutput::Get(response.kvs.first().map(|kv| decode_value(&kv.value)))
 }
 
 /// Compare-and-set as an etcd transaction: `expect = None` means "absent"
@@ -192,46 +130,40 @@ fn cas(k: u64, expect: Option<u64>, new: u64) -> TxnRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synod_kv::KvStore;
+    use synod_proto::synodpb::Command;
+
+    fn apply(store: &mut KvStore, seq: u64, input: &KvInput) -> Option<KvOutput> {
+        let command = Command {
+            client: 1,
+            seq,
+            answered_below: seq,
+            op: Some(write_op(input)),
+        };
+        write_output(input, &store.apply(&command).outcome)
+    }
 
     #[test]
-    fn retried_command_applies_once() {
-        let mut kv = Kv::default();
-        let cas = Command {
-            client: 1,
-            seq: 1,
-            op: Op::Kv(KvInput::Cas {
-                key: 1,
-                expect: None,
-                new: 5,
-            }),
+    fn register_operations_map_to_etcd_and_back() {
+        let mut store = KvStore::default();
+        let create = KvInput::Cas {
+            key: 1,
+            expect: None,
+            new: 5,
         };
-        assert_eq!(kv.apply(&cas), Some(KvOutput::Cas(true)));
-        assert_eq!(kv.apply(&cas), Some(KvOutput::Cas(true)));
-        assert_eq!(kv.get(1), Some(5));
-        let put = Command {
-            client: 2,
-            seq: 1,
-            op: Op::Kv(KvInput::Put { key: 1, value: 7 }),
+        assert_eq!(apply(&mut store, 1, &create), Some(KvOutput::Cas(true)));
+        assert_eq!(apply(&mut store, 2, &create), Some(KvOutput::Cas(false)));
+        let put = KvInput::Put { key: 1, value: 7 };
+        assert_eq!(apply(&mut store, 3, &put), Some(KvOutput::Put));
+        let swap = KvInput::Cas {
+            key: 1,
+            expect: Some(7),
+            new: 8,
         };
-        kv.apply(&put);
-        let stale = Command {
-            seq: 0,
-            ..cas.clone()
-        };
-        assert_eq!(kv.apply(&stale), None);
-        // The replayed CAS must not run again (it would now fail).
-        assert_eq!(kv.apply(&cas), Some(KvOutput::Cas(true)));
-        assert_eq!(kv.get(1), Some(7));
-        let cas2 = Command {
-            client: 1,
-            seq: 2,
-            op: Op::Kv(KvInput::Cas {
-                key: 1,
-                expect: Some(7),
-                new: 8,
-            }),
-        };
-        assert_eq!(kv.apply(&cas2), Some(KvOutput::Cas(true)));
-        assert_eq!(kv.get(1), Some(8));
+        assert_eq!(apply(&mut store, 4, &swap), Some(KvOutput::Cas(true)));
+        let read = store.range(&read_request(1)).unwrap();
+        assert_eq!(read_output(&read), KvOutput::Get(Some(8)));
+        let absent = store.range(&read_request(2)).unwrap();
+        assert_eq!(read_output(&absent), KvOutput::Get(None));
     }
 }

@@ -54,6 +54,14 @@ struct Args {
     /// still lead; early expiries must be caught.
     #[arg(long)]
     unconfirmed_keepalives: bool,
+    /// Negative control: snapshots written apart from the log compaction
+    /// they imply (an old runtime bug); the checkers must catch it.
+    #[arg(long)]
+    split_snapshot_compaction: bool,
+    /// Negative control: writes acknowledged before their fsync (replies
+    /// leave before the state they report is durable); must be caught.
+    #[arg(long)]
+    ack_before_fsync: bool,
     /// Stop after this many violations.
     #[arg(long, default_value_t = 5)]
     stop_after: usize,
@@ -95,6 +103,8 @@ fn main() -> ExitCode {
     options.membership = !args.no_membership;
     options.leases = !args.no_leases;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
+    options.split_snapshot_compaction = args.split_snapshot_compaction;
+    options.ack_before_fsync = args.ack_before_fsync;
     if let Some(seed) = args.replay {
         options.trace = true;
         let outcome = run_seed(seed, &options);

@@ -1,39 +1,24 @@
-//! Clients and the requests they send to nodes. A client retries the same
-//! operation (same sequence number) until it gets an answer; the first
-//! successful answer from any attempt completes it.
+//! Clients and the requests they send to nodes. Any node takes any request:
+//! the group forwards writes to the leader and orders reads itself, as a
+//! real node does. Reads are retried at another node on a timeout; a write
+//! waits at the node that took it, and its outcome is unknown if that node
+//! crashes (a retry elsewhere would be a second write, as with etcd).
 
 use super::{Event, World};
 use crate::config::MS;
+use crate::kv;
 use crate::linearizability::{KvInput, KvOutput};
-use crate::node::ReadWait;
+use crate::node::Waiting;
 use rand::Rng;
-use synod_paxos::{NodeId, ProposeError, ReadId};
+use synod_group::{Answer, Request};
+use synod_paxos::NodeId;
 
-/// A redirected client waits this long before retrying.
-const REDIRECT_BACKOFF_MAX: u64 = 10 * MS;
+/// A client whose read was refused waits this long before retrying.
+const RETRY_BACKOFF_MAX: u64 = 10 * MS;
 /// A client that got its answer thinks this long before the next operation.
 const THINK_MAX: u64 = 20 * MS;
 
 impl World {
-    pub(super) fn reply(
-        &mut self,
-        client: u64,
-        seq: u64,
-        attempt: u64,
-        result: Result<KvOutput, Option<NodeId>>,
-    ) {
-        let delay = self.rng.gen_range(50..1000);
-        self.schedule(
-            delay,
-            Event::Reply {
-                client,
-                seq,
-                attempt,
-                result,
-            },
-        );
-    }
-
     pub(super) fn on_client_start(&mut self, client: u64) {
         if self.healed_at.is_some() {
             return; // After healing, clients only finish what they started.
@@ -51,11 +36,10 @@ impl World {
             .as_mut()
             .expect("request without an operation");
         op.attempt = attempt;
+        op.taken = None;
         let input = op.input.clone();
-        let to = match c.leader_hint {
-            Some(l) => l,
-            None => self.cfg.nodes[self.rng.gen_range(0..self.cfg.nodes.len())],
-        };
+        let members = self.current_members();
+        let to = members[self.rng.gen_range(0..members.len())];
         let delay = self.rng.gen_range(50..1000);
         self.schedule(
             delay,
@@ -67,19 +51,38 @@ impl World {
                 input,
             },
         );
-        let timeout = self.cfg.client_timeout;
-        let redirect = false;
-        self.schedule(
-            timeout,
-            Event::ClientTimeout {
-                client,
-                seq,
-                attempt,
-                redirect,
-            },
-        );
+        self.client_timer(self.cfg.client_timeout, client, seq, attempt, false);
     }
 
+    /// The members of the newest configuration a running replica knows:
+    /// the endpoints a client's member list holds (all nodes before any
+    /// is known).
+    pub(super) fn current_members(&self) -> Vec<NodeId> {
+        let newest = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica())
+            .max_by_key(|r| r.status().commit)
+            .and_then(|r| r.membership().cloned());
+        match newest {
+            Some(c) => c.members(),
+            None => self.cfg.nodes.clone(),
+        }
+    }
+
+    /// Arms the client's timer for `attempt`: a timeout, or (`redirect`) a
+    /// retry after a refusal.
+    fn client_timer(&mut self, delay: u64, client: u64, seq: u64, attempt: u64, redirect: bool) {
+        let timeout = Event::ClientTimeout {
+            client,
+            seq,
+            attempt,
+            redirect,
+        };
+        self.schedule(delay, timeout);
+    }
+
+    /// A request reaches a running node: the group takes it.
     pub(super) fn on_request(
         &mut self,
         to: NodeId,
@@ -90,90 +93,118 @@ impl World {
     ) {
         let i = self.node_index(to);
         let now = self.nodes[i].local_time(self.now);
-        let node = &mut self.nodes[i];
-        let replica = node.replica.as_mut().expect("up");
-        let result = match input {
-            KvInput::Get { key } => {
-                let rid = ReadId(node.next_read);
-                node.next_read += 1;
-                let r = replica.read(rid, now);
-                if r.is_ok() {
-                    node.pending_reads.insert(
-                        rid,
-                        ReadWait {
-                            client,
-                            seq,
-                            attempt,
-                            key,
-                        },
-                    );
-                }
-                r
-            }
-            input => {
-                let command = crate::kv::Command {
-                    client,
-                    seq,
-                    op: crate::kv::Op::Kv(input),
-                };
-                let r = replica.propose(command);
-                if r.is_ok() {
-                    node.pending_writes.insert((client, seq), attempt);
-                }
-                r
-            }
-        };
-        match result {
-            Ok(()) => {}
-            Err(ProposeError::NotLeader { leader }) => {
-                self.reply(client, seq, attempt, Err(leader))
-            }
-            Err(_) => self.reply(client, seq, attempt, Err(None)),
+        let incarnation = self.nodes[i].incarnation;
+        let current = self.clients[(client - 1) as usize]
+            .outstanding
+            .as_mut()
+            .filter(|op| op.seq == seq && op.attempt == attempt);
+        match current {
+            Some(op) => op.taken = Some((to, incarnation)),
+            // A write's earlier attempt, delayed (a paused node) past the
+            // client's timeout: the client sent it again, so this copy must
+            // not be a second write.
+            None if !matches!(input, KvInput::Get { .. }) => return,
+            None => {}
         }
+        let request = match &input {
+            KvInput::Get { key } => Request::Read {
+                request: kv::read_request(*key),
+                serializable: false,
+            },
+            write => Request::Write(kv::write_op(write)),
+        };
+        let node = &mut self.nodes[i];
+        let ticket = node.ticket(Waiting::Client {
+            client,
+            seq,
+            attempt,
+        });
+        node.group().request(ticket, request, now);
+    }
+
+    /// A node answered a client's request (`None`: the node crashed with
+    /// the request in it).
+    pub(super) fn client_answer(
+        &mut self,
+        client: u64,
+        seq: u64,
+        attempt: u64,
+        answer: Option<Answer>,
+    ) {
+        let c = &self.clients[(client - 1) as usize];
+        let Some(op) = c.outstanding.as_ref().filter(|o| o.seq == seq) else {
+            return;
+        };
+        let input = op.input.clone();
+        let refused = match &answer {
+            Some(Answer::Write(o)) => kv::refused_unproposed(o),
+            Some(Answer::Read(Err(_))) | None => true,
+            _ => false,
+        };
+        let result = match (&input, answer) {
+            (_, Some(Answer::Read(Ok(r)))) => Some(kv::read_output(&r)),
+            // Refused before it was proposed (this node has no leader, or
+            // is overloaded): safe to send again, elsewhere.
+            (_, Some(Answer::Write(_))) if refused => {
+                if attempt == op.attempt {
+                    let backoff = self.rng.gen_range(1..RETRY_BACKOFF_MAX);
+                    self.client_timer(backoff, client, seq, attempt, true);
+                }
+                return;
+            }
+            (_, Some(Answer::Write(outcome))) => kv::write_output(&input, &outcome),
+            // A read refused or lost: ask again (the current attempt only).
+            (KvInput::Get { .. }, _) => {
+                if attempt == op.attempt {
+                    let backoff = self.rng.gen_range(1..RETRY_BACKOFF_MAX);
+                    self.client_timer(backoff, client, seq, attempt, true);
+                }
+                return;
+            }
+            // A write whose node crashed: its outcome is unknown.
+            (_, _) => None,
+        };
+        let delay = self.rng.gen_range(50..1000);
+        self.schedule(
+            delay,
+            Event::Reply {
+                client,
+                seq,
+                attempt,
+                result,
+            },
+        );
     }
 
     pub(super) fn on_reply(
         &mut self,
         client: u64,
         seq: u64,
-        attempt: u64,
-        result: Result<KvOutput, Option<NodeId>>,
+        _attempt: u64,
+        result: Option<KvOutput>,
     ) {
         let c = &mut self.clients[(client - 1) as usize];
-        let Some(op) = c.outstanding.as_ref() else {
-            return;
-        };
-        if op.seq != seq {
+        if c.outstanding.as_ref().is_none_or(|op| op.seq != seq) {
             return;
         }
         match result {
-            Ok(output) => {
+            Some(output) => {
                 c.complete(output.clone(), self.now, &mut self.history);
                 self.note(|| format!("client {client} #{seq} -> {output:?}"));
                 self.report.ops_ok += 1;
-                let think = self.rng.gen_range(0..THINK_MAX);
-                self.schedule(think, Event::ClientStart(client));
             }
-            Err(hint) if attempt == op.attempt => {
-                c.leader_hint = hint;
-                let backoff = self.rng.gen_range(1..REDIRECT_BACKOFF_MAX);
-                let (attempt, redirect) = (op.attempt, true);
-                self.schedule(
-                    backoff,
-                    Event::ClientTimeout {
-                        client,
-                        seq,
-                        attempt,
-                        redirect,
-                    },
-                );
+            None => {
+                c.give_up();
+                self.note(|| format!("client {client} #{seq} -> unknown"));
             }
-            Err(_) => {}
         }
+        let think = self.rng.gen_range(0..THINK_MAX);
+        self.schedule(think, Event::ClientStart(client));
     }
 
-    /// Retries the outstanding operation: after a redirect towards the hint,
-    /// after a timeout towards a random node (the hint may be what failed).
+    /// The current attempt got no answer in time, or was refused
+    /// (`redirect`): a read, a refused write or a write that reached no
+    /// node is sent again; a write a running node took keeps waiting there.
     pub(super) fn on_client_timeout(
         &mut self,
         client: u64,
@@ -181,16 +212,29 @@ impl World {
         attempt: u64,
         redirect: bool,
     ) {
-        let c = &mut self.clients[(client - 1) as usize];
+        let c = &self.clients[(client - 1) as usize];
         let Some(op) = c.outstanding.as_ref() else {
             return;
         };
         if op.seq != seq || op.attempt != attempt {
             return;
         }
-        if !redirect {
-            c.leader_hint = None;
+        let members = self.current_members();
+        let waiting_at_live_node = op.taken.is_some_and(|(node, incarnation)| {
+            let n = &self.nodes[self.node_index(node)];
+            n.is_up() && n.incarnation == incarnation
+        });
+        let waiting_at_member = op.taken.is_some_and(|(node, _)| members.contains(&node));
+        if redirect || matches!(op.input, KvInput::Get { .. }) || op.taken.is_none() {
+            self.send_request(client, seq, attempt + 1);
+        } else if waiting_at_live_node && !waiting_at_member {
+            // The node was removed from the group meanwhile and may never
+            // hear of its write again (nobody sends a removed member
+            // anything): the client gives up, the outcome stays unknown.
+            self.client_answer(client, seq, attempt, None);
+        } else if waiting_at_live_node {
+            self.client_timer(self.cfg.client_timeout, client, seq, attempt, false);
         }
-        self.send_request(client, seq, attempt + 1);
+        // Otherwise the node crashed and its crash answered `None`.
     }
 }

@@ -68,7 +68,7 @@ impl World {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].paused_until <= self.now)
             .filter_map(|i| {
-                let r = self.nodes[i].replica.as_ref()?;
+                let r = self.nodes[i].replica()?;
                 (r.role_kind() == RoleKind::Leader).then(|| (r.status().promised, i))
             })
             .max()
@@ -87,7 +87,7 @@ impl World {
         let Some(li) = self.leader_index() else {
             return;
         };
-        let replica = self.nodes[li].replica.as_ref().expect("up");
+        let replica = self.nodes[li].replica().expect("up");
         let Some(current) = replica.membership().cloned() else {
             return;
         };
@@ -99,11 +99,7 @@ impl World {
         if self.rng.gen_bool(0.25) {
             let voters = current.voters();
             let to = *voters.choose(&mut self.rng).expect("voters");
-            let result = self.nodes[li]
-                .replica
-                .as_mut()
-                .expect("up")
-                .transfer_leadership(to);
+            let result = self.nodes[li].group().transfer_leadership(to);
             self.note(|| format!("nemesis: {leader} transfer leadership to {to}: {result:?}"));
             if result.is_ok() {
                 self.report.transfers += 1;
@@ -166,11 +162,7 @@ impl World {
                 self.ever_member.push(*id);
             }
         }
-        let result = self.nodes[li]
-            .replica
-            .as_mut()
-            .expect("up")
-            .propose_membership(new.clone());
+        let result = self.nodes[li].group().change_membership(new.clone());
         self.note(|| format!("nemesis: {leader} propose membership {new}: {result:?}"));
         if result.is_ok() {
             self.report.membership_changes += 1;
@@ -185,7 +177,7 @@ impl World {
         // entry (else a takeover could still re-propose one that adds it).
         let settled = |id: NodeId| {
             self.nodes.iter().all(|n| {
-                n.replica.as_ref().is_none_or(|r| {
+                n.replica().is_none_or(|r| {
                     let st = r.status();
                     !st.membership_changing
                         && st.membership.as_ref().is_some_and(|c| !c.is_member(id))
@@ -207,9 +199,30 @@ impl World {
         let id = self.nodes[i].id;
         self.note(|| format!("nemesis: retire removed {id}"));
         if self.nodes[i].is_up() {
-            self.nodes[i].crash();
+            self.crash_node(i);
         }
         self.nodes[i].retired = true;
+    }
+
+    /// Crashes node `i`: what was not durable is lost, and every request
+    /// waiting there gets no answer (a write's outcome becomes unknown).
+    pub(super) fn crash_node(&mut self, i: usize) {
+        for waiting in self.nodes[i].crash() {
+            self.on_answer(waiting, None);
+        }
+    }
+
+    /// Crashes node `id` if it runs, and restarts it a little later.
+    pub(super) fn crash_at(&mut self, id: NodeId) {
+        let i = self.node_index(id);
+        if !self.nodes[i].is_up() || self.healed_at.is_some() {
+            return;
+        }
+        self.note(|| format!("nemesis: crash {id} in the snapshot window"));
+        self.crash_node(i);
+        self.report.crashes += 1;
+        let down_for = self.rng.gen_range(50..500) * MS;
+        self.schedule(down_for, Event::Restart(id));
     }
 
     fn crash_one(&mut self) {
@@ -222,7 +235,7 @@ impl World {
         let i = *up.choose(&mut self.rng).expect("up nodes");
         let id = self.nodes[i].id;
         self.note(|| format!("nemesis: crash {id}"));
-        self.nodes[i].crash();
+        self.crash_node(i);
         self.report.crashes += 1;
         let down_for = self.rng.gen_range(50..2000) * MS;
         self.schedule(down_for, Event::Restart(id));
@@ -235,8 +248,11 @@ impl World {
         }
         self.note(|| format!("restart {id}"));
         self.nodes[i].restart(&self.cfg, self.now);
-        let snapshot = self.nodes[i].disk.snapshot;
-        self.applied.on_restart(id, snapshot);
+        if let Some(m) = self.cfg.options.mutation {
+            self.nodes[i].group().replica_mut().set_mutation(Some(m));
+        }
+        let applied = self.nodes[i].applied();
+        self.applied.on_restart(id, applied);
         let incarnation = self.nodes[i].incarnation;
         self.schedule(self.cfg.tick_every, Event::Tick(id, incarnation));
     }
@@ -261,7 +277,7 @@ impl World {
     pub(super) fn check_leases(&self) -> Result<(), Violation> {
         let mut holders = Vec::new();
         for node in &self.nodes {
-            let Some(replica) = node.replica.as_ref() else {
+            let Some(replica) = node.replica() else {
                 continue;
             };
             if replica
@@ -287,7 +303,7 @@ impl World {
         let status: Vec<String> = self
             .nodes
             .iter()
-            .filter_map(|n| n.replica.as_ref().map(|r| r.status().to_string()))
+            .filter_map(|n| n.replica().map(|r| r.status().to_string()))
             .collect();
         Violation {
             invariant: "liveness after healing",
@@ -306,23 +322,25 @@ impl World {
             .nodes
             .iter()
             .filter(|n| n.is_up())
-            .max_by_key(|n| (n.applied, std::cmp::Reverse(n.id)))
+            .max_by_key(|n| (n.applied(), std::cmp::Reverse(n.id)))
         else {
             return Ok(());
         };
-        let config = furthest
-            .replica
-            .as_ref()
-            .and_then(|r| r.membership().cloned());
+        let config = furthest.replica().and_then(|r| r.membership().cloned());
         let members: Vec<&crate::node::SimNode> = self
             .nodes
             .iter()
             .filter(|n| !n.retired && config.as_ref().is_none_or(|c| c.is_member(n.id)))
             .collect();
         let first = members[0];
+        let same_state =
+            |a: &crate::node::SimNode, b: &crate::node::SimNode| match (&a.group, &b.group) {
+                (Some(x), Some(y)) => x.kv() == y.kv(),
+                (x, y) => x.is_none() && y.is_none(),
+            };
         for node in &members[1..] {
-            if node.applied != first.applied || node.kv != first.kv {
-                let what = if node.applied == first.applied {
+            if node.applied() != first.applied() || !same_state(node, first) {
+                let what = if node.applied() == first.applied() {
                     "states differ"
                 } else {
                     "slots differ"
@@ -333,9 +351,9 @@ impl World {
                         "{}ms after clients finished: {} applied {} and {} applied {} ({what}); members of {}",
                         CONVERGE_MAX / MS,
                         first.id,
-                        first.applied,
+                        first.applied(),
                         node.id,
-                        node.applied,
+                        node.applied(),
                         config.as_ref().map_or("?".to_string(), |c| c.to_string())
                     ),
                 });

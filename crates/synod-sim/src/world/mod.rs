@@ -10,7 +10,6 @@
 use crate::checker::{ApplyChecker, ChosenChecker, Violation};
 use crate::client::Client;
 use crate::config::{Micros, SimConfig, SimOptions, MS};
-use crate::kv::{Command, Kv};
 use crate::linearizability::{KvInput, KvOutput, Operation};
 use crate::network::Network;
 use crate::node::SimNode;
@@ -23,7 +22,8 @@ mod runtime;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
-use synod_paxos::{Configuration, Envelope, NodeId, Slot};
+use synod_group::PeerItem;
+use synod_paxos::{Envelope, NodeId};
 
 /// Runtime-loop rounds per event; more means the replica never settles.
 const DRIVE_ROUNDS_MAX: usize = 1000;
@@ -38,12 +38,10 @@ const CONVERGE_MAX: Micros = 3000 * MS;
 #[derive(Clone, Debug)]
 enum Event {
     Tick(NodeId, u64),
-    Deliver(Envelope<Command>),
-    Snapshot {
+    Deliver {
+        from: NodeId,
         to: NodeId,
-        slot: Slot,
-        kv: Box<Kv>,
-        membership: Option<Configuration>,
+        item: PeerItem,
     },
     PersistDone(NodeId, u64),
     Request {
@@ -57,7 +55,7 @@ enum Event {
         client: u64,
         seq: u64,
         attempt: u64,
-        result: Result<KvOutput, Option<NodeId>>,
+        result: Option<KvOutput>,
     },
     ClientTimeout {
         client: u64,
@@ -79,6 +77,8 @@ enum Event {
     Nemesis,
     MembershipNemesis,
     Restart(NodeId),
+    /// Crash this node now (a negative control aims at a window).
+    Crash(NodeId),
     Heal,
     Finish,
 }
@@ -88,8 +88,7 @@ impl Event {
     fn node(&self) -> Option<NodeId> {
         match self {
             Event::Tick(n, _) | Event::PersistDone(n, _) => Some(*n),
-            Event::Deliver(e) => Some(e.to),
-            Event::Snapshot { to, .. }
+            Event::Deliver { to, .. }
             | Event::Request { to, .. }
             | Event::LeaseKeepAlive { to, .. } => Some(*to),
             _ => None,
@@ -182,8 +181,8 @@ impl World {
             .map(|i| {
                 let offset = rng.gen_range(0..1_000_000_000);
                 let mut node = SimNode::new(&cfg, i, offset);
-                if let (Some(m), Some(r)) = (options.mutation, node.replica.as_mut()) {
-                    r.set_mutation(Some(m));
+                if let Some(m) = options.mutation {
+                    node.group().replica_mut().set_mutation(Some(m));
                 }
                 node
             })
@@ -305,8 +304,7 @@ impl World {
     fn digest(&mut self, event: &Event) {
         let kind = match event {
             Event::Tick(n, _) => n.0,
-            Event::Deliver(e) => 100 + e.from.0 * 10 + e.to.0,
-            Event::Snapshot { to, slot, .. } => 1000 + to.0 + slot.0,
+            Event::Deliver { from, to, .. } => 100 + from.0 * 10 + to.0,
             Event::PersistDone(n, _) => 2000 + n.0,
             Event::Request { to, client, .. } => 3000 + to.0 * 100 + client,
             Event::Reply { client, .. } => 4000 + client,
@@ -318,6 +316,7 @@ impl World {
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
             Event::Restart(n) => 8000 + n.0,
+            Event::Crash(n) => 8500 + n.0,
             Event::Heal => 9000,
             Event::Finish => 9001,
         };
@@ -345,19 +344,17 @@ impl World {
         }
         match event {
             Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
-            Event::Deliver(envelope) => {
-                let i = self.node_index(envelope.to);
-                self.note(|| format!("{envelope}"));
+            Event::Deliver { from, to, item } => {
+                let i = self.node_index(to);
+                if let PeerItem::Paxos(message) = &item {
+                    self.note(|| {
+                        let message = message.clone();
+                        Envelope { from, to, message }.to_string()
+                    });
+                }
                 let now = self.nodes[i].local_time(self.now);
-                let replica = self.nodes[i].replica.as_mut().expect("up");
-                replica.step(envelope.from, envelope.message, now);
+                self.nodes[i].group().step(from, item, now);
             }
-            Event::Snapshot {
-                to,
-                slot,
-                kv,
-                membership,
-            } => self.on_snapshot(to, slot, *kv, membership)?,
             Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
             Event::Request {
                 to,
@@ -385,6 +382,7 @@ impl World {
             Event::Nemesis => self.nemesis(),
             Event::MembershipNemesis => self.membership_nemesis(),
             Event::Restart(id) => self.restart(id),
+            Event::Crash(id) => self.crash_at(id),
             Event::Heal => self.heal(),
             Event::Finish => self.on_finish_probe()?,
         }
@@ -396,8 +394,8 @@ impl World {
     fn tick_node(&mut self, id: NodeId) {
         let i = self.node_index(id);
         let now = self.nodes[i].local_time(self.now);
-        if let Some(r) = self.nodes[i].replica.as_mut() {
-            r.tick(now);
+        if let Some(g) = self.nodes[i].group.as_mut() {
+            g.tick(now);
         }
     }
 
@@ -414,7 +412,6 @@ impl World {
             let node = &self.nodes[i];
             if node.is_up() && node.paused_until <= self.now {
                 let id = node.id;
-                self.lease_duties(i);
                 self.drive(id)?;
             }
         }

@@ -1,236 +1,139 @@
-//! The node runtime loop, as a real node would run it: take `Ready`, queue
-//! its write behind earlier ones, send, apply, serve reads, ship snapshots;
-//! acknowledge each write, in order, when its simulated fsync completes.
+//! The node's shell as the simulator plays it around the real group
+//! driver: take a `GroupReady`, send its messages through the simulated
+//! network, queue its write behind earlier ones, and acknowledge each
+//! write, in order, when its simulated fsync completes. Everything that
+//! decides (forwarding, reads, leases, snapshots) is `synod-group`'s code.
 
 use super::{Event, World, DRIVE_ROUNDS_MAX};
 use crate::checker::Violation;
-use crate::kv::{Command, Kv};
-use crate::linearizability::KvOutput;
+use crate::node::{QueuedWrite, Waiting};
 use rand::Rng;
-use synod_paxos::{
-    Apply, Configuration, MembershipRecord, Message, NodeId, Ready, RoleKind, Slot, Value,
-};
+use synod_group::{Answer, GroupReady, PeerItem};
+use synod_paxos::{Message, NodeId, RoleKind, Slot};
 
 impl World {
-    /// Runs the node's runtime loop until its replica has nothing to hand out.
+    /// Runs the node's runtime loop until its group has nothing to hand
+    /// out.
     pub(super) fn drive(&mut self, id: NodeId) -> Result<(), Violation> {
         let i = self.node_index(id);
         for _ in 0..DRIVE_ROUNDS_MAX {
-            let Some(replica) = self.nodes[i].replica.as_mut() else {
+            let Some(group) = self.nodes[i].group.as_mut() else {
                 return Ok(());
             };
-            if !replica.has_ready() {
+            if !group.has_ready() {
+                group.check_invariants();
                 return Ok(());
             }
-            let ready = replica.ready();
+            let ready = group.ready();
             self.handle_ready(i, ready)?;
         }
-        panic!("{id}: replica kept producing work for {DRIVE_ROUNDS_MAX} rounds");
+        panic!("{id}: group kept producing work for {DRIVE_ROUNDS_MAX} rounds");
     }
 
-    fn handle_ready(&mut self, i: usize, ready: Ready<Command>) -> Result<(), Violation> {
+    fn handle_ready(&mut self, i: usize, mut ready: GroupReady) -> Result<(), Violation> {
         let id = self.nodes[i].id;
-        if let Some(r) = self.nodes[i].replica.as_ref() {
-            if let (RoleKind::Leader, Some(cfg)) = (r.role_kind(), r.membership()) {
-                for envelope in &ready.messages {
-                    if let Message::Accept {
-                        ballot,
-                        first,
-                        values,
-                        ..
-                    } = &envelope.message
-                    {
-                        for k in 0..values.len() as u64 {
-                            self.chosen.on_proposed(Slot(first.0 + k), *ballot, cfg);
-                        }
-                    }
+        self.note_proposals(i, &ready);
+        for (to, item) in std::mem::take(&mut ready.sends) {
+            if let PeerItem::Snapshot(c) = &item {
+                let (slot, offset) = (c.slot, c.offset);
+                self.note(|| format!("{id}->{to} snapshot chunk through {slot} at {offset}"));
+            }
+            for delay in self.network.deliveries(id, to, &mut self.rng) {
+                self.schedule(
+                    delay,
+                    Event::Deliver {
+                        from: id,
+                        to,
+                        item: item.clone(),
+                    },
+                );
+            }
+        }
+        for (slot, value) in &ready.applied {
+            let chosen = self.chosen.chosen(*slot).cloned();
+            self.applied.on_apply(id, *slot, value, chosen.as_ref())?;
+            self.report.slots = self.report.slots.max(slot.0);
+        }
+        if let Some(slot) = ready.installed {
+            self.applied.on_snapshot(id, slot);
+            self.note(|| format!("{id} installed snapshot through {slot}"));
+        }
+        for lease in std::mem::take(&mut ready.expired) {
+            self.check_not_early(id, lease)?;
+        }
+        for (ticket, answer) in std::mem::take(&mut ready.answers) {
+            if let Some(waiting) = self.nodes[i].waiting.remove(&ticket) {
+                self.on_answer(waiting, Some(answer));
+            }
+        }
+        self.queue_write(i, ready);
+        Ok(())
+    }
+
+    /// The chosen-value checker needs the configuration each leader used
+    /// for each slot it proposed, taken when the first accept leaves.
+    fn note_proposals(&mut self, i: usize, ready: &GroupReady) {
+        let Some(r) = self.nodes[i].replica() else {
+            return;
+        };
+        let (RoleKind::Leader, Some(cfg)) = (r.role_kind(), r.membership().cloned()) else {
+            return;
+        };
+        for (_, item) in &ready.sends {
+            if let PeerItem::Paxos(Message::Accept {
+                ballot,
+                first,
+                values,
+                ..
+            }) = item
+            {
+                for k in 0..values.len() as u64 {
+                    self.chosen.on_proposed(Slot(first.0 + k), *ballot, &cfg);
                 }
             }
         }
-        for envelope in ready.messages {
-            for delay in self
-                .network
-                .deliveries(envelope.from, envelope.to, &mut self.rng)
-            {
-                self.schedule(delay, Event::Deliver(envelope.clone()));
+    }
+
+    /// Queues the round's write behind earlier ones; it becomes durable
+    /// when its simulated fsync completes.
+    fn queue_write(&mut self, i: usize, ready: GroupReady) {
+        let id = self.nodes[i].id;
+        if self.cfg.options.split_snapshot_compaction {
+            if let Some(s) = &ready.snapshot {
+                // The old runtime's bug: the snapshot and its applied slot
+                // were durable at once, the compaction only with the next
+                // write. The nemesis aims at the window: often a crash
+                // follows right away.
+                self.nodes[i].disk.put_snapshot(s, false);
+                if self.rng.gen_bool(0.3) {
+                    self.schedule(1, Event::Crash(id));
+                }
             }
         }
-        for apply in ready.apply {
-            self.apply(i, apply)?;
-        }
-        for read in ready.reads {
-            self.nodes[i].ready_reads.push((read.id, read.slot));
-        }
-        self.serve_reads(i);
-        for rid in ready.reads_dropped {
-            if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
-                self.reply(w.client, w.seq, w.attempt, Err(None));
-            }
-            // A keep-alive not confirmed is not answered; the agent sends
-            // the next one anyway.
-            self.nodes[i].lease_reads.remove(&rid);
-            self.nodes[i].expiry_reads.remove(&rid);
-        }
-        for command in ready.dropped {
-            if let Some(attempt) = self.nodes[i]
-                .pending_writes
-                .remove(&(command.client, command.seq))
-            {
-                self.reply(command.client, command.seq, attempt, Err(None));
-            }
-        }
-        for to in ready.snapshots {
-            self.send_snapshot(i, to);
-        }
-        self.maybe_compact(i);
         let (lo, hi) = self.cfg.fsync;
-        let delay = if ready.persist.must_sync() {
+        let delay = if ready.must_sync() {
             self.rng.gen_range(lo..hi)
         } else {
             0
         };
+        if self.cfg.options.ack_before_fsync {
+            // The broken shell: replies held for this write go out now.
+            // The nemesis aims at the window it opens.
+            self.nodes[i].group().on_persisted(ready.token);
+            if ready.must_sync() && self.rng.gen_bool(0.02) {
+                self.schedule(1, Event::Crash(id));
+            }
+        }
         let node = &mut self.nodes[i];
         node.fsync_done_at = node.fsync_done_at.max(self.now + delay);
         let at = node.fsync_done_at - self.now;
-        node.persist_queue.push_back((ready.token, ready.persist));
+        node.persist_queue.push_back(QueuedWrite {
+            token: ready.token,
+            persist: ready.persist,
+            snapshot: ready.snapshot,
+        });
         let incarnation = node.incarnation;
         self.schedule(at, Event::PersistDone(id, incarnation));
-        Ok(())
-    }
-
-    fn apply(&mut self, i: usize, apply: Apply<Command>) -> Result<(), Violation> {
-        let id = self.nodes[i].id;
-        let chosen = self.chosen.chosen(apply.slot).cloned();
-        self.applied
-            .on_apply(id, apply.slot, &apply.value, chosen.as_ref())?;
-        let node = &mut self.nodes[i];
-        assert_eq!(apply.slot, node.applied.next(), "{id} apply out of order");
-        node.applied = apply.slot;
-        self.report.slots = self.report.slots.max(apply.slot.0);
-        let Value::Batch(commands) = &apply.value else {
-            return Ok(());
-        };
-        for command in commands.iter() {
-            let existed: Vec<i64> = match &command.op {
-                crate::kv::Op::Expire(ids) => ids
-                    .iter()
-                    .copied()
-                    .filter(|id| self.nodes[i].kv.store().leases().contains(*id))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let output = self.nodes[i].kv.apply(command);
-            self.follow_leases(i, command, &existed)?;
-            let waiting = self.nodes[i]
-                .pending_writes
-                .remove(&(command.client, command.seq));
-            if let (Some(output), Some(attempt)) = (output, waiting) {
-                self.reply(command.client, command.seq, attempt, Ok(output));
-            }
-        }
-        Ok(())
-    }
-
-    fn serve_reads(&mut self, i: usize) {
-        let applied = self.nodes[i].applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[i].ready_reads)
-            .into_iter()
-            .partition(|(_, slot)| *slot <= applied);
-        self.nodes[i].ready_reads = waiting;
-        for (rid, _) in ready {
-            if let Some(w) = self.nodes[i].pending_reads.remove(&rid) {
-                let value = self.nodes[i].kv.get(w.key);
-                self.reply(w.client, w.seq, w.attempt, Ok(KvOutput::Get(value)));
-            }
-            if let Some((id, sent_at)) = self.nodes[i].lease_reads.remove(&rid) {
-                self.answer_keepalive(i, id, sent_at);
-            }
-            if let Some(ids) = self.nodes[i].expiry_reads.remove(&rid) {
-                self.propose_expiry(i, ids);
-            }
-        }
-    }
-
-    fn send_snapshot(&mut self, i: usize, to: NodeId) {
-        let node = &self.nodes[i];
-        let (slot, kv) = (node.applied, Box::new(node.kv.clone()));
-        let membership = node.replica.as_ref().and_then(|r| r.membership_at(slot));
-        let from = node.id;
-        self.note(|| format!("{from}->{to} Snapshot through {slot}"));
-        for delay in self.network.deliveries(from, to, &mut self.rng) {
-            self.schedule(
-                delay,
-                Event::Snapshot {
-                    to,
-                    slot,
-                    kv: kv.clone(),
-                    membership: membership.clone(),
-                },
-            );
-        }
-    }
-
-    pub(super) fn on_snapshot(
-        &mut self,
-        to: NodeId,
-        slot: Slot,
-        kv: Kv,
-        membership: Option<Configuration>,
-    ) -> Result<(), Violation> {
-        let i = self.node_index(to);
-        let local = self.nodes[i].local_ms(self.now);
-        let node = &mut self.nodes[i];
-        let replica = node.replica.as_mut().expect("up");
-        if !replica.wants_snapshot(slot) {
-            return Ok(());
-        }
-        node.lessor.reset(kv.store(), local);
-        // The application installs the snapshot durably first, then tells the
-        // core, exactly as the storage layer will.
-        node.disk.snapshot = slot;
-        node.disk.snapshot_kv = kv.clone();
-        node.disk.records = node.disk.records.split_off(&slot.next());
-        if let Some(configuration) = membership.clone() {
-            // Stored with the snapshot, in the same write.
-            node.disk.membership = Some(MembershipRecord {
-                slot,
-                configuration,
-            });
-        }
-        node.kv = kv;
-        node.applied = slot;
-        let installed = match membership {
-            Some(m) => replica.install_snapshot_with_membership(slot, m),
-            None => replica.install_snapshot(slot),
-        };
-        assert!(installed, "wanted snapshot refused");
-        self.applied.on_snapshot(to, slot);
-        self.note(|| format!("{to} installed snapshot through {slot}"));
-        self.serve_reads(i);
-        Ok(())
-    }
-
-    /// Snapshots the state machine every `snapshot_every` slots and lets the
-    /// core drop the log prefix.
-    fn maybe_compact(&mut self, i: usize) {
-        let every = self.cfg.snapshot_every;
-        let node = &mut self.nodes[i];
-        if node.applied.0 < node.disk.snapshot.0 + every {
-            return;
-        }
-        node.disk.snapshot = node.applied;
-        node.disk.snapshot_kv = node.kv.clone();
-        let through = node.applied;
-        let replica = node.replica.as_mut().expect("up");
-        // The snapshot and the configuration in effect at it are written
-        // together, as the storage layer does.
-        if let Some(configuration) = replica.membership_at(through) {
-            node.disk.membership = Some(MembershipRecord {
-                slot: through,
-                configuration,
-            });
-        }
-        replica.compact(through);
     }
 
     pub(super) fn on_persist_done(
@@ -242,19 +145,39 @@ impl World {
         if self.nodes[i].incarnation != incarnation {
             return Ok(());
         }
-        let (token, persist) = self.nodes[i]
+        let write = self.nodes[i]
             .persist_queue
             .pop_front()
             .expect("a write per completion");
-        self.nodes[i].disk.write(&persist);
-        for record in &persist.records {
+        let split = self.cfg.options.split_snapshot_compaction;
+        let snapshot = write.snapshot.as_ref().filter(|_| !split);
+        self.nodes[i].disk.write(&write.persist, snapshot);
+        for record in &write.persist.records {
             self.chosen.on_durable(id, record)?;
         }
-        self.nodes[i]
-            .replica
-            .as_mut()
-            .expect("up")
-            .on_persisted(token);
+        if !self.cfg.options.ack_before_fsync {
+            self.nodes[i].group().on_persisted(write.token);
+        }
         Ok(())
+    }
+
+    /// Routes a group's answer (or a crash's silence, `None`) to whoever
+    /// waited.
+    pub(super) fn on_answer(&mut self, waiting: Waiting, answer: Option<Answer>) {
+        match waiting {
+            Waiting::Client {
+                client,
+                seq,
+                attempt,
+            } => self.client_answer(client, seq, attempt, answer),
+            Waiting::Grant(lease) => self.on_grant_answer(lease, answer),
+            Waiting::KeepAlive(lease, sent_at) => {
+                if let Some(Answer::Lease(Some(_))) = answer {
+                    let delay = self.rng.gen_range(50..1000);
+                    self.schedule(delay, Event::LeaseAck { id: lease, sent_at });
+                }
+            }
+            Waiting::Attach(_) => {}
+        }
     }
 }

@@ -1,0 +1,251 @@
+//! The group's half of the runtime loop: take the replica's `Ready`, apply
+//! what was chosen, answer what waited, and hand the shell one
+//! [`GroupReady`] to send and persist.
+//!
+//! ```text
+//!   replica.ready() ─► apply chosen slots ─► serve reads ─► snapshot? ─► GroupReady
+//!                                                                          │
+//!   shell: connect ─► send ─► write persist + snapshot (one fsync) ─► on_persisted(token)
+//! ```
+
+use crate::group::{Group, LeaseReply, Waiter};
+use crate::types::{Answer, GroupReady, LeaseAnswer, PeerItem, SnapshotWrite};
+use bytes::Bytes;
+use prost::Message as _;
+use std::collections::BTreeMap;
+use synod_paxos::{Persist, PersistToken, Ready, Slot, Value};
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{Command, LeaseExpire};
+
+impl Group {
+    /// True when [`ready`](Group::ready) has work to hand out.
+    pub fn has_ready(&self) -> bool {
+        self.replica.has_ready()
+            || !self.sends.is_empty()
+            || !self.answers.is_empty()
+            || !self.events.is_empty()
+            || self.snapshot_write.is_some()
+            || self.jump.is_some()
+            || self.membership_out.is_some()
+            || self.installed.is_some()
+    }
+
+    /// Everything to send, persist and answer since the last call. Handle
+    /// it as [`GroupReady`] says, then call
+    /// [`on_persisted`](Group::on_persisted) with its token.
+    pub fn ready(&mut self) -> GroupReady {
+        let ready = self.replica.ready();
+        let token = ready.token;
+        let persist = self.handle_ready(ready);
+        let mut out = self.take_output(token, persist);
+        // A snapshot taken now covers what this round applied; it joins
+        // this round's write (storage compacts the log with it). One
+        // installed from the leader in the same round is older: the new
+        // one covers it.
+        if let Some(write) = self.maybe_snapshot() {
+            out.snapshot = Some(write);
+        }
+        out
+    }
+
+    /// The write of the [`GroupReady`] carrying `token` is durable.
+    pub fn on_persisted(&mut self, token: PersistToken) {
+        self.replica.on_persisted(token);
+    }
+
+    fn take_output(&mut self, token: PersistToken, persist: Persist<Bytes>) -> GroupReady {
+        let membership = self.membership_out.take();
+        GroupReady {
+            sends: std::mem::take(&mut self.sends),
+            persist,
+            snapshot: self.snapshot_write.take(),
+            token,
+            answers: std::mem::take(&mut self.answers),
+            events: std::mem::take(&mut self.events),
+            revision: self.kv.revision(),
+            jump: self.jump.take(),
+            members_changed: std::mem::take(&mut self.members_changed) || membership.is_some(),
+            membership,
+            expired: std::mem::take(&mut self.expired),
+            applied: std::mem::take(&mut self.applied_log),
+            installed: self.installed.take(),
+        }
+    }
+
+    /// Applies and routes one `Ready` of the replica; returns what it must
+    /// persist.
+    fn handle_ready(&mut self, ready: Ready<Bytes>) -> Persist<Bytes> {
+        for e in ready.messages {
+            self.sends.push((e.to, PeerItem::Paxos(e.message)));
+        }
+        for apply in &ready.apply {
+            self.apply(apply.slot, &apply.value);
+        }
+        for read in &ready.reads {
+            if let Some(w) = self.reads.remove(&read.id) {
+                self.reads_at.push_back((read.slot, w));
+            }
+        }
+        for id in &ready.reads_dropped {
+            match self.reads.remove(id) {
+                // Retry as a follower read.
+                Some(Waiter::Read(w)) => self.read(w, false),
+                Some(Waiter::Lease { id, renew, reply }) => self.lease_query(id, renew, reply),
+                // Not leading any more: the next leader decides.
+                Some(Waiter::Expire(_)) | None => {}
+            }
+        }
+        for command in ready.dropped {
+            if let Ok(c) = Command::decode(command) {
+                self.submit((c.client, c.seq));
+            }
+        }
+        for to in ready.snapshots {
+            self.send_snapshot(to);
+        }
+        if let Some(configuration) = ready.membership {
+            self.membership_out = Some(configuration);
+        }
+        self.serve_reads();
+        ready.persist
+    }
+
+    fn apply(&mut self, slot: Slot, value: &Value<Bytes>) {
+        assert_eq!(slot, self.applied.next(), "apply out of order");
+        self.applied = slot;
+        if self.config.record_applied {
+            self.applied_log.push((slot, value.clone()));
+        }
+        let Value::Batch(commands) = value else {
+            return;
+        };
+        for bytes in commands.iter() {
+            let Ok(command) = Command::decode(bytes.clone()) else {
+                tracing::error!(%slot, "undecodable command in the log skipped");
+                continue;
+            };
+            let existed = self.leases_expiring(&command);
+            let mut applied = self.kv.apply(&command);
+            if !applied.duplicate {
+                self.follow_leases(&command, existed);
+            }
+            self.events.append(&mut applied.events);
+            let key = (command.client, command.seq);
+            if let Some(p) = self.writes.remove(&key) {
+                if let Some(ticket) = p.ticket {
+                    self.answers.push((ticket, Answer::Write(applied.outcome)));
+                }
+            }
+            if let Some(w) = self.barrier_reads.remove(&key) {
+                let answer = Answer::Read(self.kv.range(&w.request));
+                self.answers.push((w.ticket, answer));
+            }
+        }
+    }
+
+    /// The leases an expiry command will remove (those that still exist).
+    fn leases_expiring(&self, command: &Command) -> Vec<i64> {
+        match &command.op {
+            Some(Op::LeaseExpire(LeaseExpire { ids })) => ids
+                .iter()
+                .copied()
+                .filter(|id| self.kv.leases().contains(*id))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keeps lease deadlines in step with grants and revocations.
+    fn follow_leases(&mut self, command: &Command, existed: Vec<i64>) {
+        let now = self.now.0;
+        match &command.op {
+            Some(Op::LeaseGrant(r)) => {
+                if let Some(l) = self.kv.leases().get(r.id) {
+                    self.lessor.granted(r.id, l.ttl, now);
+                }
+            }
+            Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),
+            Some(Op::LeaseExpire(r)) => {
+                for id in &r.ids {
+                    self.lessor.revoked(*id);
+                }
+                self.expired.extend(existed);
+            }
+            Some(Op::MemberTable(_)) => self.members_changed = true,
+            _ => {}
+        }
+    }
+
+    /// Serves the reads whose slot has been applied.
+    pub(crate) fn serve_reads(&mut self) {
+        while let Some((slot, _)) = self.reads_at.front() {
+            if *slot > self.applied {
+                break;
+            }
+            let (_, w) = self.reads_at.pop_front().expect("front exists");
+            self.serve(w);
+        }
+    }
+
+    fn serve(&mut self, waiter: Waiter) {
+        match waiter {
+            Waiter::Read(w) => {
+                let answer = Answer::Read(self.kv.range(&w.request));
+                self.answers.push((w.ticket, answer));
+            }
+            Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
+            Waiter::Expire(ids) => self.issue_as_leader(Op::LeaseExpire(LeaseExpire { ids })),
+        }
+    }
+
+    /// Every `snapshot_every` applied slots: the state machine and its
+    /// slot go to storage (which compacts the log through it in the same
+    /// write), and the replica may drop the log prefix.
+    fn maybe_snapshot(&mut self) -> Option<SnapshotWrite> {
+        let last = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
+        if self.applied.0 < last.saturating_add(self.config.snapshot_every.max(1)) {
+            return None;
+        }
+        let data = Bytes::from(self.kv.snapshot().encode_to_vec());
+        let slot = self.applied;
+        // Asked before compacting: the entries that chose it may go.
+        let membership = self.replica.membership_at(slot);
+        self.snapshot = Some((slot, data.clone()));
+        self.replica.compact(slot);
+        Some(SnapshotWrite {
+            slot,
+            data,
+            membership,
+        })
+    }
+
+    /// Answers the writes (and barrier reads) a snapshot from the leader
+    /// already contains.
+    pub(crate) fn answer_from_sessions(&mut self) {
+        let known: BTreeMap<(u64, u64), _> = self
+            .writes
+            .keys()
+            .filter_map(|&(c, q)| Some(((c, q), self.kv.session_outcome(c, q)?.clone())))
+            .collect();
+        for (key, outcome) in known {
+            if let Some(ticket) = self.writes.remove(&key).and_then(|p| p.ticket) {
+                self.answers.push((ticket, Answer::Write(outcome)));
+            }
+            if let Some(w) = self.barrier_reads.remove(&key) {
+                let answer = Answer::Read(self.kv.range(&w.request));
+                self.answers.push((w.ticket, answer));
+            }
+        }
+    }
+
+    /// The leader's answer to a lease question, from a remote replica or a
+    /// local client.
+    pub(crate) fn route_lease_answer(&mut self, reply: LeaseReply, answer: LeaseAnswer) {
+        match reply {
+            LeaseReply::Local(ticket) => self.answers.push((ticket, Answer::Lease(answer))),
+            LeaseReply::Remote { to, token } => self
+                .sends
+                .push((to, PeerItem::LeaseAnswer { token, answer })),
+        }
+    }
+}

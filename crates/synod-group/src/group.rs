@@ -1,0 +1,631 @@
+//! The group driver's state and its inputs.
+
+use crate::types::{Answer, GroupConfig, GroupStatus, PeerItem, Request, SnapshotWrite, Ticket};
+use bytes::Bytes;
+use prost::Message as _;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synod_kv::{error_outcome, KvError, KvStore, Lessor};
+use synod_paxos::{
+    Ballot, Configuration, Membership, NodeId, ProposeError, ReadId, Replica, RoleKind, Slot, Time,
+};
+use synod_proto::etcdserverpb::alarm_request::AlarmAction;
+use synod_proto::etcdserverpb::{AlarmRequest, AlarmType, Member, RangeRequest};
+use synod_proto::mvccpb::Event;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{Command, MemberTable};
+
+/// Writes waiting for their outcome here (proposed or forwarded) before
+/// new client writes are refused with "too many requests". Each holds its
+/// encoded command, so this bounds memory too.
+pub const PENDING_WRITES_MAX: usize = 16_384;
+/// A forwarded command not yet applied is forwarded again after this long.
+pub const REFORWARD_MS: u64 = 300;
+/// How often a member that joined checks that the table shows its own
+/// name and client address.
+const PUBLISH_SELF_MS: u64 = 2_000;
+
+const _: () = assert!(PENDING_WRITES_MAX <= synod_kv::SESSION_OUTCOMES_MAX);
+
+/// A write this node proposed or forwarded, until it applies here.
+pub(crate) struct PendingWrite {
+    /// The encoded command: these bytes are proposed, forwarded and logged.
+    pub(crate) command: Bytes,
+    /// When it was last forwarded; `None` when proposed here.
+    pub(crate) forwarded_at: Option<Time>,
+    /// Who waits for the outcome (`None`: the node's own commands).
+    pub(crate) ticket: Option<Ticket>,
+    /// A barrier for a follower's linearizable read: kept while the read
+    /// waits.
+    pub(crate) barrier: bool,
+    /// Valid only under the leadership that issued it (a lease expiry,
+    /// decided on this leader's clock): never forwarded to another leader,
+    /// dropped when this replica stops leading.
+    pub(crate) leader_only: bool,
+}
+
+/// How a write is handled until it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// Proposed here or forwarded to the leader, again until it applies.
+    Plain,
+    /// A follower read's barrier: as plain, while its read waits.
+    Barrier,
+    /// Proposed by this leader or not at all (see `issue_as_leader`).
+    LeaderOnly,
+}
+
+/// A range read waiting for a linearizable point.
+pub(crate) struct WaitingRead {
+    pub(crate) request: RangeRequest,
+    pub(crate) ticket: Ticket,
+}
+
+/// Where a lease answer goes once leadership is confirmed.
+pub(crate) enum LeaseReply {
+    Local(Ticket),
+    Remote { to: NodeId, token: u64 },
+}
+
+/// Something waiting for a point at which this replica surely leads.
+pub(crate) enum Waiter {
+    Read(WaitingRead),
+    Lease {
+        id: i64,
+        renew: bool,
+        reply: LeaseReply,
+    },
+    /// Leases that ran out, proposed for expiry once leadership is
+    /// confirmed.
+    Expire(Vec<i64>),
+}
+
+/// A snapshot being received in chunks.
+///
+/// Invariant: `data.len() + bytes in ahead <= total` up to overlaps, and
+/// every key of `ahead` is above `data.len()` once a chunk was placed.
+pub(crate) struct Incoming {
+    pub(crate) slot: Slot,
+    pub(crate) total: u64,
+    /// The contiguous prefix received so far.
+    pub(crate) data: Vec<u8>,
+    /// Chunks that arrived ahead of the prefix, by offset.
+    pub(crate) ahead: BTreeMap<u64, Bytes>,
+    pub(crate) membership: Option<Configuration>,
+}
+
+/// Deliberately broken variants, for the simulator's negative controls.
+#[cfg(feature = "mutations")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupMutation {
+    /// Answer keep-alives without confirming leadership first.
+    UnconfirmedKeepalives,
+}
+
+/// One Paxos group on one node: its replica, its state machine, its lease
+/// deadlines and every request waiting on it. Pure: time comes in with
+/// each input, and everything to send, persist or answer comes out of
+/// [`ready`](Group::ready).
+///
+/// Invariants (checked by `check_invariants`): `applied` is the replica's
+/// applied slot as far as the state machine knows; every key of `writes`
+/// is of this incarnation's session and below `next_seq`; a barrier read
+/// has a pending barrier write unless it was answered.
+pub struct Group {
+    pub(crate) config: GroupConfig,
+    pub(crate) replica: Replica<Bytes>,
+    pub(crate) kv: KvStore,
+    pub(crate) lessor: Lessor,
+    pub(crate) now: Time,
+    pub(crate) applied: Slot,
+    pub(crate) next_seq: u64,
+    /// Writes waiting for their `(session, seq)` to apply here.
+    pub(crate) writes: BTreeMap<(u64, u64), PendingWrite>,
+    /// Linearizable reads and lease questions registered with the replica.
+    pub(crate) reads: BTreeMap<ReadId, Waiter>,
+    /// Released by the replica, waiting for `applied` to reach a slot.
+    pub(crate) reads_at: VecDeque<(Slot, Waiter)>,
+    /// Reads on a follower, waiting for their barrier command to apply.
+    pub(crate) barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
+    pub(crate) next_read: u64,
+    /// The ballot this replica led with at the last lease check.
+    pub(crate) led_ballot: Option<Ballot>,
+    /// Lease questions forwarded to the leader, by token.
+    pub(crate) lease_queries: BTreeMap<u64, Ticket>,
+    pub(crate) next_token: u64,
+    /// The latest snapshot written, shipped to replicas behind the log
+    /// start.
+    pub(crate) snapshot: Option<(Slot, Bytes)>,
+    pub(crate) snapshots_installed: u64,
+    pub(crate) incoming: Option<Incoming>,
+    pub(crate) published_self_at: Time,
+    // Output gathered between two `ready` calls.
+    pub(crate) sends: Vec<(NodeId, PeerItem)>,
+    pub(crate) answers: Vec<(Ticket, Answer)>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) snapshot_write: Option<SnapshotWrite>,
+    pub(crate) jump: Option<i64>,
+    pub(crate) membership_out: Option<Configuration>,
+    pub(crate) members_changed: bool,
+    pub(crate) expired: Vec<i64>,
+    pub(crate) installed: Option<Slot>,
+    pub(crate) applied_log: Vec<(Slot, synod_paxos::Value<Bytes>)>,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<GroupMutation>,
+}
+
+impl Group {
+    /// A group restored from its durable state: the replica from its log,
+    /// the state machine from its latest snapshot (`snapshot`, or empty).
+    pub fn new(
+        config: GroupConfig,
+        replica: Replica<Bytes>,
+        kv: KvStore,
+        snapshot: Option<(Slot, Bytes)>,
+        now: Time,
+    ) -> Group {
+        let applied = snapshot.as_ref().map_or(Slot(0), |(s, _)| *s);
+        let mut lessor = Lessor::default();
+        lessor.reset(&kv, now.0);
+        Group {
+            config,
+            replica,
+            kv,
+            lessor,
+            now,
+            applied,
+            next_seq: 1,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_at: VecDeque::new(),
+            barrier_reads: BTreeMap::new(),
+            next_read: 1,
+            led_ballot: None,
+            lease_queries: BTreeMap::new(),
+            next_token: 1,
+            snapshot,
+            snapshots_installed: 0,
+            incoming: None,
+            published_self_at: now,
+            sends: Vec::new(),
+            answers: Vec::new(),
+            events: Vec::new(),
+            snapshot_write: None,
+            jump: None,
+            membership_out: None,
+            members_changed: true,
+            expired: Vec::new(),
+            installed: None,
+            applied_log: Vec::new(),
+            #[cfg(feature = "mutations")]
+            mutation: None,
+        }
+    }
+
+    /// Turns this group into a deliberately broken variant.
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<GroupMutation>) {
+        self.mutation = mutation;
+    }
+
+    #[cfg(feature = "mutations")]
+    pub(crate) fn mutated(&self, mutation: GroupMutation) -> bool {
+        self.mutation == Some(mutation)
+    }
+
+    /// The replica (for status, membership and the simulator's checkers).
+    pub fn replica(&self) -> &Replica<Bytes> {
+        &self.replica
+    }
+
+    /// Mutable access to the replica, for the simulator's mutation
+    /// switches.
+    pub fn replica_mut(&mut self) -> &mut Replica<Bytes> {
+        &mut self.replica
+    }
+
+    /// The state machine, for local reads (serializable reads, watch
+    /// history, hashes, snapshots for backups).
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// Slots applied to the state machine.
+    pub fn applied(&self) -> Slot {
+        self.applied
+    }
+
+    /// Requests waiting here (writes, reads, lease questions).
+    pub fn waiting(&self) -> usize {
+        self.writes.len() + self.reads.len() + self.reads_at.len() + self.lease_queries.len()
+    }
+
+    /// The member table: the replicated one once a change recorded it,
+    /// else the members the node was started with.
+    pub fn members(&self) -> &[Member] {
+        if self.kv.members().is_empty() {
+            &self.config.initial_members
+        } else {
+            self.kv.members()
+        }
+    }
+
+    /// A client request. Its answer comes out of `ready` with `ticket`.
+    pub fn request(&mut self, ticket: Ticket, request: Request, now: Time) {
+        self.now = self.now.max(now);
+        let member = self
+            .replica
+            .membership()
+            .is_some_and(|c| c.is_member(self.config.node));
+        if !member
+            && !matches!(
+                request,
+                Request::Read {
+                    serializable: true,
+                    ..
+                }
+            )
+        {
+            // A spare not yet added, or a removed member: it would wait for
+            // a leader forever. Its client asks another member.
+            let answer = match request {
+                Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
+                Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
+                Request::Lease { .. } => Answer::Lease(None),
+            };
+            self.answers.push((ticket, answer));
+            return;
+        }
+        match request {
+            Request::Write(op) => {
+                if self.writes.len() >= PENDING_WRITES_MAX {
+                    let outcome = error_outcome(&KvError::TooManyRequests);
+                    self.answers.push((ticket, Answer::Write(outcome)));
+                    return;
+                }
+                let key = self.next_key();
+                self.write(key, Some(op), Some(ticket), false);
+            }
+            Request::Read {
+                request,
+                serializable,
+            } => self.read(WaitingRead { request, ticket }, serializable),
+            Request::Lease { id, renew } => self.lease_query(id, renew, LeaseReply::Local(ticket)),
+        }
+    }
+
+    /// Something from a peer of this group.
+    pub fn step(&mut self, from: NodeId, item: PeerItem, now: Time) {
+        self.now = self.now.max(now);
+        match item {
+            PeerItem::Paxos(message) => self.replica.step(from, message, self.now),
+            // Forwarded to us as the leader; if we no longer lead, the
+            // sender forwards again to whoever does.
+            PeerItem::Forward(command) => {
+                let _ = self.replica.propose(command);
+            }
+            PeerItem::LeaseQuery { token, id, renew } => {
+                self.lease_query(id, renew, LeaseReply::Remote { to: from, token })
+            }
+            PeerItem::LeaseAnswer { token, answer } => {
+                if let Some(ticket) = self.lease_queries.remove(&token) {
+                    self.answers.push((ticket, Answer::Lease(answer)));
+                }
+            }
+            PeerItem::Snapshot(chunk) => self.on_snapshot_chunk(chunk),
+        }
+    }
+
+    /// The clock moved: elections, retransmission, forwarding again, lease
+    /// duties, the member table's own entry.
+    pub fn tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        self.replica.tick(self.now);
+        self.reforward();
+        self.lease_duties();
+        self.publish_self();
+    }
+
+    /// The shell's clients for `tickets` stopped waiting (timed out or
+    /// disconnected): their writes are not forwarded again and count no
+    /// more against the bound, their reads are not served. A copy already
+    /// proposed may still apply; nobody is told.
+    pub fn abandon(&mut self, tickets: &BTreeSet<Ticket>) {
+        if tickets.is_empty() {
+            return;
+        }
+        let gone = |w: &WaitingRead| tickets.contains(&w.ticket);
+        self.barrier_reads.retain(|_, w| !gone(w));
+        let barrier_reads = &self.barrier_reads;
+        self.writes.retain(|key, p| match p.ticket {
+            Some(t) => !tickets.contains(&t),
+            None => !p.barrier || barrier_reads.contains_key(key),
+        });
+        self.lease_queries.retain(|_, t| !tickets.contains(t));
+        let waiting = |w: &Waiter| match w {
+            Waiter::Read(r) => !gone(r),
+            Waiter::Lease {
+                reply: LeaseReply::Local(t),
+                ..
+            } => !tickets.contains(t),
+            _ => true,
+        };
+        self.reads.retain(|_, w| waiting(w));
+        self.reads_at.retain(|(_, w)| waiting(w));
+    }
+
+    /// Starts a membership change towards `target` (this replica must
+    /// lead). The joint configuration comes out of the next `ready` first,
+    /// so the shell connects to new members before they are sent accepts.
+    pub fn change_membership(&mut self, target: Membership) -> Result<(), String> {
+        if let Some(current) = self.replica.membership().cloned() {
+            self.membership_out = Some(Configuration::Joint {
+                old: current.target().clone(),
+                new: target.clone(),
+            });
+        }
+        self.replica
+            .propose_membership(target)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Hands leadership to voter `to` (this replica must lead).
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), String> {
+        self.replica
+            .transfer_leadership(to)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Raises this member's NOSPACE alarm once the database outgrows the
+    /// quota (etcd's `--quota-backend-bytes`); the shell measures the size.
+    pub fn check_quota(&mut self, db_bytes: u64, quota_bytes: u64) {
+        let me = self.config.node.0;
+        let raised = self
+            .kv
+            .alarms()
+            .iter()
+            .any(|a| a.member_id == me && a.alarm == AlarmType::Nospace as i32);
+        if quota_bytes == 0 || db_bytes <= quota_bytes || raised {
+            return;
+        }
+        tracing::warn!(
+            size = db_bytes,
+            quota = quota_bytes,
+            "database over quota: raising NOSPACE"
+        );
+        self.issue(Op::Alarm(AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: me,
+            alarm: AlarmType::Nospace as i32,
+        }));
+    }
+
+    /// What status calls show.
+    pub fn status(&self) -> GroupStatus {
+        let status = self.replica.status();
+        GroupStatus {
+            leader: status.leader,
+            is_leader: status.role == RoleKind::Leader,
+            round: status.promised.round,
+            commit: status.commit.0,
+            applied: self.applied.0,
+            revision: self.kv.revision(),
+            compact_revision: self.kv.compact_revision(),
+            snapshot_slot: self.snapshot.as_ref().map_or(0, |(s, _)| s.0),
+            snapshots_installed: self.snapshots_installed,
+            alarms: self
+                .kv
+                .alarms()
+                .iter()
+                .map(|a| (a.member_id, a.alarm))
+                .collect(),
+            membership: status.membership,
+            membership_changing: status.membership_changing,
+            transferring_to: status.transferring_to,
+        }
+    }
+
+    /// The next `(session, seq)` of this incarnation.
+    pub(crate) fn next_key(&mut self) -> (u64, u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (self.config.session, seq)
+    }
+
+    /// Proposes a command of the node's own; nobody waits for its answer.
+    pub(crate) fn issue(&mut self, op: Op) {
+        let key = self.next_key();
+        self.write(key, Some(op), None, false);
+    }
+
+    /// Proposes a command only this leadership may propose (a lease expiry
+    /// decided on its clock): if it is not proposed here and now, it is
+    /// dropped; the next leader decides for itself.
+    pub(crate) fn issue_as_leader(&mut self, op: Op) {
+        let key = self.next_key();
+        self.write_as(key, Some(op), None, WriteKind::LeaderOnly);
+    }
+
+    /// Encodes the command once, remembers it until it applies here, and
+    /// submits it.
+    pub(crate) fn write(
+        &mut self,
+        key: (u64, u64),
+        op: Option<Op>,
+        ticket: Option<Ticket>,
+        barrier: bool,
+    ) {
+        let kind = if barrier {
+            WriteKind::Barrier
+        } else {
+            WriteKind::Plain
+        };
+        self.write_as(key, op, ticket, kind);
+    }
+
+    fn write_as(
+        &mut self,
+        key: (u64, u64),
+        op: Option<Op>,
+        ticket: Option<Ticket>,
+        kind: WriteKind,
+    ) {
+        let session = self.config.session;
+        assert_eq!(key.0, session, "a write outside this incarnation's session");
+        // Every seq below the lowest one still pending was answered (or
+        // given up): the state machine may forget those outcomes.
+        let answered_below = self
+            .writes
+            .range((session, 0)..=(session, u64::MAX))
+            .next()
+            .map_or(key.1, |((_, seq), _)| (*seq).min(key.1));
+        let command = Command {
+            client: key.0,
+            seq: key.1,
+            answered_below,
+            op,
+        };
+        let pending = PendingWrite {
+            command: Bytes::from(command.encode_to_vec()),
+            forwarded_at: None,
+            ticket,
+            barrier: kind == WriteKind::Barrier,
+            leader_only: kind == WriteKind::LeaderOnly,
+        };
+        self.writes.insert(key, pending);
+        self.submit(key);
+    }
+
+    /// Proposes here when leading, else forwards to the leader.
+    pub(crate) fn submit(&mut self, key: (u64, u64)) {
+        let Some(pending) = self.writes.get_mut(&key) else {
+            return;
+        };
+        let command = pending.command.clone();
+        let leader_only = pending.leader_only;
+        match self.replica.propose(command.clone()) {
+            Ok(()) => pending.forwarded_at = None,
+            Err(_) if leader_only => {
+                self.writes.remove(&key);
+            }
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.config.node => {
+                pending.forwarded_at = Some(self.now);
+                self.sends.push((l, PeerItem::Forward(command)));
+            }
+            Err(ProposeError::Busy) => {
+                if let Some(p) = self.writes.remove(&key) {
+                    if let Some(ticket) = p.ticket {
+                        let outcome = error_outcome(&KvError::TooManyRequests);
+                        self.answers.push((ticket, Answer::Write(outcome)));
+                    }
+                }
+                if let Some(w) = self.barrier_reads.remove(&key) {
+                    let refusal = Answer::Read(Err(KvError::TooManyRequests));
+                    self.answers.push((w.ticket, refusal));
+                }
+            }
+            Err(_) => pending.forwarded_at = Some(self.now),
+        }
+    }
+
+    /// Submits again every write that may have been lost: forwarded long
+    /// ago without an answer, or proposed here while this replica led and
+    /// leads no more (the new leader may have filled its slot with a
+    /// no-op). A write that was chosen after all applies once: the state
+    /// machine remembers each `(session, seq)` until it is answered.
+    fn reforward(&mut self) {
+        let leading = self.replica.role_kind() == RoleKind::Leader;
+        let now = self.now;
+        let due: Vec<(u64, u64)> = self
+            .writes
+            .iter()
+            .filter(|(_, p)| match p.forwarded_at {
+                Some(t) => now.0.saturating_sub(t.0) >= REFORWARD_MS,
+                None => !leading,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.submit(key);
+        }
+    }
+
+    /// A range read: local when serializable; at a confirmed point on the
+    /// leader; behind a barrier command through the log on a follower.
+    pub(crate) fn read(&mut self, read: WaitingRead, serializable: bool) {
+        if serializable {
+            let answer = Answer::Read(self.kv.range(&read.request));
+            self.answers.push((read.ticket, answer));
+            return;
+        }
+        let rid = ReadId(self.next_read);
+        self.next_read += 1;
+        if self.replica.read(rid, self.now).is_ok() {
+            self.reads.insert(rid, Waiter::Read(read));
+            return;
+        }
+        // Not the leader: a barrier command through the log orders this
+        // read after every write acknowledged before it.
+        let key = self.next_key();
+        self.barrier_reads.insert(key, read);
+        self.write(key, None, None, true);
+    }
+
+    /// A member added by `member add` is in the table with its peer
+    /// address only; once it runs and is part of the configuration it
+    /// records its name and client address there (etcd's publish).
+    fn publish_self(&mut self) {
+        if self.kv.members().is_empty()
+            || self.now.0.saturating_sub(self.published_self_at.0) < PUBLISH_SELF_MS
+        {
+            return;
+        }
+        let id = self.config.node;
+        let Some(mine) = self.kv.members().iter().find(|m| m.id == id.0) else {
+            return;
+        };
+        let Some(me) = self.config.initial_members.iter().find(|m| m.id == id.0) else {
+            return;
+        };
+        if mine.client_ur_ls == me.client_ur_ls && mine.name == me.name {
+            return;
+        }
+        if !self.replica.membership().is_some_and(|c| c.is_member(id)) {
+            return;
+        }
+        self.published_self_at = self.now;
+        let update = Member {
+            name: me.name.clone(),
+            client_ur_ls: me.client_ur_ls.clone(),
+            ..mine.clone()
+        };
+        self.issue(Op::MemberTable(MemberTable {
+            members: vec![update],
+            removed: Vec::new(),
+        }));
+    }
+
+    /// Checks the invariants in the struct's doc; panics naming the broken
+    /// one.
+    pub fn check_invariants(&self) {
+        for key in self.writes.keys() {
+            assert_eq!(
+                key.0, self.config.session,
+                "write {key:?} of another session"
+            );
+            assert!(key.1 < self.next_seq, "write {key:?} not yet issued");
+        }
+        for key in self.barrier_reads.keys() {
+            assert!(
+                self.writes.get(key).is_some_and(|p| p.barrier),
+                "barrier read {key:?} without its barrier"
+            );
+        }
+        assert!(
+            self.applied <= self.replica.log().commit(),
+            "applied {} past the commit point {}",
+            self.applied,
+            self.replica.log().commit()
+        );
+    }
+}

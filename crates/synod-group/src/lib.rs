@@ -1,0 +1,69 @@
+//! The pure per-group driver of a synod node.
+//!
+//! A [`Group`] is one Paxos group as one node runs it: the replica, the
+//! state machine, the lease deadlines, and every request waiting on them
+//! (writes proposed or forwarded, linearizable reads, lease questions). It
+//! never touches a clock, a socket, a file or a thread: time comes in with
+//! each input, and everything to send, persist and answer comes out of
+//! [`Group::ready`]. The node runtime (`synod-server`) and the simulator
+//! (`synod-sim`) both run this code, so what the simulator checks under
+//! faults is what a node does.
+//!
+//! ```text
+//!   request(ticket, Request) ┐
+//!   step(from, PeerItem)     ├─► Group ─► ready() ─► GroupReady { sends, persist, snapshot,
+//!   tick(now)                ┘                          token, answers, events, ... }
+//!                                     ◄─ on_persisted(token) once the write is durable
+//! ```
+//!
+//! ```
+//! use synod_group::{Answer, Group, GroupConfig, Request};
+//! use synod_kv::KvStore;
+//! use synod_paxos::{Config, NodeId, Replica, Time};
+//! use synod_proto::etcdserverpb::PutRequest;
+//! use synod_proto::synodpb::command::Op;
+//!
+//! // A one-voter group: it elects itself and commits alone.
+//! let me = NodeId(1);
+//! let replica = Replica::new(Config::majority(me, &[me]), Time(0)).unwrap();
+//! let config = GroupConfig {
+//!     node: me,
+//!     session: 7,
+//!     snapshot_every: 10_000,
+//!     snapshot_chunk_bytes: 1 << 20,
+//!     initial_members: Vec::new(),
+//!     record_applied: false,
+//! };
+//! let mut group = Group::new(config, replica, KvStore::default(), None, Time(0));
+//! let put = PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
+//! let mut answers = Vec::new();
+//! for ms in (0..3000).step_by(10) {
+//!     if ms == 1000 {
+//!         group.request(1, Request::Write(Op::Put(put.clone())), Time(ms));
+//!     }
+//!     group.tick(Time(ms));
+//!     while group.has_ready() {
+//!         let ready = group.ready();
+//!         // A node would send ready.sends and write ready.persist here.
+//!         answers.extend(ready.answers);
+//!         group.on_persisted(ready.token);
+//!     }
+//! }
+//! assert!(matches!(answers.as_slice(), [(1, Answer::Write(_))]));
+//! assert_eq!(group.kv().revision(), 2);
+//! ```
+
+mod drive;
+mod group;
+mod leases;
+mod snapshots;
+mod types;
+
+#[cfg(feature = "mutations")]
+pub use group::GroupMutation;
+pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
+pub use snapshots::{decode_snapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+pub use types::{
+    Answer, GroupConfig, GroupReady, GroupStatus, LeaseAnswer, PeerItem, Request, SnapshotChunk,
+    SnapshotWrite, Ticket,
+};

@@ -1,0 +1,204 @@
+//! What goes into a [`Group`](crate::Group) and what comes out of it.
+
+use bytes::Bytes;
+use synod_kv::KvError;
+use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, Value};
+use synod_proto::etcdserverpb::{Member, RangeRequest, RangeResponse};
+use synod_proto::mvccpb::Event;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::Outcome;
+
+/// The shell's name for a waiting client request; the group hands it back
+/// with the answer. The shell picks them (unique while they wait).
+pub type Ticket = u64;
+
+/// A lease's remaining seconds and granted TTL; `None` when it does not
+/// exist (or already ran out on the leader).
+pub type LeaseAnswer = Option<(i64, i64)>;
+
+/// How a group is set up; fixed for the life of one incarnation.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// This node.
+    pub node: NodeId,
+    /// This incarnation's session: every command the node proposes or
+    /// forwards is `(session, seq)`. Must differ from every earlier
+    /// incarnation's (the shell derives it from a clock and the process).
+    pub session: u64,
+    /// Applied slots between state-machine snapshots.
+    pub snapshot_every: u64,
+    /// Bytes of snapshot per peer message.
+    pub snapshot_chunk_bytes: usize,
+    /// The members the node was started with (the member table before a
+    /// change recorded one in the log).
+    pub initial_members: Vec<Member>,
+    /// Hand every applied value out in [`GroupReady::applied`] (the
+    /// simulator's checkers read them; a node does not).
+    pub record_applied: bool,
+}
+
+/// A client request for the group.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// A write; answered with its outcome once it applied here.
+    Write(Op),
+    /// A range read: linearizable unless `serializable`.
+    Read {
+        /// The request.
+        request: RangeRequest,
+        /// Serve from local state at once.
+        serializable: bool,
+    },
+    /// A keep-alive (`renew`) or a time-to-live question, answered by the
+    /// leader at a point where it surely still leads.
+    Lease {
+        /// The lease.
+        id: i64,
+        /// Restart the lease's time.
+        renew: bool,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A write's outcome (a response or a refusal).
+    Write(Outcome),
+    /// A read's result.
+    Read(Result<RangeResponse, KvError>),
+    /// A lease question's answer.
+    Lease(LeaseAnswer),
+}
+
+/// Something one replica of a group sends another. The shell encodes these
+/// for the wire, with the group id beside them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerItem {
+    /// A consensus message.
+    Paxos(Message<Bytes>),
+    /// An encoded command for the leader to propose.
+    Forward(Bytes),
+    /// A lease question for the leader.
+    LeaseQuery {
+        /// Matches the answer to the question.
+        token: u64,
+        /// The lease.
+        id: i64,
+        /// Restart the lease's time.
+        renew: bool,
+    },
+    /// The leader's answer to a lease question.
+    LeaseAnswer {
+        /// The question's token.
+        token: u64,
+        /// The answer.
+        answer: LeaseAnswer,
+    },
+    /// One chunk of a state-machine snapshot.
+    Snapshot(SnapshotChunk),
+}
+
+/// One chunk of a state-machine snapshot for a replica behind the log start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotChunk {
+    /// The snapshot covers slots through this one.
+    pub slot: Slot,
+    /// Where `data` starts in the whole snapshot.
+    pub offset: u64,
+    /// The whole snapshot's size.
+    pub total: u64,
+    /// The bytes.
+    pub data: Bytes,
+    /// The configuration in effect at `slot` (its log entry is gone).
+    pub membership: Option<Configuration>,
+}
+
+/// A state-machine snapshot to store. The shell writes it in the same
+/// transaction as the [`GroupReady::persist`] beside it and after it, with
+/// the log compaction through `slot` and the configuration at `slot`
+/// (storage invariants F8 and F9).
+#[derive(Clone, Debug)]
+pub struct SnapshotWrite {
+    /// The snapshot covers slots through this one.
+    pub slot: Slot,
+    /// The encoded state machine.
+    pub data: Bytes,
+    /// The configuration in effect at `slot`.
+    pub membership: Option<Configuration>,
+}
+
+/// One batch of work for the shell. Handle it in this order: connect to
+/// `membership`, send `sends`, write `persist` and then `snapshot` in one
+/// transaction (one fsync when `must_sync`), then call
+/// [`Group::on_persisted`](crate::Group::on_persisted) with `token`. The
+/// answers, events and the rest may be handed out at once.
+#[derive(Debug)]
+pub struct GroupReady {
+    /// Messages that may go at once.
+    pub sends: Vec<(NodeId, PeerItem)>,
+    /// The replica's durable state to write.
+    pub persist: Persist<Bytes>,
+    /// A state-machine snapshot to write with `persist`.
+    pub snapshot: Option<SnapshotWrite>,
+    /// Acknowledge once `persist` and `snapshot` are durable.
+    pub token: PersistToken,
+    /// Answers for waiting requests.
+    pub answers: Vec<(Ticket, Answer)>,
+    /// Events of the commands applied, in order (for watchers).
+    pub events: Vec<Event>,
+    /// The state machine's revision after them.
+    pub revision: i64,
+    /// The state machine was replaced by a snapshot at this revision:
+    /// watchers must resync.
+    pub jump: Option<i64>,
+    /// The configuration changed: open connections to new members, close
+    /// those to removed ones.
+    pub membership: Option<Configuration>,
+    /// The member table (names, addresses) changed.
+    pub members_changed: bool,
+    /// Leases an applied expiry removed.
+    pub expired: Vec<i64>,
+    /// Every value applied, with its slot (only with
+    /// [`GroupConfig::record_applied`]).
+    pub applied: Vec<(Slot, Value<Bytes>)>,
+    /// A snapshot from the leader replaced the state through this slot.
+    pub installed: Option<Slot>,
+}
+
+impl GroupReady {
+    /// True when the write must reach the disk before `on_persisted`.
+    pub fn must_sync(&self) -> bool {
+        self.snapshot.is_some() || self.persist.must_sync()
+    }
+}
+
+/// What a group shows for status calls.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStatus {
+    /// Believed leader.
+    pub leader: Option<NodeId>,
+    /// This replica leads.
+    pub is_leader: bool,
+    /// Ballot round (etcd's raft term).
+    pub round: u64,
+    /// Commit point.
+    pub commit: u64,
+    /// Applied slot.
+    pub applied: u64,
+    /// State machine revision.
+    pub revision: i64,
+    /// Compaction point.
+    pub compact_revision: i64,
+    /// Slot of the latest state-machine snapshot.
+    pub snapshot_slot: u64,
+    /// Snapshots received from a leader and installed since start.
+    pub snapshots_installed: u64,
+    /// Raised alarms, `(member, alarm type)`.
+    pub alarms: Vec<(u64, i32)>,
+    /// The configuration (None while joining).
+    pub membership: Option<Configuration>,
+    /// A membership change is under way.
+    pub membership_changing: bool,
+    /// A leadership transfer to this replica is under way.
+    pub transferring_to: Option<NodeId>,
+}

@@ -1,0 +1,240 @@
+//! The group driver as a node uses it: three groups wired by an in-memory
+//! network that delivers at once (optionally cutting a node off), each
+//! round's write taken as durable at once.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synod_group::{Answer, Group, GroupConfig, PeerItem, Request, Ticket, PENDING_WRITES_MAX};
+use synod_kv::{outcome_error, KvError, KvStore};
+use synod_paxos::{Config, NodeId, Replica, Time};
+use synod_proto::etcdserverpb::{PutRequest, RangeRequest};
+use synod_proto::synodpb::{command::Op, outcome, Outcome};
+
+const TICK_MS: u64 = 10;
+
+struct Cluster {
+    groups: BTreeMap<NodeId, Group>,
+    now: u64,
+    /// Nodes whose messages (both ways) are dropped.
+    cut: BTreeSet<NodeId>,
+    answers: Vec<(NodeId, Ticket, Answer)>,
+}
+
+fn config(node: NodeId) -> GroupConfig {
+    GroupConfig {
+        node,
+        session: 100 + node.0,
+        snapshot_every: 10_000,
+        snapshot_chunk_bytes: 1 << 20,
+        initial_members: Vec::new(),
+        record_applied: false,
+    }
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let groups = ids
+            .iter()
+            .map(|&id| {
+                let replica = Replica::new(Config::majority(id, &ids), Time(0)).unwrap();
+                let group = Group::new(config(id), replica, KvStore::default(), None, Time(0));
+                (id, group)
+            })
+            .collect();
+        Cluster {
+            groups,
+            now: 0,
+            cut: BTreeSet::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// Drives every group and delivers every message until all are quiet.
+    fn settle(&mut self) {
+        let mut wire: VecDeque<(NodeId, NodeId, PeerItem)> = VecDeque::new();
+        for _ in 0..10_000 {
+            for (&id, group) in self.groups.iter_mut() {
+                while group.has_ready() {
+                    let ready = group.ready();
+                    for (to, item) in ready.sends {
+                        wire.push_back((id, to, item));
+                    }
+                    for (ticket, answer) in ready.answers {
+                        self.answers.push((id, ticket, answer));
+                    }
+                    group.on_persisted(ready.token);
+                }
+                group.check_invariants();
+            }
+            let Some((from, to, item)) = wire.pop_front() else {
+                return;
+            };
+            if !self.cut.contains(&from) && !self.cut.contains(&to) {
+                let now = Time(self.now);
+                self.groups.get_mut(&to).unwrap().step(from, item, now);
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+
+    fn run_ms(&mut self, ms: u64) {
+        for _ in 0..ms / TICK_MS {
+            self.now += TICK_MS;
+            for group in self.groups.values_mut() {
+                group.tick(Time(self.now));
+            }
+            self.settle();
+        }
+    }
+
+    fn leader(&self) -> NodeId {
+        let leaders: Vec<NodeId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.status().is_leader)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+        leaders[0]
+    }
+
+    fn request(&mut self, at: NodeId, ticket: Ticket, request: Request) {
+        let now = Time(self.now);
+        self.groups
+            .get_mut(&at)
+            .unwrap()
+            .request(ticket, request, now);
+        self.settle();
+    }
+
+    fn answer(&self, at: NodeId, ticket: Ticket) -> Option<&Answer> {
+        self.answers
+            .iter()
+            .find(|(n, t, _)| *n == at && *t == ticket)
+            .map(|(_, _, a)| a)
+    }
+}
+
+fn put(key: &str, value: &str) -> Request {
+    Request::Write(Op::Put(PutRequest {
+        key: key.to_string().into(),
+        value: value.to_string().into(),
+        ..Default::default()
+    }))
+}
+
+fn read(key: &str) -> Request {
+    Request::Read {
+        request: RangeRequest {
+            key: key.to_string().into(),
+            ..Default::default()
+        },
+        serializable: false,
+    }
+}
+
+fn error_of(outcome: &Outcome) -> Option<KvError> {
+    match &outcome.result {
+        Some(outcome::Result::Error(e)) => Some(outcome_error(e)),
+        _ => None,
+    }
+}
+
+fn elected() -> (Cluster, NodeId, NodeId) {
+    let mut c = Cluster::new(3);
+    c.run_ms(2_000);
+    let leader = c.leader();
+    let follower = NodeId(if leader == NodeId(1) { 2 } else { 1 });
+    (c, leader, follower)
+}
+
+#[test]
+fn a_write_at_a_follower_is_forwarded_and_answered_where_it_was_asked() {
+    let (mut c, _, follower) = elected();
+    c.request(follower, 1, put("k", "v"));
+    c.run_ms(100);
+    match c.answer(follower, 1) {
+        Some(Answer::Write(o)) => assert_eq!(error_of(o), None, "{o:?}"),
+        other => panic!("no write answer at the follower: {other:?}"),
+    }
+    for g in c.groups.values() {
+        assert_eq!(g.kv().revision(), 2, "every replica applied the put once");
+    }
+}
+
+#[test]
+fn a_linearizable_read_at_a_follower_sees_a_write_acknowledged_before_it() {
+    let (mut c, leader, follower) = elected();
+    c.request(leader, 1, put("k", "v1"));
+    assert!(matches!(c.answer(leader, 1), Some(Answer::Write(_))));
+    c.request(follower, 2, read("k"));
+    c.run_ms(100);
+    match c.answer(follower, 2) {
+        Some(Answer::Read(Ok(r))) => assert_eq!(r.kvs[0].value, "v1".as_bytes()),
+        other => panic!("no read answer: {other:?}"),
+    }
+}
+
+#[test]
+fn a_write_whose_client_gave_up_is_not_forwarded_again() {
+    let mut c = Cluster::new(3);
+    // No leader yet: the write waits to be forwarded.
+    c.request(NodeId(2), 7, put("k", "v"));
+    c.groups
+        .get_mut(&NodeId(2))
+        .unwrap()
+        .abandon(&BTreeSet::from([7]));
+    assert_eq!(c.groups[&NodeId(2)].waiting(), 0);
+    c.run_ms(3_000);
+    c.leader();
+    assert!(c.answer(NodeId(2), 7).is_none());
+    assert!(
+        c.groups.values().all(|g| g.kv().revision() == 1),
+        "the abandoned write applied"
+    );
+}
+
+#[test]
+fn writes_past_the_pending_bound_are_refused_with_too_many_requests() {
+    let mut c = Cluster::new(3);
+    c.cut.insert(NodeId(3));
+    for ticket in 0..=PENDING_WRITES_MAX as u64 {
+        let now = Time(c.now);
+        let group = c.groups.get_mut(&NodeId(3)).unwrap();
+        group.request(ticket, put("k", "v"), now);
+    }
+    c.settle();
+    let last = PENDING_WRITES_MAX as u64;
+    match c.answer(NodeId(3), last) {
+        Some(Answer::Write(o)) => assert_eq!(error_of(o), Some(KvError::TooManyRequests)),
+        other => panic!("the write past the bound was not refused: {other:?}"),
+    }
+    assert!(
+        c.answer(NodeId(3), last - 1).is_none(),
+        "only the excess is refused"
+    );
+}
+
+#[test]
+fn a_node_outside_its_configuration_refuses_with_no_leader() {
+    // A node started to join, before it learned the configuration.
+    let mut join = Config::majority(NodeId(4), &[NodeId(4)]);
+    join.join = true;
+    let replica = Replica::new(join, Time(0)).unwrap();
+    let mut g = Group::new(
+        config(NodeId(4)),
+        replica,
+        KvStore::default(),
+        None,
+        Time(0),
+    );
+    g.request(1, put("k", "v"), Time(0));
+    g.request(2, read("k"), Time(0));
+    let ready = g.ready();
+    match &ready.answers[..] {
+        [(1, Answer::Write(o)), (2, Answer::Read(Err(KvError::NoLeader)))] => {
+            assert_eq!(error_of(o), Some(KvError::NoLeader))
+        }
+        other => panic!("unexpected answers {other:?}"),
+    }
+}
