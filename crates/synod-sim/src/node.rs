@@ -1,122 +1,101 @@
 //! A simulated node: the real group driver (`synod-group`: replica, state
-//! machine, leases, forwarding, read paths, snapshots), a disk that loses
-//! unsynced writes on a crash, and a drifting clock.
+//! machine, leases, forwarding, read paths, snapshots), the real storage
+//! code on a simulated file that loses unsynced writes on a crash, and a
+//! drifting clock.
 
 use crate::config::{Micros, SimConfig};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use synod_group::{Group, GroupConfig, SnapshotWrite, Ticket};
 use synod_kv::KvStore;
-use synod_paxos::{
-    Ballot, Durable, MembershipRecord, NodeId, Persist, PersistToken, Replica, Slot, SlotRecord,
-    Time,
-};
+use synod_paxos::{Durable, NodeId, Persist, PersistToken, Replica, Slot, Time};
+use synod_storage::snapshot::{encode, key, SNAPSHOT_TABLE};
+use synod_storage::{GroupId, Identity, SimulatedFile, Storage};
 
-/// What survives a crash: only writes whose fsync completed. It follows
-/// the storage layer's rules (`synod-storage`'s F4, F8, F9): a write is
-/// atomic; a snapshot compacts the log it covers, records its applied slot
-/// and the configuration at it, in the same write.
-#[derive(Clone, Default)]
+/// The node's database: synod's real storage code (`synod-storage`, redb)
+/// on a simulated file that keeps only what was fsynced. A round's write is
+/// one batch (persist, then snapshot) committed when its simulated fsync
+/// completes; a crash keeps the file's durable image.
 pub struct Disk {
-    /// Highest ballot promised.
-    pub promised: Ballot,
-    /// Log records after the compaction point.
-    pub records: BTreeMap<Slot, SlotRecord<Bytes>>,
-    /// Commit hint.
-    pub commit: Slot,
-    /// The log's compaction point.
-    pub compacted: Slot,
-    /// The slot the state machine's durable state reflects.
-    pub applied: Slot,
-    /// The latest state-machine snapshot and the slot it covers.
-    pub snapshot: Option<(Slot, Bytes)>,
-    /// The configuration in effect after a slot, stored with the snapshot.
-    pub membership: Option<MembershipRecord>,
+    file: SimulatedFile,
+    storage: Option<Storage>,
+    identity: Identity,
 }
 
+/// The one group a simulated node hosts.
+const GROUP: GroupId = GroupId(1);
+
 impl Disk {
-    /// Makes one round's write durable, as one atomic write: the persist,
-    /// then the snapshot (with its compaction, unless `split` models the
-    /// old bug where the compaction came with a later write).
+    fn new(id: NodeId) -> Disk {
+        Disk {
+            file: SimulatedFile::new(),
+            storage: None,
+            identity: Identity {
+                cluster_id: 1,
+                node_id: id.0,
+            },
+        }
+    }
+
+    fn storage(&mut self) -> &Storage {
+        let (file, identity) = (&self.file, self.identity);
+        self.storage
+            .get_or_insert_with(|| file.open(identity).expect("simulated storage opens"))
+    }
+
+    /// Makes one round's write durable, as one batch: the persist, then
+    /// the snapshot with its compaction and configuration (F8, F9). A
+    /// storage error is a bug here (the file never fails): it panics.
     pub fn write(&mut self, persist: &Persist<Bytes>, snapshot: Option<&SnapshotWrite>) {
-        if let Some(b) = persist.promised {
-            assert!(b >= self.promised, "durable promise regressed");
-            self.promised = b;
-        }
-        for r in &persist.records {
-            if r.slot > self.compacted {
-                self.records.insert(r.slot, r.clone());
-            }
-        }
-        if let Some(c) = persist.commit {
-            self.commit = self.commit.max(c);
-        }
-        if let Some(through) = persist.compact_through {
-            self.compact(through);
-        }
-        if let Some(m) = &persist.membership {
-            self.record_membership(m.clone());
-        }
+        let storage = self.storage();
+        let mut batch = storage.batch().expect("batch");
+        batch.persist(GROUP, persist).expect("persist");
         if let Some(s) = snapshot {
-            self.put_snapshot(s, true);
+            batch
+                .put_snapshot(GROUP, s.slot, &s.data, s.membership.as_ref())
+                .expect("snapshot");
         }
+        batch.commit().expect("commit");
     }
 
-    /// Stores a state-machine snapshot and its applied slot; with
-    /// `compact`, also the log compaction and the configuration at it.
-    pub fn put_snapshot(&mut self, s: &SnapshotWrite, compact: bool) {
-        self.snapshot = Some((s.slot, s.data.clone()));
-        self.applied = self.applied.max(s.slot);
-        if compact {
-            self.compact(s.slot);
-            if let Some(configuration) = &s.membership {
-                self.record_membership(MembershipRecord {
-                    slot: s.slot,
-                    configuration: configuration.clone(),
-                });
-            }
-        }
-    }
-
-    fn compact(&mut self, through: Slot) {
-        if through > self.compacted {
-            self.records = self.records.split_off(&through.next());
-            self.compacted = through;
-        }
-    }
-
-    fn record_membership(&mut self, m: MembershipRecord) {
-        if self
-            .membership
-            .as_ref()
-            .is_none_or(|have| have.slot <= m.slot)
+    /// The old runtime's bug, for a negative control: the snapshot and its
+    /// applied slot made durable at once, without the compaction (and the
+    /// configuration) it implies.
+    pub fn write_snapshot_alone(&mut self, s: &SnapshotWrite) {
+        let storage = self.storage();
+        let mut batch = storage.batch().expect("batch");
         {
-            self.membership = Some(m);
+            let txn = batch.transaction();
+            let mut table = txn.open_table(SNAPSHOT_TABLE).expect("snapshot table");
+            let mut value = Vec::new();
+            encode(s.slot, &s.data, &mut value);
+            table.insert(&key(GROUP), value.as_slice()).expect("insert");
         }
+        batch.set_applied(GROUP, s.slot).expect("applied");
+        batch.require_sync();
+        batch.commit().expect("commit");
     }
 
-    /// What a restarting replica reads back.
-    pub fn durable(&self) -> Durable<Bytes> {
-        Durable {
-            promised: self.promised,
-            snapshot: self.compacted,
-            records: self.records.values().cloned().collect(),
-            commit: self.commit,
-            applied: self.applied.max(self.compacted),
-            membership: self.membership.clone(),
-        }
+    /// The process died: only the durable image is left.
+    pub fn crash(&mut self) {
+        let survivor = self.file.crash();
+        // The old database may write into the old file as it drops.
+        self.storage = None;
+        self.file = survivor;
     }
 
-    /// The state machine a restarting node starts from.
-    pub fn state(&self) -> (KvStore, Option<(Slot, Bytes)>) {
-        match &self.snapshot {
-            Some((slot, data)) => {
-                let kv = synod_group::decode_snapshot(data)
-                    .unwrap_or_else(|e| panic!("own snapshot at {slot} does not decode: {e}"));
-                (kv, self.snapshot.clone())
-            }
-            None => (KvStore::default(), None),
-        }
+    /// What a restarting replica reads back, and the state machine it
+    /// starts from.
+    pub fn load(&mut self) -> (Durable<Bytes>, KvStore, Option<(Slot, Bytes)>) {
+        let storage = self.storage();
+        let durable = storage.load(GROUP).expect("load");
+        let snapshot = storage.load_snapshot(GROUP).expect("load snapshot");
+        let kv = match &snapshot {
+            Some((slot, data)) => synod_group::decode_snapshot(data)
+                .unwrap_or_else(|e| panic!("own snapshot at {slot} does not decode: {e}")),
+            None => KvStore::default(),
+        };
+        (durable, kv, snapshot)
     }
 }
 
@@ -185,7 +164,7 @@ impl SimNode {
             retired: false,
             group: None,
             incarnation: 0,
-            disk: Disk::default(),
+            disk: Disk::new(id),
             persist_queue: VecDeque::new(),
             fsync_done_at: 0,
             waiting: BTreeMap::new(),
@@ -241,6 +220,7 @@ impl SimNode {
     /// Loses everything not durable; returns who was waiting here.
     pub fn crash(&mut self) -> Vec<Waiting> {
         self.group = None;
+        self.disk.crash();
         self.incarnation += 1;
         self.persist_queue.clear();
         std::mem::take(&mut self.waiting).into_values().collect()
@@ -255,9 +235,9 @@ impl SimNode {
 
     fn start(&mut self, cfg: &SimConfig, now: Micros) {
         let local = self.local_time(now);
-        let replica = Replica::restore(cfg.paxos_for(self.id), self.disk.durable(), local)
-            .expect("valid config");
-        let (kv, snapshot) = self.disk.state();
+        let (durable, kv, snapshot) = self.disk.load();
+        let replica =
+            Replica::restore(cfg.paxos_for(self.id), durable, local).expect("valid config");
         let config = GroupConfig {
             node: self.id,
             // Unique per incarnation, as a node's clock-derived one is.

@@ -194,6 +194,7 @@ fn broken_shells_are_caught() {
                 "every replica applies the same sequence",
                 "applied values are chosen",
                 "linearizable client history",
+                "replicas converge after healing",
             ]
             .contains(&invariant),
             "{name} caught by unexpected '{invariant}'"

@@ -67,11 +67,13 @@ mod codec;
 pub mod conformance;
 mod error;
 pub mod format;
+pub mod sim_file;
 pub mod snapshot;
 mod storage;
 mod types;
 
 pub use batch::Batch;
 pub use error::StorageError;
+pub use sim_file::SimulatedFile;
 pub use storage::Storage;
 pub use types::{GroupId, Identity};

@@ -104,7 +104,7 @@ impl World {
                 // were durable at once, the compaction only with the next
                 // write. The nemesis aims at the window: often a crash
                 // follows right away.
-                self.nodes[i].disk.put_snapshot(s, false);
+                self.nodes[i].disk.write_snapshot_alone(s);
                 if self.rng.gen_bool(0.3) {
                     self.schedule(1, Event::Crash(id));
                 }
