@@ -99,6 +99,7 @@ fn node_config(
         cluster_id: cluster_id(&members),
         cluster_id_derived: true,
         join: false,
+        groups: Vec::new(),
         data_dir,
         members,
         tick_ms: 10,

@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// campaigns, and learns its configuration from the leader once a
     /// `member add` included it.
     pub join: bool,
+    /// Paxos groups the node hosts besides group 1 (the etcd key space),
+    /// replicated by the same members. Shards will place groups; until
+    /// then this is how a node is made to host several.
+    pub groups: Vec<u64>,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.

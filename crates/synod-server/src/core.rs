@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use synod_group::{
     Answer, Group, GroupReady, GroupStatus, PeerItem, Request, SnapshotChunk, Ticket,
 };
-use synod_kv::{KvError, KvStore};
+use synod_kv::{error_outcome, KvError, KvStore};
 use synod_paxos::{Configuration, Membership, NodeId, Slot, Time};
 use synod_proto::etcdserverpb::Member as MemberInfo;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -53,6 +53,8 @@ pub enum Input {
     Peer(peerpb::Batch),
     /// A client write; answered when it applies here.
     Write {
+        /// The group that owns the keys.
+        group: GroupId,
         /// What to do; the group makes it a command of its session.
         op: Op,
         /// Where the outcome goes.
@@ -60,6 +62,8 @@ pub enum Input {
     },
     /// A client read.
     Read {
+        /// The group that owns the keys.
+        group: GroupId,
         /// The request.
         request: RangeRequest,
         /// Serve from local state without a linearizability check.
@@ -188,8 +192,9 @@ pub struct CoreParts {
     pub id: NodeId,
     /// Checked on every peer batch.
     pub cluster_id: u64,
-    /// The group, restored from storage.
-    pub group: Group,
+    /// Every group this node hosts, restored from storage; `GROUP` among
+    /// them.
+    pub groups: BTreeMap<GroupId, Group>,
     /// The node's database.
     pub storage: Storage,
     /// Where inputs arrive.
@@ -219,7 +224,9 @@ pub struct CoreParts {
 /// The loop's state.
 pub struct Core {
     id: NodeId,
-    group: Group,
+    /// Every group this node hosts. The etcd front end speaks to `GROUP`;
+    /// each round's writes of all of them go to disk in one batch.
+    groups: BTreeMap<GroupId, Group>,
     storage: Storage,
     started: Instant,
     inputs: Receiver<Input>,
@@ -245,9 +252,10 @@ pub struct Core {
 impl Core {
     /// Builds the loop around a restored group and the store.
     pub fn new(parts: CoreParts) -> Core {
+        assert!(parts.groups.contains_key(&GROUP), "the node hosts {GROUP}");
         Core {
             id: parts.id,
-            group: parts.group,
+            groups: parts.groups,
             storage: parts.storage,
             started: parts.started,
             inputs: parts.inputs,
@@ -267,6 +275,11 @@ impl Core {
             next_ticket: 1,
             members_dirty: true,
         }
+    }
+
+    /// The group the etcd API serves (the whole key space until shards).
+    fn main(&mut self) -> &mut Group {
+        self.groups.get_mut(&GROUP).expect("checked at start")
     }
 
     fn now(&self) -> Time {
@@ -298,7 +311,9 @@ impl Core {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = self.now();
-            self.group.tick(now);
+            for group in self.groups.values_mut() {
+                group.tick(now);
+            }
             self.abandon();
             self.check_quota();
             self.drive();
@@ -312,11 +327,12 @@ impl Core {
         match input {
             Input::Shutdown => return false,
             Input::Peer(batch) => self.on_peer(batch),
-            Input::Write { op, reply } => {
+            Input::Write { group, op, reply } => {
                 let ticket = self.ticket(Reply::Write(reply));
-                self.group.request(ticket, Request::Write(op), now);
+                self.request(group, ticket, Request::Write(op), now);
             }
             Input::Read {
+                group,
                 request,
                 serializable,
                 reply,
@@ -326,7 +342,7 @@ impl Core {
                     request,
                     serializable,
                 };
-                self.group.request(ticket, read, now);
+                self.request(group, ticket, read, now);
             }
             Input::Watch {
                 stream,
@@ -335,18 +351,35 @@ impl Core {
             } => self.on_watch(stream, spec, announce),
             Input::LeaseQuery { id, renew, reply } => {
                 let ticket = self.ticket(Reply::Lease(reply));
-                self.group
+                self.main()
                     .request(ticket, Request::Lease { id, renew }, now);
             }
-            Input::Query(f) => f(self.group.kv()),
+            Input::Query(f) => f(self.main().kv()),
             Input::ChangeMembership { target, reply } => {
-                let _ = reply.send(self.group.change_membership(target));
+                let _ = reply.send(self.main().change_membership(target));
             }
             Input::Transfer { to, reply } => {
-                let _ = reply.send(self.group.transfer_leadership(to));
+                let _ = reply.send(self.main().transfer_leadership(to));
             }
         }
         true
+    }
+
+    /// Hands a client request to its group; a group this node does not
+    /// host answers at once.
+    fn request(&mut self, group: GroupId, ticket: Ticket, request: Request, now: Time) {
+        match self.groups.get_mut(&group) {
+            Some(g) => g.request(ticket, request, now),
+            None => {
+                let reply = self.replies.remove(&ticket).expect("just issued");
+                let refusal = match request {
+                    Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
+                    Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
+                    Request::Lease { .. } => Answer::Lease(None),
+                };
+                reply.send(refusal);
+            }
+        }
     }
 
     fn ticket(&mut self, reply: Reply) -> Ticket {
@@ -371,7 +404,9 @@ impl Core {
         for t in &gone {
             self.replies.remove(t);
         }
-        self.group.abandon(&gone);
+        for group in self.groups.values_mut() {
+            group.abandon(&gone);
+        }
     }
 
     /// Raises this member's NOSPACE alarm once the database outgrows the
@@ -382,7 +417,8 @@ impl Core {
         }
         self.quota_checked = Instant::now();
         let size = std::fs::metadata(&self.storage_file).map_or(0, |m| m.len());
-        self.group.check_quota(size, self.quota_bytes);
+        let quota = self.quota_bytes;
+        self.main().check_quota(size, quota);
     }
 
     /// Computes a new watcher's past from the store and hands it to the
@@ -390,7 +426,7 @@ impl Core {
     fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
         // Whatever the group applied or installed goes to the hub first.
         self.drive();
-        let kv = self.group.kv();
+        let kv = self.groups[&GROUP].kv();
         let current = kv.revision();
         let (after, history) = if spec.start_revision <= 0 {
             (current, Ok(Vec::new()))
@@ -424,33 +460,33 @@ impl Core {
             return;
         }
         // Batches from a node that predates group ids carry 0.
-        if batch.group != GROUP.0 && batch.group != 0 {
-            tracing::warn!(
-                from = batch.from,
-                group = batch.group,
-                "batch for an unknown group dropped"
-            );
-            return;
-        }
-        let from = NodeId(batch.from);
+        let id = if batch.group == 0 {
+            GROUP
+        } else {
+            GroupId(batch.group)
+        };
         let now = self.now();
+        let my_id = self.id;
+        let Some(group) = self.groups.get_mut(&id) else {
+            tracing::warn!(from = batch.from, group = %id, "batch for a group not hosted here dropped");
+            return;
+        };
+        let from = NodeId(batch.from);
         for envelope in batch.messages {
             match codec::decode(envelope) {
-                Ok((to, message)) if to == self.id => {
-                    self.group.step(from, PeerItem::Paxos(message), now)
-                }
+                Ok((to, message)) if to == my_id => group.step(from, PeerItem::Paxos(message), now),
                 Ok(_) => tracing::warn!(%from, "message for another node dropped"),
                 Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
             }
         }
         if let Some(chunk) = batch.snapshot {
             match snapshot_chunk(chunk) {
-                Ok(chunk) => self.group.step(from, PeerItem::Snapshot(chunk), now),
+                Ok(chunk) => group.step(from, PeerItem::Snapshot(chunk), now),
                 Err(e) => tracing::warn!(%from, error = %e, "snapshot chunk dropped"),
             }
         }
         for command in batch.forwards {
-            self.group.step(from, PeerItem::Forward(command), now);
+            group.step(from, PeerItem::Forward(command), now);
         }
         for q in batch.lease_queries {
             let item = PeerItem::LeaseQuery {
@@ -458,7 +494,7 @@ impl Core {
                 id: q.id,
                 renew: q.renew,
             };
-            self.group.step(from, item, now);
+            group.step(from, item, now);
         }
         for a in batch.lease_answers {
             let answer = (a.ttl >= 0).then_some((a.ttl, a.granted_ttl));
@@ -466,49 +502,77 @@ impl Core {
                 token: a.token,
                 answer,
             };
-            self.group.step(from, item, now);
+            group.step(from, item, now);
         }
     }
 
-    /// The runtime loop: until the group is quiet, take its ready, connect,
-    /// send, persist, acknowledge, answer.
+    /// The runtime loop: until every group is quiet, take their readies,
+    /// connect and send, write all of them in one batch (one fsync), then
+    /// acknowledge, answer and publish events.
     fn drive(&mut self) {
-        while self.group.has_ready() {
-            let ready = self.group.ready();
-            self.handle_ready(ready);
+        loop {
+            let mut readies: Vec<(GroupId, GroupReady)> = self
+                .groups
+                .iter_mut()
+                .filter(|(_, g)| g.has_ready())
+                .map(|(id, g)| (*id, g.ready()))
+                .collect();
+            if readies.is_empty() {
+                return;
+            }
+            for (id, ready) in &mut readies {
+                if ready.membership.is_some() || ready.members_changed {
+                    // A configuration changed, or an address may have
+                    // (member update).
+                    self.connect_peers();
+                }
+                self.members_dirty |= ready.members_changed;
+                let sends = std::mem::take(&mut ready.sends);
+                self.send_all(*id, sends);
+            }
+            self.write(&readies);
+            for (id, ready) in readies {
+                self.finish(id, ready);
+            }
         }
     }
 
-    fn handle_ready(&mut self, ready: GroupReady) {
-        if let Some(configuration) = &ready.membership {
-            self.connect_peers(configuration);
-        } else if ready.members_changed {
-            if let Some(c) = self.group.replica().membership().cloned() {
-                // An address may have changed (member update).
-                self.connect_peers(&c);
-            }
+    /// One storage batch for the round's writes of every group: each
+    /// group's persist, then its snapshot. A durable write that fails is
+    /// fail-stop: continuing could acknowledge state that is not on disk.
+    fn write(&mut self, readies: &[(GroupId, GroupReady)]) {
+        let work = readies
+            .iter()
+            .any(|(_, r)| !r.persist.is_empty() || r.snapshot.is_some());
+        if !work {
+            return;
         }
-        self.members_dirty |= ready.members_changed;
-        self.send_all(ready.sends);
-        if !ready.persist.is_empty() || ready.snapshot.is_some() {
-            let result = self.storage.batch().and_then(|mut batch| {
-                batch.persist(GROUP, &ready.persist)?;
+        let result = self.storage.batch().and_then(|mut batch| {
+            for (id, ready) in readies {
+                batch.persist(*id, &ready.persist)?;
                 if let Some(s) = &ready.snapshot {
-                    batch.put_snapshot(GROUP, s.slot, &s.data, s.membership.as_ref())?;
+                    batch.put_snapshot(*id, s.slot, &s.data, s.membership.as_ref())?;
                 }
-                batch.commit()
-            });
-            // A durable write that fails is fail-stop: continuing could
-            // acknowledge state that is not on disk.
-            if let Err(e) = result {
-                panic!("storage write failed, stopping the node: {e}");
             }
+            batch.commit()
+        });
+        if let Err(e) = result {
+            panic!("storage write failed, stopping the node: {e}");
         }
-        self.group.on_persisted(ready.token);
+    }
+
+    /// After the write: acknowledge, answer, hand events to the hub.
+    fn finish(&mut self, id: GroupId, ready: GroupReady) {
+        let group = self.groups.get_mut(&id).expect("a hosted group");
+        group.on_persisted(ready.token);
         for (ticket, answer) in ready.answers {
             if let Some(reply) = self.replies.remove(&ticket) {
                 reply.send(answer);
             }
+        }
+        // Watchers follow the etcd key space, which is GROUP's.
+        if id != GROUP {
+            return;
         }
         if let Some(revision) = ready.jump {
             let _ = self.hub.send(HubInput::Jump { revision });
@@ -521,13 +585,22 @@ impl Core {
         }
     }
 
-    /// Opens senders to every member of `configuration` this node has no
-    /// sender for (or whose address changed), closes those to nodes outside
-    /// it.
-    fn connect_peers(&mut self, configuration: &Configuration) {
-        let wanted = configuration.members();
-        let table: BTreeMap<u64, std::net::SocketAddr> = self
-            .group
+    /// Opens senders to every member of any hosted group's configuration
+    /// this node has no sender for (or whose address changed), closes those
+    /// to nodes outside all of them.
+    fn connect_peers(&mut self) {
+        let known: Vec<&Configuration> = self
+            .groups
+            .values()
+            .filter_map(|g| g.replica().membership())
+            .collect();
+        if known.is_empty() {
+            // A joining node knows no configuration yet: it keeps the peers
+            // it was started with, the leader among them.
+            return;
+        }
+        let wanted: BTreeSet<NodeId> = known.iter().flat_map(|c| c.members()).collect();
+        let table: BTreeMap<u64, std::net::SocketAddr> = self.groups[&GROUP]
             .members()
             .iter()
             .filter_map(|m| Some((m.id, crate::config::peer_addr_of(m)?)))
@@ -554,10 +627,10 @@ impl Core {
 
     /// Packs the group's sends into one batch per peer (a snapshot chunk
     /// travels in a batch of its own).
-    fn send_all(&mut self, sends: Vec<(NodeId, PeerItem)>) {
+    fn send_all(&mut self, group: GroupId, sends: Vec<(NodeId, PeerItem)>) {
         let mut batches: BTreeMap<NodeId, peerpb::Batch> = BTreeMap::new();
         for (to, item) in sends {
-            let batch = batches.entry(to).or_insert_with(|| self.batch());
+            let batch = batches.entry(to).or_insert_with(|| self.batch(group));
             match item {
                 PeerItem::Paxos(m) => batch.messages.push(codec::encode(to, &m)),
                 PeerItem::Forward(command) => batch.forwards.push(command),
@@ -573,7 +646,7 @@ impl Core {
                     });
                 }
                 PeerItem::Snapshot(chunk) => {
-                    let mut own = self.batch();
+                    let mut own = self.batch(group);
                     own.snapshot = Some(peerpb::Snapshot {
                         slot: chunk.slot.0,
                         data: chunk.data,
@@ -590,11 +663,11 @@ impl Core {
         }
     }
 
-    fn batch(&self) -> peerpb::Batch {
+    fn batch(&self, group: GroupId) -> peerpb::Batch {
         peerpb::Batch {
             from: self.id.0,
             cluster_id: self.cluster_id,
-            group: GROUP.0,
+            group: group.0,
             ..peerpb::Batch::default()
         }
     }
@@ -608,10 +681,11 @@ impl Core {
     }
 
     fn publish(&mut self) {
-        let status = self.group.status();
+        let main = &self.groups[&GROUP];
+        let status = main.status();
         let mut p = self.published.lock().expect("status lock");
         if p.group.membership != status.membership || self.members_dirty {
-            p.members = member_list(self.group.members(), status.membership.as_ref());
+            p.members = member_list(main.members(), status.membership.as_ref());
         }
         p.group = status;
         drop(p);

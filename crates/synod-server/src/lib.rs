@@ -22,4 +22,4 @@ pub use node::{Node, RequestError, StartError};
 pub use restore::{open_snapshot, restore_snapshot, seal_snapshot, RestoreError};
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
-pub use synod_storage::Identity;
+pub use synod_storage::{GroupId, Identity};

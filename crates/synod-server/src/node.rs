@@ -17,7 +17,7 @@ use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
 use synod_proto::synodpb::{command::Op, Outcome};
-use synod_storage::{Identity, Storage, StorageError};
+use synod_storage::{GroupId, Identity, Storage, StorageError};
 use tokio::sync::oneshot;
 
 /// A client-id base no earlier life of this node used: node id, wall-clock
@@ -35,6 +35,44 @@ pub(crate) fn incarnation_base(node: u64, salt: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Restores one group from storage: its replica from the log, its state
+/// machine from the latest snapshot. Every group starts with the node's
+/// member list; a group's own configuration, once its log recorded one,
+/// comes back with its log.
+fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<Group, StartError> {
+    let durable = storage.load(id)?;
+    let snapshot = storage.load_snapshot(id)?;
+    let kv = match &snapshot {
+        Some((slot, data)) => synod_group::decode_snapshot(data).map_err(|e| {
+            StartError::Config(format!(
+                "{id}: snapshot at slot {slot} does not decode: {e}"
+            ))
+        })?,
+        None => KvStore::default(),
+    };
+    let voters: Vec<NodeId> = config.members.keys().copied().collect();
+    let mut paxos = Config::majority(config.id, &voters);
+    paxos.rng_seed = config.id.0 ^ 0x5eed ^ id.0.wrapping_mul(0x9e37_79b9);
+    paxos.join = config.join;
+    let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let group = GroupConfig {
+        node: config.id,
+        session: incarnation_base(config.id.0, 1 + id.0),
+        snapshot_every: config.snapshot_every,
+        snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+        initial_members: config.members.values().map(Member::info).collect(),
+        record_applied: false,
+    };
+    Ok(Group::new(
+        group,
+        replica,
+        kv,
+        snapshot,
+        synod_paxos::Time(0),
+    ))
 }
 
 /// Runs a thread's body; a panic in it ends the whole process.
@@ -132,21 +170,17 @@ impl Node {
             }
             other => other?,
         };
-        let durable = storage.load(GROUP)?;
-        let snapshot = storage.load_snapshot(GROUP)?;
-        let kv = match &snapshot {
-            Some((slot, data)) => synod_group::decode_snapshot(data).map_err(|e| {
-                StartError::Config(format!("snapshot at slot {slot} does not decode: {e}"))
-            })?,
-            None => KvStore::default(),
-        };
-        let voters: Vec<NodeId> = config.members.keys().copied().collect();
-        let mut paxos = Config::majority(config.id, &voters);
-        paxos.rng_seed = config.id.0 ^ 0x5eed;
-        paxos.join = config.join;
+        // Every group on disk, and those the configuration asks for.
+        let mut hosted: std::collections::BTreeSet<GroupId> =
+            storage.groups()?.into_iter().collect();
+        hosted.insert(GROUP);
+        hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
+        let mut groups = BTreeMap::new();
+        for id in hosted {
+            groups.insert(id, restore_group(&config, &storage, id)?);
+        }
+        let revision = groups[&GROUP].kv().revision();
         let started = Instant::now();
-        let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
-            .map_err(|e| StartError::Config(e.to_string()))?;
         let (inbox, outbox, rx) = crate::inbox::channel();
         let mut peers = BTreeMap::new();
         let mut peer_addrs = BTreeMap::new();
@@ -184,7 +218,7 @@ impl Node {
         let storage_file = storage.file().to_path_buf();
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
         let hub = Hub::new(
-            kv.revision(),
+            revision,
             inbox.sender(),
             Duration::from_millis(config.watch_progress_ms.max(1)),
         );
@@ -192,24 +226,10 @@ impl Node {
             .name(format!("synod-hub-{}", config.id.0))
             .spawn(move || fail_stop("watch hub", || hub.run(hub_rx)))
             .expect("spawn hub thread");
-        let group = Group::new(
-            GroupConfig {
-                node: config.id,
-                session: incarnation_base(config.id.0, 1),
-                snapshot_every: config.snapshot_every,
-                snapshot_chunk_bytes: config.snapshot_chunk_bytes,
-                initial_members: config.members.values().map(Member::info).collect(),
-                record_applied: false,
-            },
-            replica,
-            kv,
-            snapshot,
-            synod_paxos::Time(0),
-        );
         let core = Core::new(CoreParts {
             id: config.id,
             cluster_id: config.cluster_id,
-            group,
+            groups,
             storage,
             inputs: rx,
             outbox,
@@ -360,8 +380,14 @@ impl Node {
     /// The core makes it a command of this incarnation's session, so a
     /// copy forwarded twice applies once.
     pub async fn write(&self, op: Op) -> Result<Outcome, RequestError> {
+        self.write_in(GROUP, op).await
+    }
+
+    /// A write in one of the node's groups (the etcd API uses the main
+    /// one; shards will route by key).
+    pub async fn write_in(&self, group: GroupId, op: Op) -> Result<Outcome, RequestError> {
         let (reply, rx) = oneshot::channel();
-        self.input(Input::Write { op, reply })?;
+        self.input(Input::Write { group, op, reply })?;
         self.wait(rx).await
     }
 
@@ -371,8 +397,19 @@ impl Node {
         request: RangeRequest,
         serializable: bool,
     ) -> Result<RangeResponse, RequestError> {
+        self.range_in(GROUP, request, serializable).await
+    }
+
+    /// A range read in one of the node's groups.
+    pub async fn range_in(
+        &self,
+        group: GroupId,
+        request: RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.input(Input::Read {
+            group,
             request,
             serializable,
             reply,
