@@ -52,9 +52,15 @@ impl SimulatedFile {
     /// old handle (and a database still open on it) writes into nothing
     /// that survives.
     pub fn crash(&self) -> SimulatedFile {
-        let mut images = self.images();
-        images.dead = true;
-        let durable = images.durable.clone();
+        let survivor = self.durable_copy();
+        self.images().dead = true;
+        survivor
+    }
+
+    /// What a crash now would leave, as a new file, while this one goes on
+    /// (a test looks at the durable image between writes).
+    pub fn durable_copy(&self) -> SimulatedFile {
+        let durable = self.images().durable.clone();
         SimulatedFile(Arc::new(Mutex::new(Images {
             live: durable.clone(),
             durable,

@@ -36,7 +36,7 @@ fn a_crash_loses_only_lazy_commit_hints() {
     assert_eq!(storage.load(G).unwrap().commit, Slot(3), "but is visible");
 
     // Crash now: the promise and the records survive, the lazy hint is lost.
-    let after_crash = backend.crash();
+    let after_crash = backend.durable_copy();
     let d = open(after_crash).load(G).unwrap();
     assert_eq!(d.promised, ballot(2, 1));
     assert_eq!(d.records, persist.records);
@@ -50,7 +50,7 @@ fn a_crash_loses_only_lazy_commit_hints() {
     let mut batch = storage.batch().unwrap();
     batch.persist(G, &accept(ballot(2, 1), 4..=4)).unwrap();
     batch.commit().unwrap();
-    let d = open(backend.crash()).load(G).unwrap();
+    let d = open(backend.durable_copy()).load(G).unwrap();
     assert_eq!(d.commit, Slot(3), "made durable by the next synced batch");
     assert_eq!(d.records.len(), 4);
     drop(storage);
