@@ -284,7 +284,7 @@ impl Group {
                     return;
                 }
                 let key = self.next_key();
-                self.write(key, Some(op), Some(ticket), false);
+                self.write(key, Some(op), Some(ticket), WriteKind::Plain);
             }
             Request::Read {
                 request,
@@ -435,7 +435,7 @@ impl Group {
     /// Proposes a command of the node's own; nobody waits for its answer.
     pub(crate) fn issue(&mut self, op: Op) {
         let key = self.next_key();
-        self.write(key, Some(op), None, false);
+        self.write(key, Some(op), None, WriteKind::Plain);
     }
 
     /// Proposes a command only this leadership may propose (a lease expiry
@@ -443,27 +443,12 @@ impl Group {
     /// dropped; the next leader decides for itself.
     pub(crate) fn issue_as_leader(&mut self, op: Op) {
         let key = self.next_key();
-        self.write_as(key, Some(op), None, WriteKind::LeaderOnly);
+        self.write(key, Some(op), None, WriteKind::LeaderOnly);
     }
 
     /// Encodes the command once, remembers it until it applies here, and
     /// submits it.
     pub(crate) fn write(
-        &mut self,
-        key: (u64, u64),
-        op: Option<Op>,
-        ticket: Option<Ticket>,
-        barrier: bool,
-    ) {
-        let kind = if barrier {
-            WriteKind::Barrier
-        } else {
-            WriteKind::Plain
-        };
-        self.write_as(key, op, ticket, kind);
-    }
-
-    fn write_as(
         &mut self,
         key: (u64, u64),
         op: Option<Op>,
@@ -568,7 +553,7 @@ impl Group {
         // read after every write acknowledged before it.
         let key = self.next_key();
         self.barrier_reads.insert(key, read);
-        self.write(key, None, None, true);
+        self.write(key, None, None, WriteKind::Barrier);
     }
 
     /// A member added by `member add` is in the table with its peer

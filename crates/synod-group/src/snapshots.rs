@@ -96,22 +96,13 @@ impl Group {
             incoming.ahead.insert(chunk.offset, chunk.data);
             return;
         }
-        // Overlaps what is held: keep only its new tail.
-        let skip = (have - chunk.offset) as usize;
-        if skip < chunk.data.len() {
-            incoming.data.extend_from_slice(&chunk.data[skip..]);
-        }
+        append(&mut incoming.data, chunk.offset, &chunk.data);
         while let Some(entry) = incoming.ahead.first_entry() {
-            let (offset, data) = (*entry.key(), entry.get().clone());
-            let have = incoming.data.len() as u64;
-            if offset > have {
+            if *entry.key() > incoming.data.len() as u64 {
                 break;
             }
-            entry.remove();
-            let skip = (have - offset) as usize;
-            if skip < data.len() {
-                incoming.data.extend_from_slice(&data[skip..]);
-            }
+            let (offset, data) = entry.remove_entry();
+            append(&mut incoming.data, offset, &data);
         }
         if incoming.data.len() as u64 == incoming.total {
             let done = self.incoming.take().expect("checked above");
@@ -162,6 +153,15 @@ impl Group {
         self.members_changed = true;
         self.answer_from_sessions();
         self.serve_reads();
+    }
+}
+
+/// Appends the part of `bytes` (which start at `offset`, at or before the
+/// end of `data`) that `data` does not hold yet.
+fn append(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let skip = (data.len() as u64 - offset) as usize;
+    if skip < bytes.len() {
+        data.extend_from_slice(&bytes[skip..]);
     }
 }
 

@@ -136,33 +136,26 @@ impl World {
             return;
         };
         let input = op.input.clone();
-        let refused = match &answer {
+        // Ask again (the current attempt only) when the request surely did
+        // not take effect: a write refused before it was proposed (no
+        // leader, overload), or a read refused or lost.
+        let retry = match &answer {
             Some(Answer::Write(o)) => kv::refused_unproposed(o),
-            Some(Answer::Read(Err(_))) | None => true,
-            _ => false,
+            Some(Answer::Read(Ok(_))) => false,
+            _ => matches!(input, KvInput::Get { .. }),
         };
-        let result = match (&input, answer) {
-            (_, Some(Answer::Read(Ok(r)))) => Some(kv::read_output(&r)),
-            // Refused before it was proposed (this node has no leader, or
-            // is overloaded): safe to send again, elsewhere.
-            (_, Some(Answer::Write(_))) if refused => {
-                if attempt == op.attempt {
-                    let backoff = self.rng.gen_range(1..RETRY_BACKOFF_MAX);
-                    self.client_timer(backoff, client, seq, attempt, true);
-                }
-                return;
+        if retry {
+            if attempt == op.attempt {
+                let backoff = self.rng.gen_range(1..RETRY_BACKOFF_MAX);
+                self.client_timer(backoff, client, seq, attempt, true);
             }
-            (_, Some(Answer::Write(outcome))) => kv::write_output(&input, &outcome),
-            // A read refused or lost: ask again (the current attempt only).
-            (KvInput::Get { .. }, _) => {
-                if attempt == op.attempt {
-                    let backoff = self.rng.gen_range(1..RETRY_BACKOFF_MAX);
-                    self.client_timer(backoff, client, seq, attempt, true);
-                }
-                return;
-            }
+            return;
+        }
+        let result = match answer {
+            Some(Answer::Read(Ok(r))) => Some(kv::read_output(&r)),
+            Some(Answer::Write(outcome)) => kv::write_output(&input, &outcome),
             // A write whose node crashed: its outcome is unknown.
-            (_, _) => None,
+            _ => None,
         };
         let delay = self.rng.gen_range(50..1000);
         self.schedule(

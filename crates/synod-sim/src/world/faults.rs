@@ -219,10 +219,7 @@ impl World {
             return;
         }
         self.note(|| format!("nemesis: crash {id} in the snapshot window"));
-        self.crash_node(i);
-        self.report.crashes += 1;
-        let down_for = self.rng.gen_range(50..500) * MS;
-        self.schedule(down_for, Event::Restart(id));
+        self.crash_for(i, 50..500);
     }
 
     fn crash_one(&mut self) {
@@ -235,10 +232,15 @@ impl World {
         let i = *up.choose(&mut self.rng).expect("up nodes");
         let id = self.nodes[i].id;
         self.note(|| format!("nemesis: crash {id}"));
+        self.crash_for(i, 50..2000);
+    }
+
+    /// Crashes node `i` and restarts it after a draw from `down_ms`.
+    fn crash_for(&mut self, i: usize, down_ms: std::ops::Range<u64>) {
         self.crash_node(i);
         self.report.crashes += 1;
-        let down_for = self.rng.gen_range(50..2000) * MS;
-        self.schedule(down_for, Event::Restart(id));
+        let down_for = self.rng.gen_range(down_ms) * MS;
+        self.schedule(down_for, Event::Restart(self.nodes[i].id));
     }
 
     pub(super) fn restart(&mut self, id: NodeId) {
