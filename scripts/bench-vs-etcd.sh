@@ -23,6 +23,7 @@
 #                 watchers of one key, WRITERS closed-loop writers, ops/s is
 #                 events delivered)
 #   WATCHERS=1000 WRITERS=4
+#   VALUE_SIZE=256  bytes per value written   KEYS=10000  size of the key space
 #   CONNS=        gRPC connections per run (default: one per endpoint)
 #   RESULTS_DIR=  where raw outputs go (default /tmp/bench-vs-etcd-<time>)
 #
@@ -50,9 +51,11 @@ WORKLOADS=${WORKLOADS:-put get txn}
 CONNS=${CONNS:-}
 WATCHERS=${WATCHERS:-1000}
 WRITERS=${WRITERS:-4}
+VALUE_SIZE=${VALUE_SIZE:-256}
+KEYS=${KEYS:-10000}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-vs-etcd-$(date +%Y%m%d-%H%M%S)}
 
-for n in DURATION WARMUP REPS CLIENTS; do
+for n in DURATION WARMUP REPS CLIENTS VALUE_SIZE KEYS; do
     if ! [[ ${!n} =~ ^[0-9]+$ ]] || [[ $n != WARMUP && ${!n} -eq 0 ]]; then
         echo "error: $n must be a whole number of seconds or runs, above 0 except WARMUP (got '${!n}')" >&2
         exit 2
@@ -211,6 +214,16 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Resident and peak resident memory in MiB, summed over the comma-separated pids.
+mem_mib() {
+    local field=$1 total=0 pid kb
+    for pid in ${2//,/ }; do
+        kb=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
+        total=$((total + ${kb:-0}))
+    done
+    echo $((total / 1024))
+}
+
 # One run: `bench_once SYSTEM WORKLOAD REP`, appends a row to raw.tsv.
 bench_once() {
     local system=$1 workload=$2 rep=$3 endpoints pids flags out
@@ -227,8 +240,9 @@ bench_once() {
             flags=(--workload watch --keys 1 --writers "$WRITERS")
             clients=$WATCHERS
             ;;
-        *) flags=(--workload "$workload") ;;
+        *) flags=(--workload "$workload" --keys "$KEYS") ;;
     esac
+    flags+=(--value-size "$VALUE_SIZE")
     [[ -n $CONNS ]] && flags+=(--conns "$CONNS")
     out="$RESULTS_DIR/$workload-$system-$rep.txt"
     log "$workload rep $rep: $system"
@@ -247,11 +261,16 @@ bench_once() {
     local line
     line=$(grep '^summary:' "$out")
     field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$system" "$rep" \
+    local data_dir
+    data_dir=$TMP/$system
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$system" "$rep" \
         "$(field ops_per_s)" "$(field p50_ms)" "$(field p99_ms)" "$(field p999_ms)" \
         "$(field max_ms)" "$(field errors)" "$(field server_cpu_s_per_kop)" "$(field ops)" \
         "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.3f", t / hz}')" \
+        "$(mem_mib VmRSS "$pids")" "$(mem_mib VmHWM "$pids")" \
+        "$(( $(du -sb "$data_dir" | cut -f1) / 1048576 ))" \
         >>"$RESULTS_DIR/raw.tsv"
+    log "    memory: RSS $(mem_mib VmRSS "$pids") MiB, peak $(mem_mib VmHWM "$pids") MiB; data $(du -sh "$data_dir" | cut -f1)"
     grep -E '^(ops/s|latency|errors|server CPU)' "$out" | sed 's/^/    /' >&2
 }
 
@@ -265,19 +284,19 @@ report() {
     echo
     echo "synod vs etcd $(etcd --version | head -1 | sed 's/etcd Version: //'):" \
         "medians of $REPS runs, $CLIENTS clients, ${DURATION}s measured after ${WARMUP}s warmup," \
-        "3 nodes each on $(nproc) cores"
-    printf '%-17s %-6s %10s %9s %9s %9s %9s %7s %14s\n' workload system ops/s \
-        "p50 ms" "p99 ms" "p99.9 ms" "max ms" errors "CPU s/1000 ops"
+        "3 nodes each on $(nproc) cores, ${VALUE_SIZE}-byte values over $KEYS keys"
+    printf '%-17s %-6s %10s %9s %9s %9s %9s %7s %14s %9s %9s\n' workload system ops/s \
+        "p50 ms" "p99 ms" "p99.9 ms" "max ms" errors "CPU s/1000 ops" "RSS MiB" "peak MiB"
     for w in $WORKLOADS; do
         declare -A m=()
         for s in synod etcd; do
-            for c in 4 5 6 7 8 10; do
+            for c in 4 5 6 7 8 10 13 14; do
                 m[$s,$c]=$(column "$w" "$s" "$c" | median)
             done
             m[$s,9]=$(column "$w" "$s" 9 | awk '{t += $1} END {print t + 0}')
-            printf '%-17s %-6s %10.1f %9.3f %9.3f %9.3f %9.3f %7s %14.4f\n' "$w" "$s" \
+            printf '%-17s %-6s %10.1f %9.3f %9.3f %9.3f %9.3f %7s %14.4f %9s %9s\n' "$w" "$s" \
                 "${m[$s,4]}" "${m[$s,5]}" "${m[$s,6]}" "${m[$s,7]}" "${m[$s,8]}" \
-                "${m[$s,9]}" "${m[$s,10]}"
+                "${m[$s,9]}" "${m[$s,10]}" "${m[$s,13]}" "${m[$s,14]}"
         done
         printf '%-17s %-6s' "$w" ratio
         for c in 4 5 6 7 8; do

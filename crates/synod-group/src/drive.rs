@@ -9,13 +9,18 @@
 //! ```
 
 use crate::group::{Group, LeaseReply, Waiter};
-use crate::types::{Answer, GroupReady, LeaseAnswer, PeerItem, SnapshotWrite};
+use crate::types::{Answer, Compaction, GroupReady, LeaseAnswer, PeerItem};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::BTreeMap;
 use synod_paxos::{Persist, PersistToken, Ready, Slot, Value};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{Command, LeaseExpire};
+
+/// Bytes of applied commands after which the log is compacted even before
+/// `snapshot_every` slots: the log lives in memory until compacted, and
+/// large values would otherwise hold gigabytes there.
+pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 
 impl Group {
     /// True when [`ready`](Group::ready) has work to hand out.
@@ -24,7 +29,7 @@ impl Group {
             || !self.sends.is_empty()
             || !self.answers.is_empty()
             || !self.events.is_empty()
-            || self.snapshot_write.is_some()
+            || self.compact_out.is_some()
             || self.jump.is_some()
             || self.membership_out.is_some()
             || self.installed.is_some()
@@ -37,15 +42,11 @@ impl Group {
         let ready = self.replica.ready();
         let token = ready.token;
         let persist = self.handle_ready(ready);
-        let mut out = self.take_output(token, persist);
-        // A snapshot taken now covers what this round applied; it joins
-        // this round's write (storage compacts the log with it). One
-        // installed from the leader in the same round is older: the new
-        // one covers it.
-        if let Some(write) = self.maybe_snapshot() {
-            out.snapshot = Some(write);
-        }
-        out
+        // A compaction now covers what this round applied: this round's
+        // rows hold its effects. One installed from the leader in the same
+        // round is older: the new one covers it.
+        self.maybe_compact();
+        self.take_output(token, persist)
     }
 
     /// The write of the [`GroupReady`] carrying `token` is durable.
@@ -53,12 +54,22 @@ impl Group {
         self.replica.on_persisted(token);
     }
 
+    /// The oldest [`GroupReady`] not yet reported written is committed
+    /// (readable from the disk, durable or not): the long values its
+    /// `state` wrote are read from disk from now on. Call it once per
+    /// ready, in order.
+    pub fn on_written(&mut self) {
+        self.kv.changes_written();
+    }
+
     fn take_output(&mut self, token: PersistToken, persist: Persist<Bytes>) -> GroupReady {
         let membership = self.membership_out.take();
         GroupReady {
             sends: std::mem::take(&mut self.sends),
             persist,
-            snapshot: self.snapshot_write.take(),
+            state: self.kv.take_changes(),
+            applied_through: self.applied,
+            compact: self.compact_out.take(),
             token,
             answers: std::mem::take(&mut self.answers),
             events: std::mem::take(&mut self.events),
@@ -119,6 +130,7 @@ impl Group {
         let Value::Batch(commands) = value else {
             return;
         };
+        self.log_bytes += commands.iter().map(|c| c.len() as u64).sum::<u64>();
         for bytes in commands.iter() {
             let Ok(command) = Command::decode(bytes.clone()) else {
                 tracing::error!(%slot, "undecodable command in the log skipped");
@@ -198,25 +210,31 @@ impl Group {
         }
     }
 
-    /// Every `snapshot_every` applied slots: the state machine and its
-    /// slot go to storage (which compacts the log through it in the same
-    /// write), and the replica may drop the log prefix.
-    fn maybe_snapshot(&mut self) -> Option<SnapshotWrite> {
-        let last = self.snapshot.as_ref().map_or(0, |(s, _)| s.0);
-        if self.applied.0 < last.saturating_add(self.config.snapshot_every.max(1)) {
-            return None;
+    /// Every `snapshot_every` applied slots, or once the log since the
+    /// last compaction holds [`COMPACT_LOG_BYTES`], the log is compacted
+    /// through the applied slot: the rows written with this round hold the
+    /// effects of every entry deleted. Nothing is copied: the state is on
+    /// disk already, so compacting often is cheap, and it bounds the log a
+    /// replica keeps in memory.
+    fn maybe_compact(&mut self) {
+        let slots_due = self.applied.0
+            >= self
+                .compacted
+                .0
+                .saturating_add(self.config.snapshot_every.max(1));
+        if !slots_due && self.log_bytes < COMPACT_LOG_BYTES {
+            return;
         }
-        let data = Bytes::from(self.kv.snapshot().encode_to_vec());
+        if self.applied <= self.compacted {
+            return;
+        }
+        self.log_bytes = 0;
         let slot = self.applied;
         // Asked before compacting: the entries that chose it may go.
         let membership = self.replica.membership_at(slot);
-        self.snapshot = Some((slot, data.clone()));
         self.replica.compact(slot);
-        Some(SnapshotWrite {
-            slot,
-            data,
-            membership,
-        })
+        self.compacted = slot;
+        self.compact_out = Some(Compaction { slot, membership });
     }
 
     /// Answers the writes (and barrier reads) a snapshot from the leader

@@ -1,6 +1,6 @@
 //! The group driver's state and its inputs.
 
-use crate::types::{Answer, GroupConfig, GroupStatus, PeerItem, Request, SnapshotWrite, Ticket};
+use crate::types::{Answer, Compaction, GroupConfig, GroupStatus, PeerItem, Request, Ticket};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -133,9 +133,13 @@ pub struct Group {
     /// Lease questions forwarded to the leader, by token.
     pub(crate) lease_queries: BTreeMap<u64, Ticket>,
     pub(crate) next_token: u64,
-    /// The latest snapshot written, shipped to replicas behind the log
-    /// start.
-    pub(crate) snapshot: Option<(Slot, Bytes)>,
+    /// The last snapshot built or received, shipped to replicas behind
+    /// the log start while it is not older than the log start.
+    pub(crate) shipped: Option<(Slot, Bytes)>,
+    /// The log is compacted through this slot.
+    pub(crate) compacted: Slot,
+    /// Bytes of commands applied since the last compaction.
+    pub(crate) log_bytes: u64,
     pub(crate) snapshots_installed: u64,
     pub(crate) incoming: Option<Incoming>,
     pub(crate) published_self_at: Time,
@@ -143,7 +147,7 @@ pub struct Group {
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
     pub(crate) answers: Vec<(Ticket, Answer)>,
     pub(crate) events: Vec<Event>,
-    pub(crate) snapshot_write: Option<SnapshotWrite>,
+    pub(crate) compact_out: Option<Compaction>,
     pub(crate) jump: Option<i64>,
     pub(crate) membership_out: Option<Configuration>,
     pub(crate) members_changed: bool,
@@ -156,15 +160,12 @@ pub struct Group {
 
 impl Group {
     /// A group restored from its durable state: the replica from its log,
-    /// the state machine from its latest snapshot (`snapshot`, or empty).
-    pub fn new(
-        config: GroupConfig,
-        replica: Replica<Bytes>,
-        kv: KvStore,
-        snapshot: Option<(Slot, Bytes)>,
-        now: Time,
-    ) -> Group {
-        let applied = snapshot.as_ref().map_or(Slot(0), |(s, _)| *s);
+    /// the state machine from its rows, which must hold the log through
+    /// the replica's applied slot (the durable applied slot written with
+    /// them; an empty store for a new group).
+    pub fn new(config: GroupConfig, replica: Replica<Bytes>, kv: KvStore, now: Time) -> Group {
+        let status = replica.status();
+        let (applied, compacted) = (status.applied, status.snapshot);
         let mut lessor = Lessor::default();
         lessor.reset(&kv, now.0);
         Group {
@@ -183,14 +184,16 @@ impl Group {
             led_ballot: None,
             lease_queries: BTreeMap::new(),
             next_token: 1,
-            snapshot,
+            shipped: None,
+            compacted,
+            log_bytes: 0,
             snapshots_installed: 0,
             incoming: None,
             published_self_at: now,
             sends: Vec::new(),
             answers: Vec::new(),
             events: Vec::new(),
-            snapshot_write: None,
+            compact_out: None,
             jump: None,
             membership_out: None,
             members_changed: true,
@@ -411,7 +414,7 @@ impl Group {
             applied: self.applied.0,
             revision: self.kv.revision(),
             compact_revision: self.kv.compact_revision(),
-            snapshot_slot: self.snapshot.as_ref().map_or(0, |(s, _)| s.0),
+            snapshot_slot: self.compacted.0,
             snapshots_installed: self.snapshots_installed,
             alarms: self
                 .kv

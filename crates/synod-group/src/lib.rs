@@ -11,9 +11,10 @@
 //!
 //! ```text
 //!   request(ticket, Request) ┐
-//!   step(from, PeerItem)     ├─► Group ─► ready() ─► GroupReady { sends, persist, snapshot,
-//!   tick(now)                ┘                          token, answers, events, ... }
-//!                                     ◄─ on_persisted(token) once the write is durable
+//!   step(from, PeerItem)     ├─► Group ─► ready() ─► GroupReady { sends, persist, state rows,
+//!   tick(now)                ┘                          compact, token, answers, events, ... }
+//!                                     ◄─ on_written() once the write is committed
+//!                                     ◄─ on_persisted(token) once it is durable
 //! ```
 //!
 //! ```
@@ -34,7 +35,7 @@
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
 //! };
-//! let mut group = Group::new(config, replica, KvStore::default(), None, Time(0));
+//! let mut group = Group::new(config, replica, KvStore::default(), Time(0));
 //! let put = PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
 //! let mut answers = Vec::new();
 //! for ms in (0..3000).step_by(10) {
@@ -46,6 +47,7 @@
 //!         let ready = group.ready();
 //!         // A node would send ready.sends and write ready.persist here.
 //!         answers.extend(ready.answers);
+//!         group.on_written();
 //!         group.on_persisted(ready.token);
 //!     }
 //! }
@@ -59,11 +61,12 @@ mod leases;
 mod snapshots;
 mod types;
 
+pub use drive::COMPACT_LOG_BYTES;
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
 pub use snapshots::{decode_snapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 pub use types::{
-    Answer, GroupConfig, GroupReady, GroupStatus, LeaseAnswer, PeerItem, Request, SnapshotChunk,
-    SnapshotWrite, Ticket,
+    Answer, Compaction, GroupConfig, GroupReady, GroupStatus, LeaseAnswer, PeerItem, Request,
+    SnapshotChunk, Ticket,
 };

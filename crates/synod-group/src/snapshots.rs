@@ -5,11 +5,11 @@
 //! ```text
 //!   leader: ready.snapshots ─► chunks of `snapshot_chunk_bytes` ─► peer
 //!   follower: check each chunk ─► reassemble ─► decode + validate ─► install
-//!             (state machine, replica jump, SnapshotWrite in the next ready)
+//!             (state machine, replica jump, rows and compaction in the next ready)
 //! ```
 
 use crate::group::{Group, Incoming};
-use crate::types::{PeerItem, SnapshotChunk, SnapshotWrite};
+use crate::types::{Compaction, PeerItem, SnapshotChunk};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -27,9 +27,19 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 64 << 20;
 const REASSEMBLY_RESERVE_MAX: u64 = 64 << 20;
 
 impl Group {
-    /// Sends the latest snapshot to `to` in chunks.
+    /// Sends a snapshot to `to` in chunks: the last one built while it is
+    /// not older than the log start (a resend must not change under the
+    /// receiver), else one of the state now.
     pub(crate) fn send_snapshot(&mut self, to: NodeId) {
-        let Some((slot, data)) = self.snapshot.clone() else {
+        let fresh = self
+            .shipped
+            .as_ref()
+            .is_none_or(|(slot, _)| *slot < self.compacted);
+        if fresh {
+            let data = Bytes::from(self.kv.snapshot().encode_to_vec());
+            self.shipped = Some((self.applied, data));
+        }
+        let Some((slot, data)) = self.shipped.clone() else {
             return;
         };
         let membership = self.replica.membership_at(slot);
@@ -138,16 +148,15 @@ impl Group {
             None => self.replica.install_snapshot(slot),
         };
         assert!(installed, "wanted snapshot refused");
-        self.kv = kv;
+        self.kv.replace(kv);
         self.lessor.reset(&self.kv, self.now.0);
         self.jump = Some(self.kv.revision());
         self.applied = slot;
-        self.snapshot = Some((slot, data.clone()));
-        self.snapshot_write = Some(SnapshotWrite {
-            slot,
-            data,
-            membership,
-        });
+        self.compacted = slot;
+        self.log_bytes = 0;
+        self.shipped = Some((slot, data));
+        // The rows of the new store replace the old ones in the same write.
+        self.compact_out = Some(Compaction { slot, membership });
         self.snapshots_installed += 1;
         self.installed = Some(slot);
         self.members_changed = true;
@@ -189,9 +198,7 @@ pub(crate) fn check_chunk(data: &[u8], offset: u64, total: u64) -> Result<(), St
 
 /// Decodes and validates a state-machine snapshot (from disk or a peer).
 pub fn decode_snapshot(data: &Bytes) -> Result<KvStore, String> {
-    let snapshot =
-        synod_proto::synodpb::Snapshot::decode(data.clone()).map_err(|e| e.to_string())?;
-    KvStore::restore(snapshot)
+    KvStore::decode_snapshot(data.clone())
 }
 
 #[cfg(test)]

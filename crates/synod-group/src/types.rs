@@ -1,7 +1,7 @@
 //! What goes into a [`Group`](crate::Group) and what comes out of it.
 
 use bytes::Bytes;
-use synod_kv::KvError;
+use synod_kv::{KvError, StateChanges};
 use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, Value};
 use synod_proto::etcdserverpb::{Member, RangeRequest, RangeResponse};
 use synod_proto::mvccpb::Event;
@@ -113,23 +113,23 @@ pub struct SnapshotChunk {
     pub membership: Option<Configuration>,
 }
 
-/// A state-machine snapshot to store. The shell writes it in the same
-/// transaction as the [`GroupReady::persist`] beside it and after it, with
-/// the log compaction through `slot` and the configuration at `slot`
-/// (storage invariants F8 and F9).
+/// A log compaction to write: the log through `slot` is deleted and the
+/// configuration in effect at `slot` stored, in the same transaction as
+/// the ready's `state` rows and applied slot, which hold the effects of
+/// the deleted entries (storage invariants F8 and F9).
 #[derive(Clone, Debug)]
-pub struct SnapshotWrite {
-    /// The snapshot covers slots through this one.
+pub struct Compaction {
+    /// The log is compacted through this slot.
     pub slot: Slot,
-    /// The encoded state machine.
-    pub data: Bytes,
     /// The configuration in effect at `slot`.
     pub membership: Option<Configuration>,
 }
 
 /// One batch of work for the shell. Handle it in this order: connect to
-/// `membership`, send `sends`, write `persist` and then `snapshot` in one
-/// transaction (one fsync when `must_sync`), then call
+/// `membership`, send `sends`, write `persist`, `state`, the applied slot
+/// `applied_through` and `compact` in one transaction (one fsync when
+/// `must_sync`); once it is committed call
+/// [`Group::on_written`](crate::Group::on_written), and once it is durable
 /// [`Group::on_persisted`](crate::Group::on_persisted) with `token`. The
 /// answers, events and the rest may be handed out at once.
 #[derive(Debug)]
@@ -138,9 +138,14 @@ pub struct GroupReady {
     pub sends: Vec<(NodeId, PeerItem)>,
     /// The replica's durable state to write.
     pub persist: Persist<Bytes>,
-    /// A state-machine snapshot to write with `persist`.
-    pub snapshot: Option<SnapshotWrite>,
-    /// Acknowledge once `persist` and `snapshot` are durable.
+    /// The state machine's row writes (see `synod_kv::state`).
+    pub state: StateChanges,
+    /// The state machine has applied the log through this slot: written
+    /// with `state`, so rows and applied slot always agree.
+    pub applied_through: Slot,
+    /// A log compaction to write with `state`.
+    pub compact: Option<Compaction>,
+    /// Acknowledge once the write is durable.
     pub token: PersistToken,
     /// Answers for waiting requests.
     pub answers: Vec<(Ticket, Answer)>,
@@ -168,7 +173,7 @@ pub struct GroupReady {
 impl GroupReady {
     /// True when the write must reach the disk before `on_persisted`.
     pub fn must_sync(&self) -> bool {
-        self.snapshot.is_some() || self.persist.must_sync()
+        self.installed.is_some() || self.persist.must_sync()
     }
 }
 
@@ -189,7 +194,7 @@ pub struct GroupStatus {
     pub revision: i64,
     /// Compaction point.
     pub compact_revision: i64,
-    /// Slot of the latest state-machine snapshot.
+    /// The log is compacted through this slot.
     pub snapshot_slot: u64,
     /// Snapshots received from a leader and installed since start.
     pub snapshots_installed: u64,

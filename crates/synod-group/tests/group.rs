@@ -37,7 +37,7 @@ impl Cluster {
             .iter()
             .map(|&id| {
                 let replica = Replica::new(Config::majority(id, &ids), Time(0)).unwrap();
-                let group = Group::new(config(id), replica, KvStore::default(), None, Time(0));
+                let group = Group::new(config(id), replica, KvStore::default(), Time(0));
                 (id, group)
             })
             .collect();
@@ -62,6 +62,7 @@ impl Cluster {
                     for (ticket, answer) in ready.answers {
                         self.answers.push((id, ticket, answer));
                     }
+                    group.on_written();
                     group.on_persisted(ready.token);
                 }
                 group.check_invariants();
@@ -221,13 +222,7 @@ fn a_node_outside_its_configuration_refuses_with_no_leader() {
     let mut join = Config::majority(NodeId(4), &[NodeId(4)]);
     join.join = true;
     let replica = Replica::new(join, Time(0)).unwrap();
-    let mut g = Group::new(
-        config(NodeId(4)),
-        replica,
-        KvStore::default(),
-        None,
-        Time(0),
-    );
+    let mut g = Group::new(config(NodeId(4)), replica, KvStore::default(), Time(0));
     g.request(1, put("k", "v"), Time(0));
     g.request(2, read("k"), Time(0));
     let ready = g.ready();

@@ -24,6 +24,8 @@ pub(crate) struct WriteTxn<'a> {
     pub(crate) wrote: bool,
     pub(crate) events: Vec<Event>,
     pub(crate) leases: &'a dyn Fn(i64) -> bool,
+    /// Events carry the previous version's value (not only its metadata).
+    pub(crate) prev_values: bool,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -44,31 +46,34 @@ impl WriteTxn<'_> {
     }
 
     pub(crate) fn put(&mut self, r: &PutRequest) -> Result<PutResponse, KvError> {
-        let existing = self.mvcc.get(&r.key, self.current()).cloned();
+        let current = self.current();
+        let existing = self.mvcc.get_version(&r.key, current);
         if (r.ignore_value || r.ignore_lease) && existing.is_none() {
             return Err(KvError::KeyNotFound);
         }
-        let value = match (&existing, r.ignore_value) {
-            (Some(e), true) => e.value.clone(),
+        let value = match existing {
+            Some(e) if r.ignore_value => self.mvcc.value(&r.key, e),
             _ => r.value.clone(),
         };
-        let lease = match (&existing, r.ignore_lease) {
-            (Some(e), true) => e.lease,
+        let lease = match existing {
+            Some(e) if r.ignore_lease => e.lease,
             _ => r.lease,
         };
         if lease != 0 && !(self.leases)(lease) {
             return Err(KvError::LeaseNotFound(lease));
         }
-        let (kv, prev) = self.mvcc.put(&r.key, value, lease, self.rev);
+        let prev_value = r.prev_kv || self.prev_values;
+        let (kv, prev) = self.mvcc.put(&r.key, value, lease, self.rev, prev_value);
         self.wrote = true;
+        let answer = if r.prev_kv { prev.clone() } else { None };
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
-            prev_kv: prev.clone(),
+            prev_kv: prev,
         });
         Ok(PutResponse {
             header: header(self.rev),
-            prev_kv: if r.prev_kv { prev } else { None },
+            prev_kv: answer,
         })
     }
 
@@ -77,13 +82,14 @@ impl WriteTxn<'_> {
         let doomed: Vec<Bytes> = self
             .mvcc
             .scan(&keys, self.current())
-            .map(|kv| kv.key.clone())
+            .map(|(key, _)| key.clone())
             .collect();
+        let prev_value = r.prev_kv || self.prev_values;
         let mut prev_kvs = Vec::new();
         for key in &doomed {
             let prev = self
                 .mvcc
-                .delete(key, self.rev)
+                .delete(key, self.rev, prev_value)
                 .expect("scanned key is live");
             self.wrote = true;
             self.events.push(Event {
@@ -142,17 +148,23 @@ impl WriteTxn<'_> {
     fn compare(&self, c: &Compare) -> bool {
         let keys = KeyRange::from_etcd(&c.key, &c.range_end);
         let current = self.current();
+        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
         let mut any = false;
-        for kv in self.mvcc.scan(&keys, current) {
+        for (key, v) in self.mvcc.scan(&keys, current) {
             any = true;
-            if !compare_one(c, kv) {
+            // Only a value compare reads the value (perhaps from disk).
+            let kv = if target == CompareTarget::Value {
+                self.mvcc.key_value(key, v)
+            } else {
+                v.meta(key)
+            };
+            if !compare_one(c, &kv) {
                 return false;
             }
         }
         if any {
             return true;
         }
-        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
         target != CompareTarget::Value && compare_one(c, &KeyValue::default())
     }
 }

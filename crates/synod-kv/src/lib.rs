@@ -38,14 +38,16 @@ mod lessor;
 mod mvcc;
 mod range;
 mod read;
+pub mod state;
 mod store;
 pub mod validate;
 
 pub use error::KvError;
 pub use lease::{Lease, Leases, LEASE_TTL_MAX};
 pub use lessor::{Lessor, LEASE_TTL_MIN_S};
-pub use mvcc::{Mvcc, INITIAL_REVISION};
+pub use mvcc::{Mvcc, Version, INITIAL_REVISION};
 pub use range::KeyRange;
+pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
     error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
 };

@@ -2,7 +2,7 @@
 //! and create/mod revision filters.
 
 use crate::error::KvError;
-use crate::mvcc::Mvcc;
+use crate::mvcc::{Mvcc, Version};
 use crate::range::KeyRange;
 use std::cmp::Ordering;
 use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -58,26 +58,44 @@ pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeRespons
     // Key order is the scan order: with no other sort, stop once past limit.
     let natural = target == SortTarget::Key && matches!(order, SortOrder::None | SortOrder::Ascend);
     let limit = usize::try_from(r.limit).unwrap_or(0);
-    for kv in mvcc.scan(&keys, rev) {
+    for (key, v) in mvcc.scan(&keys, rev) {
         count += 1;
-        if r.count_only || !passes_filters(kv, r) {
+        if r.count_only {
+            continue;
+        }
+        let meta = v.meta(key);
+        if !passes_filters(&meta, r) {
             continue;
         }
         if natural && limit > 0 && kvs.len() > limit {
             continue; // keep counting, stop collecting
         }
-        kvs.push(kv.clone());
+        kvs.push((meta, v));
     }
     if !r.count_only {
-        sort(&mut kvs, order, target);
+        sort(&mut kvs, order, target, mvcc);
     }
     let more = limit > 0 && kvs.len() > limit;
+    let mut kvs = kvs;
     kvs.truncate(if limit > 0 { limit } else { kvs.len() });
-    if r.keys_only {
-        for kv in &mut kvs {
-            kv.value = bytes::Bytes::new();
-        }
-    }
+    // Values are read (perhaps from disk) only for what is returned.
+    let values_read = target == SortTarget::Value && !r.count_only;
+    let kvs: Vec<KeyValue> = kvs
+        .into_iter()
+        .map(|(meta, v)| {
+            if r.keys_only {
+                KeyValue {
+                    value: bytes::Bytes::new(),
+                    ..meta
+                }
+            } else if values_read {
+                meta
+            } else {
+                let value = mvcc.value(&meta.key, v);
+                KeyValue { value, ..meta }
+            }
+        })
+        .collect();
     Ok(RangeResponse {
         header: Some(ResponseHeader {
             revision: current,
@@ -90,17 +108,22 @@ pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeRespons
 }
 
 /// etcd sorts ascending when a target other than the key is named without
-/// an order.
-fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+/// an order. Sorting by value reads the values.
+fn sort(kvs: &mut [(KeyValue, &Version)], order: SortOrder, target: SortTarget, mvcc: &Mvcc) {
     let order = match (order, target) {
         (SortOrder::None, SortTarget::Key) => return,
         (SortOrder::None, _) => SortOrder::Ascend,
         (o, _) => o,
     };
+    if target == SortTarget::Value {
+        for (kv, v) in kvs.iter_mut() {
+            kv.value = mvcc.value(&kv.key, v);
+        }
+    }
     let cmp = compare_by(target);
     match order {
-        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
-        _ => kvs.sort_by(|a, b| cmp(a, b)),
+        SortOrder::Descend => kvs.sort_by(|a, b| cmp(&b.0, &a.0)),
+        _ => kvs.sort_by(|a, b| cmp(&a.0, &b.0)),
     }
 }
 
@@ -121,23 +144,23 @@ pub fn history(mvcc: &Mvcc, range: &KeyRange, from: i64) -> Result<Vec<Event>, K
     if range.is_empty() {
         return Ok(events);
     }
-    for (_, versions) in mvcc.keys().range::<[u8], _>(range.bounds()) {
+    for (key, versions) in mvcc.versions(range) {
         let first = versions.partition_point(|v| v.mod_revision < from);
         for i in first..versions.len() {
             let v = &versions[i];
             let prev = i
                 .checked_sub(1)
                 .map(|p| &versions[p])
-                .filter(|p| p.version != 0)
-                .cloned();
-            let r#type = if v.version == 0 {
+                .filter(|p| !p.is_tombstone())
+                .map(|p| mvcc.key_value(key, p));
+            let r#type = if v.is_tombstone() {
                 EventType::Delete
             } else {
                 EventType::Put
             };
             events.push(Event {
                 r#type: r#type as i32,
-                kv: Some(v.clone()),
+                kv: Some(mvcc.key_value(key, v)),
                 prev_kv: prev,
             });
         }

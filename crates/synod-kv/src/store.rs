@@ -8,8 +8,13 @@ use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
+use crate::state::{
+    self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_OUTCOME, TAG_SESSION,
+};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use prost::Message as _;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::{
@@ -60,9 +65,18 @@ struct SessionEntry {
     revision: i64,
 }
 
+/// What changed since the last [`take_changes`](KvStore::take_changes)
+/// beyond the versions (which journal themselves).
+#[derive(Clone, Debug, Default)]
+struct Dirty {
+    meta: bool,
+    sessions: BTreeSet<u64>,
+    leases: BTreeSet<i64>,
+}
+
 /// etcd's key-value store, deterministic: the same commands in the same
 /// order give the same state, responses and events on every replica.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct KvStore {
     mvcc: Mvcc,
     leases: Leases,
@@ -74,6 +88,24 @@ pub struct KvStore {
     sessions: BTreeMap<u64, SessionEntry>,
     /// `(last revision, client)`, to forget the least recently active.
     session_order: BTreeSet<(i64, u64)>,
+    dirty: Dirty,
+    /// Long values of journaled batches not yet written, oldest first.
+    flushing: VecDeque<Vec<(Bytes, i64)>>,
+    /// Events carry the previous version's value; without it they carry
+    /// its metadata only (no disk read per overwrite).
+    prev_values_off: bool,
+}
+
+/// Equal state: the journal and where values are kept do not count.
+impl PartialEq for KvStore {
+    fn eq(&self, other: &KvStore) -> bool {
+        self.mvcc == other.mvcc
+            && self.leases == other.leases
+            && self.alarms == other.alarms
+            && self.members == other.members
+            && self.sessions == other.sessions
+            && self.session_order == other.session_order
+    }
 }
 
 impl KvStore {
@@ -129,15 +161,14 @@ impl KvStore {
     pub fn check_invariants(&self) {
         self.mvcc.check_invariants();
         let mut attached: BTreeMap<i64, BTreeSet<Bytes>> = BTreeMap::new();
-        for kv in self.mvcc.scan(&KeyRange::all(), self.mvcc.revision()) {
-            if kv.lease != 0 {
+        for (key, v) in self.mvcc.scan(&KeyRange::all(), self.mvcc.revision()) {
+            if v.lease != 0 {
                 assert!(
-                    self.leases.contains(kv.lease),
-                    "key {:?} names missing lease {:x}",
-                    kv.key,
-                    kv.lease
+                    self.leases.contains(v.lease),
+                    "key {key:?} names missing lease {:x}",
+                    v.lease
                 );
-                attached.entry(kv.lease).or_default().insert(kv.key.clone());
+                attached.entry(v.lease).or_default().insert(key.clone());
             }
         }
         for (id, lease) in self.leases.iter() {
@@ -167,14 +198,14 @@ impl KvStore {
             });
         }
         let mut h = crc32fast::Hasher::new();
-        for (key, versions) in self.mvcc.keys() {
+        for (key, versions) in self.mvcc.versions(&KeyRange::all()) {
             for v in versions.iter().filter(|v| v.mod_revision <= rev) {
                 h.update(key);
                 h.update(&v.mod_revision.to_be_bytes());
                 h.update(&v.create_revision.to_be_bytes());
                 h.update(&v.version.to_be_bytes());
                 h.update(&v.lease.to_be_bytes());
-                h.update(&v.value);
+                h.update(&self.mvcc.value(key, v));
             }
         }
         Ok((h.finalize(), rev, compact))
@@ -215,6 +246,7 @@ impl KvStore {
             }
         }
         let (outcome, events) = self.execute(command.op.as_ref());
+        self.dirty.meta = true;
         let revision = self.mvcc.revision();
         self.remember(command, revision, &outcome);
         Applied {
@@ -294,6 +326,7 @@ impl KvStore {
             return Err(KvError::LeaseTtlTooLarge);
         }
         self.leases.grant(r.id, r.ttl);
+        self.dirty.leases.insert(r.id);
         Ok(LeaseGrantResponse {
             header: self.header(),
             id: r.id,
@@ -329,6 +362,7 @@ impl KvStore {
             "deleting a lease's keys cannot fail"
         );
         let gone = self.leases.remove(id).expect("revoked lease exists");
+        self.dirty.leases.insert(id);
         assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
         events
     }
@@ -373,12 +407,14 @@ impl KvStore {
         let rev = self.mvcc.revision() + 1;
         let leases = &self.leases;
         let exists = |id: i64| leases.contains(id);
+        let mark = self.mvcc.journal.mark();
         let mut txn = WriteTxn {
             mvcc: &mut self.mvcc,
             rev,
             wrote: false,
             events: Vec::new(),
             leases: &exists,
+            prev_values: !self.prev_values_off,
         };
         let result = match op {
             Some(Op::Put(r)) => txn.put(r).map(outcome::Result::Put),
@@ -398,6 +434,7 @@ impl KvStore {
             }
             Err(e) => {
                 self.rollback(rev, &events);
+                self.mvcc.journal.rollback(mark);
                 (error_outcome(&e), Vec::new())
             }
         }
@@ -417,6 +454,7 @@ impl KvStore {
 
     fn remember(&mut self, command: &Command, revision: i64, outcome: &Outcome) {
         let client = command.client;
+        let journal = &mut self.mvcc.journal;
         let mut session = match self.sessions.remove(&client) {
             Some(old) => {
                 self.session_order.remove(&(old.revision, client));
@@ -426,22 +464,33 @@ impl KvStore {
         };
         session.revision = revision;
         session.outcomes.insert(command.seq, outcome.clone());
+        if journal.on {
+            let row = state::numbered_row(TAG_OUTCOME, client, Some(command.seq));
+            journal.put(row, Bytes::from(outcome.encode_to_vec()));
+        }
         if command.answered_below > session.below {
+            journal.delete_range(
+                state::numbered_row(TAG_OUTCOME, client, Some(session.below)),
+                state::numbered_row(TAG_OUTCOME, client, Some(command.answered_below)),
+            );
             session.below = command.answered_below;
             session.outcomes = session.outcomes.split_off(&session.below);
         }
         while session.outcomes.len() > SESSION_OUTCOMES_MAX {
             let (oldest, _) = session.outcomes.pop_first().expect("over the bound");
+            journal.delete(state::numbered_row(TAG_OUTCOME, client, Some(oldest)));
             session.below = oldest + 1;
         }
         self.sessions.insert(client, session);
         self.session_order.insert((revision, client));
+        self.dirty.sessions.insert(client);
         while self.sessions.len() > SESSIONS_MAX {
             let oldest = self
                 .session_order
                 .pop_first()
                 .expect("orders every session");
             self.sessions.remove(&oldest.1);
+            self.dirty.sessions.insert(oldest.1);
         }
     }
 
@@ -452,11 +501,10 @@ impl KvStore {
             compact_revision: self.mvcc.compact_revision(),
             keys: self
                 .mvcc
-                .keys()
-                .iter()
-                .map(|(k, v)| KeyHistory {
+                .versions(&KeyRange::all())
+                .map(|(k, versions)| KeyHistory {
                     key: k.clone(),
-                    versions: v.clone(),
+                    versions: versions.iter().map(|v| self.mvcc.key_value(k, v)).collect(),
                 })
                 .collect(),
             sessions: self
@@ -515,18 +563,7 @@ impl KvStore {
             }
             store.leases.grant(l.id, l.ttl);
         }
-        let live: Vec<(i64, Bytes)> = store
-            .mvcc
-            .scan(&KeyRange::all(), store.mvcc.revision())
-            .filter(|kv| kv.lease != 0)
-            .map(|kv| (kv.lease, kv.key.clone()))
-            .collect();
-        for (lease, key) in live {
-            if !store.leases.contains(lease) {
-                return Err(bad(&format!("key {key:?} names missing lease {lease:x}")));
-            }
-            store.leases.attach(lease, &key);
-        }
+        store.attach_lease_keys().map_err(|e| bad(&e))?;
         store.members = snapshot.members;
         store.members.sort_by_key(|m| m.id);
         store.alarms = snapshot
@@ -542,6 +579,220 @@ impl KvStore {
             }
         }
         Ok(store)
+    }
+
+    /// Decodes and restores an encoded snapshot (from a peer, a file or an
+    /// older version's data dir), refusing a malformed one with the reason.
+    pub fn decode_snapshot(data: Bytes) -> Result<KvStore, String> {
+        let snapshot =
+            Snapshot::decode(data).map_err(|e| format!("snapshot does not decode: {e}"))?;
+        KvStore::restore(snapshot)
+    }
+
+    /// Attaches every live key to its lease, refusing a key that names a
+    /// lease that does not exist.
+    fn attach_lease_keys(&mut self) -> Result<(), String> {
+        let live: Vec<(i64, Bytes)> = self
+            .mvcc
+            .scan(&KeyRange::all(), self.mvcc.revision())
+            .filter(|(_, v)| v.lease != 0)
+            .map(|(key, v)| (v.lease, key.clone()))
+            .collect();
+        for (lease, key) in live {
+            if !self.leases.contains(lease) {
+                return Err(format!("key {key:?} names missing lease {lease:x}"));
+            }
+            self.leases.attach(lease, &key);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the store from its rows on disk (see [`state`](crate::state)):
+    /// `None` when the disk holds no store yet. The index is read, long
+    /// values stay on disk. Rows are checked like a peer's snapshot: a
+    /// damaged file is refused with the reason.
+    pub fn load(source: Arc<dyn StateSource>) -> Result<Option<KvStore>, String> {
+        let bad = |what: String| format!("state on disk is malformed: {what}");
+        let Some(meta) = source.get(&[TAG_META]) else {
+            return Ok(None);
+        };
+        let meta = Snapshot::decode(meta).map_err(|e| bad(format!("meta row: {e}")))?;
+        if meta.revision < 1 {
+            return Err(bad(format!("revision {}", meta.revision)));
+        }
+        let mvcc =
+            Mvcc::load(Arc::clone(&source), meta.revision, meta.compact_revision).map_err(bad)?;
+        let mut store = KvStore {
+            mvcc,
+            ..KvStore::default()
+        };
+        let mut broken = None;
+        source.scan(&[TAG_LEASE], &mut |row, value| match (
+            state::be_u64(&row[1..], 0),
+            state::be_u64(value, 0),
+        ) {
+            (Some(id), Some(ttl)) if row.len() == 9 && (id as i64) > 0 => {
+                store.leases.grant(id as i64, ttl as i64)
+            }
+            _ => broken = Some(format!("lease row {row:?}")),
+        });
+        source.scan(&[TAG_SESSION], &mut |row, value| match (
+            state::be_u64(&row[1..], 0),
+            state::be_u64(value, 0),
+            state::be_u64(value, 1),
+        ) {
+            (Some(client), Some(below), Some(revision)) if row.len() == 9 => {
+                let entry = SessionEntry {
+                    below,
+                    outcomes: BTreeMap::new(),
+                    revision: revision as i64,
+                };
+                store.session_order.insert((entry.revision, client));
+                store.sessions.insert(client, entry);
+            }
+            _ => broken = Some(format!("session row {row:?}")),
+        });
+        source.scan(&[TAG_OUTCOME], &mut |row, value| {
+            let (Some(client), Some(seq)) =
+                (state::be_u64(&row[1..], 0), state::be_u64(&row[1..], 1))
+            else {
+                broken = Some(format!("outcome row {row:?}"));
+                return;
+            };
+            let outcome = Outcome::decode(value);
+            match (store.sessions.get_mut(&client), outcome) {
+                (Some(s), Ok(outcome)) if seq >= s.below && row.len() == 17 => {
+                    s.outcomes.insert(seq, outcome);
+                }
+                _ => broken = Some(format!("outcome row {row:?} without its session")),
+            }
+        });
+        if let Some(e) = broken {
+            return Err(bad(e));
+        }
+        store.attach_lease_keys().map_err(bad)?;
+        store.members = meta.members;
+        store.members.sort_by_key(|m| m.id);
+        store.alarms = meta.alarms.iter().map(|a| (a.member_id, a.alarm)).collect();
+        store.mvcc.journal.on = true;
+        Ok(Some(store))
+    }
+
+    /// Puts the store on disk: from now on every change is journaled for
+    /// [`take_changes`](KvStore::take_changes) and long values are read
+    /// back through `source` once written. With `rewrite`, the next
+    /// changes replace every row on disk with this store (a store restored
+    /// from a snapshot, or from a file written before rows existed).
+    pub fn attach(&mut self, source: Arc<dyn StateSource>, rewrite: bool) {
+        self.mvcc.attach(source, rewrite);
+        if rewrite {
+            self.dirty.meta = true;
+            self.dirty.sessions.extend(self.sessions.keys().copied());
+            self.dirty
+                .leases
+                .extend(self.leases.iter().map(|(id, _)| id));
+            let outcomes: Vec<(Vec<u8>, Bytes)> = self
+                .sessions
+                .iter()
+                .flat_map(|(client, s)| {
+                    s.outcomes.iter().map(move |(seq, o)| {
+                        let row = state::numbered_row(TAG_OUTCOME, *client, Some(*seq));
+                        (row, Bytes::from(o.encode_to_vec()))
+                    })
+                })
+                .collect();
+            for (row, value) in outcomes {
+                self.mvcc.journal.put(row, value);
+            }
+        }
+    }
+
+    /// Where long values are read from, when the store is on disk.
+    pub fn source(&self) -> Option<Arc<dyn StateSource>> {
+        self.mvcc.source()
+    }
+
+    /// Replaces this store with `new` (restored from a leader's snapshot),
+    /// keeping it on the same disk: `new`'s rows replace every row.
+    pub fn replace(&mut self, mut new: KvStore) {
+        if let Some(source) = self.source() {
+            new.attach(source, true);
+        }
+        // Batches journaled before still land first; they concern the old
+        // store and must not release the new store's values.
+        new.flushing = self.flushing.iter().map(|_| Vec::new()).collect();
+        new.prev_values_off = self.prev_values_off;
+        *self = new;
+    }
+
+    /// Whether watch events carry the previous version's value (the
+    /// default) or only its metadata, which spares a disk read per
+    /// overwrite of a long value when no watcher asks for `prev_kv`.
+    pub fn set_prev_values_in_events(&mut self, on: bool) {
+        self.prev_values_off = !on;
+    }
+
+    /// The row writes since the last call, to write in the same batch as
+    /// the group's log and applied slot. Call
+    /// [`changes_written`](KvStore::changes_written) once that batch is
+    /// committed (in the order the changes were taken).
+    pub fn take_changes(&mut self) -> StateChanges {
+        if !self.mvcc.journal.on {
+            return StateChanges::default();
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let meta = dirty.meta.then(|| Snapshot {
+            revision: self.mvcc.revision(),
+            compact_revision: self.mvcc.compact_revision(),
+            alarms: self
+                .alarms
+                .iter()
+                .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect(),
+            members: self.members.clone(),
+            ..Snapshot::default()
+        });
+        let journal = &mut self.mvcc.journal;
+        if let Some(meta) = meta {
+            journal.put(vec![TAG_META], Bytes::from(meta.encode_to_vec()));
+        }
+        for client in dirty.sessions {
+            let row = state::numbered_row(TAG_SESSION, client, None);
+            match self.sessions.get(&client) {
+                Some(s) => {
+                    let mut value = Vec::with_capacity(16);
+                    value.extend_from_slice(&s.below.to_be_bytes());
+                    value.extend_from_slice(&(s.revision as u64).to_be_bytes());
+                    journal.put(row, Bytes::from(value));
+                }
+                None => {
+                    journal.delete(row);
+                    journal.delete_range(
+                        state::numbered_row(TAG_OUTCOME, client, None),
+                        state::numbered_row(TAG_OUTCOME, client + 1, None),
+                    );
+                }
+            }
+        }
+        for id in dirty.leases {
+            let row = state::numbered_row(TAG_LEASE, id as u64, None);
+            match self.leases.get(id) {
+                Some(l) => journal.put(row, Bytes::copy_from_slice(&l.ttl.to_be_bytes())),
+                None => journal.delete(row),
+            }
+        }
+        let changes = std::mem::take(&mut journal.changes);
+        let large = self.mvcc.take_large();
+        self.flushing.push_back(large);
+        changes
+    }
+
+    /// The oldest changes taken are committed: the long values they wrote
+    /// are read from disk from now on, not kept in memory.
+    pub fn changes_written(&mut self) {
+        if let Some(large) = self.flushing.pop_front() {
+            self.mvcc.written(large);
+        }
     }
 }
 

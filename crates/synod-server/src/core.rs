@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use synod_group::{
     Answer, Group, GroupReady, GroupStatus, PeerItem, Request, SnapshotChunk, Ticket,
 };
-use synod_kv::{error_outcome, KvError, KvStore};
+use synod_kv::{error_outcome, KvError, KvStore, StateChanges};
 use synod_paxos::{Configuration, Membership, NodeId, Slot, Time};
 use synod_proto::etcdserverpb::Member as MemberInfo;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -530,7 +530,7 @@ impl Core {
                 let sends = std::mem::take(&mut ready.sends);
                 self.send_all(*id, sends);
             }
-            self.write(&readies);
+            self.write(&mut readies);
             for (id, ready) in readies {
                 self.finish(id, ready);
             }
@@ -538,26 +538,40 @@ impl Core {
     }
 
     /// One storage batch for the round's writes of every group: each
-    /// group's persist, then its snapshot. A durable write that fails is
-    /// fail-stop: continuing could acknowledge state that is not on disk.
-    fn write(&mut self, readies: &[(GroupId, GroupReady)]) {
+    /// group's persist, its state-machine rows with the slot they hold, and
+    /// its log compaction. A durable write that fails is fail-stop:
+    /// continuing could acknowledge state that is not on disk.
+    fn write(&mut self, readies: &mut [(GroupId, GroupReady)]) {
         let work = readies
             .iter()
-            .any(|(_, r)| !r.persist.is_empty() || r.snapshot.is_some());
-        if !work {
-            return;
-        }
-        let result = self.storage.batch().and_then(|mut batch| {
-            for (id, ready) in readies {
-                batch.persist(*id, &ready.persist)?;
-                if let Some(s) = &ready.snapshot {
-                    batch.put_snapshot(*id, s.slot, &s.data, s.membership.as_ref())?;
+            .any(|(_, r)| !r.persist.is_empty() || !r.state.is_empty() || r.compact.is_some());
+        if work {
+            let result = self.storage.batch().and_then(|mut batch| {
+                for (id, ready) in readies.iter() {
+                    batch.persist(*id, &ready.persist)?;
+                    if !ready.state.is_empty() {
+                        batch.write_state(*id, &ready.state)?;
+                        batch.set_applied(*id, ready.applied_through)?;
+                    }
+                    if let Some(c) = &ready.compact {
+                        batch.compact_to(*id, c.slot, c.membership.as_ref())?;
+                    }
+                    if ready.must_sync() {
+                        batch.require_sync();
+                    }
                 }
+                batch.commit()
+            });
+            if let Err(e) = result {
+                panic!("storage write failed, stopping the node: {e}");
             }
-            batch.commit()
-        });
-        if let Err(e) = result {
-            panic!("storage write failed, stopping the node: {e}");
+        }
+        for (id, ready) in readies.iter_mut() {
+            // The rows are readable now; their memory copies may go.
+            ready.state = StateChanges::default();
+            if let Some(group) = self.groups.get_mut(id) {
+                group.on_written();
+            }
         }
     }
 

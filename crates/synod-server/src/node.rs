@@ -38,20 +38,14 @@ pub(crate) fn incarnation_base(node: u64, salt: u64) -> u64 {
 }
 
 /// Restores one group from storage: its replica from the log, its state
-/// machine from the latest snapshot. Every group starts with the node's
-/// member list; a group's own configuration, once its log recorded one,
-/// comes back with its log.
+/// machine from its rows (which hold the log through the durable applied
+/// slot; the replica replays only what follows). Every group starts with
+/// the node's member list; a group's own configuration, once its log
+/// recorded one, comes back with its log.
 fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<Group, StartError> {
     let durable = storage.load(id)?;
-    let snapshot = storage.load_snapshot(id)?;
-    let kv = match &snapshot {
-        Some((slot, data)) => synod_group::decode_snapshot(data).map_err(|e| {
-            StartError::Config(format!(
-                "{id}: snapshot at slot {slot} does not decode: {e}"
-            ))
-        })?,
-        None => KvStore::default(),
-    };
+    let rows_applied = durable.applied;
+    let kv = storage.load_store(id)?;
     let voters: Vec<NodeId> = config.members.keys().copied().collect();
     let mut paxos = Config::majority(config.id, &voters);
     paxos.rng_seed = config.id.0 ^ 0x5eed ^ id.0.wrapping_mul(0x9e37_79b9);
@@ -66,13 +60,14 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         initial_members: config.members.values().map(Member::info).collect(),
         record_applied: false,
     };
-    Ok(Group::new(
-        group,
-        replica,
-        kv,
-        snapshot,
-        synod_paxos::Time(0),
-    ))
+    let applied = replica.status().applied;
+    if applied != rows_applied {
+        return Err(StartError::Config(format!(
+            "{id}: the state on disk holds the log through slot {rows_applied}, \
+             but the log only proves slots through {applied} chosen"
+        )));
+    }
+    Ok(Group::new(group, replica, kv, synod_paxos::Time(0)))
 }
 
 /// Runs a thread's body; a panic in it ends the whole process.

@@ -88,8 +88,13 @@ pub fn restore_snapshot(
         return Err(RestoreError::NotEmpty(dir.to_path_buf()));
     }
     let storage = Storage::open(dir, identity)?;
+    let mut kv = synod_kv::KvStore::decode_snapshot(bytes::Bytes::copy_from_slice(data))
+        .map_err(RestoreError::Corrupt)?;
+    kv.attach(storage.state(GROUP), true);
     let mut batch = storage.batch()?;
-    batch.put_snapshot(GROUP, Slot(0), data, None)?;
+    batch.write_state(GROUP, &kv.take_changes())?;
+    batch.set_applied(GROUP, Slot(0))?;
+    batch.require_sync();
     batch.commit()?;
     Ok(revision)
 }

@@ -6,16 +6,15 @@
 use crate::config::{Micros, SimConfig};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
-use synod_group::{Group, GroupConfig, SnapshotWrite, Ticket};
-use synod_kv::KvStore;
+use synod_group::{Compaction, Group, GroupConfig, Ticket};
+use synod_kv::{KvStore, StateChanges};
 use synod_paxos::{Durable, NodeId, Persist, PersistToken, Replica, Slot, Time};
-use synod_storage::snapshot::{encode, key, SNAPSHOT_TABLE};
 use synod_storage::{GroupId, Identity, SimulatedFile, Storage};
 
 /// The node's database: synod's real storage code (`synod-storage`, redb)
 /// on a simulated file that keeps only what was fsynced. A round's write is
-/// one batch (persist, then snapshot) committed when its simulated fsync
-/// completes; a crash keeps the file's durable image.
+/// one batch (persist, state rows, compaction) committed when its
+/// simulated fsync completes; a crash keeps the file's durable image.
 pub struct Disk {
     file: SimulatedFile,
     storage: Option<Storage>,
@@ -43,36 +42,23 @@ impl Disk {
             .get_or_insert_with(|| file.open(identity).expect("simulated storage opens"))
     }
 
-    /// Makes one round's write durable, as one batch: the persist, then
-    /// the snapshot with its compaction and configuration (F8, F9). A
-    /// storage error is a bug here (the file never fails): it panics.
-    pub fn write(&mut self, persist: &Persist<Bytes>, snapshot: Option<&SnapshotWrite>) {
+    /// Makes one round's write durable, as one batch: the persist, the
+    /// state rows with the slot they hold, and the log compaction (F8, F9;
+    /// S3). A storage error is a bug here (the file never fails): it
+    /// panics.
+    pub fn write(&mut self, write: &QueuedWrite, compact: Option<&Compaction>) {
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
-        batch.persist(GROUP, persist).expect("persist");
-        if let Some(s) = snapshot {
+        batch.persist(GROUP, &write.persist).expect("persist");
+        if !write.state.is_empty() {
+            batch.write_state(GROUP, &write.state).expect("state rows");
+            batch.set_applied(GROUP, write.applied).expect("applied");
+        }
+        if let Some(c) = compact {
             batch
-                .put_snapshot(GROUP, s.slot, &s.data, s.membership.as_ref())
-                .expect("snapshot");
+                .compact_to(GROUP, c.slot, c.membership.as_ref())
+                .expect("compaction");
         }
-        batch.commit().expect("commit");
-    }
-
-    /// The old runtime's bug, for a negative control: the snapshot and its
-    /// applied slot made durable at once, without the compaction (and the
-    /// configuration) it implies.
-    pub fn write_snapshot_alone(&mut self, s: &SnapshotWrite) {
-        let storage = self.storage();
-        let mut batch = storage.batch().expect("batch");
-        {
-            let txn = batch.transaction();
-            let mut table = txn.open_table(SNAPSHOT_TABLE).expect("snapshot table");
-            let mut value = Vec::new();
-            encode(s.slot, &s.data, &mut value);
-            table.insert(&key(GROUP), value.as_slice()).expect("insert");
-        }
-        batch.set_applied(GROUP, s.slot).expect("applied");
-        batch.require_sync();
         batch.commit().expect("commit");
     }
 
@@ -85,17 +71,14 @@ impl Disk {
     }
 
     /// What a restarting replica reads back, and the state machine it
-    /// starts from.
-    pub fn load(&mut self) -> (Durable<Bytes>, KvStore, Option<(Slot, Bytes)>) {
+    /// starts from (its rows, as the node loads them).
+    pub fn load(&mut self) -> (Durable<Bytes>, KvStore) {
         let storage = self.storage();
         let durable = storage.load(GROUP).expect("load");
-        let snapshot = storage.load_snapshot(GROUP).expect("load snapshot");
-        let kv = match &snapshot {
-            Some((slot, data)) => synod_group::decode_snapshot(data)
-                .unwrap_or_else(|e| panic!("own snapshot at {slot} does not decode: {e}")),
-            None => KvStore::default(),
-        };
-        (durable, kv, snapshot)
+        let kv = storage
+            .load_store(GROUP)
+            .unwrap_or_else(|e| panic!("own state rows do not load: {e}"));
+        (durable, kv)
     }
 }
 
@@ -125,8 +108,14 @@ pub struct QueuedWrite {
     pub token: PersistToken,
     /// The replica's state.
     pub persist: Persist<Bytes>,
-    /// A snapshot written with it.
-    pub snapshot: Option<SnapshotWrite>,
+    /// The state machine's rows.
+    pub state: StateChanges,
+    /// The slot the rows hold.
+    pub applied: Slot,
+    /// A log compaction written with them.
+    pub compact: Option<Compaction>,
+    /// The rows replace the store with a leader's snapshot.
+    pub installed: bool,
 }
 
 /// One node of the simulated cluster.
@@ -145,6 +134,9 @@ pub struct SimNode {
     pub persist_queue: VecDeque<QueuedWrite>,
     /// When the last queued fsync completes (fsyncs complete in order).
     pub fsync_done_at: Micros,
+    /// A compaction the broken shell of `--split-snapshot-compaction` holds
+    /// back until the next write.
+    pub deferred_compact: Option<Compaction>,
     /// Requests waiting on this node, by ticket.
     pub waiting: BTreeMap<Ticket, Waiting>,
     /// The next ticket.
@@ -167,6 +159,7 @@ impl SimNode {
             disk: Disk::new(id),
             persist_queue: VecDeque::new(),
             fsync_done_at: 0,
+            deferred_compact: None,
             waiting: BTreeMap::new(),
             next_ticket: 1,
             paused_until: 0,
@@ -223,6 +216,7 @@ impl SimNode {
         self.disk.crash();
         self.incarnation += 1;
         self.persist_queue.clear();
+        self.deferred_compact = None;
         std::mem::take(&mut self.waiting).into_values().collect()
     }
 
@@ -235,7 +229,7 @@ impl SimNode {
 
     fn start(&mut self, cfg: &SimConfig, now: Micros) {
         let local = self.local_time(now);
-        let (durable, kv, snapshot) = self.disk.load();
+        let (durable, kv) = self.disk.load();
         let replica =
             Replica::restore(cfg.paxos_for(self.id), durable, local).expect("valid config");
         let config = GroupConfig {
@@ -247,7 +241,7 @@ impl SimNode {
             initial_members: Vec::new(),
             record_applied: true,
         };
-        let mut group = Group::new(config, replica, kv, snapshot, local);
+        let mut group = Group::new(config, replica, kv, local);
         if cfg.options.unconfirmed_keepalives {
             group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedKeepalives));
         }

@@ -225,8 +225,13 @@ impl Batch {
             .map_err(|e| StorageError::redb(&self.file, e))
     }
 
+    /// The database file, for error messages.
+    pub(crate) fn file_path(&self) -> Arc<Path> {
+        Arc::clone(&self.file)
+    }
+
     /// Runs one call on the batch; a failure poisons the batch.
-    fn guard(
+    pub(crate) fn guard(
         &mut self,
         call: impl FnOnce(&mut Batch) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {

@@ -69,11 +69,13 @@ mod error;
 pub mod format;
 pub mod sim_file;
 pub mod snapshot;
+pub mod state;
 mod storage;
 mod types;
 
 pub use batch::Batch;
 pub use error::StorageError;
 pub use sim_file::SimulatedFile;
-pub use storage::Storage;
+pub use state::StateRows;
+pub use storage::{Storage, CACHE_BYTES};
 pub use types::{GroupId, Identity};

@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use synod_paxos::{Durable, Slot};
 
+/// redb's page cache per node. The state machine's long values are read
+/// through it; its size is most of a node's memory beyond the index, so it
+/// is bounded well below redb's default (1 GiB).
+pub const CACHE_BYTES: usize = 256 << 20;
+
 /// One node's durable store: every Paxos group's acceptor state and log in
 /// one redb database, so one fsync commits a batch of writes across groups.
 ///
@@ -25,7 +30,7 @@ use synod_paxos::{Durable, Slot};
 /// committed or dropped (that is redb's single-writer rule).
 #[derive(Debug)]
 pub struct Storage {
-    db: Database,
+    db: Arc<Database>,
     file: Arc<Path>,
     identity: Identity,
 }
@@ -44,7 +49,10 @@ impl Storage {
             source,
         })?;
         let file = dir.join(format::FILE_NAME);
-        let db = Database::create(&file).map_err(|e| StorageError::redb(&file, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| StorageError::redb(&file, e))?;
         Storage::from_database(db, file, identity)
     }
 
@@ -58,7 +66,7 @@ impl Storage {
         identity: Identity,
     ) -> Result<Storage, StorageError> {
         let storage = Storage {
-            db,
+            db: Arc::new(db),
             file: Arc::from(file),
             identity,
         };
@@ -105,6 +113,10 @@ impl Storage {
         txn.open_table(ACCEPTOR_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
+        txn.open_table(crate::state::STATE_TABLE)
+            .map_err(|e| self.redb(e))?;
+        txn.open_table(crate::snapshot::SNAPSHOT_TABLE)
+            .map_err(|e| self.redb(e))?;
         txn.commit().map_err(|e| self.redb(e))
     }
 
@@ -355,7 +367,18 @@ impl Storage {
             .map_or_else(|| self.file.to_path_buf(), Path::to_path_buf)
     }
 
-    /// The latest state-machine snapshot of `group` and the slot it covers.
+    /// `group`'s state-machine rows as committed: what the state machine
+    /// loads at restart and reads long values from.
+    pub fn state(&self, group: GroupId) -> Arc<crate::state::StateRows> {
+        Arc::new(crate::state::StateRows::new(
+            Arc::clone(&self.db),
+            Arc::clone(&self.file),
+            group,
+        ))
+    }
+
+    /// The snapshot blob of `group` an older version stored, and the slot
+    /// it covers (a store written since then keeps rows instead).
     pub fn load_snapshot(&self, group: GroupId) -> Result<Option<(Slot, Bytes)>, StorageError> {
         let txn = self.db.begin_read().map_err(|e| self.redb(e))?;
         self.read_snapshot(&txn, group, crate::snapshot::decode)

@@ -98,18 +98,6 @@ impl World {
     /// when its simulated fsync completes.
     fn queue_write(&mut self, i: usize, ready: GroupReady) {
         let id = self.nodes[i].id;
-        if self.cfg.options.split_snapshot_compaction {
-            if let Some(s) = &ready.snapshot {
-                // The old runtime's bug: the snapshot and its applied slot
-                // were durable at once, the compaction only with the next
-                // write. The nemesis aims at the window: often a crash
-                // follows right away.
-                self.nodes[i].disk.write_snapshot_alone(s);
-                if self.rng.gen_bool(0.3) {
-                    self.schedule(1, Event::Crash(id));
-                }
-            }
-        }
         let (lo, hi) = self.cfg.fsync;
         let delay = if ready.must_sync() {
             self.rng.gen_range(lo..hi)
@@ -130,7 +118,10 @@ impl World {
         node.persist_queue.push_back(QueuedWrite {
             token: ready.token,
             persist: ready.persist,
-            snapshot: ready.snapshot,
+            state: ready.state,
+            applied: ready.applied_through,
+            compact: ready.compact,
+            installed: ready.installed.is_some(),
         });
         let incarnation = node.incarnation;
         self.schedule(at, Event::PersistDone(id, incarnation));
@@ -149,14 +140,29 @@ impl World {
             .persist_queue
             .pop_front()
             .expect("a write per completion");
-        let split = self.cfg.options.split_snapshot_compaction;
-        let snapshot = write.snapshot.as_ref().filter(|_| !split);
-        self.nodes[i].disk.write(&write.persist, snapshot);
+        let mut compact = write.compact.clone();
+        if self.cfg.options.split_snapshot_compaction {
+            // The old runtime's bug: an installed snapshot's state and
+            // applied slot were durable at once, the compaction only with
+            // the next write. The nemesis aims at the window: often a
+            // crash follows right away.
+            let held = self.nodes[i].deferred_compact.take();
+            if write.installed {
+                self.nodes[i].deferred_compact = compact.take();
+                if self.rng.gen_bool(0.3) {
+                    self.schedule(1, Event::Crash(id));
+                }
+            }
+            compact = compact.or(held);
+        }
+        self.nodes[i].disk.write(&write, compact.as_ref());
         for record in &write.persist.records {
             self.chosen.on_durable(id, record)?;
         }
+        let group = self.nodes[i].group();
+        group.on_written();
         if !self.cfg.options.ack_before_fsync {
-            self.nodes[i].group().on_persisted(write.token);
+            group.on_persisted(write.token);
         }
         Ok(())
     }
