@@ -24,6 +24,7 @@
 #                 events delivered)
 #   WATCHERS=1000 WRITERS=4
 #   VALUE_SIZE=256  bytes per value written   KEYS=10000  size of the key space
+#   QUOTA=2147483648  --quota-backend-bytes of both systems (raise it for GB runs)
 #   CONNS=        gRPC connections per run (default: one per endpoint)
 #   RESULTS_DIR=  where raw outputs go (default /tmp/bench-vs-etcd-<time>)
 #
@@ -53,9 +54,10 @@ WATCHERS=${WATCHERS:-1000}
 WRITERS=${WRITERS:-4}
 VALUE_SIZE=${VALUE_SIZE:-256}
 KEYS=${KEYS:-10000}
+QUOTA=${QUOTA:-2147483648}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-vs-etcd-$(date +%Y%m%d-%H%M%S)}
 
-for n in DURATION WARMUP REPS CLIENTS VALUE_SIZE KEYS; do
+for n in DURATION WARMUP REPS CLIENTS VALUE_SIZE KEYS QUOTA; do
     if ! [[ ${!n} =~ ^[0-9]+$ ]] || [[ $n != WARMUP && ${!n} -eq 0 ]]; then
         echo "error: $n must be a whole number of seconds or runs, above 0 except WARMUP (got '${!n}')" >&2
         exit 2
@@ -146,7 +148,8 @@ etcd_arch_env() {
 }
 
 start_synod() {
-    "$SYNOD" dev --data-dir "$TMP/synod" >"$RESULTS_DIR/synod.log" 2>&1 &
+    "$SYNOD" dev --data-dir "$TMP/synod" --quota-backend-bytes "$QUOTA" \
+        >"$RESULTS_DIR/synod.log" 2>&1 &
     SYNOD_PID=$!
     STARTED_PIDS+=("$SYNOD_PID")
     SYNOD_PIDS=$SYNOD_PID
@@ -169,6 +172,7 @@ start_etcd() {
             --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
             --initial-cluster "$cluster" --initial-cluster-state new \
             --initial-cluster-token bench-vs-etcd \
+            --quota-backend-bytes "$QUOTA" \
             --logger zap --log-level warn \
             >"$RESULTS_DIR/etcd-e$((i + 1)).log" 2>&1 &
         STARTED_PIDS+=("$!")

@@ -37,6 +37,10 @@ enum Command {
         /// Number of nodes (1 to 9).
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// Raise etcd's NOSPACE alarm once a node's database outgrows this
+        /// many bytes (0: never), as `synod server` does.
+        #[arg(long, default_value_t = QUOTA_BYTES_DEFAULT)]
+        quota_backend_bytes: u64,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     Server(server_config::ServerArgs),
@@ -165,7 +169,7 @@ async fn start(config: NodeConfig) -> Result<Arc<Node>> {
     Ok(node)
 }
 
-async fn dev(data_dir: PathBuf, nodes: u64) -> Result<()> {
+async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -185,7 +189,7 @@ async fn dev(data_dir: PathBuf, nodes: u64) -> Result<()> {
     let mut running = Vec::new();
     for id in members.keys() {
         let dir = data_dir.join(format!("node{}", id.0));
-        let config = node_config(*id, dir, members.clone(), QUOTA_BYTES_DEFAULT);
+        let config = node_config(*id, dir, members.clone(), quota_bytes);
         running.push(start(config).await?);
     }
     let endpoints: Vec<String> = members
@@ -268,7 +272,11 @@ async fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Dev { data_dir, nodes } => dev(data_dir, nodes).await,
+        Command::Dev {
+            data_dir,
+            nodes,
+            quota_backend_bytes,
+        } => dev(data_dir, nodes, quota_backend_bytes).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Server(args) => server(args.resolve()?).await,
         Command::Restore(args) => restore(args),

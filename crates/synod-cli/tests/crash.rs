@@ -37,7 +37,13 @@ async fn write_until(
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("{prefix}{n:06}");
-        let value = format!("value-{n}");
+        // Every other value is long: the state machine keeps it only on
+        // disk, so the check below also reads values back from disk.
+        let value = if n % 2 == 1 {
+            format!("value-{n}-{}", "x".repeat(300))
+        } else {
+            format!("value-{n}")
+        };
         match client.put(key.as_str(), value.as_str(), None).await {
             Ok(_) => {
                 w.acked.push((key, value));

@@ -22,6 +22,12 @@ use synod_proto::synodpb::{Command, LeaseExpire};
 /// large values would otherwise hold gigabytes there.
 pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 
+/// Slots behind the applied slot a compaction leaves in the log (at most
+/// half of `snapshot_every`): a follower that far behind catches up from
+/// the log, not from a snapshot of the whole state (etcd keeps 5,000
+/// entries for the same reason).
+pub const COMPACT_KEEP_SLOTS: u64 = 1_000;
+
 impl Group {
     /// True when [`ready`](Group::ready) has work to hand out.
     pub fn has_ready(&self) -> bool {
@@ -212,24 +218,24 @@ impl Group {
 
     /// Every `snapshot_every` applied slots, or once the log since the
     /// last compaction holds [`COMPACT_LOG_BYTES`], the log is compacted
-    /// through the applied slot: the rows written with this round hold the
+    /// through [`COMPACT_KEEP_SLOTS`] before the applied slot: the rows written with this round hold the
     /// effects of every entry deleted. Nothing is copied: the state is on
     /// disk already, so compacting often is cheap, and it bounds the log a
     /// replica keeps in memory.
     fn maybe_compact(&mut self) {
-        let slots_due = self.applied.0
-            >= self
-                .compacted
-                .0
-                .saturating_add(self.config.snapshot_every.max(1));
+        let every = self.config.snapshot_every.max(1);
+        let slots_due = self.applied.0 >= self.compacted.0.saturating_add(every);
         if !slots_due && self.log_bytes < COMPACT_LOG_BYTES {
             return;
         }
-        if self.applied <= self.compacted {
+        // A tail of the log stays, so a follower a little behind catches
+        // up from the log instead of needing a whole snapshot.
+        let keep = COMPACT_KEEP_SLOTS.min(every / 2);
+        let slot = Slot(self.applied.0.saturating_sub(keep));
+        if slot <= self.compacted {
             return;
         }
         self.log_bytes = 0;
-        let slot = self.applied;
         // Asked before compacting: the entries that chose it may go.
         let membership = self.replica.membership_at(slot);
         self.replica.compact(slot);

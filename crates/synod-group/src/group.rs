@@ -205,6 +205,12 @@ impl Group {
         }
     }
 
+    /// Whether the events of applied writes carry the previous version's
+    /// value (see `KvStore::set_prev_values_in_events`).
+    pub fn set_prev_values_in_events(&mut self, on: bool) {
+        self.kv.set_prev_values_in_events(on);
+    }
+
     /// Turns this group into a deliberately broken variant.
     #[cfg(feature = "mutations")]
     pub fn set_mutation(&mut self, mutation: Option<GroupMutation>) {

@@ -61,7 +61,7 @@ mod leases;
 mod snapshots;
 mod types;
 
-pub use drive::COMPACT_LOG_BYTES;
+pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};

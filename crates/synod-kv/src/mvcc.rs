@@ -2,8 +2,9 @@
 //! compaction, so reads can be served at any retained revision.
 //!
 //! The index of versions lives in memory; a value longer than
-//! [`INLINE_VALUE_MAX`] lives on disk once its round is written (see
-//! [`state`](crate::state)), and is read back only when a reader needs it.
+//! [`INLINE_VALUE_MAX`] lives only in its version row on disk once its
+//! round is written (see [`state`](crate::state)), and is read back only
+//! when a reader needs it.
 //!
 //! Invariants (checked by `check_invariants`):
 //! - per key, versions are in strictly increasing `mod_revision`;
@@ -14,7 +15,7 @@
 //!   a tombstone has `version == 0` and an empty value.
 
 use crate::range::KeyRange;
-use crate::state::{self, Journal, StateSource, INLINE_VALUE_MAX, TAG_VALUE, TAG_VERSION};
+use crate::state::{self, Journal, StateSource, INLINE_VALUE_MAX, TAG_VERSION};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,7 +32,8 @@ enum Stored {
     Tombstone,
     /// In memory: short values always, long ones until their row is written.
     Memory(Bytes),
-    /// In its `d` row only; the length, to check what the disk returns.
+    /// In its version row only; the length, to check what the disk
+    /// returns.
     Disk(u32),
 }
 
@@ -64,11 +66,6 @@ impl Version {
         }
     }
 
-    /// True when the value has (or will have) a `d` row (S2).
-    fn is_large(&self) -> bool {
-        self.value_len() > INLINE_VALUE_MAX
-    }
-
     /// The etcd view with an empty value, for reads that need no value.
     pub fn meta(&self, key: &Bytes) -> KeyValue {
         KeyValue {
@@ -81,29 +78,25 @@ impl Version {
         }
     }
 
-    /// The version row's value: create(8) version(8) lease(8) kind(1), then
-    /// the inline value (kind 1) or the length (kind 2); kind 0 is a
-    /// tombstone.
-    fn encode_row(&self) -> Bytes {
-        let mut row = Vec::with_capacity(25 + self.value_len().min(INLINE_VALUE_MAX) + 4);
+    /// The version row's value: create(8) version(8) lease(8) kind(1),
+    /// then the value (kind 1); kind 0 is a tombstone. `value` is the
+    /// value, which a version on disk no longer holds in memory.
+    fn encode_row(&self, value: &[u8]) -> Bytes {
+        let mut row = Vec::with_capacity(VALUE_AT + value.len());
         row.extend_from_slice(&self.create_revision.to_be_bytes());
         row.extend_from_slice(&self.version.to_be_bytes());
         row.extend_from_slice(&self.lease.to_be_bytes());
-        match &self.stored {
-            Stored::Tombstone => row.push(0),
-            Stored::Memory(v) if v.len() <= INLINE_VALUE_MAX => {
-                row.push(1);
-                row.extend_from_slice(v);
-            }
-            _ => {
-                row.push(2);
-                row.extend_from_slice(&(self.value_len() as u32).to_be_bytes());
-            }
+        if self.is_tombstone() {
+            row.push(0);
+        } else {
+            row.push(1);
+            row.extend_from_slice(value);
         }
         Bytes::from(row)
     }
 
-    /// Reads a version row back; the reason when it is malformed.
+    /// Reads a version row back; the reason when it is malformed. A long
+    /// value stays on disk.
     fn decode_row(mod_revision: i64, row: &[u8]) -> Result<Version, String> {
         let num = |i: usize| state::be_u64(row, i).map(|n| n as i64);
         let (Some(create_revision), Some(version), Some(lease), Some(&kind)) =
@@ -111,18 +104,17 @@ impl Version {
         else {
             return Err(format!("version row of {} bytes", row.len()));
         };
-        let rest = &row[25..];
+        let value = &row[VALUE_AT..];
         let stored = match kind {
-            0 if rest.is_empty() => Stored::Tombstone,
-            1 if rest.len() <= INLINE_VALUE_MAX => Stored::Memory(Bytes::copy_from_slice(rest)),
-            2 if rest.len() == 4 => {
-                let n = u32::from_be_bytes(rest.try_into().expect("4 bytes"));
-                if (n as usize) <= INLINE_VALUE_MAX {
-                    return Err(format!("value of {n} bytes stored apart"));
-                }
-                Stored::Disk(n)
+            0 if value.is_empty() => Stored::Tombstone,
+            1 if value.len() <= INLINE_VALUE_MAX => Stored::Memory(Bytes::copy_from_slice(value)),
+            1 => Stored::Disk(u32::try_from(value.len()).map_err(|_| "value over 4 GiB")?),
+            _ => {
+                return Err(format!(
+                    "version row kind {kind} with {} bytes",
+                    value.len()
+                ))
             }
-            _ => return Err(format!("version row kind {kind} with {} bytes", rest.len())),
         };
         Ok(Version {
             mod_revision,
@@ -133,6 +125,9 @@ impl Version {
         })
     }
 }
+
+/// Where the value starts in a version row.
+const VALUE_AT: usize = 25;
 
 /// The versions of every key.
 #[derive(Clone)]
@@ -257,24 +252,22 @@ impl Mvcc {
             if broken.is_some() {
                 return;
             }
-            let Some(split) = row.len().checked_sub(8).filter(|&s| s >= 1) else {
+            let Some(rev) = state::be_u64(&row[1..], 0) else {
                 broken = Some(format!("version row key of {} bytes", row.len()));
                 return;
             };
-            let rev = state::be_u64(&row[split..], 0).expect("8 bytes") as i64;
-            match Version::decode_row(rev, value) {
-                Ok(v) => keys
-                    .entry(Bytes::copy_from_slice(&row[1..split]))
-                    .or_default()
-                    .push(v),
-                Err(e) => broken = Some(format!("key {:?}: {e}", &row[1..split])),
+            let key = &row[9..];
+            match Version::decode_row(rev as i64, value) {
+                Ok(v) => keys.entry(Bytes::copy_from_slice(key)).or_default().push(v),
+                Err(e) => broken = Some(format!("key {key:?}: {e}")),
             }
         });
         if let Some(e) = broken {
             return Err(e);
         }
-        // Row keys of different user keys can interleave ("a"+rev vs
-        // "a\0"+rev); each key's versions are put in order here.
+        // Rows come in revision order, so each key's versions are in
+        // order already; sorting keeps that true whatever the disk holds
+        // (validate refuses duplicates).
         for versions in keys.values_mut() {
             versions.sort_by_key(|v| v.mod_revision);
         }
@@ -299,7 +292,8 @@ impl Mvcc {
             self.journal.changes.clear = true;
             for (key, versions) in &self.keys {
                 for v in versions {
-                    write_rows(&mut self.journal, key, v);
+                    // A rewrite is of a store restored in memory.
+                    write_row(&mut self.journal, key, v);
                 }
             }
         }
@@ -320,9 +314,9 @@ impl Mvcc {
             Stored::Memory(b) => b.clone(),
             Stored::Disk(n) => {
                 let source = self.source.as_ref().expect("values on disk have a source");
-                let row = state::version_row(TAG_VALUE, key, v.mod_revision);
+                let row = state::version_row(TAG_VERSION, key, v.mod_revision);
                 match source.get(&row) {
-                    Some(b) if b.len() == *n as usize => b,
+                    Some(b) if b.len() == VALUE_AT + *n as usize => b.slice(VALUE_AT..),
                     other => panic!(
                         "value of {key:?} at {} is missing or damaged on disk ({:?} bytes)",
                         v.mod_revision,
@@ -402,19 +396,16 @@ impl Mvcc {
     }
 
     /// Appends `v` to `key`'s versions; one already at its revision (an
-    /// earlier write of the same transaction) is replaced.
+    /// earlier write of the same transaction) is replaced, row and all.
     fn push(&mut self, key: &Bytes, v: Version) {
         let versions = self.keys.entry(key.clone()).or_default();
-        if let Some(last) = versions.last() {
-            if last.mod_revision == v.mod_revision {
-                let old = versions.pop().expect("has a last");
-                if old.is_large() {
-                    self.journal
-                        .delete(state::version_row(TAG_VALUE, key, old.mod_revision));
-                }
-            }
+        if versions
+            .last()
+            .is_some_and(|last| last.mod_revision == v.mod_revision)
+        {
+            versions.pop();
         }
-        write_rows(&mut self.journal, key, &v);
+        write_row(&mut self.journal, key, &v);
         versions.push(v);
     }
 
@@ -524,9 +515,6 @@ impl Mvcc {
             };
             for gone in versions.drain(..keep_from) {
                 journal.delete(state::version_row(TAG_VERSION, key, gone.mod_revision));
-                if gone.is_large() {
-                    journal.delete(state::version_row(TAG_VALUE, key, gone.mod_revision));
-                }
             }
             !versions.is_empty()
         });
@@ -585,23 +573,23 @@ impl Mvcc {
     }
 }
 
-/// Journals the rows of version `v` of `key` (S1, S2).
-fn write_rows(journal: &mut Journal, key: &Bytes, v: &Version) {
+/// Journals the row of version `v` of `key` (S1), which `v` must hold in
+/// memory (a new version does).
+fn write_row(journal: &mut Journal, key: &Bytes, v: &Version) {
     if !journal.on {
         return;
     }
+    let value = match &v.stored {
+        Stored::Memory(b) => b.clone(),
+        Stored::Tombstone => Bytes::new(),
+        Stored::Disk(_) => unreachable!("a version is journaled before its value leaves memory"),
+    };
     journal.put(
         state::version_row(TAG_VERSION, key, v.mod_revision),
-        v.encode_row(),
+        v.encode_row(&value),
     );
-    if let Stored::Memory(b) = &v.stored {
-        if b.len() > INLINE_VALUE_MAX {
-            journal.put(
-                state::version_row(TAG_VALUE, key, v.mod_revision),
-                b.clone(),
-            );
-            journal.large.push((key.clone(), v.mod_revision));
-        }
+    if value.len() > INLINE_VALUE_MAX {
+        journal.large.push((key.clone(), v.mod_revision));
     }
 }
 
@@ -742,14 +730,16 @@ mod tests {
             Stored::Disk(long.len() as u32),
             "a written long value is read from disk"
         );
+        assert_eq!(rows.rows().len(), 4, "one row per version");
         assert_eq!(m.get(b"a", 2).unwrap().value, long);
         let loaded = Mvcc::load(rows.clone(), 3, 0).expect("rows load");
         assert_eq!(loaded, m);
         m.compact(3);
         write(&mut m);
-        assert!(
-            rows.rows().iter().all(|(k, _)| k[0] != TAG_VALUE),
-            "compaction deleted the long value's row"
+        assert_eq!(
+            rows.rows().len(),
+            1,
+            "compaction deleted the long value's row and the tombstone's"
         );
         let loaded = Mvcc::load(rows, 3, 3).expect("rows load");
         assert_eq!(loaded, m);

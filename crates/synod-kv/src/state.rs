@@ -15,25 +15,25 @@
 //! | key                               | value                                   |
 //! |-----------------------------------|-----------------------------------------|
 //! | `m`                               | meta: revision, compaction, alarms, members (a `synodpb.Snapshot` without keys or sessions) |
-//! | `k` key mod_revision(8)           | one version: create(8) version(8) lease(8) kind(1) [inline value or length(4)] |
-//! | `d` key mod_revision(8)           | the value of a version whose kind is "on disk" |
+//! | `k` mod_revision(8) key           | one version: create(8) version(8) lease(8) kind(1) value |
 //! | `l` id(8)                         | a lease's granted TTL (8)               |
-//! | `s` client(8)                     | a session: below(8) revision(8)         |
-//! | `o` client(8) seq(8)              | an outcome a session remembers (`synodpb.Outcome`) |
+//! | `s` client(8)                     | a session: below(8) revision(8), then its window of outcomes |
 //!
 //! Invariants:
-//! - **S1** a version row exists for exactly the versions in the index;
-//! - **S2** a `d` row exists exactly for the live versions whose value is
-//!   longer than [`INLINE_VALUE_MAX`], and holds that value;
+//! - **S1** a version row exists for exactly the versions in the index,
+//!   and holds the version's value;
+//! - **S2** the index holds a value longer than [`INLINE_VALUE_MAX`] in
+//!   memory only until the batch that wrote its row is committed; then it
+//!   is read from the row;
 //! - **S3** the rows and the group's applied slot are written in one
 //!   transaction (the runtime's duty), so they describe the same slot.
 
 use bytes::Bytes;
 use std::fmt;
 
-/// Values up to this many bytes live in the version row and in memory;
-/// longer ones live in their own `d` row and are read from disk when a
-/// read needs them. Small values are what coordination data (locks,
+/// Values up to this many bytes live in memory as well as in their
+/// version row; longer ones only in the row, read from disk when a read
+/// needs them. Small values are what coordination data (locks,
 /// elections, configuration) mostly is, and reading them costs nothing.
 pub const INLINE_VALUE_MAX: usize = 128;
 
@@ -41,14 +41,10 @@ pub const INLINE_VALUE_MAX: usize = 128;
 pub const TAG_META: u8 = b'm';
 /// First byte of version rows.
 pub const TAG_VERSION: u8 = b'k';
-/// First byte of value rows.
-pub const TAG_VALUE: u8 = b'd';
 /// First byte of lease rows.
 pub const TAG_LEASE: u8 = b'l';
 /// First byte of session rows.
 pub const TAG_SESSION: u8 = b's';
-/// First byte of outcome rows.
-pub const TAG_OUTCOME: u8 = b'o';
 
 /// Read access to the rows this store wrote, as committed on disk. The
 /// runtime implements it over its storage; reads see every committed
@@ -119,7 +115,7 @@ pub(crate) struct Journal {
     /// Journaling is on (a store with no disk journals nothing).
     pub(crate) on: bool,
     pub(crate) changes: StateChanges,
-    /// Versions whose values got a `d` row this round: their memory copy
+    /// Versions with long values journaled this round: their memory copy
     /// is dropped once the row is written.
     pub(crate) large: Vec<(Bytes, i64)>,
 }
@@ -144,12 +140,6 @@ impl Journal {
         }
     }
 
-    pub(crate) fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
-        if self.on {
-            self.changes.ops.push(StateOp::DeleteRange { from, to });
-        }
-    }
-
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             ops: self.changes.ops.len(),
@@ -163,12 +153,15 @@ impl Journal {
     }
 }
 
-/// Row key of a version or value row: tag, key, revision.
+/// Row key of a version row: tag, revision, key. Revision first:
+/// new versions append at the end of the table (few pages dirtied per
+/// batch, as in etcd's revision-keyed backend), while the key order lives
+/// in the index in memory.
 pub(crate) fn version_row(tag: u8, key: &[u8], rev: i64) -> Vec<u8> {
-    let mut row = Vec::with_capacity(1 + key.len() + 8);
+    let mut row = Vec::with_capacity(1 + 8 + key.len());
     row.push(tag);
-    row.extend_from_slice(key);
     row.extend_from_slice(&rev.to_be_bytes());
+    row.extend_from_slice(key);
     row
 }
 

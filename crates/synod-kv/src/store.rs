@@ -8,9 +8,7 @@ use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
-use crate::state::{
-    self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_OUTCOME, TAG_SESSION,
-};
+use crate::state::{self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_SESSION};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -70,6 +68,8 @@ struct SessionEntry {
 #[derive(Clone, Debug, Default)]
 struct Dirty {
     meta: bool,
+    /// Sessions changed: each is rewritten once per round, with its
+    /// window of outcomes.
     sessions: BTreeSet<u64>,
     leases: BTreeSet<i64>,
 }
@@ -454,7 +454,6 @@ impl KvStore {
 
     fn remember(&mut self, command: &Command, revision: i64, outcome: &Outcome) {
         let client = command.client;
-        let journal = &mut self.mvcc.journal;
         let mut session = match self.sessions.remove(&client) {
             Some(old) => {
                 self.session_order.remove(&(old.revision, client));
@@ -462,35 +461,26 @@ impl KvStore {
             }
             None => SessionEntry::default(),
         };
+        self.dirty.sessions.insert(client);
         session.revision = revision;
         session.outcomes.insert(command.seq, outcome.clone());
-        if journal.on {
-            let row = state::numbered_row(TAG_OUTCOME, client, Some(command.seq));
-            journal.put(row, Bytes::from(outcome.encode_to_vec()));
-        }
         if command.answered_below > session.below {
-            journal.delete_range(
-                state::numbered_row(TAG_OUTCOME, client, Some(session.below)),
-                state::numbered_row(TAG_OUTCOME, client, Some(command.answered_below)),
-            );
             session.below = command.answered_below;
             session.outcomes = session.outcomes.split_off(&session.below);
         }
         while session.outcomes.len() > SESSION_OUTCOMES_MAX {
             let (oldest, _) = session.outcomes.pop_first().expect("over the bound");
-            journal.delete(state::numbered_row(TAG_OUTCOME, client, Some(oldest)));
             session.below = oldest + 1;
         }
         self.sessions.insert(client, session);
         self.session_order.insert((revision, client));
-        self.dirty.sessions.insert(client);
         while self.sessions.len() > SESSIONS_MAX {
-            let oldest = self
+            let (_, oldest) = self
                 .session_order
                 .pop_first()
                 .expect("orders every session");
-            self.sessions.remove(&oldest.1);
-            self.dirty.sessions.insert(oldest.1);
+            self.sessions.remove(&oldest);
+            self.dirty.sessions.insert(oldest);
         }
     }
 
@@ -638,34 +628,14 @@ impl KvStore {
         });
         source.scan(&[TAG_SESSION], &mut |row, value| match (
             state::be_u64(&row[1..], 0),
-            state::be_u64(value, 0),
-            state::be_u64(value, 1),
+            decode_session(value),
         ) {
-            (Some(client), Some(below), Some(revision)) if row.len() == 9 => {
-                let entry = SessionEntry {
-                    below,
-                    outcomes: BTreeMap::new(),
-                    revision: revision as i64,
-                };
+            (Some(client), Ok(entry)) if row.len() == 9 => {
                 store.session_order.insert((entry.revision, client));
                 store.sessions.insert(client, entry);
             }
+            (_, Err(e)) => broken = Some(format!("session row {row:?}: {e}")),
             _ => broken = Some(format!("session row {row:?}")),
-        });
-        source.scan(&[TAG_OUTCOME], &mut |row, value| {
-            let (Some(client), Some(seq)) =
-                (state::be_u64(&row[1..], 0), state::be_u64(&row[1..], 1))
-            else {
-                broken = Some(format!("outcome row {row:?}"));
-                return;
-            };
-            let outcome = Outcome::decode(value);
-            match (store.sessions.get_mut(&client), outcome) {
-                (Some(s), Ok(outcome)) if seq >= s.below && row.len() == 17 => {
-                    s.outcomes.insert(seq, outcome);
-                }
-                _ => broken = Some(format!("outcome row {row:?} without its session")),
-            }
         });
         if let Some(e) = broken {
             return Err(bad(e));
@@ -691,19 +661,6 @@ impl KvStore {
             self.dirty
                 .leases
                 .extend(self.leases.iter().map(|(id, _)| id));
-            let outcomes: Vec<(Vec<u8>, Bytes)> = self
-                .sessions
-                .iter()
-                .flat_map(|(client, s)| {
-                    s.outcomes.iter().map(move |(seq, o)| {
-                        let row = state::numbered_row(TAG_OUTCOME, *client, Some(*seq));
-                        (row, Bytes::from(o.encode_to_vec()))
-                    })
-                })
-                .collect();
-            for (row, value) in outcomes {
-                self.mvcc.journal.put(row, value);
-            }
         }
     }
 
@@ -759,19 +716,8 @@ impl KvStore {
         for client in dirty.sessions {
             let row = state::numbered_row(TAG_SESSION, client, None);
             match self.sessions.get(&client) {
-                Some(s) => {
-                    let mut value = Vec::with_capacity(16);
-                    value.extend_from_slice(&s.below.to_be_bytes());
-                    value.extend_from_slice(&(s.revision as u64).to_be_bytes());
-                    journal.put(row, Bytes::from(value));
-                }
-                None => {
-                    journal.delete(row);
-                    journal.delete_range(
-                        state::numbered_row(TAG_OUTCOME, client, None),
-                        state::numbered_row(TAG_OUTCOME, client + 1, None),
-                    );
-                }
+                Some(s) => journal.put(row, encode_session(s)),
+                None => journal.delete(row),
             }
         }
         for id in dirty.leases {
@@ -794,6 +740,56 @@ impl KvStore {
             self.mvcc.written(large);
         }
     }
+}
+
+/// A session row: below(8) revision(8), then each outcome of the window
+/// as seq(8) length(4) `synodpb.Outcome`. The window is what the
+/// session's node still waits on, so the row stays small; it is
+/// rewritten once per round the session changes in, not once per command.
+fn encode_session(s: &SessionEntry) -> Bytes {
+    let mut row = Vec::with_capacity(16 + s.outcomes.len() * 24);
+    row.extend_from_slice(&s.below.to_be_bytes());
+    row.extend_from_slice(&(s.revision as u64).to_be_bytes());
+    for (seq, outcome) in &s.outcomes {
+        row.extend_from_slice(&seq.to_be_bytes());
+        row.extend_from_slice(&(outcome.encoded_len() as u32).to_be_bytes());
+        outcome
+            .encode(&mut row)
+            .expect("a Vec grows to hold any outcome");
+    }
+    Bytes::from(row)
+}
+
+/// Reads a session row back, checking the window invariant.
+fn decode_session(row: &[u8]) -> Result<SessionEntry, String> {
+    let (Some(below), Some(revision)) = (state::be_u64(row, 0), state::be_u64(row, 1)) else {
+        return Err(format!("{} bytes", row.len()));
+    };
+    let mut entry = SessionEntry {
+        below,
+        outcomes: BTreeMap::new(),
+        revision: revision as i64,
+    };
+    let mut rest = &row[16..];
+    while !rest.is_empty() {
+        let seq = state::be_u64(rest, 0).ok_or("truncated outcome")?;
+        let len = rest
+            .get(8..12)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("truncated outcome")?;
+        let body = rest
+            .get(12..12usize.saturating_add(len))
+            .ok_or("outcome past the row")?;
+        let outcome = Outcome::decode(body).map_err(|e| e.to_string())?;
+        if seq < below || entry.outcomes.insert(seq, outcome).is_some() {
+            return Err(format!("seq {seq} below the window or repeated"));
+        }
+        rest = &rest[12 + len..];
+    }
+    if entry.outcomes.len() > SESSION_OUTCOMES_MAX {
+        return Err(format!("{} outcomes", entry.outcomes.len()));
+    }
+    Ok(entry)
 }
 
 /// One session from a snapshot, checked: outcomes present, none below the

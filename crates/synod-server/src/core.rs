@@ -426,6 +426,11 @@ impl Core {
     fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
         // Whatever the group applied or installed goes to the hub first.
         self.drive();
+        if spec.prev_kv {
+            // From now on events carry previous values (read from disk
+            // for long ones); until a watcher asks, they are not read.
+            self.main().set_prev_values_in_events(true);
+        }
         let kv = self.groups[&GROUP].kv();
         let current = kv.revision();
         let (after, history) = if spec.start_revision <= 0 {

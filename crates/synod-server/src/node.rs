@@ -67,7 +67,11 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
              but the log only proves slots through {applied} chosen"
         )));
     }
-    Ok(Group::new(group, replica, kv, synod_paxos::Time(0)))
+    let mut group = Group::new(group, replica, kv, synod_paxos::Time(0));
+    // Until a watcher asks for previous values, events carry none: a put
+    // over a long value then reads nothing from disk.
+    group.set_prev_values_in_events(false);
+    Ok(group)
 }
 
 /// Runs a thread's body; a panic in it ends the whole process.

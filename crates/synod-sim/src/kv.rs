@@ -22,12 +22,27 @@ fn key(k: u64) -> Bytes {
     Bytes::from(format!("k{k}"))
 }
 
+/// Register value `v` as bytes: 8 bytes, and for odd values a tail that
+/// makes them longer than `INLINE_VALUE_MAX`, so the state machine keeps
+/// them on disk and reads them back from the simulated file.
 fn value(v: u64) -> Bytes {
-    Bytes::copy_from_slice(&v.to_be_bytes())
+    let mut b = v.to_be_bytes().to_vec();
+    if v % 2 == 1 {
+        b.resize(synod_kv::INLINE_VALUE_MAX + 64, v as u8);
+    }
+    Bytes::from(b)
 }
 
+/// The register value in `b`; panics unless `b` is exactly what `value`
+/// wrote (a damaged long value read back from disk shows here).
 fn decode_value(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b.try_into().expect("simulator values are 8 bytes"))
+    let v = u64::from_be_bytes(
+        b.get(..8)
+            .and_then(|h| h.try_into().ok())
+            .expect("simulator values start with 8 bytes"),
+    );
+    assert_eq!(value(v).as_ref(), b, "value {v} read back damaged");
+    v
 }
 
 fn put(k: u64, v: u64) -> PutRequest {

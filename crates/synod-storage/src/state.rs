@@ -101,9 +101,12 @@ impl Batch {
     }
 
     /// Compacts `group`'s log through `slot` and stores `membership` as the
-    /// configuration in effect there (F8, F9), and records `slot` as
-    /// applied. The state rows written in this batch (or before) must hold
-    /// the effects of every slot through `slot`.
+    /// configuration in effect there (F8, F9). The state rows written in
+    /// this batch (or before), and the applied slot written with them,
+    /// must cover every slot through `slot`; [`Storage::load`] reports an
+    /// applied slot at least `slot` either way.
+    ///
+    /// [`Storage::load`]: crate::Storage::load
     pub fn compact_to(
         &mut self,
         group: GroupId,
@@ -118,8 +121,7 @@ impl Batch {
             }),
             ..Persist::default()
         };
-        self.persist(group, &compact)?;
-        self.set_applied(group, slot)
+        self.persist(group, &compact)
     }
 }
 
