@@ -41,6 +41,10 @@ enum Command {
         /// many bytes (0: never), as `synod server` does.
         #[arg(long, default_value_t = QUOTA_BYTES_DEFAULT)]
         quota_backend_bytes: u64,
+        /// Save the allocator state with every durable write, so a restart
+        /// after a crash is fast (see `synod server --help`).
+        #[arg(long)]
+        quick_repair: bool,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     Server(server_config::ServerArgs),
@@ -112,6 +116,7 @@ fn node_config(
         quota_bytes,
         watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
         snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+        quick_repair: false,
     }
 }
 
@@ -169,7 +174,7 @@ async fn start(config: NodeConfig) -> Result<Arc<Node>> {
     Ok(node)
 }
 
-async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64) -> Result<()> {
+async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64, quick_repair: bool) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -189,7 +194,8 @@ async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64) -> Result<()> {
     let mut running = Vec::new();
     for id in members.keys() {
         let dir = data_dir.join(format!("node{}", id.0));
-        let config = node_config(*id, dir, members.clone(), quota_bytes);
+        let mut config = node_config(*id, dir, members.clone(), quota_bytes);
+        config.quick_repair = quick_repair;
         running.push(start(config).await?);
     }
     let endpoints: Vec<String> = members
@@ -231,6 +237,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         join,
         cluster_id: given_cluster_id,
         snapshot_count,
+        quick_repair,
     } = settings;
     let members = peers
         .iter()
@@ -253,6 +260,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     let mut config = node_config(NodeId(id), data_dir, members, quota_bytes);
     config.join = join;
     config.snapshot_every = snapshot_count;
+    config.quick_repair = quick_repair;
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;
@@ -276,7 +284,8 @@ async fn main() -> Result<()> {
             data_dir,
             nodes,
             quota_backend_bytes,
-        } => dev(data_dir, nodes, quota_backend_bytes).await,
+            quick_repair,
+        } => dev(data_dir, nodes, quota_backend_bytes, quick_repair).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Server(args) => server(args.resolve()?).await,
         Command::Restore(args) => restore(args),

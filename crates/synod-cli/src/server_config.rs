@@ -58,6 +58,12 @@ pub struct ServerArgs {
     /// lets the log before it be dropped (etcd's flag; default 10000).
     #[arg(long)]
     pub snapshot_count: Option<u64>,
+    /// Make restarts after a crash fast: every durable write also saves
+    /// the file's allocator state (two-phase commit), so reopening does
+    /// not walk the whole database (seconds per GB). Costs write
+    /// throughput on large databases; off by default.
+    #[arg(long)]
+    pub quick_repair: bool,
 }
 
 /// The same settings as they appear in a config file.
@@ -74,6 +80,7 @@ struct FileConfig {
     initial_cluster_state: Option<String>,
     cluster_id: Option<String>,
     snapshot_count: Option<u64>,
+    quick_repair: Option<bool>,
 }
 
 /// Settings after merging, all present and checked.
@@ -97,6 +104,8 @@ pub struct ServerSettings {
     pub join: bool,
     /// The cluster id, when given.
     pub cluster_id: Option<u64>,
+    /// Save the allocator state with every durable write.
+    pub quick_repair: bool,
     /// Slots between snapshots.
     pub snapshot_count: u64,
 }
@@ -201,7 +210,9 @@ impl ServerArgs {
         if snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
         }
+        let quick_repair = self.quick_repair || file.quick_repair.unwrap_or(false);
         Ok(ServerSettings {
+            quick_repair,
             id,
             data_dir,
             client_addr,

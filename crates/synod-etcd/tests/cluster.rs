@@ -94,6 +94,7 @@ impl Cluster {
             join: false,
             groups: self.groups.clone(),
             cluster_id_derived: false,
+            quick_repair: true,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

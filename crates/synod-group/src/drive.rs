@@ -22,9 +22,9 @@ use synod_proto::synodpb::{Command, LeaseExpire};
 /// large values would otherwise hold gigabytes there.
 pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 
-/// Slots behind the applied slot a compaction leaves in the log (at most
-/// half of `snapshot_every`): a follower that far behind catches up from
-/// the log, not from a snapshot of the whole state (etcd keeps 5,000
+/// Slots behind the applied slot a node's compaction leaves in the log
+/// (`GroupConfig::compact_keep`): a follower that far behind catches up
+/// from the log, not from a snapshot of the whole state (etcd keeps 5,000
 /// entries for the same reason).
 pub const COMPACT_KEEP_SLOTS: u64 = 1_000;
 
@@ -230,7 +230,7 @@ impl Group {
         }
         // A tail of the log stays, so a follower a little behind catches
         // up from the log instead of needing a whole snapshot.
-        let keep = COMPACT_KEEP_SLOTS.min(every / 2);
+        let keep = self.config.compact_keep.min(every / 2);
         let slot = Slot(self.applied.0.saturating_sub(keep));
         if slot <= self.compacted {
             return;

@@ -32,6 +32,7 @@
 //!     session: 7,
 //!     snapshot_every: 10_000,
 //!     snapshot_chunk_bytes: 1 << 20,
+//!     compact_keep: 1_000,
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
 //! };

@@ -29,6 +29,11 @@ pub struct GroupConfig {
     pub snapshot_every: u64,
     /// Bytes of snapshot per peer message.
     pub snapshot_chunk_bytes: usize,
+    /// Slots a compaction leaves in the log behind the applied slot (at
+    /// most half of `snapshot_every` is used), so a follower that far
+    /// behind catches up from the log rather than from a whole snapshot;
+    /// the node uses [`COMPACT_KEEP_SLOTS`](crate::COMPACT_KEEP_SLOTS).
+    pub compact_keep: u64,
     /// The members the node was started with (the member table before a
     /// change recorded one in the log).
     pub initial_members: Vec<Member>,

@@ -25,6 +25,7 @@ fn config(node: NodeId) -> GroupConfig {
         session: 100 + node.0,
         snapshot_every: 10_000,
         snapshot_chunk_bytes: 1 << 20,
+        compact_keep: 0,
         initial_members: Vec::new(),
         record_applied: false,
     }

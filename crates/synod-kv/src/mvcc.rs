@@ -2,7 +2,7 @@
 //! compaction, so reads can be served at any retained revision.
 //!
 //! The index of versions lives in memory; a value longer than
-//! [`INLINE_VALUE_MAX`] lives only in its version row on disk once its
+//! [`INLINE_VALUE_MAX`] lives only in its value row on disk once its
 //! round is written (see [`state`](crate::state)), and is read back only
 //! when a reader needs it.
 //!
@@ -15,7 +15,7 @@
 //!   a tombstone has `version == 0` and an empty value.
 
 use crate::range::KeyRange;
-use crate::state::{self, Journal, StateSource, INLINE_VALUE_MAX, TAG_VERSION};
+use crate::state::{self, Journal, StateSource, INLINE_VALUE_MAX, TAG_VALUE, TAG_VERSION};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +32,7 @@ enum Stored {
     Tombstone,
     /// In memory: short values always, long ones until their row is written.
     Memory(Bytes),
-    /// In its version row only; the length, to check what the disk
+    /// In its value row only; the length, to check what the disk
     /// returns.
     Disk(u32),
 }
@@ -78,19 +78,30 @@ impl Version {
         }
     }
 
+    /// True when the value has (or will have) a value row (S2).
+    fn is_large(&self) -> bool {
+        self.value_len() > INLINE_VALUE_MAX
+    }
+
     /// The version row's value: create(8) version(8) lease(8) kind(1),
-    /// then the value (kind 1); kind 0 is a tombstone. `value` is the
-    /// value, which a version on disk no longer holds in memory.
-    fn encode_row(&self, value: &[u8]) -> Bytes {
-        let mut row = Vec::with_capacity(VALUE_AT + value.len());
+    /// then the value (kind 1) or, for a value in its own row, its length
+    /// (kind 2); kind 0 is a tombstone. The row stays small whatever the
+    /// value, so a restart reads the index without reading the data.
+    fn encode_row(&self) -> Bytes {
+        let mut row = Vec::with_capacity(VALUE_AT + INLINE_VALUE_MAX);
         row.extend_from_slice(&self.create_revision.to_be_bytes());
         row.extend_from_slice(&self.version.to_be_bytes());
         row.extend_from_slice(&self.lease.to_be_bytes());
-        if self.is_tombstone() {
-            row.push(0);
-        } else {
-            row.push(1);
-            row.extend_from_slice(value);
+        match &self.stored {
+            Stored::Tombstone => row.push(0),
+            Stored::Memory(v) if v.len() <= INLINE_VALUE_MAX => {
+                row.push(1);
+                row.extend_from_slice(v);
+            }
+            _ => {
+                row.push(2);
+                row.extend_from_slice(&(self.value_len() as u32).to_be_bytes());
+            }
         }
         Bytes::from(row)
     }
@@ -104,17 +115,18 @@ impl Version {
         else {
             return Err(format!("version row of {} bytes", row.len()));
         };
-        let value = &row[VALUE_AT..];
+        let rest = &row[VALUE_AT..];
         let stored = match kind {
-            0 if value.is_empty() => Stored::Tombstone,
-            1 if value.len() <= INLINE_VALUE_MAX => Stored::Memory(Bytes::copy_from_slice(value)),
-            1 => Stored::Disk(u32::try_from(value.len()).map_err(|_| "value over 4 GiB")?),
-            _ => {
-                return Err(format!(
-                    "version row kind {kind} with {} bytes",
-                    value.len()
-                ))
+            0 if rest.is_empty() => Stored::Tombstone,
+            1 if rest.len() <= INLINE_VALUE_MAX => Stored::Memory(Bytes::copy_from_slice(rest)),
+            2 if rest.len() == 4 => {
+                let n = u32::from_be_bytes(rest.try_into().expect("4 bytes"));
+                if (n as usize) <= INLINE_VALUE_MAX {
+                    return Err(format!("a value of {n} bytes stored apart"));
+                }
+                Stored::Disk(n)
             }
+            _ => return Err(format!("version row kind {kind} with {} bytes", rest.len())),
         };
         Ok(Version {
             mod_revision,
@@ -314,9 +326,9 @@ impl Mvcc {
             Stored::Memory(b) => b.clone(),
             Stored::Disk(n) => {
                 let source = self.source.as_ref().expect("values on disk have a source");
-                let row = state::version_row(TAG_VERSION, key, v.mod_revision);
+                let row = state::version_row(TAG_VALUE, key, v.mod_revision);
                 match source.get(&row) {
-                    Some(b) if b.len() == VALUE_AT + *n as usize => b.slice(VALUE_AT..),
+                    Some(b) if b.len() == *n as usize => b,
                     other => panic!(
                         "value of {key:?} at {} is missing or damaged on disk ({:?} bytes)",
                         v.mod_revision,
@@ -403,7 +415,12 @@ impl Mvcc {
             .last()
             .is_some_and(|last| last.mod_revision == v.mod_revision)
         {
-            versions.pop();
+            let old = versions.pop().expect("has a last");
+            if old.is_large() {
+                // The replacing version may have no value row.
+                self.journal
+                    .delete(state::version_row(TAG_VALUE, key, old.mod_revision));
+            }
         }
         write_row(&mut self.journal, key, &v);
         versions.push(v);
@@ -515,6 +532,9 @@ impl Mvcc {
             };
             for gone in versions.drain(..keep_from) {
                 journal.delete(state::version_row(TAG_VERSION, key, gone.mod_revision));
+                if gone.is_large() {
+                    journal.delete(state::version_row(TAG_VALUE, key, gone.mod_revision));
+                }
             }
             !versions.is_empty()
         });
@@ -573,23 +593,26 @@ impl Mvcc {
     }
 }
 
-/// Journals the row of version `v` of `key` (S1), which `v` must hold in
-/// memory (a new version does).
+/// Journals the rows of version `v` of `key` (S1, S2), which `v` must
+/// hold in memory (a new version does).
 fn write_row(journal: &mut Journal, key: &Bytes, v: &Version) {
     if !journal.on {
         return;
     }
-    let value = match &v.stored {
-        Stored::Memory(b) => b.clone(),
-        Stored::Tombstone => Bytes::new(),
-        Stored::Disk(_) => unreachable!("a version is journaled before its value leaves memory"),
-    };
     journal.put(
         state::version_row(TAG_VERSION, key, v.mod_revision),
-        v.encode_row(&value),
+        v.encode_row(),
     );
-    if value.len() > INLINE_VALUE_MAX {
-        journal.large.push((key.clone(), v.mod_revision));
+    match &v.stored {
+        Stored::Memory(b) if b.len() > INLINE_VALUE_MAX => {
+            journal.put(
+                state::version_row(TAG_VALUE, key, v.mod_revision),
+                b.clone(),
+            );
+            journal.large.push((key.clone(), v.mod_revision));
+        }
+        Stored::Disk(_) => unreachable!("a version is journaled before its value leaves memory"),
+        _ => {}
     }
 }
 
@@ -730,7 +753,11 @@ mod tests {
             Stored::Disk(long.len() as u32),
             "a written long value is read from disk"
         );
-        assert_eq!(rows.rows().len(), 4, "one row per version");
+        assert_eq!(
+            rows.rows().len(),
+            5,
+            "a row per version, one per long value"
+        );
         assert_eq!(m.get(b"a", 2).unwrap().value, long);
         let loaded = Mvcc::load(rows.clone(), 3, 0).expect("rows load");
         assert_eq!(loaded, m);

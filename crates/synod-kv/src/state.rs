@@ -15,16 +15,17 @@
 //! | key                               | value                                   |
 //! |-----------------------------------|-----------------------------------------|
 //! | `m`                               | meta: revision, compaction, alarms, members (a `synodpb.Snapshot` without keys or sessions) |
-//! | `k` mod_revision(8) key           | one version: create(8) version(8) lease(8) kind(1) value |
+//! | `k` mod_revision(8) key           | one version: create(8) version(8) lease(8) kind(1) [inline value or length(4)] |
+//! | `d` mod_revision(8) key           | the value of a version longer than [`INLINE_VALUE_MAX`] |
 //! | `l` id(8)                         | a lease's granted TTL (8)               |
 //! | `s` client(8)                     | a session: below(8) revision(8), then its window of outcomes |
 //!
 //! Invariants:
-//! - **S1** a version row exists for exactly the versions in the index,
-//!   and holds the version's value;
-//! - **S2** the index holds a value longer than [`INLINE_VALUE_MAX`] in
-//!   memory only until the batch that wrote its row is committed; then it
-//!   is read from the row;
+//! - **S1** a version row exists for exactly the versions in the index;
+//! - **S2** a `d` row exists for exactly the live versions longer than
+//!   [`INLINE_VALUE_MAX`] and holds the value; the index keeps such a
+//!   value in memory only until the batch that wrote its row is
+//!   committed;
 //! - **S3** the rows and the group's applied slot are written in one
 //!   transaction (the runtime's duty), so they describe the same slot.
 
@@ -32,8 +33,9 @@ use bytes::Bytes;
 use std::fmt;
 
 /// Values up to this many bytes live in memory as well as in their
-/// version row; longer ones only in the row, read from disk when a read
-/// needs them. Small values are what coordination data (locks,
+/// version row; longer ones only in their own `d` row, read from disk when
+/// a read needs them. Version rows stay small, so a restart reads the
+/// index without reading the data. Small values are what coordination data (locks,
 /// elections, configuration) mostly is, and reading them costs nothing.
 pub const INLINE_VALUE_MAX: usize = 128;
 
@@ -41,6 +43,8 @@ pub const INLINE_VALUE_MAX: usize = 128;
 pub const TAG_META: u8 = b'm';
 /// First byte of version rows.
 pub const TAG_VERSION: u8 = b'k';
+/// First byte of value rows.
+pub const TAG_VALUE: u8 = b'd';
 /// First byte of lease rows.
 pub const TAG_LEASE: u8 = b'l';
 /// First byte of session rows.
@@ -51,8 +55,11 @@ pub const TAG_SESSION: u8 = b's';
 /// batch. A read that fails is a broken disk: implementations stop the
 /// process (fail-stop) rather than answer from a store with holes.
 pub trait StateSource: Send + Sync {
-    /// The committed value of row `key`, if it exists.
+    /// The committed value of row `key`, if it exists. It may be read
+    /// from a view of the disk as of the last [`refresh`](StateSource::refresh).
     fn get(&self, key: &[u8]) -> Option<Bytes>;
+    /// A batch of rows was committed since: later reads must see it.
+    fn refresh(&self) {}
     /// Calls `each` with every committed row whose key starts with
     /// `prefix`, in key order.
     fn scan(&self, prefix: &[u8], each: &mut dyn FnMut(&[u8], &[u8]));
@@ -153,7 +160,7 @@ impl Journal {
     }
 }
 
-/// Row key of a version row: tag, revision, key. Revision first:
+/// Row key of a version or value row: tag, revision, key. Revision first:
 /// new versions append at the end of the table (few pages dirtied per
 /// batch, as in etcd's revision-keyed backend), while the key order lives
 /// in the index in memory.

@@ -737,6 +737,10 @@ impl KvStore {
     /// are read from disk from now on, not kept in memory.
     pub fn changes_written(&mut self) {
         if let Some(large) = self.flushing.pop_front() {
+            if let Some(source) = self.mvcc.source() {
+                // The values about to be read from disk must be visible.
+                source.refresh();
+            }
             self.mvcc.written(large);
         }
     }

@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// replicated by the same members. Shards will place groups; until
     /// then this is how a node is made to host several.
     pub groups: Vec<u64>,
+    /// Every durable write also saves the database's allocator state, so a
+    /// restart after a crash skips redb's full repair (seconds per GB) at
+    /// some cost in write throughput.
+    pub quick_repair: bool,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.

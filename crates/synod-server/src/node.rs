@@ -57,6 +57,7 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         session: incarnation_base(config.id.0, 1 + id.0),
         snapshot_every: config.snapshot_every,
         snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+        compact_keep: synod_group::COMPACT_KEEP_SLOTS,
         initial_members: config.members.values().map(Member::info).collect(),
         record_applied: false,
     };
@@ -157,6 +158,7 @@ impl Node {
             cluster_id: config.cluster_id,
             node_id: config.id.0,
         };
+        let opening = Instant::now();
         let storage = match Storage::open(&config.data_dir, identity) {
             // The cluster id was derived from the member list, and the list
             // changed since the data dir was made (members were added or
@@ -174,10 +176,19 @@ impl Node {
             storage.groups()?.into_iter().collect();
         hosted.insert(GROUP);
         hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
+        let mut storage = storage;
+        storage.set_quick_repair(config.quick_repair);
+        let opened = opening.elapsed();
         let mut groups = BTreeMap::new();
         for id in hosted {
             groups.insert(id, restore_group(&config, &storage, id)?);
         }
+        tracing::info!(
+            node = %config.id,
+            open_ms = opened.as_millis() as u64,
+            load_ms = (opening.elapsed() - opened).as_millis() as u64,
+            "storage opened and groups loaded"
+        );
         let revision = groups[&GROUP].kv().revision();
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();

@@ -93,6 +93,11 @@ pub struct SimConfig {
     /// Bytes per snapshot chunk between replicas (small, so that shipping
     /// takes many messages and meets every network fault).
     pub snapshot_chunk_bytes: usize,
+    /// Slots a compaction leaves behind the applied slot: none when
+    /// snapshots come every 8 slots (a follower a slot behind then needs
+    /// a snapshot, so shipping and installing meet every fault), half the
+    /// interval otherwise (catch-up from the log's tail).
+    pub compact_keep: u64,
     /// The node runtime ticks its replica this often.
     pub tick_every: Micros,
     /// A simulated fsync takes between these.
@@ -135,7 +140,7 @@ impl SimConfig {
             tolerated
         };
         let drift_ppm = nodes.iter().map(|_| rng.gen_range(-half..=half)).collect();
-        SimConfig {
+        let mut cfg = SimConfig {
             seed,
             spares: nodes[n + observers..].to_vec(),
             nodes,
@@ -150,7 +155,13 @@ impl SimConfig {
             liveness_bound: 15_000 * MS,
             options: options.clone(),
             snapshot_chunk_bytes: [64, 512, 1 << 20][rng.gen_range(0..3)],
+            compact_keep: 0,
+        };
+        // Derived, not drawn: the seeds' other draws stay as they were.
+        if cfg.snapshot_every != 8 {
+            cfg.compact_keep = cfg.snapshot_every / 2;
         }
+        cfg
     }
 
     /// The paxos configuration for one node. A spare runs in join mode: it

@@ -62,6 +62,18 @@ impl Disk {
         batch.commit().expect("commit");
     }
 
+    /// The old runtime's bug, for a negative control: an installed
+    /// snapshot's rows and applied slot made durable at once, without the
+    /// compaction (and the configuration) it implies.
+    pub fn write_install_alone(&mut self, state: &StateChanges, applied: Slot) {
+        let storage = self.storage();
+        let mut batch = storage.batch().expect("batch");
+        batch.write_state(GROUP, state).expect("state rows");
+        batch.set_applied(GROUP, applied).expect("applied");
+        batch.require_sync();
+        batch.commit().expect("commit");
+    }
+
     /// The process died: only the durable image is left.
     pub fn crash(&mut self) {
         let survivor = self.file.crash();
@@ -114,8 +126,6 @@ pub struct QueuedWrite {
     pub applied: Slot,
     /// A log compaction written with them.
     pub compact: Option<Compaction>,
-    /// The rows replace the store with a leader's snapshot.
-    pub installed: bool,
 }
 
 /// One node of the simulated cluster.
@@ -134,9 +144,6 @@ pub struct SimNode {
     pub persist_queue: VecDeque<QueuedWrite>,
     /// When the last queued fsync completes (fsyncs complete in order).
     pub fsync_done_at: Micros,
-    /// A compaction the broken shell of `--split-snapshot-compaction` holds
-    /// back until the next write.
-    pub deferred_compact: Option<Compaction>,
     /// Requests waiting on this node, by ticket.
     pub waiting: BTreeMap<Ticket, Waiting>,
     /// The next ticket.
@@ -159,7 +166,6 @@ impl SimNode {
             disk: Disk::new(id),
             persist_queue: VecDeque::new(),
             fsync_done_at: 0,
-            deferred_compact: None,
             waiting: BTreeMap::new(),
             next_ticket: 1,
             paused_until: 0,
@@ -216,7 +222,6 @@ impl SimNode {
         self.disk.crash();
         self.incarnation += 1;
         self.persist_queue.clear();
-        self.deferred_compact = None;
         std::mem::take(&mut self.waiting).into_values().collect()
     }
 
@@ -238,6 +243,7 @@ impl SimNode {
             session: (self.id.0 << 40) | self.incarnation,
             snapshot_every: cfg.snapshot_every,
             snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
+            compact_keep: cfg.compact_keep,
             initial_members: Vec::new(),
             record_applied: true,
         };

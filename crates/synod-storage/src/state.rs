@@ -8,9 +8,9 @@ use crate::batch::Batch;
 use crate::error::StorageError;
 use crate::types::GroupId;
 use bytes::Bytes;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadOnlyTable, TableDefinition};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use synod_kv::{KvStore, StateChanges, StateOp, StateSource};
 use synod_paxos::{Configuration, MembershipRecord, Persist, Slot};
 
@@ -154,16 +154,40 @@ impl crate::Storage {
 
 /// One group's committed rows, as the state machine reads them: long
 /// values and, at restart, the whole index.
-#[derive(Debug)]
+///
+/// Reads go through one redb read transaction, kept until the state
+/// machine says a newer batch is committed ([`StateSource::refresh`]): a
+/// range read of many long values opens one transaction, not one each.
 pub struct StateRows {
     db: Arc<Database>,
     file: Arc<Path>,
     group: GroupId,
+    table: Mutex<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+}
+
+impl std::fmt::Debug for StateRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateRows")
+            .field("file", &self.file)
+            .field("group", &self.group)
+            .finish()
+    }
 }
 
 impl StateRows {
     pub(crate) fn new(db: Arc<Database>, file: Arc<Path>, group: GroupId) -> StateRows {
-        StateRows { db, file, group }
+        StateRows {
+            db,
+            file,
+            group,
+            table: Mutex::new(None),
+        }
+    }
+
+    /// The table as of the newest committed batch the cache knows of.
+    fn open(&self) -> ReadOnlyTable<&'static [u8], &'static [u8]> {
+        let txn = self.db.begin_read().unwrap_or_else(|e| self.fail(e));
+        txn.open_table(STATE_TABLE).unwrap_or_else(|e| self.fail(e))
     }
 
     /// A read of the local disk failed: the node stops (fail-stop) rather
@@ -180,16 +204,19 @@ impl StateRows {
 
 impl StateSource for StateRows {
     fn get(&self, row: &[u8]) -> Option<Bytes> {
-        let txn = self.db.begin_read().unwrap_or_else(|e| self.fail(e));
-        let table = txn.open_table(STATE_TABLE).unwrap_or_else(|e| self.fail(e));
+        let mut cached = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let table = cached.get_or_insert_with(|| self.open());
         let key = table_key(self.group, row);
         let value = table.get(key.as_slice()).unwrap_or_else(|e| self.fail(e))?;
         Some(Bytes::copy_from_slice(value.value()))
     }
 
+    fn refresh(&self) {
+        *self.table.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn scan(&self, prefix: &[u8], each: &mut dyn FnMut(&[u8], &[u8])) {
-        let txn = self.db.begin_read().unwrap_or_else(|e| self.fail(e));
-        let table = txn.open_table(STATE_TABLE).unwrap_or_else(|e| self.fail(e));
+        let table = self.open();
         let from = table_key(self.group, prefix);
         let range = table
             .range(from.as_slice()..)

@@ -33,6 +33,7 @@ pub struct Storage {
     db: Arc<Database>,
     file: Arc<Path>,
     identity: Identity,
+    quick_repair: bool,
 }
 
 impl Storage {
@@ -67,6 +68,7 @@ impl Storage {
     ) -> Result<Storage, StorageError> {
         let storage = Storage {
             db: Arc::new(db),
+            quick_repair: false,
             file: Arc::from(file),
             identity,
         };
@@ -170,11 +172,21 @@ impl Storage {
         Ok(())
     }
 
+    /// With `on`, every durable batch also saves the allocator state
+    /// (redb's quick repair, a two-phase commit), so reopening after a
+    /// crash does not walk the whole file to rebuild it (seconds per GB).
+    /// It costs write throughput on large files, so it is off unless the
+    /// operator asks for it.
+    pub fn set_quick_repair(&mut self, on: bool) {
+        self.quick_repair = on;
+    }
+
     /// Starts a batch of writes: one redb write transaction that
     /// [`Batch::commit`] makes durable with one fsync. Blocks while another
     /// batch is open.
     pub fn batch(&self) -> Result<Batch, StorageError> {
-        let txn = self.db.begin_write().map_err(|e| self.redb(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.redb(e))?;
+        txn.set_quick_repair(self.quick_repair);
         Ok(Batch::new(txn, Arc::clone(&self.file)))
     }
 
