@@ -218,8 +218,8 @@ impl Group {
 
     /// Every `snapshot_every` applied slots, or once the log since the
     /// last compaction holds [`COMPACT_LOG_BYTES`], the log is compacted
-    /// through [`COMPACT_KEEP_SLOTS`] before the applied slot: the rows written with this round hold the
-    /// effects of every entry deleted. Nothing is copied: the state is on
+    /// through `compact_keep` slots before the applied slot: the rows
+    /// written with this round hold the effects of every entry deleted. Nothing is copied: the state is on
     /// disk already, so compacting often is cheap, and it bounds the log a
     /// replica keeps in memory.
     fn maybe_compact(&mut self) {

@@ -66,7 +66,7 @@ pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
-pub use snapshots::{decode_snapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+pub use snapshots::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupReady, GroupStatus, LeaseAnswer, PeerItem, Request,
     SnapshotChunk, Ticket,

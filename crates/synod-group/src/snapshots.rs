@@ -134,7 +134,7 @@ impl Group {
                 return;
             }
         }
-        let kv = match decode_snapshot(&data) {
+        let kv = match KvStore::decode_snapshot(data.clone()) {
             Ok(kv) => kv,
             Err(e) => {
                 tracing::warn!(%slot, error = %e, "malformed snapshot refused");
@@ -194,11 +194,6 @@ pub(crate) fn check_chunk(data: &[u8], offset: u64, total: u64) -> Result<(), St
             data.len()
         )),
     }
-}
-
-/// Decodes and validates a state-machine snapshot (from disk or a peer).
-pub fn decode_snapshot(data: &Bytes) -> Result<KvStore, String> {
-    KvStore::decode_snapshot(data.clone())
 }
 
 #[cfg(test)]

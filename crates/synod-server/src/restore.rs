@@ -50,6 +50,13 @@ pub fn seal_snapshot(data: &[u8]) -> Vec<u8> {
 /// Checks a snapshot file's framing and checksum and returns the state
 /// machine it holds (still encoded) and its revision.
 pub fn open_snapshot(file: &[u8]) -> Result<(&[u8], i64), RestoreError> {
+    let data = snapshot_body(file)?;
+    Ok((data, decode(data)?.revision()))
+}
+
+/// The encoded state machine in a snapshot file whose framing and
+/// checksum hold.
+fn snapshot_body(file: &[u8]) -> Result<&[u8], RestoreError> {
     let corrupt = |m: &str| RestoreError::Corrupt(m.to_string());
     if file.len() < MAGIC.len() + 8 + SNAPSHOT_HASH_BYTES {
         return Err(corrupt("too short to be a synod snapshot"));
@@ -67,12 +74,14 @@ pub fn open_snapshot(file: &[u8]) -> Result<(&[u8], i64), RestoreError> {
     len.copy_from_slice(&body[MAGIC.len()..MAGIC.len() + 8]);
     let len = u64::from_le_bytes(len) as usize;
     let start = MAGIC.len() + 8;
-    let data = body
-        .get(start..start.saturating_add(len))
-        .ok_or_else(|| corrupt("length field exceeds the file"))?;
-    let kv = synod_group::decode_snapshot(&bytes::Bytes::copy_from_slice(data))
-        .map_err(RestoreError::Corrupt)?;
-    Ok((data, kv.revision()))
+    body.get(start..start.saturating_add(len))
+        .ok_or_else(|| corrupt("length field exceeds the file"))
+}
+
+/// Decodes and validates the state machine of a snapshot file.
+fn decode(data: &[u8]) -> Result<synod_kv::KvStore, RestoreError> {
+    synod_kv::KvStore::decode_snapshot(bytes::Bytes::copy_from_slice(data))
+        .map_err(RestoreError::Corrupt)
 }
 
 /// Writes `file`'s state into a new data dir for node `identity`, as the
@@ -83,13 +92,12 @@ pub fn restore_snapshot(
     identity: Identity,
     file: &[u8],
 ) -> Result<i64, RestoreError> {
-    let (data, revision) = open_snapshot(file)?;
+    let mut kv = decode(snapshot_body(file)?)?;
+    let revision = kv.revision();
     if dir.join(synod_storage::format::FILE_NAME).exists() {
         return Err(RestoreError::NotEmpty(dir.to_path_buf()));
     }
     let storage = Storage::open(dir, identity)?;
-    let mut kv = synod_kv::KvStore::decode_snapshot(bytes::Bytes::copy_from_slice(data))
-        .map_err(RestoreError::Corrupt)?;
     kv.attach(storage.state(GROUP), true);
     let mut batch = storage.batch()?;
     batch.write_state(GROUP, &kv.take_changes())?;

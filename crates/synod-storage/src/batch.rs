@@ -25,7 +25,7 @@ use bytes::Bytes;
 use redb::{Durability, ReadableTable, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
-use synod_paxos::{Configuration, MembershipRecord, Persist, Slot};
+use synod_paxos::{Configuration, Persist, Slot};
 
 /// One atomic, durable write across any number of groups (group commit).
 ///
@@ -123,15 +123,7 @@ impl Batch {
             batch.must_sync = true;
             result
         })?;
-        let compact = Persist {
-            compact_through: Some(slot),
-            membership: membership.map(|c| MembershipRecord {
-                slot,
-                configuration: c.clone(),
-            }),
-            ..Persist::default()
-        };
-        self.persist(group, &compact)?;
+        self.compact_to(group, slot, membership)?;
         self.set_applied(group, slot)
     }
 
