@@ -142,13 +142,11 @@ fn restore(args: RestoreArgs) -> Result<()> {
     if !peers.contains_key(&args.id) {
         bail!("--peers must list this node ({})", args.id);
     }
-    let file = std::fs::read(&args.snapshot)
-        .with_context(|| format!("cannot read {}", args.snapshot.display()))?;
     let identity = synod_server::Identity {
         cluster_id: cluster_id(&members_of(&peers)),
         node_id: args.id,
     };
-    let revision = synod_server::restore_snapshot(&args.data_dir, identity, &file)
+    let revision = synod_server::restore_snapshot(&args.data_dir, identity, &args.snapshot)
         .with_context(|| format!("cannot restore {}", args.snapshot.display()))?;
     println!(
         "restored {} (revision {revision}) into {} for node {}",

@@ -2,8 +2,6 @@
 //! snapshots, leader moves.
 
 use crate::{kv_status, status, EtcdApi};
-use bytes::Bytes;
-use prost::Message as _;
 use synod_kv::outcome_error;
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -12,7 +10,7 @@ use synod_proto::synodpb::{command::Op, outcome};
 use tonic::{Request, Response, Status};
 
 /// Bytes per snapshot message.
-const SNAPSHOT_CHUNK: usize = 64 << 10;
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// The etcd version synod speaks; etcdctl prints it and clients gate
 /// features on it.
@@ -122,34 +120,36 @@ impl Maintenance for EtcdApi {
 
     type SnapshotStream = SnapshotStream;
 
-    /// Streams the whole state machine at one revision, followed by its
+    /// Streams the state machine as committed at one point (one storage
+    /// read transaction, read off the core thread), ending with its
     /// SHA-256 as etcd does, so the saved file checks itself on restore.
+    /// The size is not known ahead: `remaining_bytes` is 0 but on the
+    /// pieces before the last, where it is 1 (etcd's clients only copy
+    /// the blobs).
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let data = self
-            .node
-            .query(|kv| Bytes::from(kv.snapshot().encode_to_vec()))
-            .await
-            .map_err(status)?;
-        let file = Bytes::from(synod_server::seal_snapshot(&data));
+        let mut pieces = self.node.snapshot_file(SNAPSHOT_CHUNK);
         let header = self.header(0);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut offset = 0;
-            while offset < file.len() {
-                let end = (offset + SNAPSHOT_CHUNK).min(file.len());
-                let chunk = SnapshotResponse {
-                    header,
-                    remaining_bytes: (file.len() - end) as u64,
-                    blob: file.slice(offset..end),
-                    version: String::new(),
-                };
-                if tx.send(Ok(chunk)).await.is_err() {
+            let mut next = pieces.recv().await;
+            while let Some(piece) = next.take() {
+                let after = pieces.recv().await;
+                let message = piece
+                    .map(|blob| SnapshotResponse {
+                        header,
+                        remaining_bytes: u64::from(after.is_some()),
+                        blob,
+                        version: String::new(),
+                    })
+                    .map_err(|e| Status::internal(format!("snapshot failed: {e}")));
+                let failed = message.is_err();
+                if tx.send(message).await.is_err() || failed {
                     return;
                 }
-                offset = end;
+                next = after;
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(

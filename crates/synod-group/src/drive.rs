@@ -39,6 +39,7 @@ impl Group {
             || self.jump.is_some()
             || self.membership_out.is_some()
             || self.installed.is_some()
+            || !self.snapshots_out.is_empty()
     }
 
     /// Everything to send, persist and answer since the last call. Handle
@@ -86,6 +87,7 @@ impl Group {
             expired: std::mem::take(&mut self.expired),
             applied: std::mem::take(&mut self.applied_log),
             installed: self.installed.take(),
+            snapshots: std::mem::take(&mut self.snapshots_out),
         }
     }
 
@@ -118,7 +120,9 @@ impl Group {
             }
         }
         for to in ready.snapshots {
-            self.send_snapshot(to);
+            if !self.snapshots_out.contains(&to) {
+                self.snapshots_out.push(to);
+            }
         }
         if let Some(configuration) = ready.membership {
             self.membership_out = Some(configuration);
@@ -155,7 +159,7 @@ impl Group {
                 }
             }
             if let Some(w) = self.barrier_reads.remove(&key) {
-                let answer = Answer::Read(self.kv.range(&w.request));
+                let answer = Answer::Read(self.kv.range_deferred(&w.request));
                 self.answers.push((w.ticket, answer));
             }
         }
@@ -208,7 +212,7 @@ impl Group {
     fn serve(&mut self, waiter: Waiter) {
         match waiter {
             Waiter::Read(w) => {
-                let answer = Answer::Read(self.kv.range(&w.request));
+                let answer = Answer::Read(self.kv.range_deferred(&w.request));
                 self.answers.push((w.ticket, answer));
             }
             Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
@@ -231,7 +235,10 @@ impl Group {
         // A tail of the log stays, so a follower a little behind catches
         // up from the log instead of needing a whole snapshot.
         let keep = self.config.compact_keep.min(every / 2);
-        let slot = Slot(self.applied.0.saturating_sub(keep));
+        let mut slot = Slot(self.applied.0.saturating_sub(keep));
+        if let Some(held) = self.held_at() {
+            slot = slot.min(held);
+        }
         if slot <= self.compacted {
             return;
         }
@@ -256,7 +263,7 @@ impl Group {
                 self.answers.push((ticket, Answer::Write(outcome)));
             }
             if let Some(w) = self.barrier_reads.remove(&key) {
-                let answer = Answer::Read(self.kv.range(&w.request));
+                let answer = Answer::Read(self.kv.range_deferred(&w.request));
                 self.answers.push((w.ticket, answer));
             }
         }

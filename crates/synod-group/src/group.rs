@@ -79,20 +79,6 @@ pub(crate) enum Waiter {
     Expire(Vec<i64>),
 }
 
-/// A snapshot being received in chunks.
-///
-/// Invariant: `data.len() + bytes in ahead <= total` up to overlaps, and
-/// every key of `ahead` is above `data.len()` once a chunk was placed.
-pub(crate) struct Incoming {
-    pub(crate) slot: Slot,
-    pub(crate) total: u64,
-    /// The contiguous prefix received so far.
-    pub(crate) data: Vec<u8>,
-    /// Chunks that arrived ahead of the prefix, by offset.
-    pub(crate) ahead: BTreeMap<u64, Bytes>,
-    pub(crate) membership: Option<Configuration>,
-}
-
 /// Deliberately broken variants, for the simulator's negative controls.
 #[cfg(feature = "mutations")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,15 +119,16 @@ pub struct Group {
     /// Lease questions forwarded to the leader, by token.
     pub(crate) lease_queries: BTreeMap<u64, Ticket>,
     pub(crate) next_token: u64,
-    /// The last snapshot built or received, shipped to replicas behind
-    /// the log start while it is not older than the log start.
-    pub(crate) shipped: Option<(Slot, Bytes)>,
+    /// A snapshot stream to a replica holds compaction at this slot,
+    /// since this time (see `snapshot_started`).
+    pub(crate) hold: Option<(Slot, Time)>,
+    /// Replicas the shell should stream a snapshot to.
+    pub(crate) snapshots_out: Vec<NodeId>,
     /// The log is compacted through this slot.
     pub(crate) compacted: Slot,
     /// Bytes of commands applied since the last compaction.
     pub(crate) log_bytes: u64,
     pub(crate) snapshots_installed: u64,
-    pub(crate) incoming: Option<Incoming>,
     pub(crate) published_self_at: Time,
     // Output gathered between two `ready` calls.
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
@@ -152,7 +139,7 @@ pub struct Group {
     pub(crate) membership_out: Option<Configuration>,
     pub(crate) members_changed: bool,
     pub(crate) expired: Vec<i64>,
-    pub(crate) installed: Option<Slot>,
+    pub(crate) installed: Option<crate::types::Installed>,
     pub(crate) applied_log: Vec<(Slot, synod_paxos::Value<Bytes>)>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<GroupMutation>,
@@ -184,11 +171,11 @@ impl Group {
             led_ballot: None,
             lease_queries: BTreeMap::new(),
             next_token: 1,
-            shipped: None,
+            hold: None,
+            snapshots_out: Vec::new(),
             compacted,
             log_bytes: 0,
             snapshots_installed: 0,
-            incoming: None,
             published_self_at: now,
             sends: Vec::new(),
             answers: Vec::new(),
@@ -220,6 +207,12 @@ impl Group {
     #[cfg(feature = "mutations")]
     pub(crate) fn mutated(&self, mutation: GroupMutation) -> bool {
         self.mutation == Some(mutation)
+    }
+
+    /// The log is compacted through this slot: a snapshot for a peer must
+    /// cover at least this much.
+    pub fn compacted(&self) -> Slot {
+        self.compacted
     }
 
     /// The replica (for status, membership and the simulator's checkers).
@@ -321,7 +314,6 @@ impl Group {
                     self.answers.push((ticket, Answer::Lease(answer)));
                 }
             }
-            PeerItem::Snapshot(chunk) => self.on_snapshot_chunk(chunk),
         }
     }
 
@@ -548,7 +540,7 @@ impl Group {
     /// leader; behind a barrier command through the log on a follower.
     pub(crate) fn read(&mut self, read: WaitingRead, serializable: bool) {
         if serializable {
-            let answer = Answer::Read(self.kv.range(&read.request));
+            let answer = Answer::Read(self.kv.range_deferred(&read.request));
             self.answers.push((read.ticket, answer));
             return;
         }

@@ -31,7 +31,6 @@
 //!     node: me,
 //!     session: 7,
 //!     snapshot_every: 10_000,
-//!     snapshot_chunk_bytes: 1 << 20,
 //!     compact_keep: 1_000,
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
@@ -66,8 +65,8 @@ pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
-pub use snapshots::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
 pub use types::{
-    Answer, Compaction, GroupConfig, GroupReady, GroupStatus, LeaseAnswer, PeerItem, Request,
-    SnapshotChunk, Ticket,
+    Answer, Compaction, GroupConfig, GroupReady, GroupStatus, Installed, LeaseAnswer, PeerItem,
+    Request, Ticket,
 };

@@ -1,9 +1,9 @@
 //! What goes into a [`Group`](crate::Group) and what comes out of it.
 
 use bytes::Bytes;
-use synod_kv::{KvError, StateChanges};
+use synod_kv::{KvError, RangeAnswer, StateChanges};
 use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, Value};
-use synod_proto::etcdserverpb::{Member, RangeRequest, RangeResponse};
+use synod_proto::etcdserverpb::{Member, RangeRequest};
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::Outcome;
@@ -27,8 +27,6 @@ pub struct GroupConfig {
     pub session: u64,
     /// Applied slots between state-machine snapshots.
     pub snapshot_every: u64,
-    /// Bytes of snapshot per peer message.
-    pub snapshot_chunk_bytes: usize,
     /// Slots a compaction leaves in the log behind the applied slot (at
     /// most half of `snapshot_every` is used), so a follower that far
     /// behind catches up from the log rather than from a whole snapshot;
@@ -69,8 +67,9 @@ pub enum Request {
 pub enum Answer {
     /// A write's outcome (a response or a refusal).
     Write(Outcome),
-    /// A read's result.
-    Read(Result<RangeResponse, KvError>),
+    /// A read's result; long values may still have to be read from disk
+    /// ([`RangeAnswer::fill`], on another thread: the shell's choice).
+    Read(Result<RangeAnswer, KvError>),
     /// A lease question's answer.
     Lease(LeaseAnswer),
 }
@@ -99,23 +98,16 @@ pub enum PeerItem {
         /// The answer.
         answer: LeaseAnswer,
     },
-    /// One chunk of a state-machine snapshot.
-    Snapshot(SnapshotChunk),
 }
 
-/// One chunk of a state-machine snapshot for a replica behind the log start.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SnapshotChunk {
-    /// The snapshot covers slots through this one.
+/// A snapshot from the leader to make live: the storage stage it was
+/// received into, and the slot it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The snapshot covers the log through this slot.
     pub slot: Slot,
-    /// Where `data` starts in the whole snapshot.
-    pub offset: u64,
-    /// The whole snapshot's size.
-    pub total: u64,
-    /// The bytes.
-    pub data: Bytes,
-    /// The configuration in effect at `slot` (its log entry is gone).
-    pub membership: Option<Configuration>,
+    /// The storage stage holding its rows (the shell's token).
+    pub stage: u64,
 }
 
 /// A log compaction to write: the log through `slot` is deleted and the
@@ -171,8 +163,13 @@ pub struct GroupReady {
     /// Every value applied, with its slot (only with
     /// [`GroupConfig::record_applied`]).
     pub applied: Vec<(Slot, Value<Bytes>)>,
-    /// A snapshot from the leader replaced the state through this slot.
-    pub installed: Option<Slot>,
+    /// A snapshot from the leader replaced the state through its slot:
+    /// make its stage live before writing `state`, in this write.
+    pub installed: Option<Installed>,
+    /// Replicas behind the log start: stream each the committed rows (at
+    /// the slot they hold, after this write), and report the slot with
+    /// [`Group::snapshot_started`](crate::Group::snapshot_started).
+    pub snapshots: Vec<NodeId>,
 }
 
 impl GroupReady {

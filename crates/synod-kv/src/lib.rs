@@ -45,9 +45,9 @@ pub mod validate;
 pub use error::KvError;
 pub use lease::{Lease, Leases, LEASE_TTL_MAX};
 pub use lessor::{Lessor, LEASE_TTL_MIN_S};
-pub use mvcc::{Mvcc, Version, INITIAL_REVISION};
+pub use mvcc::{Mvcc, ValueRow, Version, INITIAL_REVISION};
 pub use range::KeyRange;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
-    error_outcome, outcome_error, Applied, KvStore, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
+    error_outcome, outcome_error, Applied, KvStore, RangeAnswer, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
 };

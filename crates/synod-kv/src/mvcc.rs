@@ -37,6 +37,33 @@ enum Stored {
     Disk(u32),
 }
 
+/// Where a long value is on disk: its value row and its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueRow {
+    /// The row key.
+    pub row: Vec<u8>,
+    /// The value's length, to check what the disk returns.
+    pub len: u32,
+}
+
+impl ValueRow {
+    /// Reads the value from `source`.
+    ///
+    /// Panics when the row is missing or of another length (S2 broken:
+    /// the disk lost a committed row); continuing would answer wrong data.
+    pub fn read(&self, source: &dyn StateSource) -> Bytes {
+        match source.get(&self.row) {
+            Some(b) if b.len() == self.len as usize => b,
+            other => panic!(
+                "value row {:?} is missing or damaged on disk ({:?} bytes, {} expected)",
+                self.row,
+                other.map(|b| b.len()),
+                self.len
+            ),
+        }
+    }
+}
+
 /// One version of a key, without the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -321,21 +348,25 @@ impl Mvcc {
     /// Panics when a value the index says is on disk is not (S2 broken: the
     /// disk lost a committed row); continuing would answer wrong data.
     pub fn value(&self, key: &[u8], v: &Version) -> Bytes {
-        match &v.stored {
-            Stored::Tombstone => Bytes::new(),
-            Stored::Memory(b) => b.clone(),
-            Stored::Disk(n) => {
+        match self.value_or_row(key, v) {
+            Ok(value) => value,
+            Err(fetch) => {
                 let source = self.source.as_ref().expect("values on disk have a source");
-                let row = state::version_row(TAG_VALUE, key, v.mod_revision);
-                match source.get(&row) {
-                    Some(b) if b.len() == *n as usize => b,
-                    other => panic!(
-                        "value of {key:?} at {} is missing or damaged on disk ({:?} bytes)",
-                        v.mod_revision,
-                        other.map(|b| b.len())
-                    ),
-                }
+                fetch.read(source.as_ref())
             }
+        }
+    }
+
+    /// The value of version `v` of `key` if it is in memory, else where
+    /// on disk it is: a read can then fetch it later, elsewhere.
+    pub fn value_or_row(&self, key: &[u8], v: &Version) -> Result<Bytes, ValueRow> {
+        match &v.stored {
+            Stored::Tombstone => Ok(Bytes::new()),
+            Stored::Memory(b) => Ok(b.clone()),
+            Stored::Disk(n) => Err(ValueRow {
+                row: state::version_row(TAG_VALUE, key, v.mod_revision),
+                len: *n,
+            }),
         }
     }
 

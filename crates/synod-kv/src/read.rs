@@ -2,7 +2,7 @@
 //! and create/mod revision filters.
 
 use crate::error::KvError;
-use crate::mvcc::{Mvcc, Version};
+use crate::mvcc::{Mvcc, ValueRow, Version};
 use crate::range::KeyRange;
 use std::cmp::Ordering;
 use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -49,6 +49,23 @@ fn compare_by(target: SortTarget) -> impl Fn(&KeyValue, &KeyValue) -> Ordering {
 /// Serves a range request against the store as of revision `current` (the
 /// store's revision, or a write transaction's revision for reads inside it).
 pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeResponse, KvError> {
+    let (mut response, fetch) = range_deferred(mvcc, r, current)?;
+    if !fetch.is_empty() {
+        let source = mvcc.source().expect("values on disk have a source");
+        for (i, row) in fetch {
+            response.kvs[i].value = row.read(source.as_ref());
+        }
+    }
+    Ok(response)
+}
+
+/// Like [`range`], but values that are only on disk are left empty and
+/// listed (index in `kvs`, where to read them), to be read elsewhere.
+pub fn range_deferred(
+    mvcc: &Mvcc,
+    r: &RangeRequest,
+    current: i64,
+) -> Result<(RangeResponse, Vec<(usize, ValueRow)>), KvError> {
     let rev = read_revision(mvcc, r.revision, current)?;
     let keys = KeyRange::from_etcd(&r.key, &r.range_end);
     let mut count = 0i64;
@@ -80,9 +97,11 @@ pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeRespons
     kvs.truncate(if limit > 0 { limit } else { kvs.len() });
     // Values are read (perhaps from disk) only for what is returned.
     let values_read = target == SortTarget::Value && !r.count_only;
+    let mut fetch = Vec::new();
     let kvs: Vec<KeyValue> = kvs
         .into_iter()
-        .map(|(meta, v)| {
+        .enumerate()
+        .map(|(i, (meta, v))| {
             if r.keys_only {
                 KeyValue {
                     value: bytes::Bytes::new(),
@@ -91,12 +110,17 @@ pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeRespons
             } else if values_read {
                 meta
             } else {
-                let value = mvcc.value(&meta.key, v);
-                KeyValue { value, ..meta }
+                match mvcc.value_or_row(&meta.key, v) {
+                    Ok(value) => KeyValue { value, ..meta },
+                    Err(row) => {
+                        fetch.push((i, row));
+                        meta
+                    }
+                }
             }
         })
         .collect();
-    Ok(RangeResponse {
+    let response = RangeResponse {
         header: Some(ResponseHeader {
             revision: current,
             ..ResponseHeader::default()
@@ -104,7 +128,8 @@ pub fn range(mvcc: &Mvcc, r: &RangeRequest, current: i64) -> Result<RangeRespons
         kvs,
         more,
         count,
-    })
+    };
+    Ok((response, fetch))
 }
 
 /// etcd sorts ascending when a target other than the key is named without

@@ -31,6 +31,7 @@
 
 use bytes::Bytes;
 use std::fmt;
+use std::sync::Arc;
 
 /// Values up to this many bytes live in memory as well as in their
 /// version row; longer ones only in their own `d` row, read from disk when
@@ -63,6 +64,13 @@ pub trait StateSource: Send + Sync {
     /// Calls `each` with every committed row whose key starts with
     /// `prefix`, in key order.
     fn scan(&self, prefix: &[u8], each: &mut dyn FnMut(&[u8], &[u8]));
+    /// A view of the rows as committed now that later batches do not
+    /// change (a read on another thread must not see a row deleted under
+    /// it); `None` when this source is such a view already, or cannot
+    /// make one (rows in memory, for tests: read them at once).
+    fn pin(&self) -> Option<Arc<dyn StateSource>> {
+        None
+    }
 }
 
 /// One row write.

@@ -12,6 +12,7 @@ use crate::state::{self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_SES
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::request_op::Request;
@@ -221,6 +222,25 @@ impl KvStore {
     /// Serves a range read at the store's current state.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
         read::range(&self.mvcc, r, self.mvcc.revision())
+    }
+
+    /// Serves a range read at the store's current state, leaving the long
+    /// values that are only on disk to [`RangeAnswer::fill`], which may
+    /// run on another thread while this store applies on: it reads from a
+    /// view of the disk pinned now.
+    pub fn range_deferred(&self, r: &RangeRequest) -> Result<RangeAnswer, KvError> {
+        let (response, fetch) = read::range_deferred(&self.mvcc, r, self.mvcc.revision())?;
+        let source = if fetch.is_empty() {
+            None
+        } else {
+            let source = self.mvcc.source().expect("values on disk have a source");
+            Some(source.pin().unwrap_or(source))
+        };
+        Ok(RangeAnswer {
+            response,
+            fetch,
+            source,
+        })
     }
 
     /// Applies one chosen command. Never fails: a refused command yields an
@@ -682,6 +702,15 @@ impl KvStore {
         *self = new;
     }
 
+    /// Replaces this store with `new`, loaded from rows already on disk
+    /// (a snapshot received into a stage): `new` keeps its own source and
+    /// rewrites nothing.
+    pub fn install(&mut self, mut new: KvStore) {
+        new.flushing = self.flushing.iter().map(|_| Vec::new()).collect();
+        new.prev_values_off = self.prev_values_off;
+        *self = new;
+    }
+
     /// Whether watch events carry the previous version's value (the
     /// default) or only its metadata, which spares a disk read per
     /// overwrite of a long value when no watcher asks for `prev_kv`.
@@ -743,6 +772,64 @@ impl KvStore {
             }
             self.mvcc.written(large);
         }
+    }
+}
+
+/// A range read's answer whose long values may still be on disk.
+#[derive(Clone)]
+pub struct RangeAnswer {
+    response: RangeResponse,
+    fetch: Vec<(usize, crate::mvcc::ValueRow)>,
+    source: Option<Arc<dyn StateSource>>,
+}
+
+impl RangeAnswer {
+    /// An answer with nothing left to read.
+    pub fn ready(response: RangeResponse) -> RangeAnswer {
+        RangeAnswer {
+            response,
+            fetch: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// True when values are still to be read from disk ([`fill`](Self::fill)
+    /// does I/O).
+    pub fn needs_disk(&self) -> bool {
+        !self.fetch.is_empty()
+    }
+
+    /// The whole response, reading the values left on disk.
+    ///
+    /// Panics when a value row is missing (S2 broken: the disk lost a
+    /// committed row); continuing would answer wrong data.
+    pub fn fill(self) -> RangeResponse {
+        let RangeAnswer {
+            mut response,
+            fetch,
+            source,
+        } = self;
+        if let Some(source) = source {
+            for (i, row) in fetch {
+                response.kvs[i].value = row.read(source.as_ref());
+            }
+        }
+        response
+    }
+}
+
+impl PartialEq for RangeAnswer {
+    fn eq(&self, other: &Self) -> bool {
+        self.response == other.response && self.fetch == other.fetch
+    }
+}
+
+impl fmt::Debug for RangeAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeAnswer")
+            .field("response", &self.response)
+            .field("fetch", &self.fetch.len())
+            .finish()
     }
 }
 

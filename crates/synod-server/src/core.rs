@@ -19,10 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synod_group::{
-    Answer, Group, GroupReady, GroupStatus, PeerItem, Request, SnapshotChunk, Ticket,
-};
-use synod_kv::{error_outcome, KvError, KvStore, StateChanges};
+use synod_group::{Answer, Group, GroupReady, GroupStatus, PeerItem, Request, Ticket};
+use synod_kv::{error_outcome, KvError, KvStore, RangeAnswer, StateChanges};
 use synod_paxos::{Configuration, Membership, NodeId, Slot, Time};
 use synod_proto::etcdserverpb::Member as MemberInfo;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -43,6 +41,9 @@ const INPUTS_PER_ROUND_MAX: usize = 4096;
 const QUOTA_CHECK: Duration = Duration::from_secs(1);
 /// How often requests whose client stopped waiting are looked for.
 const ABANDON_CHECK: Duration = Duration::from_millis(100);
+/// Rows of replaced state machines deleted per round: a store of any size
+/// goes away without one long write.
+const GARBAGE_ROWS_PER_ROUND: usize = 4096;
 
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
@@ -100,6 +101,20 @@ pub enum Input {
         /// Whether the change was started.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A snapshot from a leader, received whole into a storage stage and
+    /// loaded: install it, or discard the stage.
+    Staged {
+        /// The group it is for.
+        group: GroupId,
+        /// The slot it covers.
+        slot: Slot,
+        /// The configuration in effect at `slot`.
+        membership: Option<Configuration>,
+        /// The storage stage holding its rows.
+        stage: u64,
+        /// The store loaded from the stage.
+        kv: Box<synod_kv::KvStore>,
+    },
     /// Hand leadership to another voter (this node must lead).
     Transfer {
         /// The voter to lead next.
@@ -128,9 +143,10 @@ impl Input {
                     Class::Internal
                 }
             }
-            Input::ChangeMembership { .. } | Input::Transfer { .. } | Input::Shutdown => {
-                Class::Internal
-            }
+            Input::ChangeMembership { .. }
+            | Input::Transfer { .. }
+            | Input::Staged { .. }
+            | Input::Shutdown => Class::Internal,
         }
     }
 }
@@ -151,13 +167,22 @@ impl Reply {
         }
     }
 
-    fn send(self, answer: Answer) {
+    fn send(self, answer: Answer, runtime: &tokio::runtime::Handle) {
         match (self, answer) {
             (Reply::Write(tx), Answer::Write(outcome)) => {
                 let _ = tx.send(outcome);
             }
+            (Reply::Read(tx), Answer::Read(Ok(answer))) if answer.needs_disk() => {
+                // Long values come from disk on a reader thread, from the
+                // view pinned when the read was served; the core goes on.
+                runtime.spawn_blocking(move || {
+                    crate::node::fail_stop("range reader", || {
+                        let _ = tx.send(Ok(answer.fill()));
+                    })
+                });
+            }
             (Reply::Read(tx), Answer::Read(result)) => {
-                let _ = tx.send(result);
+                let _ = tx.send(result.map(RangeAnswer::fill));
             }
             (Reply::Lease(tx), Answer::Lease(answer)) => {
                 let _ = tx.send(answer);
@@ -219,6 +244,8 @@ pub struct CoreParts {
     pub runtime: tokio::runtime::Handle,
     /// The address each of `peers` sends to.
     pub peer_addrs: BTreeMap<NodeId, std::net::SocketAddr>,
+    /// Bytes of rows per snapshot chunk.
+    pub snapshot_chunk_bytes: usize,
 }
 
 /// The loop's state.
@@ -247,6 +274,11 @@ pub struct Core {
     next_ticket: Ticket,
     /// The member list must be republished (table or configuration changed).
     members_dirty: bool,
+    snapshot_chunk_bytes: usize,
+    /// Snapshot streams under way, by group and receiver.
+    streams: BTreeMap<(GroupId, NodeId), crate::streams::Outgoing>,
+    /// State rows replaced by a snapshot may still wait to be deleted.
+    garbage: bool,
 }
 
 impl Core {
@@ -274,6 +306,9 @@ impl Core {
             replies: BTreeMap::new(),
             next_ticket: 1,
             members_dirty: true,
+            snapshot_chunk_bytes: parts.snapshot_chunk_bytes,
+            streams: BTreeMap::new(),
+            garbage: true,
         }
     }
 
@@ -361,6 +396,13 @@ impl Core {
             Input::Transfer { to, reply } => {
                 let _ = reply.send(self.main().transfer_leadership(to));
             }
+            Input::Staged {
+                group,
+                slot,
+                membership,
+                stage,
+                kv,
+            } => self.on_staged(group, slot, membership, stage, *kv),
         }
         true
     }
@@ -377,7 +419,7 @@ impl Core {
                     Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                     Request::Lease { .. } => Answer::Lease(None),
                 };
-                reply.send(refusal);
+                reply.send(refusal, &self.runtime);
             }
         }
     }
@@ -484,12 +526,6 @@ impl Core {
                 Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
             }
         }
-        if let Some(chunk) = batch.snapshot {
-            match snapshot_chunk(chunk) {
-                Ok(chunk) => group.step(from, PeerItem::Snapshot(chunk), now),
-                Err(e) => tracing::warn!(%from, error = %e, "snapshot chunk dropped"),
-            }
-        }
         for command in batch.forwards {
             group.step(from, PeerItem::Forward(command), now);
         }
@@ -547,14 +583,21 @@ impl Core {
     /// its log compaction. A durable write that fails is fail-stop:
     /// continuing could acknowledge state that is not on disk.
     fn write(&mut self, readies: &mut [(GroupId, GroupReady)]) {
-        let work = readies
-            .iter()
-            .any(|(_, r)| !r.persist.is_empty() || !r.state.is_empty() || r.compact.is_some());
+        let work = self.garbage
+            || readies
+                .iter()
+                .any(|(_, r)| !r.persist.is_empty() || !r.state.is_empty() || r.compact.is_some());
         if work {
+            let mut collected = 0;
             let result = self.storage.batch().and_then(|mut batch| {
                 for (id, ready) in readies.iter() {
                     batch.persist(*id, &ready.persist)?;
-                    if !ready.state.is_empty() {
+                    if let Some(installed) = &ready.installed {
+                        // The received rows go live before the new store's
+                        // own changes are written over them.
+                        batch.install_staged(*id, installed.stage)?;
+                    }
+                    if !ready.state.is_empty() || ready.installed.is_some() {
                         batch.write_state(*id, &ready.state)?;
                         batch.set_applied(*id, ready.applied_through)?;
                     }
@@ -565,11 +608,15 @@ impl Core {
                         batch.require_sync();
                     }
                 }
+                if self.garbage {
+                    collected = batch.collect_garbage(GARBAGE_ROWS_PER_ROUND)?;
+                }
                 batch.commit()
             });
             if let Err(e) = result {
                 panic!("storage write failed, stopping the node: {e}");
             }
+            self.garbage = collected > 0 || readies.iter().any(|(_, r)| r.installed.is_some());
         }
         for (id, ready) in readies.iter_mut() {
             // The rows are readable now; their memory copies may go.
@@ -580,13 +627,17 @@ impl Core {
         }
     }
 
-    /// After the write: acknowledge, answer, hand events to the hub.
+    /// After the write: acknowledge, answer, start snapshot streams, hand
+    /// events to the hub.
     fn finish(&mut self, id: GroupId, ready: GroupReady) {
         let group = self.groups.get_mut(&id).expect("a hosted group");
         group.on_persisted(ready.token);
+        for to in ready.snapshots {
+            self.stream_snapshot(id, to);
+        }
         for (ticket, answer) in ready.answers {
             if let Some(reply) = self.replies.remove(&ticket) {
-                reply.send(answer);
+                reply.send(answer, &self.runtime);
             }
         }
         // Watchers follow the etcd key space, which is GROUP's.
@@ -602,6 +653,68 @@ impl Core {
                 events: ready.events,
             });
         }
+    }
+
+    /// Streams `group`'s committed rows to `to`, unless a stream to it is
+    /// still under way.
+    fn stream_snapshot(&mut self, group: GroupId, to: NodeId) {
+        if self.streams.get(&(group, to)).is_some_and(|s| s.running()) {
+            return;
+        }
+        let Some(addr) = self.peer_addrs.get(&to).copied() else {
+            return;
+        };
+        let from = crate::streams::Sender {
+            node: self.id.0,
+            cluster_id: self.cluster_id,
+        };
+        let g = self.groups.get_mut(&group).expect("a hosted group");
+        let started = crate::streams::start(
+            &self.storage,
+            &self.runtime,
+            from,
+            group,
+            addr,
+            self.snapshot_chunk_bytes,
+            |slot| g.replica().membership_at(slot),
+        );
+        match started {
+            Ok((slot, outgoing)) => {
+                tracing::info!(%group, %to, %slot, "streaming a snapshot");
+                g.snapshot_started(slot);
+                self.streams.insert((group, to), outgoing);
+            }
+            Err(e) => panic!("reading the state failed, stopping the node: {e}"),
+        }
+    }
+
+    /// A snapshot received whole: the group installs it if it still wants
+    /// it, else its stage goes.
+    fn on_staged(
+        &mut self,
+        group: GroupId,
+        slot: Slot,
+        membership: Option<Configuration>,
+        stage: u64,
+        kv: synod_kv::KvStore,
+    ) {
+        let installed = self
+            .groups
+            .get_mut(&group)
+            .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
+        if installed {
+            tracing::info!(%group, %slot, "snapshot installed");
+            return;
+        }
+        tracing::info!(%group, %slot, "snapshot not needed any more, discarded");
+        let result = self.storage.batch().and_then(|mut batch| {
+            batch.discard_stage(group, stage)?;
+            batch.commit()
+        });
+        if let Err(e) = result {
+            panic!("storage write failed, stopping the node: {e}");
+        }
+        self.garbage = true;
     }
 
     /// Opens senders to every member of any hosted group's configuration
@@ -644,8 +757,7 @@ impl Core {
         }
     }
 
-    /// Packs the group's sends into one batch per peer (a snapshot chunk
-    /// travels in a batch of its own).
+    /// Packs the group's sends into one batch per peer.
     fn send_all(&mut self, group: GroupId, sends: Vec<(NodeId, PeerItem)>) {
         let mut batches: BTreeMap<NodeId, peerpb::Batch> = BTreeMap::new();
         for (to, item) in sends {
@@ -663,17 +775,6 @@ impl Core {
                         ttl,
                         granted_ttl,
                     });
-                }
-                PeerItem::Snapshot(chunk) => {
-                    let mut own = self.batch(group);
-                    own.snapshot = Some(peerpb::Snapshot {
-                        slot: chunk.slot.0,
-                        data: chunk.data,
-                        offset: chunk.offset,
-                        total: chunk.total,
-                        membership: chunk.membership.as_ref().map(codec::configuration),
-                    });
-                    self.send(to, own);
                 }
             }
         }
@@ -710,18 +811,6 @@ impl Core {
         drop(p);
         self.members_dirty = false;
     }
-}
-
-/// A snapshot chunk from the wire, with its configuration decoded.
-fn snapshot_chunk(chunk: peerpb::Snapshot) -> Result<SnapshotChunk, codec::DecodeError> {
-    let membership = chunk.membership.map(codec::get_configuration).transpose()?;
-    Ok(SnapshotChunk {
-        slot: Slot(chunk.slot),
-        offset: chunk.offset,
-        total: chunk.total,
-        data: chunk.data,
-        membership,
-    })
 }
 
 /// The member list as etcd shows it: the table's members that the

@@ -10,6 +10,7 @@ mod hub;
 mod inbox;
 mod node;
 mod restore;
+mod streams;
 mod transport;
 
 pub use crate::core::{LeaseAnswer, Published};
@@ -19,7 +20,7 @@ pub use config::{
 };
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use node::{Node, RequestError, StartError};
-pub use restore::{open_snapshot, restore_snapshot, seal_snapshot, RestoreError};
+pub use restore::{restore_snapshot, RestoreError, SnapshotFileWriter};
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
 pub use synod_storage::{GroupId, Identity};

@@ -56,7 +56,6 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         node: config.id,
         session: incarnation_base(config.id.0, 1 + id.0),
         snapshot_every: config.snapshot_every,
-        snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         compact_keep: synod_group::COMPACT_KEEP_SLOTS,
         initial_members: config.members.values().map(Member::info).collect(),
         record_applied: false,
@@ -83,16 +82,16 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
 /// as after a failed durable write: the panic message is printed by the
 /// default hook, then the process aborts, and a supervisor restarts it
 /// from its durable state.
-fn fail_stop(what: &str, body: impl FnOnce()) {
+pub(crate) fn fail_stop(what: &str, body: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
         eprintln!("synod: the {what} panicked; stopping the process (fail-stop)");
         std::process::abort();
     }
 }
 
-/// The largest peer message (a whole snapshot, until snapshots stream in
-/// chunks).
-const PEER_MESSAGE_MAX: usize = 1 << 30;
+/// The largest peer message: a batch of Paxos messages and forwarded
+/// commands (each up to a client request's size), or a snapshot chunk.
+pub(crate) const PEER_MESSAGE_MAX: usize = 1 << 30;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +142,8 @@ pub struct Node {
     published: Arc<Mutex<Published>>,
     core: Mutex<Option<std::thread::JoinHandle<()>>>,
     storage_file: std::path::PathBuf,
+    /// For snapshot files and received snapshots, off the core thread.
+    storage: crate::streams::StorageHandle,
     shutdown: tokio::sync::watch::Sender<bool>,
     hub: Mutex<std::sync::mpsc::Sender<HubInput>>,
     hub_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -178,6 +179,9 @@ impl Node {
         hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
         let mut storage = storage;
         storage.set_quick_repair(config.quick_repair);
+        // A snapshot being received when the process stopped is gone
+        // with its stream; its rows become garbage.
+        storage.discard_stages()?;
         let opened = opening.elapsed();
         let mut groups = BTreeMap::new();
         for id in hosted {
@@ -209,10 +213,14 @@ impl Node {
                 addr: config.me().peer_addr,
                 source,
             })?;
-        // Snapshots travel in one message for now: allow large ones.
-        let service = PeerServer::new(PeerService::new(inbox.clone()))
-            .max_decoding_message_size(PEER_MESSAGE_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_MAX);
+        let storage_handle = crate::streams::StorageHandle::new(storage.clone());
+        let service = PeerServer::new(PeerService::new(
+            inbox.clone(),
+            storage_handle.clone(),
+            config.cluster_id,
+        ))
+        .max_decoding_message_size(PEER_MESSAGE_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_MAX);
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let incoming =
@@ -252,6 +260,7 @@ impl Node {
             storage_file: storage_file.clone(),
             runtime: tokio::runtime::Handle::current(),
             peer_addrs,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -264,12 +273,63 @@ impl Node {
             published,
             core: Mutex::new(Some(handle)),
             storage_file,
+            storage: storage_handle,
             shutdown,
             hub: Mutex::new(hub_tx),
             hub_thread: Mutex::new(Some(hub_thread)),
             next_stream: AtomicU64::new(1),
             next_lease: AtomicU64::new(incarnation_base(config_id, 3)),
         }))
+    }
+
+    /// The etcd key space's state machine as a snapshot file (see
+    /// `SnapshotFileWriter`), in pieces of about `piece_bytes`: read from
+    /// one storage read transaction by a thread of its own, so the core
+    /// goes on and memory holds a few pieces at a time. The file ends early
+    /// with an error if reading fails; the receiver going away stops it.
+    pub fn snapshot_file(
+        &self,
+        piece_bytes: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let storage = self.storage.get();
+        let spawned = std::thread::Builder::new()
+            .name("synod-snapshot-file".into())
+            .spawn(move || {
+                let Some(storage) = storage else {
+                    let _ = tx.blocking_send(Err("etcdserver: server stopped".to_string()));
+                    return;
+                };
+                let mut reader = match storage.snapshot_reader(GROUP) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let (mut writer, head) = crate::SnapshotFileWriter::new();
+                if tx.blocking_send(Ok(head.into())).is_err() {
+                    return;
+                }
+                loop {
+                    let piece = match reader.next_chunk(piece_bytes) {
+                        Ok(Some(chunk)) => writer.rows(&chunk.data),
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    if tx.blocking_send(Ok(piece.into())).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.blocking_send(Ok(writer.finish().into()));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a snapshot file thread");
+        }
+        rx
     }
 
     fn to_hub(&self, input: HubInput) {
@@ -498,6 +558,7 @@ impl Node {
     /// Stops the listeners and the core loop and waits for the loop (the
     /// database closes cleanly).
     pub fn stop(&self) {
+        self.storage.close();
         let _ = self.shutdown.send(true);
         let _ = self.input(Input::Shutdown);
         if let Some(h) = self.core.lock().expect("core lock").take() {

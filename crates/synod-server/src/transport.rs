@@ -21,12 +21,23 @@ const RECONNECT_MS: u64 = 100;
 /// The receiving side of the peer service.
 pub struct PeerService {
     inputs: Inbox,
+    storage: crate::streams::StorageHandle,
+    cluster_id: u64,
 }
 
 impl PeerService {
-    /// Forwards every received batch to the core loop.
-    pub fn new(inputs: Inbox) -> PeerService {
-        PeerService { inputs }
+    /// Forwards every received batch to the core loop; writes received
+    /// snapshot streams into `storage` for the core to install.
+    pub(crate) fn new(
+        inputs: Inbox,
+        storage: crate::streams::StorageHandle,
+        cluster_id: u64,
+    ) -> PeerService {
+        PeerService {
+            inputs,
+            storage,
+            cluster_id,
+        }
     }
 }
 
@@ -48,6 +59,20 @@ impl Peer for PeerService {
                 }
             }
         }
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<synod_proto::peerpb::SnapshotChunk>>,
+    ) -> Result<Response<Ack>, Status> {
+        crate::streams::receive(
+            &self.storage,
+            &self.inputs,
+            self.cluster_id,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(Ack {}))
     }
 }

@@ -6,7 +6,7 @@
 use crate::config::{Micros, SimConfig};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
-use synod_group::{Compaction, Group, GroupConfig, Ticket};
+use synod_group::{Compaction, Group, GroupConfig, Installed, Ticket};
 use synod_kv::{KvStore, StateChanges};
 use synod_paxos::{Durable, NodeId, Persist, PersistToken, Replica, Slot, Time};
 use synod_storage::{GroupId, Identity, SimulatedFile, Storage};
@@ -23,6 +23,8 @@ pub struct Disk {
 
 /// The one group a simulated node hosts.
 const GROUP: GroupId = GroupId(1);
+/// Rows of replaced stores deleted per write.
+const GARBAGE_ROWS_PER_WRITE: usize = 16;
 
 impl Disk {
     fn new(id: NodeId) -> Disk {
@@ -50,7 +52,12 @@ impl Disk {
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
         batch.persist(GROUP, &write.persist).expect("persist");
-        if !write.state.is_empty() {
+        if let Some(installed) = &write.installed {
+            batch
+                .install_staged(GROUP, installed.stage)
+                .expect("install the stage");
+        }
+        if !write.state.is_empty() || write.installed.is_some() {
             batch.write_state(GROUP, &write.state).expect("state rows");
             batch.set_applied(GROUP, write.applied).expect("applied");
         }
@@ -59,18 +66,59 @@ impl Disk {
                 .compact_to(GROUP, c.slot, c.membership.as_ref())
                 .expect("compaction");
         }
+        // Few rows per round, so a replaced store takes many rounds to go
+        // and crashes meet it half deleted.
+        batch
+            .collect_garbage(GARBAGE_ROWS_PER_WRITE)
+            .expect("garbage");
         batch.commit().expect("commit");
     }
 
     /// The old runtime's bug, for a negative control: an installed
     /// snapshot's rows and applied slot made durable at once, without the
     /// compaction (and the configuration) it implies.
-    pub fn write_install_alone(&mut self, state: &StateChanges, applied: Slot) {
+    pub fn write_install_alone(&mut self, stage: u64, state: &StateChanges, applied: Slot) {
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
+        batch
+            .install_staged(GROUP, stage)
+            .expect("install the stage");
         batch.write_state(GROUP, state).expect("state rows");
         batch.set_applied(GROUP, applied).expect("applied");
         batch.require_sync();
+        batch.commit().expect("commit");
+    }
+
+    /// A reader of the committed rows, for a snapshot stream.
+    pub fn snapshot_reader(&mut self) -> synod_storage::SnapshotReader {
+        self.storage()
+            .snapshot_reader(GROUP)
+            .expect("simulated read")
+    }
+
+    /// Writes a received snapshot chunk into the stage.
+    pub fn receive_chunk(
+        &mut self,
+        slot: Slot,
+        chunk: &synod_storage::StreamChunk,
+    ) -> synod_storage::Received {
+        self.storage()
+            .receive_chunk(GROUP, slot, chunk)
+            .expect("simulated write")
+    }
+
+    /// The store in a complete stage; a stage that does not load is a
+    /// bug (its rows came from a real store).
+    pub fn load_staged(&mut self, stage: u64) -> KvStore {
+        self.storage()
+            .load_staged(GROUP, stage)
+            .unwrap_or_else(|e| panic!("a received snapshot does not load: {e}"))
+    }
+
+    /// Drops a stage the group did not install.
+    pub fn discard_stage(&mut self, stage: u64) {
+        let mut batch = self.storage().batch().expect("batch");
+        batch.discard_stage(GROUP, stage).expect("discard");
         batch.commit().expect("commit");
     }
 
@@ -86,6 +134,7 @@ impl Disk {
     /// starts from (its rows, as the node loads them).
     pub fn load(&mut self) -> (Durable<Bytes>, KvStore) {
         let storage = self.storage();
+        storage.discard_stages().expect("discard stages");
         let durable = storage.load(GROUP).expect("load");
         let kv = storage
             .load_store(GROUP)
@@ -126,6 +175,8 @@ pub struct QueuedWrite {
     pub applied: Slot,
     /// A log compaction written with them.
     pub compact: Option<Compaction>,
+    /// A received snapshot to make live first.
+    pub installed: Option<Installed>,
 }
 
 /// One node of the simulated cluster.
@@ -242,7 +293,6 @@ impl SimNode {
             // Unique per incarnation, as a node's clock-derived one is.
             session: (self.id.0 << 40) | self.incarnation,
             snapshot_every: cfg.snapshot_every,
-            snapshot_chunk_bytes: cfg.snapshot_chunk_bytes,
             compact_keep: cfg.compact_keep,
             initial_members: Vec::new(),
             record_applied: true,

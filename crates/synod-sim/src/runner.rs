@@ -135,6 +135,8 @@ pub struct Summary {
     pub membership_changes: u64,
     /// Leadership transfers the leaders accepted in all runs.
     pub transfers: u64,
+    /// Snapshots streamed and installed in all runs.
+    pub snapshots: u64,
     /// Leases granted by the lease agents in all runs.
     pub leases_granted: u64,
     /// Leases expired by a leader after being kept alive, in all runs.
@@ -178,6 +180,7 @@ pub fn run_seeds(
                         sum.crashes += r.crashes;
                         sum.membership_changes += r.membership_changes;
                         sum.transfers += r.transfers;
+                        sum.snapshots += r.snapshots;
                         sum.leases_granted += r.leases_granted;
                         sum.leases_expired += r.leases_expired;
                         sum.slots += r.slots;

@@ -71,6 +71,7 @@ pub mod sim_file;
 pub mod snapshot;
 pub mod state;
 mod storage;
+pub mod stream;
 mod types;
 
 pub use batch::Batch;
@@ -78,4 +79,5 @@ pub use error::StorageError;
 pub use sim_file::SimulatedFile;
 pub use state::StateRows;
 pub use storage::{Storage, CACHE_BYTES};
+pub use stream::{Received, SnapshotReader, StreamChunk};
 pub use types::{GroupId, Identity};

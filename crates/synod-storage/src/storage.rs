@@ -27,8 +27,10 @@ pub const CACHE_BYTES: usize = 256 << 20;
 /// Reads ([`load`](Storage::load), [`groups`](Storage::groups)) may run while
 /// a batch is open; they see only committed batches. Only one [`Batch`] is
 /// open at a time: [`batch`](Storage::batch) blocks until the previous one is
-/// committed or dropped (that is redb's single-writer rule).
-#[derive(Debug)]
+/// committed or dropped (that is redb's single-writer rule). Clones share
+/// the one database, so threads off the core (snapshot streams) read and
+/// stage rows beside it.
+#[derive(Clone, Debug)]
 pub struct Storage {
     db: Arc<Database>,
     file: Arc<Path>,
@@ -116,6 +118,10 @@ impl Storage {
         txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(crate::state::STATE_TABLE)
+            .map_err(|e| self.redb(e))?;
+        txn.open_table(crate::state::STATE_IDS_TABLE)
+            .map_err(|e| self.redb(e))?;
+        txn.open_table(crate::state::STATE_GARBAGE_TABLE)
             .map_err(|e| self.redb(e))?;
         txn.open_table(crate::snapshot::SNAPSHOT_TABLE)
             .map_err(|e| self.redb(e))?;
@@ -381,12 +387,39 @@ impl Storage {
 
     /// `group`'s state-machine rows as committed: what the state machine
     /// loads at restart and reads long values from.
-    pub fn state(&self, group: GroupId) -> Arc<crate::state::StateRows> {
+    pub fn state(&self, group: GroupId) -> Result<Arc<crate::state::StateRows>, StorageError> {
+        let id = self.state_ids(group)?.live;
+        Ok(self.rows(group, id))
+    }
+
+    /// The rows under state id `id`, as `group`'s.
+    pub(crate) fn rows(&self, group: GroupId, id: u64) -> Arc<crate::state::StateRows> {
         Arc::new(crate::state::StateRows::new(
             Arc::clone(&self.db),
             Arc::clone(&self.file),
             group,
+            id,
         ))
+    }
+
+    /// `group`'s state ids as committed: its live rows and the stage a
+    /// snapshot is being received into.
+    pub fn state_ids(&self, group: GroupId) -> Result<crate::state::StateIds, StorageError> {
+        let txn = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let table = txn
+            .open_table(crate::state::STATE_IDS_TABLE)
+            .map_err(|e| self.redb(e))?;
+        crate::state::read_ids(&table, &self.file, group)
+    }
+
+    /// The database handle, shared with readers on other threads.
+    pub(crate) fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The database file, shared with readers on other threads.
+    pub(crate) fn file_arc(&self) -> &Arc<Path> {
+        &self.file
     }
 
     /// The snapshot blob of `group` an older version stored, and the slot

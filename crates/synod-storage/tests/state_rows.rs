@@ -60,7 +60,7 @@ proptest! {
         }
         let storage = Storage::open(dir.path(), ID).unwrap();
         for g in 1..=2u64 {
-            let rows = storage.state(GroupId(g));
+            let rows = storage.state(GroupId(g)).unwrap();
             let model = &models[g as usize - 1];
             prop_assert_eq!(all(rows.as_ref()), all(model));
             for k in 0..21u8 {
@@ -108,10 +108,40 @@ fn a_store_written_as_rows_loads_back_with_long_values_on_disk() {
     let loaded = storage.load_store(group).unwrap();
     assert_eq!(loaded, expected);
     assert_eq!(loaded.hash_kv(0).unwrap(), expected.hash_kv(0).unwrap());
-    let source: Arc<dyn StateSource> = storage.state(group);
+    let source: Arc<dyn StateSource> = storage.state(group).unwrap();
     let value_rows = all(source.as_ref())
         .iter()
         .filter(|(k, v)| k[0] == b'd' && v.len() == 4096)
         .count();
     assert_eq!(value_rows, 25, "every long version has a value row");
+}
+
+/// A read finished on another thread uses a view pinned when it was
+/// served: a batch committed meanwhile (a compaction deleting the row)
+/// does not pull the value from under it.
+#[test]
+fn a_pinned_view_keeps_the_rows_it_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), ID).unwrap();
+    let group = GroupId(1);
+    let write = |op: StateOp| {
+        let mut batch = storage.batch().unwrap();
+        let changes = StateChanges {
+            clear: false,
+            ops: vec![op],
+        };
+        batch.write_state(group, &changes).unwrap();
+        batch.commit().unwrap();
+    };
+    let value = Bytes::from(vec![5u8; 500]);
+    write(StateOp::Put {
+        key: row(1),
+        value: value.clone(),
+    });
+    let rows = storage.state(group).unwrap();
+    let pinned = rows.pin().expect("redb rows pin a view");
+    write(StateOp::Delete { key: row(1) });
+    rows.refresh();
+    assert_eq!(rows.get(&row(1)), None);
+    assert_eq!(pinned.get(&row(1)), Some(value));
 }

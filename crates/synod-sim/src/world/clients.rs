@@ -152,7 +152,7 @@ impl World {
             return;
         }
         let result = match answer {
-            Some(Answer::Read(Ok(r))) => Some(kv::read_output(&r)),
+            Some(Answer::Read(Ok(r))) => Some(kv::read_output(&r.fill())),
             Some(Answer::Write(outcome)) => kv::write_output(&input, &outcome),
             // A write whose node crashed: its outcome is unknown.
             _ => None,

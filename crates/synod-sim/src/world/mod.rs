@@ -44,6 +44,15 @@ enum Event {
         item: PeerItem,
     },
     PersistDone(NodeId, u64),
+    /// One chunk of a snapshot stream (chunks of a stream arrive in
+    /// order, as on one connection).
+    SnapshotChunk {
+        from: NodeId,
+        to: NodeId,
+        slot: synod_paxos::Slot,
+        membership: Option<synod_paxos::Configuration>,
+        chunk: synod_storage::StreamChunk,
+    },
     Request {
         to: NodeId,
         client: u64,
@@ -89,6 +98,7 @@ impl Event {
         match self {
             Event::Tick(n, _) | Event::PersistDone(n, _) => Some(*n),
             Event::Deliver { to, .. }
+            | Event::SnapshotChunk { to, .. }
             | Event::Request { to, .. }
             | Event::LeaseKeepAlive { to, .. } => Some(*to),
             _ => None,
@@ -139,6 +149,8 @@ pub struct Report {
     pub membership_changes: u64,
     /// Leadership transfers the leader accepted.
     pub transfers: u64,
+    /// Snapshots streamed from a leader and installed.
+    pub snapshots: u64,
     /// Leases the agent asked for.
     pub leases_granted: u64,
     /// Leases revoked by a leader's expiry after being kept alive.
@@ -306,6 +318,7 @@ impl World {
             Event::Tick(n, _) => n.0,
             Event::Deliver { from, to, .. } => 100 + from.0 * 10 + to.0,
             Event::PersistDone(n, _) => 2000 + n.0,
+            Event::SnapshotChunk { from, to, .. } => 2500 + from.0 * 10 + to.0,
             Event::Request { to, client, .. } => 3000 + to.0 * 100 + client,
             Event::Reply { client, .. } => 4000 + client,
             Event::ClientTimeout { client, .. } => 5000 + client,
@@ -356,6 +369,13 @@ impl World {
                 self.nodes[i].group().step(from, item, now);
             }
             Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
+            Event::SnapshotChunk {
+                from,
+                to,
+                slot,
+                membership,
+                chunk,
+            } => self.on_snapshot_chunk(from, to, slot, membership, chunk),
             Event::Request {
                 to,
                 client,

@@ -34,10 +34,6 @@ impl World {
         let id = self.nodes[i].id;
         self.note_proposals(i, &ready);
         for (to, item) in std::mem::take(&mut ready.sends) {
-            if let PeerItem::Snapshot(c) = &item {
-                let (slot, offset) = (c.slot, c.offset);
-                self.note(|| format!("{id}->{to} snapshot chunk through {slot} at {offset}"));
-            }
             for delay in self.network.deliveries(id, to, &mut self.rng) {
                 self.schedule(
                     delay,
@@ -54,7 +50,12 @@ impl World {
             self.applied.on_apply(id, *slot, value, chosen.as_ref())?;
             self.report.slots = self.report.slots.max(slot.0);
         }
-        if let Some(slot) = ready.installed {
+        for to in std::mem::take(&mut ready.snapshots) {
+            self.stream_snapshot(i, to);
+        }
+        if let Some(installed) = ready.installed {
+            let slot = installed.slot;
+            self.report.snapshots += 1;
             self.applied.on_snapshot(id, slot);
             self.note(|| format!("{id} installed snapshot through {slot}"));
         }
@@ -109,7 +110,9 @@ impl World {
                 queued.state = synod_kv::StateChanges::default();
             }
             let state = std::mem::take(&mut ready.state);
-            node.disk.write_install_alone(&state, ready.applied_through);
+            let installed = ready.installed.take().expect("checked above");
+            node.disk
+                .write_install_alone(installed.stage, &state, ready.applied_through);
             if self.rng.gen_bool(0.3) {
                 self.schedule(1, Event::Crash(id));
             }
@@ -137,6 +140,7 @@ impl World {
             state: ready.state,
             applied: ready.applied_through,
             compact: ready.compact,
+            installed: ready.installed,
         });
         let incarnation = node.incarnation;
         self.schedule(at, Event::PersistDone(id, incarnation));
@@ -165,6 +169,76 @@ impl World {
             group.on_persisted(write.token);
         }
         Ok(())
+    }
+
+    /// Streams node `i`'s committed rows to `to`, as the node's shell does
+    /// from a read transaction: the chunks leave in order, one connection;
+    /// a lost one ends the stream (the leader starts over later). Rows
+    /// older than the log start (their write still queued) are not sent.
+    fn stream_snapshot(&mut self, i: usize, to: NodeId) {
+        let id = self.nodes[i].id;
+        let mut reader = self.nodes[i].disk.snapshot_reader();
+        let slot = reader.slot();
+        let group = self.nodes[i].group();
+        if slot < group.compacted() {
+            return;
+        }
+        let membership = group.replica().membership_at(slot);
+        group.snapshot_started(slot);
+        self.note(|| format!("{id}->{to} snapshot stream through {slot}"));
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let mut at = None;
+        while let Some(chunk) = reader.next_chunk(chunk_bytes).expect("simulated read") {
+            let Some(delay) = self
+                .network
+                .deliveries(id, to, &mut self.rng)
+                .first()
+                .copied()
+            else {
+                return;
+            };
+            // In order: never before the chunk ahead of it.
+            let delay = at.map_or(delay, |prev: u64| delay.max(prev + 1));
+            at = Some(delay);
+            let event = Event::SnapshotChunk {
+                from: id,
+                to,
+                slot,
+                membership: membership.clone(),
+                chunk,
+            };
+            self.schedule(delay, event);
+        }
+    }
+
+    /// A chunk of a snapshot stream at node `to`: into its stage; the
+    /// last one loads the stage and offers it to the group, which installs
+    /// it or has it discarded.
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        slot: Slot,
+        membership: Option<synod_paxos::Configuration>,
+        chunk: synod_storage::StreamChunk,
+    ) {
+        let i = self.node_index(to);
+        let stage = match self.nodes[i].disk.receive_chunk(slot, &chunk) {
+            synod_storage::Received::Complete { stage } => stage,
+            synod_storage::Received::Partial => return,
+            synod_storage::Received::Refused(why) => {
+                self.note(|| format!("{from}->{to} snapshot chunk refused: {why}"));
+                return;
+            }
+        };
+        let kv = self.nodes[i].disk.load_staged(stage);
+        if !self.nodes[i]
+            .group()
+            .install_staged(slot, membership, kv, stage)
+        {
+            self.note(|| format!("{to} discards the snapshot through {slot}"));
+            self.nodes[i].disk.discard_stage(stage);
+        }
     }
 
     /// Routes a group's answer (or a crash's silence, `None`) to whoever
