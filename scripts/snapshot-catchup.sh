@@ -68,7 +68,7 @@ start_node() {
 wait_serving() {
     local endpoints=$1 out
     for _ in $(seq 600); do
-        out=$("$SYNOD" bench --endpoints "$endpoints" --workload put --clients 2 \
+        out=$("$SYNOD" bench --endpoints "$endpoints" --workload put --clients 3 \
             --duration 200ms --warmup 0s --keys 10 2>&1) || true
         grep -q 'summary:.* errors=0 ' <<<"$out" && return
         sleep 0.1
@@ -123,8 +123,10 @@ if [[ -z $leader_log || -z $serving ]]; then
 fi
 sent=$(log_time "$leader_log" "streaming a snapshot")
 installed=$(log_time "$TMP/node3.log" "snapshot installed")
-size=$(mib "$TMP/node3")
-awk -v s="$sent" -v i="$installed" -v m="$size" 'BEGIN {
-    printf "snapshot: streamed and installed in %.2f s (node3 data dir now %d MiB, %.0f MiB/s)\n", i - s, m, m / (i - s) }'
+rows=$(grep -m1 "snapshot received" "$TMP/node3.log" | sed -E 's/\x1b\[[0-9;]*m//g' |
+    sed -E 's/.*bytes=([0-9]+).*/\1/')
+awk -v s="$sent" -v i="$installed" -v b="$rows" 'BEGIN {
+    printf "snapshot: %d MiB of rows streamed, loaded and installed in %.2f s (%.0f MiB/s)\n", b / 1048576, i - s, b / 1048576 / (i - s) }'
 echo "node 3 served a linearizable get through its own endpoint $serving s after its restart"
-grep -E "streaming a snapshot|snapshot (received|installed|not needed)" "$TMP"/node*.log | sed 's/^/log: /' | head -10
+grep -hE "streaming a snapshot|snapshot (read|received|installed|not needed)" "$TMP"/node*.log |
+    sed -E 's/\x1b\[[0-9;]*m//g; s/^/log: /' | head -10

@@ -15,7 +15,7 @@ use prost::Message as _;
 use std::collections::BTreeMap;
 use synod_paxos::{Persist, PersistToken, Ready, Slot, Value};
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::{Command, LeaseExpire};
+use synod_proto::synodpb::{outcome, Command, LeaseExpire};
 
 /// Bytes of applied commands after which the log is compacted even before
 /// `snapshot_every` slots: the log lives in memory until compacted, and
@@ -150,6 +150,10 @@ impl Group {
             let mut applied = self.kv.apply(&command);
             if !applied.duplicate {
                 self.follow_leases(&command, existed);
+                self.saw_session(command.client, applied.revision);
+                if let Some(outcome::Result::SessionExpire(expired)) = &applied.outcome.result {
+                    self.sessions_expired(expired);
+                }
             }
             self.events.append(&mut applied.events);
             let key = (command.client, command.seq);

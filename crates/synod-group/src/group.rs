@@ -41,6 +41,8 @@ pub(crate) struct PendingWrite {
     /// decided on this leader's clock): never forwarded to another leader,
     /// dropped when this replica stops leading.
     pub(crate) leader_only: bool,
+    /// When it was first submitted: past the deadline it is dropped.
+    pub(crate) submitted_at: Time,
 }
 
 /// How a write is handled until it applies.
@@ -129,6 +131,12 @@ pub struct Group {
     /// Bytes of commands applied since the last compaction.
     pub(crate) log_bytes: u64,
     pub(crate) snapshots_installed: u64,
+    /// Per session: the revision its last command left and when this
+    /// replica applied it (see `sessions`).
+    pub(crate) session_seen: BTreeMap<u64, (i64, Time)>,
+    pub(crate) sessions_scanned_at: Time,
+    /// Sessions expired through the log since start.
+    pub(crate) sessions_expired: u64,
     pub(crate) published_self_at: Time,
     // Output gathered between two `ready` calls.
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
@@ -155,7 +163,7 @@ impl Group {
         let (applied, compacted) = (status.applied, status.snapshot);
         let mut lessor = Lessor::default();
         lessor.reset(&kv, now.0);
-        Group {
+        let mut group = Group {
             config,
             replica,
             kv,
@@ -176,6 +184,9 @@ impl Group {
             compacted,
             log_bytes: 0,
             snapshots_installed: 0,
+            session_seen: BTreeMap::new(),
+            sessions_scanned_at: now,
+            sessions_expired: 0,
             published_self_at: now,
             sends: Vec::new(),
             answers: Vec::new(),
@@ -189,7 +200,9 @@ impl Group {
             applied_log: Vec::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
-        }
+        };
+        group.reset_sessions();
+        group
     }
 
     /// Whether the events of applied writes carry the previous version's
@@ -323,6 +336,7 @@ impl Group {
         self.now = self.now.max(now);
         self.replica.tick(self.now);
         self.reforward();
+        self.session_duties();
         self.lease_duties();
         self.publish_self();
     }
@@ -414,6 +428,7 @@ impl Group {
             compact_revision: self.kv.compact_revision(),
             snapshot_slot: self.compacted.0,
             snapshots_installed: self.snapshots_installed,
+            sessions_expired: self.sessions_expired,
             alarms: self
                 .kv
                 .alarms()
@@ -477,6 +492,7 @@ impl Group {
             ticket,
             barrier: kind == WriteKind::Barrier,
             leader_only: kind == WriteKind::LeaderOnly,
+            submitted_at: self.now,
         };
         self.writes.insert(key, pending);
         self.submit(key);

@@ -32,6 +32,7 @@
 //!     session: 7,
 //!     snapshot_every: 10_000,
 //!     compact_keep: 1_000,
+//!     session_idle_ms: 600_000,
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
 //! };
@@ -58,6 +59,7 @@
 mod drive;
 mod group;
 mod leases;
+mod sessions;
 mod snapshots;
 mod types;
 
@@ -65,6 +67,7 @@ pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
+pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupReady, GroupStatus, Installed, LeaseAnswer, PeerItem,

@@ -80,6 +80,7 @@ impl Group {
         assert!(installed, "wanted snapshot refused");
         self.kv.install(kv);
         self.lessor.reset(&self.kv, self.now.0);
+        self.reset_sessions();
         self.jump = Some(self.kv.revision());
         self.applied = slot;
         self.compacted = slot;

@@ -32,6 +32,11 @@ pub struct GroupConfig {
     /// behind catches up from the log rather than from a whole snapshot;
     /// the node uses [`COMPACT_KEEP_SLOTS`](crate::COMPACT_KEEP_SLOTS).
     pub compact_keep: u64,
+    /// A session none of whose commands applied for this long is expired
+    /// through the log, and a write waits at most a quarter of it on its
+    /// node (see `sessions`); 0: sessions never expire, writes wait until
+    /// their client gives up.
+    pub session_idle_ms: u64,
     /// The members the node was started with (the member table before a
     /// change recorded one in the log).
     pub initial_members: Vec<Member>,
@@ -200,6 +205,8 @@ pub struct GroupStatus {
     pub snapshot_slot: u64,
     /// Snapshots received from a leader and installed since start.
     pub snapshots_installed: u64,
+    /// Client sessions expired through the log since start.
+    pub sessions_expired: u64,
     /// Raised alarms, `(member, alarm type)`.
     pub alarms: Vec<(u64, i32)>,
     /// The configuration (None while joining).

@@ -19,12 +19,13 @@ struct Cluster {
     answers: Vec<(NodeId, Ticket, Answer)>,
 }
 
-fn config(node: NodeId) -> GroupConfig {
+fn config(node: NodeId, session_idle_ms: u64) -> GroupConfig {
     GroupConfig {
         node,
         session: 100 + node.0,
         snapshot_every: 10_000,
         compact_keep: 0,
+        session_idle_ms,
         initial_members: Vec::new(),
         record_applied: false,
     }
@@ -32,12 +33,16 @@ fn config(node: NodeId) -> GroupConfig {
 
 impl Cluster {
     fn new(n: u64) -> Cluster {
+        Cluster::with_session_idle(n, 0)
+    }
+
+    fn with_session_idle(n: u64, idle_ms: u64) -> Cluster {
         let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
         let groups = ids
             .iter()
             .map(|&id| {
                 let replica = Replica::new(Config::majority(id, &ids), Time(0)).unwrap();
-                let group = Group::new(config(id), replica, KvStore::default(), Time(0));
+                let group = Group::new(config(id, idle_ms), replica, KvStore::default(), Time(0));
                 (id, group)
             })
             .collect();
@@ -222,7 +227,7 @@ fn a_node_outside_its_configuration_refuses_with_no_leader() {
     let mut join = Config::majority(NodeId(4), &[NodeId(4)]);
     join.join = true;
     let replica = Replica::new(join, Time(0)).unwrap();
-    let mut g = Group::new(config(NodeId(4)), replica, KvStore::default(), Time(0));
+    let mut g = Group::new(config(NodeId(4), 0), replica, KvStore::default(), Time(0));
     g.request(1, put("k", "v"), Time(0));
     g.request(2, read("k"), Time(0));
     let ready = g.ready();
@@ -232,4 +237,53 @@ fn a_node_outside_its_configuration_refuses_with_no_leader() {
         }
         other => panic!("unexpected answers {other:?}"),
     }
+}
+
+/// A write stuck on a node cut off from the leader is answered "timed
+/// out" at its deadline (a quarter of the session idle time) and never
+/// sent again; the leader then sees that node's session idle and expires
+/// it through the log, on every replica; the node writes again afterwards.
+#[test]
+fn idle_sessions_expire_through_the_log_after_stuck_writes_time_out() {
+    let mut c = Cluster::with_session_idle(3, 4_000);
+    c.run_ms(2_000);
+    let leader = c.leader();
+    let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    c.request(follower, 1, put("k", "v1"));
+    c.run_ms(100);
+    assert!(matches!(c.answer(follower, 1), Some(Answer::Write(_))));
+    c.cut.insert(follower);
+    c.request(follower, 2, put("k", "v2"));
+    c.run_ms(800);
+    assert!(
+        c.answer(follower, 2).is_none(),
+        "answered before its deadline"
+    );
+    c.run_ms(400);
+    match c.answer(follower, 2) {
+        Some(Answer::Write(Outcome {
+            result: Some(outcome::Result::Error(e)),
+        })) => assert_eq!(outcome_error(e), KvError::TimedOut),
+        other => panic!("no time-out: {other:?}"),
+    }
+    assert_eq!(c.groups[&leader].status().sessions_expired, 0);
+    c.run_ms(4_000);
+    for (id, g) in &c.groups {
+        let expected = u64::from(*id != follower);
+        assert_eq!(g.status().sessions_expired, expected, "{id}");
+        assert!(g
+            .kv()
+            .sessions()
+            .all(|(s, _)| s != 100 + follower.0 || *id == follower));
+    }
+    c.cut.clear();
+    c.run_ms(2_000);
+    c.request(follower, 3, put("k", "v3"));
+    c.run_ms(200);
+    assert!(matches!(
+        c.answer(follower, 3),
+        Some(Answer::Write(Outcome {
+            result: Some(outcome::Result::Put(_))
+        }))
+    ));
 }

@@ -40,6 +40,9 @@ pub enum KvError {
     /// This node is outside its group's configuration (not yet added, or
     /// removed) and has no leader to send the request to.
     NoLeader,
+    /// The write waited on its node past its deadline (no leader for that
+    /// long): it may still apply, the client cannot know.
+    TimedOut,
 }
 
 impl KvError {
@@ -58,6 +61,7 @@ impl KvError {
             KvError::InvalidArgument(m) => m,
             KvError::TooManyRequests => "etcdserver: too many requests",
             KvError::NoLeader => "etcdserver: no leader",
+            KvError::TimedOut => "etcdserver: request timed out",
         }
     }
 }

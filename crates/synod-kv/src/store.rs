@@ -24,7 +24,7 @@ use synod_proto::etcdserverpb::{
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
-    Session, SessionOutcome, Snapshot,
+    Session, SessionExpire, SessionOutcome, Snapshot,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -219,6 +219,37 @@ impl KvStore {
         self.sessions.get(&client)?.outcomes.get(&seq)
     }
 
+    /// Every session: its client and the revision its last applied
+    /// command left (what a [`SessionExpire`] names).
+    pub fn sessions(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
+        self.sessions.iter().map(|(c, s)| (*c, s.revision))
+    }
+
+    /// Forgets each named session whose last command is still the one
+    /// named: the leader saw it idle long past any retry of its commands.
+    fn expire_sessions(&mut self, r: &SessionExpire) -> Result<outcome::Result, KvError> {
+        if r.clients.len() != r.revisions.len() {
+            return Err(KvError::InvalidArgument(
+                "etcdserver: session expiry lists differ in length",
+            ));
+        }
+        let mut expired = SessionExpire::default();
+        for (&client, &revision) in r.clients.iter().zip(&r.revisions) {
+            if self
+                .sessions
+                .get(&client)
+                .is_some_and(|s| s.revision == revision)
+            {
+                self.sessions.remove(&client);
+                self.session_order.remove(&(revision, client));
+                self.dirty.sessions.insert(client);
+                expired.clients.push(client);
+                expired.revisions.push(revision);
+            }
+        }
+        Ok(outcome::Result::SessionExpire(expired))
+    }
+
     /// Serves a range read at the store's current state.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
         read::range(&self.mvcc, r, self.mvcc.revision())
@@ -304,6 +335,7 @@ impl KvStore {
                 let response = LeaseRevokeResponse { header };
                 return (ok(outcome::Result::LeaseRevoke(response)), events);
             }
+            Some(Op::SessionExpire(r)) => self.expire_sessions(r),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
                 for m in &t.members {
@@ -960,6 +992,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::InvalidArgument(_) => (Kind::InvalidArgument, 0, 0),
         KvError::TooManyRequests => (Kind::TooManyRequests, 0, 0),
         KvError::NoLeader => (Kind::NoLeader, 0, 0),
+        KvError::TimedOut => (Kind::TimedOut, 0, 0),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -989,6 +1022,7 @@ pub fn outcome_error(e: &Error) -> KvError {
         Ok(Kind::NoSpace) => KvError::NoSpace,
         Ok(Kind::TooManyRequests) => KvError::TooManyRequests,
         Ok(Kind::NoLeader) => KvError::NoLeader,
+        Ok(Kind::TimedOut) => KvError::TimedOut,
         _ => KvError::InvalidArgument(invalid_message(&e.message)),
     }
 }

@@ -32,6 +32,7 @@ pub const MESSAGES: &[&str] = &[
     "etcdserver: empty command",
     "etcdserver: request is a stale retry",
     "snapshot is malformed",
+    "etcdserver: session expiry lists differ in length",
 ];
 
 fn invalid(m: &'static str) -> KvError {

@@ -625,6 +625,53 @@ fn a_session_applies_each_seq_once_in_any_order_until_it_is_answered() {
     assert_eq!(restored, store);
 }
 
+/// The leader expires a session it saw idle: the expiry names the
+/// revision of the session's last command, so a session that applied
+/// another command since is kept; an expired one is gone, rows included.
+#[test]
+fn an_idle_session_expires_through_the_log_unless_it_woke_up() {
+    let mut store = KvStore::default();
+    store.apply(&put_in_session(1, 1, "1"));
+    let idle_at = store.sessions().find(|(c, _)| *c == 9).unwrap().1;
+    let expire = |revision: i64| Command {
+        client: 77,
+        seq: 1,
+        answered_below: 1,
+        op: Some(Op::SessionExpire(synod_proto::synodpb::SessionExpire {
+            clients: vec![9],
+            revisions: vec![revision],
+        })),
+    };
+    // It woke up: the expiry that saw it idle at `idle_at` keeps it.
+    store.apply(&put_in_session(2, 1, "2"));
+    let kept = store.apply(&expire(idle_at));
+    match kept.outcome.result {
+        Some(outcome::Result::SessionExpire(e)) => assert!(e.clients.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.session_outcome(9, 2).is_some());
+    let now = store.sessions().find(|(c, _)| *c == 9).unwrap().1;
+    let mut expiry = expire(now);
+    expiry.seq = 2;
+    let gone = store.apply(&expiry);
+    match gone.outcome.result {
+        Some(outcome::Result::SessionExpire(e)) => assert_eq!(e.clients, vec![9]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.session_outcome(9, 2), None);
+    assert!(store.sessions().all(|(c, _)| c != 9));
+    let mut bad = expire(now);
+    bad.seq = 3;
+    if let Some(Op::SessionExpire(e)) = &mut bad.op {
+        e.revisions.clear();
+    }
+    assert!(matches!(
+        store.apply(&bad).outcome.result,
+        Some(outcome::Result::Error(_))
+    ));
+    assert_eq!(KvStore::restore(store.snapshot()).unwrap(), store);
+}
+
 #[test]
 fn snapshot_round_trip() {
     let mut kv = Kv::new();

@@ -57,6 +57,7 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         session: incarnation_base(config.id.0, 1 + id.0),
         snapshot_every: config.snapshot_every,
         compact_keep: synod_group::COMPACT_KEEP_SLOTS,
+        session_idle_ms: synod_group::SESSION_IDLE_MS,
         initial_members: config.members.values().map(Member::info).collect(),
         record_applied: false,
     };

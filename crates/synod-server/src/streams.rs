@@ -99,29 +99,43 @@ pub(crate) fn start(
     });
     let thread = std::thread::Builder::new()
         .name(format!("synod-snapshot-{}", group.0))
-        .spawn(move || loop {
-            let chunk = match reader.next_chunk(chunk_bytes.max(1)) {
-                Ok(Some(c)) => c,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!(%group, error = %e, "reading a snapshot failed");
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let (mut bytes, mut chunks) = (0u64, 0u64);
+            loop {
+                let chunk = match reader.next_chunk(chunk_bytes.max(1)) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(%group, error = %e, "reading a snapshot failed");
+                        return;
+                    }
+                };
+                bytes += chunk.data.len() as u64;
+                chunks += 1;
+                let message = SnapshotChunk {
+                    from: from.node,
+                    cluster_id: from.cluster_id,
+                    group: group.0,
+                    slot: slot.0,
+                    index: chunk.index,
+                    last: chunk.last,
+                    data: chunk.data,
+                    membership: membership.clone(),
+                };
+                // The connection is gone: the stream ends.
+                if tx.blocking_send(message).is_err() {
                     return;
                 }
-            };
-            let message = SnapshotChunk {
-                from: from.node,
-                cluster_id: from.cluster_id,
-                group: group.0,
-                slot: slot.0,
-                index: chunk.index,
-                last: chunk.last,
-                data: chunk.data,
-                membership: membership.clone(),
-            };
-            // The connection is gone: the stream ends.
-            if tx.blocking_send(message).is_err() {
-                return;
             }
+            tracing::info!(
+                %group,
+                %slot,
+                bytes,
+                chunks,
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot read and queued"
+            );
         });
     if let Err(e) = thread {
         tracing::error!(%group, error = %e, "cannot start a snapshot reader thread");
@@ -157,6 +171,8 @@ pub(crate) async fn receive(
     cluster_id: u64,
     mut stream: tonic::Streaming<SnapshotChunk>,
 ) -> Result<(), Status> {
+    let started = std::time::Instant::now();
+    let (mut bytes, mut chunks) = (0u64, 0u64);
     while let Some(message) = stream.next().await {
         let message = message?;
         if message.cluster_id != cluster_id {
@@ -169,6 +185,8 @@ pub(crate) async fn receive(
             .map(codec::get_configuration)
             .transpose()
             .map_err(|e| refuse(group, format!("configuration: {e}")))?;
+        bytes += message.data.len() as u64;
+        chunks += 1;
         let chunk = StreamChunk {
             index: message.index,
             last: message.last,
@@ -202,7 +220,15 @@ pub(crate) async fn receive(
                 return Err(refuse(group, e.to_string()));
             }
         };
-        tracing::info!(%group, %slot, from = message.from, "snapshot received");
+        tracing::info!(
+            %group,
+            %slot,
+            from = message.from,
+            bytes,
+            chunks,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot received and loaded"
+        );
         let input = Input::Staged {
             group,
             slot,

@@ -98,6 +98,9 @@ pub struct SimConfig {
     /// a snapshot, so shipping and installing meet every fault), half the
     /// interval otherwise (catch-up from the log's tail).
     pub compact_keep: u64,
+    /// Sessions idle this long are expired through the log (0: never);
+    /// a write waits at most a quarter of it on its node.
+    pub session_idle_ms: u64,
     /// The node runtime ticks its replica this often.
     pub tick_every: Micros,
     /// A simulated fsync takes between these.
@@ -156,10 +159,19 @@ impl SimConfig {
             options: options.clone(),
             snapshot_chunk_bytes: [64, 512, 1 << 20][rng.gen_range(0..3)],
             compact_keep: 0,
+            session_idle_ms: 0,
         };
         // Derived, not drawn: the seeds' other draws stay as they were.
         if cfg.snapshot_every != 8 {
             cfg.compact_keep = cfg.snapshot_every / 2;
+        }
+        // Half the seeds expire sessions idle for 3 s (a run lasts 5 s), so
+        // the sessions of incarnations that crashed early expire; a write
+        // then waits at most 750 ms on its node, longer than any wait
+        // without faults (400 ms was not: writes timed out at the first
+        // election).
+        if cfg.clients % 2 == 1 {
+            cfg.session_idle_ms = 3_000;
         }
         cfg
     }

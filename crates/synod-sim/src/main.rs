@@ -148,7 +148,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} leases={} expired={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -159,6 +159,7 @@ fn main() -> ExitCode {
         summary.membership_changes,
         summary.transfers,
         summary.snapshots,
+        summary.sessions_expired,
         summary.leases_granted,
         summary.leases_expired,
         summary.slots,

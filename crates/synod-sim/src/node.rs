@@ -294,6 +294,7 @@ impl SimNode {
             session: (self.id.0 << 40) | self.incarnation,
             snapshot_every: cfg.snapshot_every,
             compact_keep: cfg.compact_keep,
+            session_idle_ms: cfg.session_idle_ms,
             initial_members: Vec::new(),
             record_applied: true,
         };

@@ -137,6 +137,8 @@ pub struct Summary {
     pub transfers: u64,
     /// Snapshots streamed and installed in all runs.
     pub snapshots: u64,
+    /// Sessions expired through the log in all runs.
+    pub sessions_expired: u64,
     /// Leases granted by the lease agents in all runs.
     pub leases_granted: u64,
     /// Leases expired by a leader after being kept alive, in all runs.
@@ -181,6 +183,7 @@ pub fn run_seeds(
                         sum.membership_changes += r.membership_changes;
                         sum.transfers += r.transfers;
                         sum.snapshots += r.snapshots;
+                        sum.sessions_expired += r.sessions_expired;
                         sum.leases_granted += r.leases_granted;
                         sum.leases_expired += r.leases_expired;
                         sum.slots += r.slots;

@@ -380,6 +380,13 @@ impl World {
         self.report.sim_time = self.now;
         self.report.leases_granted = self.lease_agent.granted;
         self.report.leases_expired = self.lease_agent.expired;
+        self.report.sessions_expired = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.group.as_ref())
+            .map(|g| g.status().sessions_expired)
+            .max()
+            .unwrap_or(0);
         Ok(self.report.clone())
     }
 

@@ -151,6 +151,8 @@ pub struct Report {
     pub transfers: u64,
     /// Snapshots streamed from a leader and installed.
     pub snapshots: u64,
+    /// Sessions expired through the log (the most any replica applied).
+    pub sessions_expired: u64,
     /// Leases the agent asked for.
     pub leases_granted: u64,
     /// Leases revoked by a leader's expiry after being kept alive.
