@@ -40,6 +40,7 @@ impl Group {
             || self.membership_out.is_some()
             || self.installed.is_some()
             || !self.snapshots_out.is_empty()
+            || self.read_index_target().is_some()
     }
 
     /// Everything to send, persist and answer since the last call. Handle
@@ -53,6 +54,7 @@ impl Group {
         // rows hold its effects. One installed from the leader in the same
         // round is older: the new one covers it.
         self.maybe_compact();
+        self.ask_read_index();
         self.take_output(token, persist)
     }
 
@@ -101,8 +103,17 @@ impl Group {
             self.apply(apply.slot, &apply.value);
         }
         for read in &ready.reads {
-            if let Some(w) = self.reads.remove(&read.id) {
-                self.reads_at.push_back((read.slot, w));
+            match self.reads.remove(&read.id) {
+                // A follower's question: it waits for the slot itself.
+                Some(Waiter::Index { to, token }) => self.sends.push((
+                    to,
+                    PeerItem::ReadIndexAnswer {
+                        token,
+                        slot: Some(read.slot),
+                    },
+                )),
+                Some(w) => self.wait_for_slot(read.slot, w),
+                None => {}
             }
         }
         for id in &ready.reads_dropped {
@@ -110,6 +121,9 @@ impl Group {
                 // Retry as a follower read.
                 Some(Waiter::Read(w)) => self.read(w, false),
                 Some(Waiter::Lease { id, renew, reply }) => self.lease_query(id, renew, reply),
+                Some(Waiter::Index { to, token }) => self
+                    .sends
+                    .push((to, PeerItem::ReadIndexAnswer { token, slot: None })),
                 // Not leading any more: the next leader decides.
                 Some(Waiter::Expire(_)) | None => {}
             }
@@ -161,10 +175,6 @@ impl Group {
                 if let Some(ticket) = p.ticket {
                     self.answers.push((ticket, Answer::Write(applied.outcome)));
                 }
-            }
-            if let Some(w) = self.barrier_reads.remove(&key) {
-                let answer = Answer::Read(self.kv.range_deferred(&w.request));
-                self.answers.push((w.ticket, answer));
             }
         }
     }
@@ -221,6 +231,7 @@ impl Group {
             }
             Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
             Waiter::Expire(ids) => self.issue_as_leader(Op::LeaseExpire(LeaseExpire { ids })),
+            Waiter::Index { .. } => unreachable!("read-index questions are answered, not queued"),
         }
     }
 
@@ -254,8 +265,7 @@ impl Group {
         self.compact_out = Some(Compaction { slot, membership });
     }
 
-    /// Answers the writes (and barrier reads) a snapshot from the leader
-    /// already contains.
+    /// Answers the writes a snapshot from the leader already contains.
     pub(crate) fn answer_from_sessions(&mut self) {
         let known: BTreeMap<(u64, u64), _> = self
             .writes
@@ -265,10 +275,6 @@ impl Group {
         for (key, outcome) in known {
             if let Some(ticket) = self.writes.remove(&key).and_then(|p| p.ticket) {
                 self.answers.push((ticket, Answer::Write(outcome)));
-            }
-            if let Some(w) = self.barrier_reads.remove(&key) {
-                let answer = Answer::Read(self.kv.range_deferred(&w.request));
-                self.answers.push((w.ticket, answer));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The group driver's state and its inputs.
 
+use crate::read_index::Question;
 use crate::types::{Answer, Compaction, GroupConfig, GroupStatus, PeerItem, Request, Ticket};
 use bytes::Bytes;
 use prost::Message as _;
@@ -34,9 +35,6 @@ pub(crate) struct PendingWrite {
     pub(crate) forwarded_at: Option<Time>,
     /// Who waits for the outcome (`None`: the node's own commands).
     pub(crate) ticket: Option<Ticket>,
-    /// A barrier for a follower's linearizable read: kept while the read
-    /// waits.
-    pub(crate) barrier: bool,
     /// Valid only under the leadership that issued it (a lease expiry,
     /// decided on this leader's clock): never forwarded to another leader,
     /// dropped when this replica stops leading.
@@ -50,8 +48,6 @@ pub(crate) struct PendingWrite {
 pub(crate) enum WriteKind {
     /// Proposed here or forwarded to the leader, again until it applies.
     Plain,
-    /// A follower read's barrier: as plain, while its read waits.
-    Barrier,
     /// Proposed by this leader or not at all (see `issue_as_leader`).
     LeaderOnly,
 }
@@ -79,6 +75,11 @@ pub(crate) enum Waiter {
     /// Leases that ran out, proposed for expiry once leadership is
     /// confirmed.
     Expire(Vec<i64>),
+    /// A follower's read-index question: answered with the slot.
+    Index {
+        to: NodeId,
+        token: u64,
+    },
 }
 
 /// Deliberately broken variants, for the simulator's negative controls.
@@ -88,6 +89,9 @@ pub(crate) enum Waiter {
 pub enum GroupMutation {
     /// Answer keep-alives without confirming leadership first.
     UnconfirmedKeepalives,
+    /// Serve a follower's linearizable read from its own state at once,
+    /// without asking the leader for a confirmed point.
+    FollowerReadsUnconfirmed,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -97,8 +101,8 @@ pub enum GroupMutation {
 ///
 /// Invariants (checked by `check_invariants`): `applied` is the replica's
 /// applied slot as far as the state machine knows; every key of `writes`
-/// is of this incarnation's session and below `next_seq`; a barrier read
-/// has a pending barrier write unless it was answered.
+/// is of this incarnation's session and below `next_seq`; `reads_at` is
+/// in slot order (R2, see `read_index`).
 pub struct Group {
     pub(crate) config: GroupConfig,
     pub(crate) replica: Replica<Bytes>,
@@ -113,8 +117,13 @@ pub struct Group {
     pub(crate) reads: BTreeMap<ReadId, Waiter>,
     /// Released by the replica, waiting for `applied` to reach a slot.
     pub(crate) reads_at: VecDeque<(Slot, Waiter)>,
-    /// Reads on a follower, waiting for their barrier command to apply.
-    pub(crate) barrier_reads: BTreeMap<(u64, u64), WaitingRead>,
+    /// Reads on a follower waiting for the next read-index question.
+    pub(crate) index_waiting: Vec<WaitingRead>,
+    /// Read-index questions sent to the leader, by token.
+    pub(crate) index_asked: BTreeMap<u64, Question>,
+    /// The leader refused a question since the last tick: ask again after
+    /// the next one.
+    pub(crate) index_refused: bool,
     pub(crate) next_read: u64,
     /// The ballot this replica led with at the last lease check.
     pub(crate) led_ballot: Option<Ballot>,
@@ -174,7 +183,9 @@ impl Group {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             reads_at: VecDeque::new(),
-            barrier_reads: BTreeMap::new(),
+            index_waiting: Vec::new(),
+            index_asked: BTreeMap::new(),
+            index_refused: false,
             next_read: 1,
             led_ballot: None,
             lease_queries: BTreeMap::new(),
@@ -252,7 +263,11 @@ impl Group {
 
     /// Requests waiting here (writes, reads, lease questions).
     pub fn waiting(&self) -> usize {
-        self.writes.len() + self.reads.len() + self.reads_at.len() + self.lease_queries.len()
+        self.writes.len()
+            + self.reads.len()
+            + self.reads_at.len()
+            + self.lease_queries.len()
+            + self.index_reads()
     }
 
     /// The member table: the replicated one once a change recorded it,
@@ -327,6 +342,10 @@ impl Group {
                     self.answers.push((ticket, Answer::Lease(answer)));
                 }
             }
+            PeerItem::ReadIndex { token } => self.answer_read_index(from, token),
+            PeerItem::ReadIndexAnswer { token, slot } => {
+                self.read_index_answered(from, token, slot)
+            }
         }
     }
 
@@ -336,6 +355,7 @@ impl Group {
         self.now = self.now.max(now);
         self.replica.tick(self.now);
         self.reforward();
+        self.read_index_duties();
         self.session_duties();
         self.lease_duties();
         self.publish_self();
@@ -350,12 +370,12 @@ impl Group {
             return;
         }
         let gone = |w: &WaitingRead| tickets.contains(&w.ticket);
-        self.barrier_reads.retain(|_, w| !gone(w));
-        let barrier_reads = &self.barrier_reads;
-        self.writes.retain(|key, p| match p.ticket {
-            Some(t) => !tickets.contains(&t),
-            None => !p.barrier || barrier_reads.contains_key(key),
-        });
+        self.index_waiting.retain(|w| !gone(w));
+        for question in self.index_asked.values_mut() {
+            question.reads.retain(|w| !gone(w));
+        }
+        self.writes
+            .retain(|_, p| p.ticket.is_none_or(|t| !tickets.contains(&t)));
         self.lease_queries.retain(|_, t| !tickets.contains(t));
         let waiting = |w: &Waiter| match w {
             Waiter::Read(r) => !gone(r),
@@ -490,7 +510,6 @@ impl Group {
             command: Bytes::from(command.encode_to_vec()),
             forwarded_at: None,
             ticket,
-            barrier: kind == WriteKind::Barrier,
             leader_only: kind == WriteKind::LeaderOnly,
             submitted_at: self.now,
         };
@@ -521,10 +540,6 @@ impl Group {
                         self.answers.push((ticket, Answer::Write(outcome)));
                     }
                 }
-                if let Some(w) = self.barrier_reads.remove(&key) {
-                    let refusal = Answer::Read(Err(KvError::TooManyRequests));
-                    self.answers.push((w.ticket, refusal));
-                }
             }
             Err(_) => pending.forwarded_at = Some(self.now),
         }
@@ -553,24 +568,35 @@ impl Group {
     }
 
     /// A range read: local when serializable; at a confirmed point on the
-    /// leader; behind a barrier command through the log on a follower.
+    /// leader; at the leader's confirmed point on a follower (read index).
     pub(crate) fn read(&mut self, read: WaitingRead, serializable: bool) {
         if serializable {
             let answer = Answer::Read(self.kv.range_deferred(&read.request));
             self.answers.push((read.ticket, answer));
             return;
         }
+        if let Some(read) = self.leader_read(read) {
+            self.read_by_index(read);
+        }
+    }
+
+    /// Registers a read with the replica as its leader; a leader whose
+    /// read queue is full refuses it with etcd's "too many requests". Not
+    /// leading: the read comes back.
+    pub(crate) fn leader_read(&mut self, read: WaitingRead) -> Option<WaitingRead> {
         let rid = ReadId(self.next_read);
         self.next_read += 1;
-        if self.replica.read(rid, self.now).is_ok() {
-            self.reads.insert(rid, Waiter::Read(read));
-            return;
+        match self.replica.read(rid, self.now) {
+            Ok(()) => {
+                self.reads.insert(rid, Waiter::Read(read));
+            }
+            Err(ProposeError::Busy) => {
+                let refusal = Answer::Read(Err(KvError::TooManyRequests));
+                self.answers.push((read.ticket, refusal));
+            }
+            Err(_) => return Some(read),
         }
-        // Not the leader: a barrier command through the log orders this
-        // read after every write acknowledged before it.
-        let key = self.next_key();
-        self.barrier_reads.insert(key, read);
-        self.write(key, None, None, WriteKind::Barrier);
+        None
     }
 
     /// A member added by `member add` is in the table with its peer
@@ -617,12 +643,13 @@ impl Group {
             );
             assert!(key.1 < self.next_seq, "write {key:?} not yet issued");
         }
-        for key in self.barrier_reads.keys() {
-            assert!(
-                self.writes.get(key).is_some_and(|p| p.barrier),
-                "barrier read {key:?} without its barrier"
-            );
-        }
+        assert!(
+            self.reads_at
+                .iter()
+                .zip(self.reads_at.iter().skip(1))
+                .all(|((a, _), (b, _))| a <= b),
+            "reads_at out of slot order"
+        );
         assert!(
             self.applied <= self.replica.log().commit(),
             "applied {} past the commit point {}",

@@ -59,6 +59,7 @@
 mod drive;
 mod group;
 mod leases;
+mod read_index;
 mod sessions;
 mod snapshots;
 mod types;

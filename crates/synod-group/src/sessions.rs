@@ -91,7 +91,7 @@ impl Group {
         self.issue_as_leader(Op::SessionExpire(SessionExpire { clients, revisions }));
     }
 
-    /// Answers "timed out" to every write (and barrier read) that waited
+    /// Answers "timed out" to every write that waited
     /// past `deadline` ms, and never sends it again (E1).
     fn drop_late_writes(&mut self, deadline: u64) {
         let now: Time = self.now;
@@ -106,10 +106,6 @@ impl Group {
             if let Some(ticket) = pending.ticket {
                 let outcome = error_outcome(&KvError::TimedOut);
                 self.answers.push((ticket, Answer::Write(outcome)));
-            }
-            if let Some(w) = self.barrier_reads.remove(&key) {
-                self.answers
-                    .push((w.ticket, Answer::Read(Err(KvError::TimedOut))));
             }
         }
     }

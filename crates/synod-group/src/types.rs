@@ -103,6 +103,20 @@ pub enum PeerItem {
         /// The answer.
         answer: LeaseAnswer,
     },
+    /// A follower's question for the leader: a slot at which it surely
+    /// led, for the linearizable reads that wait on the follower.
+    ReadIndex {
+        /// Matches the answer to the question.
+        token: u64,
+    },
+    /// The leader's answer: the commit point at a confirmed moment of its
+    /// leadership, or `None` when it does not lead (ask again).
+    ReadIndexAnswer {
+        /// The question's token.
+        token: u64,
+        /// The slot the reads wait to apply.
+        slot: Option<Slot>,
+    },
 }
 
 /// A snapshot from the leader to make live: the storage stage it was

@@ -181,6 +181,69 @@ fn a_linearizable_read_at_a_follower_sees_a_write_acknowledged_before_it() {
     }
 }
 
+/// Reads that arrive at a follower in one round share one read-index
+/// question to the leader and take no slot in the log.
+#[test]
+fn follower_reads_in_one_round_share_one_question_and_take_no_slot() {
+    let (mut c, leader, follower) = elected();
+    c.request(leader, 1, put("k", "v1"));
+    let commit = c.groups[&leader].status().commit;
+    let now = Time(c.now);
+    let f = c.groups.get_mut(&follower).unwrap();
+    for ticket in 10..60 {
+        f.request(ticket, read("k"), now);
+    }
+    let ready = f.ready();
+    f.on_written();
+    f.on_persisted(ready.token);
+    let questions: Vec<&PeerItem> = ready
+        .sends
+        .iter()
+        .filter(|(to, item)| *to == leader && matches!(item, PeerItem::ReadIndex { .. }))
+        .map(|(_, item)| item)
+        .collect();
+    assert_eq!(questions.len(), 1, "sends: {:?}", ready.sends);
+    let question = questions[0].clone();
+    c.groups
+        .get_mut(&leader)
+        .unwrap()
+        .step(follower, question, now);
+    c.settle();
+    for ticket in 10..60 {
+        match c.answer(follower, ticket) {
+            Some(Answer::Read(Ok(r))) => {
+                assert_eq!(r.clone().fill().kvs[0].value, "v1".as_bytes())
+            }
+            other => panic!("read {ticket}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        c.groups[&leader].status().commit,
+        commit,
+        "a read took a slot"
+    );
+}
+
+/// A follower cut off from the leader cannot confirm anything: its read
+/// waits (it would be stale) and is served, fresh, once it hears again.
+#[test]
+fn a_cut_off_follower_holds_its_read_until_it_can_serve_it_fresh() {
+    let (mut c, leader, follower) = elected();
+    c.request(leader, 1, put("k", "v1"));
+    c.run_ms(100);
+    c.cut.insert(follower);
+    c.request(leader, 2, put("k", "v2"));
+    c.request(follower, 3, read("k"));
+    c.run_ms(150);
+    assert!(c.answer(follower, 3).is_none(), "served while cut off");
+    c.cut.clear();
+    c.run_ms(1_000);
+    match c.answer(follower, 3) {
+        Some(Answer::Read(Ok(r))) => assert_eq!(r.clone().fill().kvs[0].value, "v2".as_bytes()),
+        other => panic!("no read answer after healing: {other:?}"),
+    }
+}
+
 #[test]
 fn a_write_whose_client_gave_up_is_not_forwarded_again() {
     let mut c = Cluster::new(3);

@@ -545,6 +545,16 @@ impl Core {
             };
             group.step(from, item, now);
         }
+        for token in batch.read_index {
+            group.step(from, PeerItem::ReadIndex { token }, now);
+        }
+        for a in batch.read_index_answers {
+            let item = PeerItem::ReadIndexAnswer {
+                token: a.token,
+                slot: a.confirmed.then_some(Slot(a.slot)),
+            };
+            group.step(from, item, now);
+        }
     }
 
     /// The runtime loop: until every group is quiet, take their readies,
@@ -775,6 +785,14 @@ impl Core {
                         ttl,
                         granted_ttl,
                     });
+                }
+                PeerItem::ReadIndex { token } => batch.read_index.push(token),
+                PeerItem::ReadIndexAnswer { token, slot } => {
+                    batch.read_index_answers.push(peerpb::ReadIndexAnswer {
+                        token,
+                        confirmed: slot.is_some(),
+                        slot: slot.map_or(0, |s| s.0),
+                    })
                 }
             }
         }

@@ -31,6 +31,10 @@ pub struct SimOptions {
     /// it still leads (the bug the runtime's read before renewing
     /// prevents). The early-expiry check must catch it.
     pub unconfirmed_keepalives: bool,
+    /// Negative control: a follower serves a linearizable read from its
+    /// own state at once, without the leader's read index. The
+    /// linearizability checker must catch the stale reads.
+    pub follower_reads_unconfirmed: bool,
     /// Negative control: a node's shell writes a state-machine snapshot
     /// (with its applied slot) at once and the log compaction only with a
     /// later write, as the runtime once did. A crash in between restarts
@@ -62,6 +66,7 @@ impl SimOptions {
             fault_phase: 4000 * MS,
             leases: true,
             unconfirmed_keepalives: false,
+            follower_reads_unconfirmed: false,
             split_snapshot_compaction: false,
             ack_before_fsync: false,
             excess_drift: false,

@@ -54,6 +54,10 @@ struct Args {
     /// still lead; early expiries must be caught.
     #[arg(long)]
     unconfirmed_keepalives: bool,
+    /// Negative control: followers serve linearizable reads without asking
+    /// the leader for a read index; stale reads must be caught.
+    #[arg(long)]
+    follower_reads_unconfirmed: bool,
     /// Negative control: snapshots written apart from the log compaction
     /// they imply (an old runtime bug); the checkers must catch it.
     #[arg(long)]
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
     options.membership = !args.no_membership;
     options.leases = !args.no_leases;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
+    options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.split_snapshot_compaction = args.split_snapshot_compaction;
     options.ack_before_fsync = args.ack_before_fsync;
     if let Some(seed) = args.replay {

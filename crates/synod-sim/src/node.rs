@@ -302,6 +302,9 @@ impl SimNode {
         if cfg.options.unconfirmed_keepalives {
             group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedKeepalives));
         }
+        if cfg.options.follower_reads_unconfirmed {
+            group.set_mutation(Some(synod_group::GroupMutation::FollowerReadsUnconfirmed));
+        }
         self.group = Some(group);
     }
 }
