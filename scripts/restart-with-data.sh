@@ -10,7 +10,10 @@
 #   4. starts it again on the same data and measures the time until a
 #      short put load through every endpoint has no error (the node logs
 #      how long opening the file and loading the groups took);
-#   5. prints the data size, the restart time and the process's RSS.
+#   5. prints the data size, the restart time and the process's RSS;
+#   6. checks that every put either load saw acknowledged is still there
+#      (`synod bench --ack-log` / `--verify-acks`): exits non-zero if one
+#      was lost.
 #
 # Environment (all optional): VALUE_SIZE=4096 KEYS=1000000 LOAD_SECONDS=100
 # CLIENTS=64 QUICK_REPAIR=0 (1: run synod dev --quick-repair). Every address
@@ -87,13 +90,14 @@ log "first start: serving after $first s"
 log "loading ${VALUE_SIZE}-byte values over $KEYS keys for $LOAD_SECONDS s"
 "$SYNOD" bench --endpoints "$ENDPOINTS" --workload put --clients "$CLIENTS" \
     --value-size "$VALUE_SIZE" --keys "$KEYS" --duration "${LOAD_SECONDS}s" --warmup 0s \
-    >"$TMP/load.txt" 2>&1
+    --ack-log "$TMP/acks-load.txt" >"$TMP/load.txt" 2>&1
 ops=$(sed -n 's/^summary:.* ops=\([0-9]*\) .*/\1/p' "$TMP/load.txt")
 grep -E '^(ops/s|latency|errors)' "$TMP/load.txt" | sed 's/^/load: /'
 written=$((ops * VALUE_SIZE / 1048576))
 loaded=$(node_mib)
 "$SYNOD" bench --endpoints "$ENDPOINTS" --workload put --clients "$CLIENTS" \
-    --value-size "$VALUE_SIZE" --keys "$KEYS" --duration 30s --warmup 0s >/dev/null 2>&1 &
+    --value-size "$VALUE_SIZE" --keys "$KEYS" --duration 8s --warmup 0s \
+    --ack-log "$TMP/acks-killed.txt" >"$TMP/killed.txt" 2>&1 &
 LOAD_PID=$!
 sleep 3
 rss=$(awk '$1 == "VmRSS:" {print int($2 / 1024)}' "/proc/$SYNOD_PID/status")
@@ -101,8 +105,10 @@ log "$ops puts acknowledged ($written MiB of values); node1's file $loaded MiB;"
     "RSS of the 3-node process $rss MiB; kill -9 under load"
 kill -KILL "$SYNOD_PID"
 wait "$SYNOD_PID" 2>/dev/null || true
-kill -TERM "$LOAD_PID" 2>/dev/null || true
+# The load ends by itself (its requests fail from now on) and writes the
+# puts acknowledged before the kill.
 wait "$LOAD_PID" 2>/dev/null || true
+grep '^acknowledged puts' "$TMP/killed.txt" | sed 's/^/killed load: /'
 t0=$(date +%s.%N)
 start
 took=$(wait_serving "$t0") || exit 1
@@ -114,3 +120,6 @@ grep 'storage opened' "$TMP/synod.log" | tail -3 | sed 's/^/node: /'
 out=$("$SYNOD" bench --endpoints "$ENDPOINTS" --workload get --clients 16 --keys 1000 \
     --duration 3s --warmup 0s 2>&1) || true
 grep -E '^(ops/s|errors)' <<<"$out" | sed 's/^/after restart: /'
+
+"$SYNOD" bench --endpoints 127.0.0.1:2379 --keys "$KEYS" \
+    --verify-acks "$TMP/acks-load.txt,$TMP/acks-killed.txt"

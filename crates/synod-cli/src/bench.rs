@@ -23,6 +23,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 
+mod acks;
 mod watch;
 
 /// Upper bound on `--clients`: each is a task with its own histogram.
@@ -135,6 +137,17 @@ pub struct BenchArgs {
     /// measured window, to report server CPU seconds per 1,000 ops.
     #[arg(long, value_delimiter = ',')]
     cpu_pids: Vec<u32>,
+    /// Write every put the server acknowledged (warmup included) to this
+    /// file, one `key_number revision` per line, for a later
+    /// --verify-acks. Only for `--workload put`.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
+    /// Run no load: check that every put recorded in these --ack-log files
+    /// (comma-separated) is still there, at its revision or a later one,
+    /// through the first endpoint (linearizable reads); fails naming the
+    /// lost keys. Give the same --keys as the runs that wrote the logs.
+    #[arg(long, value_delimiter = ',')]
+    verify_acks: Vec<PathBuf>,
 }
 
 /// The kind of request every client sends.
@@ -327,11 +340,13 @@ struct Plan {
     measure_from: Instant,
     /// No request is sent at or after this; answers after it are not recorded.
     end: Instant,
+    /// Keep every acknowledged put for --ack-log.
+    record_acks: bool,
 }
 
 impl Plan {
     fn key(&self, n: u64) -> Bytes {
-        Bytes::from(format!("bench/{n:0width$}", width = self.key_width))
+        key_name(n, self.key_width)
     }
 
     fn pick(&self, rng: &mut Rng) -> Op {
@@ -421,6 +436,8 @@ struct ClientReport {
     txn_succeeded: u64,
     /// Puts made by `watch` writers inside the window.
     writes: u64,
+    /// Acknowledged puts `(key number, revision)`, with --ack-log.
+    acks: Vec<(u64, i64)>,
     errors: ErrorLog,
     warmup_errors: ErrorLog,
 }
@@ -433,6 +450,7 @@ impl ClientReport {
             late_ops: 0,
             txn_succeeded: 0,
             writes: 0,
+            acks: Vec::new(),
             errors: ErrorLog::default(),
             warmup_errors: ErrorLog::default(),
         }
@@ -446,6 +464,7 @@ impl ClientReport {
         self.late_ops += other.late_ops;
         self.txn_succeeded += other.txn_succeeded;
         self.writes += other.writes;
+        self.acks.extend(other.acks);
         self.errors.merge(other.errors);
         self.warmup_errors.merge(other.warmup_errors);
     }
@@ -461,11 +480,14 @@ fn describe(status: &tonic::Status) -> String {
 
 /// Sends one request and checks its answer. `Ok(true)` for a transaction
 /// whose compare held.
-async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool, String> {
-    match op {
+/// Sends one request; answers whether a txn's compare held and, for a put,
+/// the revision the server acknowledged it at (0 otherwise).
+async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<(bool, i64), String> {
+    let succeeded = match op {
         Op::Put => {
-            conn.kv.put(plan.put(key)).await.map_err(|s| describe(&s))?;
-            Ok(false)
+            let response = conn.kv.put(plan.put(key)).await.map_err(|s| describe(&s))?;
+            let revision = response.get_ref().header.as_ref().map_or(0, |h| h.revision);
+            return Ok((false, revision));
         }
         Op::Get => {
             let request = RangeRequest {
@@ -477,11 +499,11 @@ async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool,
             if response.get_ref().kvs.len() != 1 {
                 return Err("get: a populated key was not found".to_string());
             }
-            Ok(false)
+            false
         }
         Op::Txn => {
             let response = conn.kv.txn(plan.txn(key)).await.map_err(|s| describe(&s))?;
-            Ok(response.get_ref().succeeded)
+            response.get_ref().succeeded
         }
         Op::LeaseGrant => {
             let grant = LeaseGrantRequest {
@@ -492,7 +514,7 @@ async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool,
                 .lease_grant(grant)
                 .await
                 .map_err(|s| describe(&s))?;
-            Ok(false)
+            false
         }
         Op::KeepAlive => {
             let id = conn.lease_id;
@@ -501,10 +523,10 @@ async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool,
                 .await
                 .map_err(|_| "keep-alive stream closed".to_string())?;
             match responses.message().await {
-                Ok(Some(r)) if r.ttl > 0 => Ok(false),
-                Ok(Some(_)) => Err("keep-alive: lease not found".to_string()),
-                Ok(None) => Err("keep-alive stream ended".to_string()),
-                Err(s) => Err(describe(&s)),
+                Ok(Some(r)) if r.ttl > 0 => false,
+                Ok(Some(_)) => return Err("keep-alive: lease not found".to_string()),
+                Ok(None) => return Err("keep-alive stream ended".to_string()),
+                Err(s) => return Err(describe(&s)),
             }
         }
         Op::Lock => {
@@ -518,9 +540,10 @@ async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<bool,
                 .unlock(UnlockRequest { key })
                 .await
                 .map_err(|s| describe(&s))?;
-            Ok(false)
+            false
         }
-    }
+    };
+    Ok((succeeded, 0))
 }
 
 /// One closed-loop client: send, wait, record, repeat until the window ends.
@@ -540,10 +563,16 @@ async fn run_client(channel: Channel, plan: Arc<Plan>, index: u32) -> ClientRepo
             return report;
         }
         let op = plan.pick(&mut rng);
-        let key = plan.key(rng.below(plan.keys));
-        let result = issue(&mut conn, &plan, op, key).await;
+        let n = rng.below(plan.keys);
+        let result = issue(&mut conn, &plan, op, plan.key(n)).await;
         let answered = Instant::now();
         let warmup = sent < plan.measure_from;
+        if let Ok((_, revision)) = result {
+            if plan.record_acks && revision > 0 {
+                report.acks.push((n, revision));
+            }
+        }
+        let result = result.map(|(succeeded, _)| succeeded);
         match result {
             Ok(succeeded) if warmup => {
                 report.warmup_ops += 1;
@@ -756,6 +785,12 @@ fn check_flags(args: &BenchArgs) -> Result<u32, String> {
     if args.writers != 1 && args.workload != Workload::Watch {
         return Err("--writers applies to --workload watch".into());
     }
+    if args.ack_log.is_some() && args.workload != Workload::Put {
+        return Err("--ack-log applies to --workload put".into());
+    }
+    if args.ack_log.is_some() && !args.verify_acks.is_empty() {
+        return Err("--ack-log and --verify-acks: write a log or check one, not both".into());
+    }
     if args.serializable && !args.workload.has_reads() {
         return Err("--serializable applies to reads: use it with --workload get or mixed".into());
     }
@@ -775,6 +810,17 @@ fn check_flags(args: &BenchArgs) -> Result<u32, String> {
     Ok(conns)
 }
 
+/// Key number `n` as a key: `bench/` and `n` zero-padded to `width`, so
+/// the keys sort in number order.
+fn key_name(n: u64, width: usize) -> Bytes {
+    Bytes::from(format!("bench/{n:0width$}"))
+}
+
+/// Digits of the largest key number of a key space of `keys`.
+fn key_width(keys: u64) -> usize {
+    (keys - 1).max(1).to_string().len()
+}
+
 /// Runs `synod bench`.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let conns = validate(&args);
@@ -783,6 +829,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (true, false) => ", linearizable reads",
         (true, true) => ", serializable reads",
     };
+    if !args.verify_acks.is_empty() {
+        let channels = open_channels(&args.endpoints[..1], 1).await?;
+        let width = key_width(args.keys);
+        let key = |n: u64| key_name(n, width);
+        return acks::verify(channels[0].clone(), &args.verify_acks, key).await;
+    }
     println!(
         "synod bench: {}{read_kind}, {} clients, {conns} connection(s) to {}, \
          {} keys, {} B values, {:?} measured after {:?} warmup",
@@ -795,7 +847,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.warmup,
     );
     let channels = open_channels(&args.endpoints, conns).await?;
-    let key_width = (args.keys - 1).max(1).to_string().len();
+    let key_width = key_width(args.keys);
     let mut plan = Plan {
         workload: args.workload,
         serializable: args.serializable,
@@ -804,6 +856,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         value: Bytes::from(vec![b'v'; args.value_size as usize]),
         measure_from: Instant::now(),
         end: Instant::now(),
+        record_acks: args.ack_log.is_some(),
     };
     if args.workload.has_reads() {
         populate(&channels, &Arc::new(plan.clone()), args.clients).await?;
@@ -811,8 +864,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     plan.measure_from = Instant::now() + args.warmup;
     plan.end = plan.measure_from + args.duration;
     let plan = Arc::new(plan);
-    let (report, before, after) = drive(&channels, &plan, &args).await?;
+    let (mut report, before, after) = drive(&channels, &plan, &args).await?;
     print_report(&args, &report, &before, &after);
+    if let Some(path) = &args.ack_log {
+        acks::write_log(path, &mut report.acks)?;
+        println!(
+            "acknowledged puts: {} written to {}",
+            report.acks.len(),
+            path.display()
+        );
+    }
     if report.latency_us.is_empty() {
         bail!("no request succeeded in the measured window");
     }
@@ -974,6 +1035,8 @@ mod tests {
             (&["--duration", "0s"], "--duration"),
             (&["--conns", "2"], "unused"),
             (&["--clients", "4", "--conns", "8"], "idle"),
+            (&["--workload", "get", "--ack-log", "a"], "--ack-log"),
+            (&["--ack-log", "a", "--verify-acks", "a,b"], "not both"),
         ];
         for (line, reason) in conflicts {
             let message = check_flags(&flags(line).unwrap()).unwrap_err();
@@ -1021,8 +1084,10 @@ mod tests {
             value: Bytes::new(),
             measure_from: Instant::now(),
             end: Instant::now(),
+            record_acks: false,
         };
         assert_eq!(plan.key(42), Bytes::from_static(b"bench/0042"));
+        assert_eq!(key_width(10_000), 4);
         let mut rng = Rng(SEED);
         let puts = (0..10_000)
             .filter(|_| matches!(plan.pick(&mut rng), Op::Put))

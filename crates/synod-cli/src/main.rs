@@ -189,12 +189,17 @@ async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64, quick_repair: bool
             },
         );
     }
-    let mut running = Vec::new();
+    // Started side by side: after a crash each node's open walks its file.
+    let mut starting = Vec::new();
     for id in members.keys() {
         let dir = data_dir.join(format!("node{}", id.0));
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
         config.quick_repair = quick_repair;
-        running.push(start(config).await?);
+        starting.push(tokio::spawn(start(config)));
+    }
+    let mut running = Vec::new();
+    for handle in starting {
+        running.push(handle.await.context("a node's start panicked")??);
     }
     let endpoints: Vec<String> = members
         .values()

@@ -152,48 +152,61 @@ pub struct Node {
     next_lease: AtomicU64,
 }
 
+/// Opens the data dir and restores every group it holds (and those the
+/// configuration asks for); blocking.
+fn open_and_load(
+    mut config: NodeConfig,
+) -> Result<(NodeConfig, Storage, BTreeMap<GroupId, Group>), StartError> {
+    let identity = Identity {
+        cluster_id: config.cluster_id,
+        node_id: config.id.0,
+    };
+    let opening = Instant::now();
+    let storage = match Storage::open(&config.data_dir, identity) {
+        // The cluster id was derived from the member list, and the list
+        // changed since the data dir was made (members were added or
+        // removed): the data dir's own cluster id is the cluster's.
+        Err(StorageError::IdentityMismatch { stored, .. })
+            if config.cluster_id_derived && stored.node_id == identity.node_id =>
+        {
+            config.cluster_id = stored.cluster_id;
+            Storage::open(&config.data_dir, stored)?
+        }
+        other => other?,
+    };
+    // Every group on disk, and those the configuration asks for.
+    let mut hosted: std::collections::BTreeSet<GroupId> = storage.groups()?.into_iter().collect();
+    hosted.insert(GROUP);
+    hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
+    let mut storage = storage;
+    storage.set_quick_repair(config.quick_repair);
+    // A snapshot being received when the process stopped is gone with its
+    // stream; its rows become garbage.
+    storage.discard_stages()?;
+    let opened = opening.elapsed();
+    let mut groups = BTreeMap::new();
+    for id in hosted {
+        groups.insert(id, restore_group(&config, &storage, id)?);
+    }
+    tracing::info!(
+        node = %config.id,
+        open_ms = opened.as_millis() as u64,
+        load_ms = (opening.elapsed() - opened).as_millis() as u64,
+        "storage opened and groups loaded"
+    );
+    Ok((config, storage, groups))
+}
+
 impl Node {
     /// Opens the data dir, restores the replica, starts the core loop, the
     /// peer listener and one sender per peer.
-    pub async fn start(mut config: NodeConfig) -> Result<Arc<Node>, StartError> {
-        let identity = Identity {
-            cluster_id: config.cluster_id,
-            node_id: config.id.0,
-        };
-        let opening = Instant::now();
-        let storage = match Storage::open(&config.data_dir, identity) {
-            // The cluster id was derived from the member list, and the list
-            // changed since the data dir was made (members were added or
-            // removed): the data dir's own cluster id is the cluster's.
-            Err(StorageError::IdentityMismatch { stored, .. })
-                if config.cluster_id_derived && stored.node_id == identity.node_id =>
-            {
-                config.cluster_id = stored.cluster_id;
-                Storage::open(&config.data_dir, stored)?
-            }
-            other => other?,
-        };
-        // Every group on disk, and those the configuration asks for.
-        let mut hosted: std::collections::BTreeSet<GroupId> =
-            storage.groups()?.into_iter().collect();
-        hosted.insert(GROUP);
-        hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
-        let mut storage = storage;
-        storage.set_quick_repair(config.quick_repair);
-        // A snapshot being received when the process stopped is gone
-        // with its stream; its rows become garbage.
-        storage.discard_stages()?;
-        let opened = opening.elapsed();
-        let mut groups = BTreeMap::new();
-        for id in hosted {
-            groups.insert(id, restore_group(&config, &storage, id)?);
-        }
-        tracing::info!(
-            node = %config.id,
-            open_ms = opened.as_millis() as u64,
-            load_ms = (opening.elapsed() - opened).as_millis() as u64,
-            "storage opened and groups loaded"
-        );
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, StartError> {
+        // Opening a large file after a crash walks it (seconds): on a
+        // blocking thread, so that nodes of one process open side by side
+        // and the runtime's workers stay free.
+        let (config, storage, groups) = tokio::task::spawn_blocking(move || open_and_load(config))
+            .await
+            .map_err(|e| StartError::Config(format!("opening the data dir panicked: {e}")))??;
         let revision = groups[&GROUP].kv().revision();
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();
