@@ -16,6 +16,12 @@ use synod_server::{
 mod bench;
 mod server_config;
 
+/// The allocator: glibc's malloc took a fifth of a put's server CPU
+/// (docs/perf/README.md); mimalloc's thread-local free lists cost less for
+/// the many short-lived buffers of a request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// synod: a distributed key-value and coordination service that speaks the
 /// etcd v3 API, replicated by Multi-Paxos.
 #[derive(Parser, Debug)]

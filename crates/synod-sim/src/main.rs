@@ -151,6 +151,12 @@ fn main() -> ExitCode {
     for o in &summary.violations {
         print_violation(o);
     }
+    if !summary.undecided_seeds.is_empty() {
+        println!(
+            "undecided (the linearizability search ran out of budget; replay with --replay): seeds {:?}",
+            summary.undecided_seeds
+        );
+    }
     let secs = summary.elapsed.as_secs_f64();
     println!(
         "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",

@@ -125,6 +125,8 @@ pub struct Summary {
     pub violations: Vec<SeedOutcome>,
     /// Seeds whose linearizability search hit its budget.
     pub undecided: u64,
+    /// Those seeds, in order, to replay and look at.
+    pub undecided_seeds: Vec<u64>,
     /// Events processed in all runs.
     pub events: u64,
     /// Client operations completed in all runs.
@@ -188,6 +190,9 @@ pub fn run_seeds(
                         sum.leases_expired += r.leases_expired;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
+                        if r.lin_undecided {
+                            sum.undecided_seeds.push(seed);
+                        }
                     }
                     Err(_) => sum.violations.push(outcome),
                 }
@@ -198,6 +203,7 @@ pub fn run_seeds(
     });
     let mut summary = summary.into_inner().expect("summary");
     summary.violations.sort_by_key(|o| o.seed);
+    summary.undecided_seeds.sort_unstable();
     summary.elapsed = started.elapsed();
     summary
 }
