@@ -112,6 +112,8 @@ impl Group {
                         slot: Some(read.slot),
                     },
                 )),
+                // Handed out at once: the confirmation is all they need.
+                Some(Waiter::Timestamps { count, reply }) => self.serve_timestamps(count, reply),
                 Some(w) => self.wait_for_slot(read.slot, w),
                 None => {}
             }
@@ -124,6 +126,7 @@ impl Group {
                 Some(Waiter::Index { to, token }) => self
                     .sends
                     .push((to, PeerItem::ReadIndexAnswer { token, slot: None })),
+                Some(Waiter::Timestamps { count, reply }) => self.timestamps(count, reply),
                 // Not leading any more: the next leader decides.
                 Some(Waiter::Expire(_)) | None => {}
             }
@@ -163,6 +166,7 @@ impl Group {
             let existed = self.leases_expiring(&command);
             let mut applied = self.kv.apply(&command);
             if !applied.duplicate {
+                self.reservation_applied((command.client, command.seq), &applied.outcome);
                 self.follow_leases(&command, existed);
                 self.saw_session(command.client, applied.revision);
                 if let Some(outcome::Result::SessionExpire(expired)) = &applied.outcome.result {
@@ -232,6 +236,7 @@ impl Group {
             Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
             Waiter::Expire(ids) => self.issue_as_leader(Op::LeaseExpire(LeaseExpire { ids })),
             Waiter::Index { .. } => unreachable!("read-index questions are answered, not queued"),
+            Waiter::Timestamps { count, reply } => self.serve_timestamps(count, reply),
         }
     }
 

@@ -80,6 +80,11 @@ pub(crate) enum Waiter {
         to: NodeId,
         token: u64,
     },
+    /// Timestamps, handed out once leadership is confirmed.
+    Timestamps {
+        count: u32,
+        reply: LeaseReply,
+    },
 }
 
 /// Deliberately broken variants, for the simulator's negative controls.
@@ -92,6 +97,8 @@ pub enum GroupMutation {
     /// Serve a follower's linearizable read from its own state at once,
     /// without asking the leader for a confirmed point.
     FollowerReadsUnconfirmed,
+    /// Hand out timestamps without confirming leadership first.
+    UnconfirmedTimestamps,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -147,6 +154,8 @@ pub struct Group {
     /// Sessions expired through the log since start.
     pub(crate) sessions_expired: u64,
     pub(crate) published_self_at: Time,
+    /// The timestamp oracle (see `tso`).
+    pub(crate) oracle: crate::tso::Oracle,
     // Output gathered between two `ready` calls.
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
     pub(crate) answers: Vec<(Ticket, Answer)>,
@@ -199,6 +208,7 @@ impl Group {
             sessions_scanned_at: now,
             sessions_expired: 0,
             published_self_at: now,
+            oracle: crate::tso::Oracle::default(),
             sends: Vec::new(),
             answers: Vec::new(),
             events: Vec::new(),
@@ -268,6 +278,7 @@ impl Group {
             + self.reads_at.len()
             + self.lease_queries.len()
             + self.index_reads()
+            + self.timestamp_waiters()
     }
 
     /// The member table: the replicated one once a change recorded it,
@@ -302,6 +313,7 @@ impl Group {
                 Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
                 Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                 Request::Lease { .. } => Answer::Lease(None),
+                Request::Timestamps { .. } => Answer::Timestamps(None),
             };
             self.answers.push((ticket, answer));
             return;
@@ -321,6 +333,7 @@ impl Group {
                 serializable,
             } => self.read(WaitingRead { request, ticket }, serializable),
             Request::Lease { id, renew } => self.lease_query(id, renew, LeaseReply::Local(ticket)),
+            Request::Timestamps { count } => self.timestamps(count, LeaseReply::Local(ticket)),
         }
     }
 
@@ -343,6 +356,14 @@ impl Group {
                 }
             }
             PeerItem::ReadIndex { token } => self.answer_read_index(from, token),
+            PeerItem::TimestampQuery { token, count } => {
+                self.timestamps(count, LeaseReply::Remote { to: from, token })
+            }
+            PeerItem::TimestampAnswer { token, range } => {
+                if let Some(ticket) = self.oracle.asked.remove(&token) {
+                    self.answers.push((ticket, Answer::Timestamps(range)));
+                }
+            }
             PeerItem::ReadIndexAnswer { token, slot } => {
                 self.read_index_answered(from, token, slot)
             }
@@ -356,6 +377,7 @@ impl Group {
         self.replica.tick(self.now);
         self.reforward();
         self.read_index_duties();
+        self.oracle_duties();
         self.session_duties();
         self.lease_duties();
         self.publish_self();
@@ -377,9 +399,14 @@ impl Group {
         self.writes
             .retain(|_, p| p.ticket.is_none_or(|t| !tickets.contains(&t)));
         self.lease_queries.retain(|_, t| !tickets.contains(t));
+        self.oracle.abandon(tickets);
         let waiting = |w: &Waiter| match w {
             Waiter::Read(r) => !gone(r),
             Waiter::Lease {
+                reply: LeaseReply::Local(t),
+                ..
+            }
+            | Waiter::Timestamps {
                 reply: LeaseReply::Local(t),
                 ..
             } => !tickets.contains(t),

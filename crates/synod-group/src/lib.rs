@@ -62,6 +62,7 @@ mod leases;
 mod read_index;
 mod sessions;
 mod snapshots;
+mod tso;
 mod types;
 
 pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
@@ -70,7 +71,8 @@ pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
 pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
+pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupReady, GroupStatus, Installed, LeaseAnswer, PeerItem,
-    Request, Ticket,
+    Request, Ticket, Timestamps,
 };

@@ -16,6 +16,10 @@ pub type Ticket = u64;
 /// exist (or already ran out on the leader).
 pub type LeaseAnswer = Option<(i64, i64)>;
 
+/// Timestamps handed out by the group's leader, `first..=last`; `None`
+/// when no leader could hand them out now (ask again).
+pub type Timestamps = Option<(i64, i64)>;
+
 /// How a group is set up; fixed for the life of one incarnation.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -65,6 +69,13 @@ pub enum Request {
         /// Restart the lease's time.
         renew: bool,
     },
+    /// `count` timestamps from the group's timestamp oracle: above every
+    /// timestamp any leader handed out before this request arrived
+    /// (design 0011).
+    Timestamps {
+        /// How many (1 to [`TIMESTAMPS_MAX`](crate::TIMESTAMPS_MAX)).
+        count: u32,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -77,6 +88,8 @@ pub enum Answer {
     Read(Result<RangeAnswer, KvError>),
     /// A lease question's answer.
     Lease(LeaseAnswer),
+    /// The timestamps.
+    Timestamps(Timestamps),
 }
 
 /// Something one replica of a group sends another. The shell encodes these
@@ -102,6 +115,21 @@ pub enum PeerItem {
         token: u64,
         /// The answer.
         answer: LeaseAnswer,
+    },
+    /// Timestamps asked of the leader for a request that reached another
+    /// member.
+    TimestampQuery {
+        /// Matches the answer to the question.
+        token: u64,
+        /// How many.
+        count: u32,
+    },
+    /// The leader's answer to a timestamp question.
+    TimestampAnswer {
+        /// The question's token.
+        token: u64,
+        /// The timestamps, or `None` (ask again).
+        range: Timestamps,
     },
     /// A follower's question for the leader: a slot at which it surely
     /// led, for the linearizable reads that wait on the follower.

@@ -244,6 +244,41 @@ fn a_cut_off_follower_holds_its_read_until_it_can_serve_it_fresh() {
     }
 }
 
+fn timestamps(c: &mut Cluster, at: NodeId, ticket: Ticket, count: u32) -> (i64, i64) {
+    c.request(at, ticket, Request::Timestamps { count });
+    c.run_ms(50);
+    match c.answer(at, ticket) {
+        Some(Answer::Timestamps(Some(range))) => *range,
+        other => panic!("no timestamps at {at}: {other:?}"),
+    }
+}
+
+/// The oracle hands out unique timestamps that increase from one answer to
+/// the next, asked at the leader or at a follower, and across a change of
+/// leader: a new leader reserves above everything before it.
+#[test]
+fn timestamps_increase_across_members_and_leaders() {
+    let (mut c, leader, follower) = elected();
+    let a = timestamps(&mut c, leader, 1, 3);
+    let b = timestamps(&mut c, follower, 2, 5);
+    assert_eq!(a.1 - a.0, 2);
+    assert_eq!(b.1 - b.0, 4);
+    assert!(b.0 > a.1, "{a:?} then {b:?}");
+    c.cut.insert(leader);
+    c.run_ms(3_000);
+    let new_leader = c
+        .groups
+        .iter()
+        .find(|(id, g)| **id != leader && g.status().is_leader)
+        .map(|(id, _)| *id)
+        .expect("a new leader");
+    let other = NodeId(6 - leader.0 - new_leader.0);
+    let d = timestamps(&mut c, other, 3, 1);
+    assert!(d.0 > b.1, "{b:?} then {d:?} from the new leader");
+    let e = timestamps(&mut c, new_leader, 4, 2);
+    assert!(e.0 > d.1, "{d:?} then {e:?}");
+}
+
 #[test]
 fn a_write_whose_client_gave_up_is_not_forwarded_again() {
     let mut c = Cluster::new(3);

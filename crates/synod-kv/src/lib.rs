@@ -49,5 +49,6 @@ pub use mvcc::{Mvcc, ValueRow, Version, INITIAL_REVISION};
 pub use range::KeyRange;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
-    error_outcome, outcome_error, Applied, KvStore, RangeAnswer, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
+    error_outcome, outcome_error, Applied, KvStore, RangeAnswer, RESERVE_REVISIONS_MAX,
+    SESSIONS_MAX, SESSION_OUTCOMES_MAX,
 };

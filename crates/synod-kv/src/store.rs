@@ -24,7 +24,7 @@ use synod_proto::etcdserverpb::{
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
-    Session, SessionExpire, SessionOutcome, Snapshot,
+    Reserved, Session, SessionExpire, SessionOutcome, Snapshot,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -37,6 +37,9 @@ pub const SESSIONS_MAX: usize = 65_536;
 /// bound the oldest outcome is forgotten and its seq counts as answered,
 /// so a later copy of it is refused, never applied twice.
 pub const SESSION_OUTCOMES_MAX: usize = 65_536;
+/// The most revisions one `ReserveRevisions` may take: a leader reserves
+/// in batches far smaller, so a larger count is a bug or hostile.
+pub const RESERVE_REVISIONS_MAX: u64 = 1 << 20;
 
 /// What applying one command produced.
 #[derive(Clone, Debug, PartialEq)]
@@ -336,6 +339,7 @@ impl KvStore {
                 return (ok(outcome::Result::LeaseRevoke(response)), events);
             }
             Some(Op::SessionExpire(r)) => self.expire_sessions(r),
+            Some(Op::ReserveRevisions(r)) => self.reserve_revisions(r.count),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
                 for m in &t.members {
@@ -356,6 +360,20 @@ impl KvStore {
             Ok(r) => (ok(r), Vec::new()),
             Err(e) => (error_outcome(&e), Vec::new()),
         }
+    }
+
+    /// Takes `count` revisions for the leader's timestamp oracle: the
+    /// revision jumps, nothing else changes (design 0011).
+    fn reserve_revisions(&mut self, count: u64) -> Result<outcome::Result, KvError> {
+        if count == 0 || count > RESERVE_REVISIONS_MAX {
+            return Err(KvError::InvalidArgument(
+                "etcdserver: a reservation takes 1 to 2^20 revisions",
+            ));
+        }
+        let first = self.mvcc.revision() + 1;
+        let last = self.mvcc.revision() + count as i64;
+        self.mvcc.set_revision(last);
+        Ok(outcome::Result::Reserved(Reserved { first, last }))
     }
 
     fn header(&self) -> Option<ResponseHeader> {

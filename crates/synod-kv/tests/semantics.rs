@@ -758,3 +758,39 @@ fn validation_matches_etcd() {
     };
     validate::txn(&ok).unwrap();
 }
+
+/// A reservation for the timestamp oracle moves the revision and nothing
+/// else; later writes go on above it, and counts outside 1..=2^20 are
+/// refused without effect.
+#[test]
+fn reserving_revisions_moves_only_the_revision() {
+    use synod_proto::synodpb::ReserveRevisions;
+    let mut kv = Kv::new();
+    let before = kv.put("a", "1");
+    let reserved = kv.apply(Op::ReserveRevisions(ReserveRevisions { count: 100 }));
+    match reserved.result {
+        Some(outcome::Result::Reserved(r)) => {
+            assert_eq!((r.first, r.last), (before + 1, before + 100));
+        }
+        other => panic!("not reserved: {other:?}"),
+    }
+    assert_eq!(kv.store.revision(), before + 100);
+    assert_eq!(kv.store.mvcc().key_count(), 1, "a reservation wrote a key");
+    assert_eq!(kv.put("b", "2"), before + 101);
+    assert_eq!(
+        kv.get(RangeRequest {
+            key: b("a"),
+            ..Default::default()
+        })
+        .unwrap(),
+        vec![("a".to_string(), "1".to_string())]
+    );
+    for count in [0, synod_kv::RESERVE_REVISIONS_MAX + 1] {
+        let refused = kv.apply(Op::ReserveRevisions(ReserveRevisions { count }));
+        assert!(
+            matches!(refused.result, Some(outcome::Result::Error(_))),
+            "count {count} taken: {refused:?}"
+        );
+    }
+    assert_eq!(kv.store.revision(), before + 101);
+}

@@ -418,6 +418,7 @@ impl Core {
                     Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
                     Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                     Request::Lease { .. } => Answer::Lease(None),
+                    Request::Timestamps { .. } => Answer::Timestamps(None),
                 };
                 reply.send(refusal, &self.runtime);
             }
@@ -547,6 +548,25 @@ impl Core {
         }
         for token in batch.read_index {
             group.step(from, PeerItem::ReadIndex { token }, now);
+        }
+        for q in batch.timestamp_queries {
+            let item = PeerItem::TimestampQuery {
+                token: q.token,
+                count: q.count,
+            };
+            group.step(from, item, now);
+        }
+        for a in batch.timestamp_answers {
+            // A range must be a range of revisions: refused otherwise.
+            let valid = a.granted && 0 < a.first && a.first <= a.last;
+            if a.granted && !valid {
+                tracing::warn!(%from, first = a.first, last = a.last, "invalid timestamp range refused");
+            }
+            let item = PeerItem::TimestampAnswer {
+                token: a.token,
+                range: valid.then_some((a.first, a.last)),
+            };
+            group.step(from, item, now);
         }
         for a in batch.read_index_answers {
             let item = PeerItem::ReadIndexAnswer {
@@ -787,6 +807,18 @@ impl Core {
                     });
                 }
                 PeerItem::ReadIndex { token } => batch.read_index.push(token),
+                PeerItem::TimestampQuery { token, count } => batch
+                    .timestamp_queries
+                    .push(peerpb::TimestampQuery { token, count }),
+                PeerItem::TimestampAnswer { token, range } => {
+                    let (first, last) = range.unwrap_or((0, 0));
+                    batch.timestamp_answers.push(peerpb::TimestampAnswer {
+                        token,
+                        granted: range.is_some(),
+                        first,
+                        last,
+                    })
+                }
                 PeerItem::ReadIndexAnswer { token, slot } => {
                     batch.read_index_answers.push(peerpb::ReadIndexAnswer {
                         token,

@@ -35,6 +35,12 @@ pub struct SimOptions {
     /// own state at once, without the leader's read index. The
     /// linearizability checker must catch the stale reads.
     pub follower_reads_unconfirmed: bool,
+    /// Run the oracle agent: timestamps asked of any node, checked for
+    /// uniqueness and real-time order.
+    pub timestamps: bool,
+    /// Negative control: a leader hands out timestamps without confirming
+    /// it still leads; the real-time order check must catch it.
+    pub unconfirmed_timestamps: bool,
     /// Negative control: a node's shell writes a state-machine snapshot
     /// (with its applied slot) at once and the log compaction only with a
     /// later write, as the runtime once did. A crash in between restarts
@@ -67,6 +73,8 @@ impl SimOptions {
             leases: true,
             unconfirmed_keepalives: false,
             follower_reads_unconfirmed: false,
+            timestamps: true,
+            unconfirmed_timestamps: false,
             split_snapshot_compaction: false,
             ack_before_fsync: false,
             excess_drift: false,

@@ -58,6 +58,13 @@ struct Args {
     /// the leader for a read index; stale reads must be caught.
     #[arg(long)]
     follower_reads_unconfirmed: bool,
+    /// No timestamp oracle agent.
+    #[arg(long)]
+    no_timestamps: bool,
+    /// Negative control: leaders hand out timestamps without confirming
+    /// they still lead; real-time order must be caught broken.
+    #[arg(long)]
+    unconfirmed_timestamps: bool,
     /// Negative control: snapshots written apart from the log compaction
     /// they imply (an old runtime bug); the checkers must catch it.
     #[arg(long)]
@@ -108,6 +115,8 @@ fn main() -> ExitCode {
     options.leases = !args.no_leases;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
+    options.timestamps = !args.no_timestamps;
+    options.unconfirmed_timestamps = args.unconfirmed_timestamps;
     options.split_snapshot_compaction = args.split_snapshot_compaction;
     options.ack_before_fsync = args.ack_before_fsync;
     if let Some(seed) = args.replay {
@@ -159,7 +168,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -173,6 +182,7 @@ fn main() -> ExitCode {
         summary.sessions_expired,
         summary.leases_granted,
         summary.leases_expired,
+        summary.timestamps,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

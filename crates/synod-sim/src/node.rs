@@ -161,6 +161,8 @@ pub enum Waiting {
     KeepAlive(i64, Micros),
     /// The lease agent's put attaching a key to lease `id`.
     Attach(i64),
+    /// The oracle agent's question, asked at this time.
+    Timestamps(Micros),
 }
 
 /// A round's write, queued until its simulated fsync completes.
@@ -301,6 +303,9 @@ impl SimNode {
         let mut group = Group::new(config, replica, kv, local);
         if cfg.options.unconfirmed_keepalives {
             group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedKeepalives));
+        }
+        if cfg.options.unconfirmed_timestamps {
+            group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedTimestamps));
         }
         if cfg.options.follower_reads_unconfirmed {
             group.set_mutation(Some(synod_group::GroupMutation::FollowerReadsUnconfirmed));

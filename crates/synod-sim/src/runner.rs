@@ -145,6 +145,8 @@ pub struct Summary {
     pub leases_granted: u64,
     /// Leases expired by a leader after being kept alive, in all runs.
     pub leases_expired: u64,
+    /// Timestamps the oracle agents received in all runs.
+    pub timestamps: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -188,6 +190,7 @@ pub fn run_seeds(
                         sum.sessions_expired += r.sessions_expired;
                         sum.leases_granted += r.leases_granted;
                         sum.leases_expired += r.leases_expired;
+                        sum.timestamps += r.timestamps;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {

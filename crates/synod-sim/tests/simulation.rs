@@ -100,6 +100,12 @@ fn assert_membership_exercised(summary: &Summary) {
         summary.leases_granted > summary.runs && summary.leases_expired > summary.runs / 2,
         "leases barely exercised: {summary:?}"
     );
+    // So does the oracle agent: timestamps asked of any node, checked for
+    // uniqueness and real-time order.
+    assert!(
+        summary.timestamps > summary.runs * 10,
+        "the timestamp oracle barely exercised: {summary:?}"
+    );
 }
 
 /// A leader that renews a lease without first confirming it still leads
@@ -113,6 +119,8 @@ fn assert_membership_exercised(summary: &Summary) {
 fn renewing_leases_without_confirming_leadership_is_caught() {
     let mut options = SimOptions::new(3);
     options.unconfirmed_keepalives = true;
+    // The world the seed range was calibrated in.
+    options.timestamps = false;
     let summary = run_seeds(700, 60, &options, 2, 1, &|_| {});
     let Some(caught) = summary.violations.first() else {
         panic!(
@@ -142,6 +150,27 @@ fn follower_reads_without_the_leaders_index_are_caught() {
     assert_eq!(invariant, "linearizable client history");
 }
 
+/// A leader that hands out timestamps without first confirming it still
+/// leads (a deposed leader with a window left) breaks their real-time
+/// order: the oracle agent's check must catch it (it does at seed 57).
+#[test]
+fn timestamps_without_confirming_leadership_are_caught() {
+    let mut options = SimOptions::new(3);
+    options.unconfirmed_timestamps = true;
+    let summary = run_seeds(0, 120, &options, 2, 1, &|_| {});
+    let Some(caught) = summary.violations.first() else {
+        panic!(
+            "unconfirmed timestamps survived {} seeds: the oracle check is blind",
+            summary.runs
+        );
+    };
+    let invariant = caught.result.as_ref().expect_err("violation").invariant;
+    assert!(
+        ["timestamps increase in real time", "timestamps are unique"].contains(&invariant),
+        "caught by unexpected '{invariant}'"
+    );
+}
+
 /// Skipping joint consensus (new-half quorums only during the joint phase,
 /// and candidates that do not ask the configurations found in promises) is
 /// caught. The sweep starts at a seed range where the first catch is known
@@ -155,6 +184,7 @@ fn skipping_joint_consensus_is_caught() {
     options.mutation = Some(Mutation::NoJointConsensus);
     // The world the seed range was calibrated in.
     options.leases = false;
+    options.timestamps = false;
     let summary = run_seeds(1300, 60, &options, 2, 1, &|_| {});
     let Some(caught) = summary.violations.first() else {
         panic!(

@@ -380,6 +380,7 @@ impl World {
         self.report.sim_time = self.now;
         self.report.leases_granted = self.lease_agent.granted;
         self.report.leases_expired = self.lease_agent.expired;
+        self.report.timestamps = self.oracle_agent.handed_out();
         self.report.sessions_expired = self
             .nodes
             .iter()

@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 mod clients;
 mod faults;
 mod leases;
+mod oracle;
 mod runtime;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -82,6 +83,12 @@ enum Event {
     LeaseAck {
         id: i64,
         sent_at: Micros,
+    },
+    OracleAgent,
+    OracleReply {
+        asked: Micros,
+        first: i64,
+        last: i64,
     },
     Nemesis,
     MembershipNemesis,
@@ -157,6 +164,8 @@ pub struct Report {
     pub leases_granted: u64,
     /// Leases revoked by a leader's expiry after being kept alive.
     pub leases_expired: u64,
+    /// Timestamps the oracle agent received.
+    pub timestamps: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -184,6 +193,7 @@ pub struct World {
     /// Nodes that were members at some point (a spare is not until added).
     ever_member: Vec<NodeId>,
     lease_agent: leases::LeaseAgent,
+    oracle_agent: oracle::OracleAgent,
 }
 
 impl World {
@@ -227,6 +237,7 @@ impl World {
                 .filter(|n| !cfg.spares.contains(n))
                 .collect(),
             lease_agent: leases::LeaseAgent::default(),
+            oracle_agent: oracle::OracleAgent::default(),
             cfg,
         };
         world.schedule_start();
@@ -250,6 +261,9 @@ impl World {
         }
         if self.cfg.options.leases {
             self.schedule(200 * MS, Event::LeaseAgent);
+        }
+        if self.cfg.options.timestamps {
+            self.schedule(250 * MS, Event::OracleAgent);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -328,6 +342,8 @@ impl World {
             Event::LeaseAgent => 6500,
             Event::LeaseKeepAlive { to, .. } => 6600 + to.0,
             Event::LeaseAck { .. } => 6700,
+            Event::OracleAgent => 6800,
+            Event::OracleReply { .. } => 6900,
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
             Event::Restart(n) => 8000 + n.0,
@@ -401,6 +417,10 @@ impl World {
             Event::LeaseAgent => self.on_lease_agent(),
             Event::LeaseKeepAlive { to, id, sent_at } => self.on_lease_keepalive(to, id, sent_at),
             Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
+            Event::OracleAgent => self.on_oracle_agent(),
+            Event::OracleReply { asked, first, last } => {
+                self.on_oracle_reply(asked, first, last)?
+            }
             Event::Nemesis => self.nemesis(),
             Event::MembershipNemesis => self.membership_nemesis(),
             Event::Restart(id) => self.restart(id),

@@ -258,6 +258,7 @@ impl World {
                 }
             }
             Waiting::Attach(_) => {}
+            Waiting::Timestamps(asked) => self.on_timestamps_answer(asked, answer),
         }
     }
 }
