@@ -11,8 +11,18 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use synod_paxos::{Membership, NodeId, RoleKind};
 
-/// Configurations the linearizability search may explore per key.
+/// Configurations the linearizability search may explore per key, unless
+/// `SYNOD_SIM_LIN_STATES` says otherwise (to decide a seed the default
+/// budget left undecided: `SYNOD_SIM_LIN_STATES=50000000 synod-sim
+/// --replay SEED`; each configuration costs a few dozen bytes).
 const LIN_STATES_MAX: u64 = 2_000_000;
+
+fn lin_states_max() -> u64 {
+    std::env::var("SYNOD_SIM_LIN_STATES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(LIN_STATES_MAX)
+}
 
 impl World {
     pub(super) fn nemesis(&mut self) {
@@ -366,7 +376,7 @@ impl World {
 
     /// Once replicas converged: the client history must be linearizable.
     pub(super) fn final_checks(&mut self) -> Result<super::Report, Violation> {
-        match check(&self.history, LIN_STATES_MAX) {
+        match check(&self.history, lin_states_max()) {
             Ok(CheckOutcome::Linearizable) => {}
             Ok(CheckOutcome::Unknown { .. }) => self.report.lin_undecided = true,
             Err(v) => {
