@@ -35,6 +35,7 @@
 //!     session_idle_ms: 600_000,
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
+//!     timestamp_oracle: false,
 //! };
 //! let mut group = Group::new(config, replica, KvStore::default(), Time(0));
 //! let put = PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };

@@ -65,7 +65,7 @@ impl Group {
     /// Timestamps for a client here (`reply` local) or for a member that
     /// asked us as its leader.
     pub(crate) fn timestamps(&mut self, count: u32, reply: LeaseReply) {
-        if count == 0 || count > TIMESTAMPS_MAX {
+        if !self.config.timestamp_oracle || count == 0 || count > TIMESTAMPS_MAX {
             self.route_timestamps(reply, None);
             return;
         }

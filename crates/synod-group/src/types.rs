@@ -47,6 +47,10 @@ pub struct GroupConfig {
     /// Hand every applied value out in [`GroupReady::applied`] (the
     /// simulator's checkers read them; a node does not).
     pub record_applied: bool,
+    /// This group serves the timestamp oracle (design 0011): the meta
+    /// group will. Any other refuses timestamp requests and questions, so
+    /// that nothing puts jumps into its revisions.
+    pub timestamp_oracle: bool,
 }
 
 /// A client request for the group.

@@ -28,6 +28,7 @@ fn config(node: NodeId, session_idle_ms: u64) -> GroupConfig {
         session_idle_ms,
         initial_members: Vec::new(),
         record_applied: false,
+        timestamp_oracle: true,
     }
 }
 
@@ -384,4 +385,33 @@ fn idle_sessions_expire_through_the_log_after_stuck_writes_time_out() {
             result: Some(outcome::Result::Put(_))
         }))
     ));
+}
+
+/// A group that is not the oracle (every group of a node today) refuses
+/// timestamps and never reserves: its etcd revisions get no jumps.
+#[test]
+fn a_group_that_is_not_the_oracle_refuses_timestamps() {
+    let me = NodeId(1);
+    let replica = Replica::new(Config::majority(me, &[me]), Time(0)).unwrap();
+    let config = GroupConfig {
+        timestamp_oracle: false,
+        ..config(me, 0)
+    };
+    let mut group = Group::new(config, replica, KvStore::default(), Time(0));
+    let mut answers = Vec::new();
+    for ms in (0..3_000).step_by(10) {
+        if ms == 2_000 {
+            group.request(1, Request::Timestamps { count: 4 }, Time(ms));
+        }
+        group.tick(Time(ms));
+        while group.has_ready() {
+            let ready = group.ready();
+            answers.extend(ready.answers);
+            group.on_written();
+            group.on_persisted(ready.token);
+        }
+    }
+    assert!(group.status().is_leader);
+    assert_eq!(answers, vec![(1, Answer::Timestamps(None))]);
+    assert_eq!(group.kv().revision(), 1, "a reservation applied");
 }

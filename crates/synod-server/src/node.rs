@@ -60,6 +60,8 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         session_idle_ms: synod_group::SESSION_IDLE_MS,
         initial_members: config.members.values().map(Member::info).collect(),
         record_applied: false,
+        // No group is the meta group yet (shards, issue 10).
+        timestamp_oracle: false,
     };
     let applied = replica.status().applied;
     if applied != rows_applied {

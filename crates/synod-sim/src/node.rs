@@ -299,6 +299,7 @@ impl SimNode {
             session_idle_ms: cfg.session_idle_ms,
             initial_members: Vec::new(),
             record_applied: true,
+            timestamp_oracle: true,
         };
         let mut group = Group::new(config, replica, kv, local);
         if cfg.options.unconfirmed_keepalives {
