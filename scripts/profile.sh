@@ -29,21 +29,9 @@ for n in VALUE_SIZE KEYS CLIENTS PROFILE_SECONDS; do
 done
 command -v perf >/dev/null || { echo "error: perf not found (apt-get install linux-perf)" >&2; exit 1; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TMP=$(mktemp -d /tmp/synod-profile.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
-(cd "$ROOT" && cargo build --release -p synod-cli)
-SYNOD=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/synod
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+setup_tmp synod-profile
+build_synod
 mkdir -p "$OUT_DIR"
 
 "$SYNOD" dev --data-dir "$TMP/data" >"$TMP/synod.log" 2>&1 &

@@ -32,25 +32,10 @@ for n in VALUE_SIZE KEYS LOAD_SECONDS CLIENTS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || { echo "error: $n must be a whole number (got '${!n}')" >&2; exit 2; }
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TMP=$(mktemp -d /tmp/restart-with-data.XXXXXX)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+setup_tmp restart-with-data
 ENDPOINTS=127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
-(cd "$ROOT" && cargo build --release -p synod-cli)
-SYNOD=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/synod
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+build_synod
 
 start() {
     local port

@@ -29,28 +29,14 @@ for n in VALUE_SIZE KEYS LOAD_SECONDS CLIENTS CATCHUP_SECONDS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || { echo "error: $n must be a whole number (got '${!n}')" >&2; exit 2; }
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TMP=$(mktemp -d /tmp/snapshot-catchup.XXXXXX)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+setup_tmp snapshot-catchup
 CLIENT_PORTS=(2379 22379 32379)
 PEER_PORTS=(2380 22380 32380)
 PEERS=1=127.0.0.1:2380,2=127.0.0.1:22380,3=127.0.0.1:32380
 CLIENTS_MAP=1=127.0.0.1:2379,2=127.0.0.1:22379,3=127.0.0.1:32379
 declare -A PID
-
-cleanup() {
-    local pid
-    for pid in "${PID[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-
-(cd "$ROOT" && cargo build --release -p synod-cli)
-SYNOD=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/synod
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+build_synod
 
 start_node() {
     local id=$1 i=$(($1 - 1)) port
@@ -62,6 +48,7 @@ start_node() {
         --peers "$PEERS" --clients "$CLIENTS_MAP" --quota-backend-bytes 0 \
         >>"$TMP/node$id.log" 2>&1 &
     PID[$id]=$!
+    PIDS+=("$!")
 }
 
 # Waits until puts through `endpoints` succeed.

@@ -8,7 +8,7 @@
 //!   shell: connect ─► send ─► write persist + snapshot (one fsync) ─► on_persisted(token)
 //! ```
 
-use crate::group::{Group, LeaseReply, Waiter};
+use crate::group::{Group, ReplyTo, Waiter};
 use crate::types::{Answer, Compaction, GroupReady, LeaseAnswer, PeerItem};
 use bytes::Bytes;
 use prost::Message as _;
@@ -286,10 +286,10 @@ impl Group {
 
     /// The leader's answer to a lease question, from a remote replica or a
     /// local client.
-    pub(crate) fn route_lease_answer(&mut self, reply: LeaseReply, answer: LeaseAnswer) {
+    pub(crate) fn route_lease_answer(&mut self, reply: ReplyTo, answer: LeaseAnswer) {
         match reply {
-            LeaseReply::Local(ticket) => self.answers.push((ticket, Answer::Lease(answer))),
-            LeaseReply::Remote { to, token } => self
+            ReplyTo::Local(ticket) => self.answers.push((ticket, Answer::Lease(answer))),
+            ReplyTo::Remote { to, token } => self
                 .sends
                 .push((to, PeerItem::LeaseAnswer { token, answer })),
         }

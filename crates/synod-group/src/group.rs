@@ -58,8 +58,9 @@ pub(crate) struct WaitingRead {
     pub(crate) ticket: Ticket,
 }
 
-/// Where a lease answer goes once leadership is confirmed.
-pub(crate) enum LeaseReply {
+/// Where an answer given at a confirmed point of leadership goes (a
+/// lease question, timestamps): a client here, or the member that asked.
+pub(crate) enum ReplyTo {
     Local(Ticket),
     Remote { to: NodeId, token: u64 },
 }
@@ -70,7 +71,7 @@ pub(crate) enum Waiter {
     Lease {
         id: i64,
         renew: bool,
-        reply: LeaseReply,
+        reply: ReplyTo,
     },
     /// Leases that ran out, proposed for expiry once leadership is
     /// confirmed.
@@ -83,7 +84,7 @@ pub(crate) enum Waiter {
     /// Timestamps, handed out once leadership is confirmed.
     Timestamps {
         count: u32,
-        reply: LeaseReply,
+        reply: ReplyTo,
     },
 }
 
@@ -332,8 +333,8 @@ impl Group {
                 request,
                 serializable,
             } => self.read(WaitingRead { request, ticket }, serializable),
-            Request::Lease { id, renew } => self.lease_query(id, renew, LeaseReply::Local(ticket)),
-            Request::Timestamps { count } => self.timestamps(count, LeaseReply::Local(ticket)),
+            Request::Lease { id, renew } => self.lease_query(id, renew, ReplyTo::Local(ticket)),
+            Request::Timestamps { count } => self.timestamps(count, ReplyTo::Local(ticket)),
         }
     }
 
@@ -348,7 +349,7 @@ impl Group {
                 let _ = self.replica.propose(command);
             }
             PeerItem::LeaseQuery { token, id, renew } => {
-                self.lease_query(id, renew, LeaseReply::Remote { to: from, token })
+                self.lease_query(id, renew, ReplyTo::Remote { to: from, token })
             }
             PeerItem::LeaseAnswer { token, answer } => {
                 if let Some(ticket) = self.lease_queries.remove(&token) {
@@ -357,7 +358,7 @@ impl Group {
             }
             PeerItem::ReadIndex { token } => self.answer_read_index(from, token),
             PeerItem::TimestampQuery { token, count } => {
-                self.timestamps(count, LeaseReply::Remote { to: from, token })
+                self.timestamps(count, ReplyTo::Remote { to: from, token })
             }
             PeerItem::TimestampAnswer { token, range } => {
                 if let Some(ticket) = self.oracle.asked.remove(&token) {
@@ -403,11 +404,11 @@ impl Group {
         let waiting = |w: &Waiter| match w {
             Waiter::Read(r) => !gone(r),
             Waiter::Lease {
-                reply: LeaseReply::Local(t),
+                reply: ReplyTo::Local(t),
                 ..
             }
             | Waiter::Timestamps {
-                reply: LeaseReply::Local(t),
+                reply: ReplyTo::Local(t),
                 ..
             } => !tickets.contains(t),
             _ => true,

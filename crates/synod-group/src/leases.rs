@@ -3,14 +3,14 @@
 //! lease restarts on a new leadership, and expiries are proposed through
 //! the log after a leadership confirmation.
 
-use crate::group::{Group, LeaseReply, Waiter};
+use crate::group::{Group, ReplyTo, Waiter};
 use crate::types::PeerItem;
 use synod_paxos::ReadId;
 
 impl Group {
     /// A lease question: the leader answers once it confirmed it still
     /// leads; anyone else asks the leader.
-    pub(crate) fn lease_query(&mut self, id: i64, renew: bool, reply: LeaseReply) {
+    pub(crate) fn lease_query(&mut self, id: i64, renew: bool, reply: ReplyTo) {
         #[cfg(feature = "mutations")]
         if self.mutated(crate::group::GroupMutation::UnconfirmedKeepalives)
             && self.replica.leading_ballot().is_some()
@@ -24,7 +24,7 @@ impl Group {
             self.reads.insert(rid, Waiter::Lease { id, renew, reply });
             return;
         }
-        let LeaseReply::Local(ticket) = reply else {
+        let ReplyTo::Local(ticket) = reply else {
             // Asked by a peer that thinks we lead; it will ask again.
             return;
         };
@@ -42,7 +42,7 @@ impl Group {
     }
 
     /// Answers a lease question at a confirmed point of leadership.
-    pub(crate) fn answer_lease(&mut self, id: i64, renew: bool, reply: LeaseReply) {
+    pub(crate) fn answer_lease(&mut self, id: i64, renew: bool, reply: ReplyTo) {
         let now = self.now.0;
         let answer = if renew {
             self.lessor.renew(&self.kv, id, now).map(|ttl| (ttl, ttl))

@@ -20,9 +20,10 @@
 //! under every fault, and its negative control (serving without the
 //! confirmation) must be caught.
 
-use crate::group::{Group, LeaseReply, Waiter};
+use crate::group::{Group, ReplyTo, Waiter};
+use crate::types::Ticket;
 use crate::types::{Answer, PeerItem, Timestamps};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_kv::RESERVE_REVISIONS_MAX;
 use synod_paxos::{Ballot, ProposeError, ReadId};
 use synod_proto::synodpb::command::Op;
@@ -47,24 +48,24 @@ pub(crate) struct Oracle {
     /// the ballot it was proposed under.
     reserving: Option<((u64, u64), Ballot)>,
     /// Confirmed requests waiting for a window.
-    waiting: VecDeque<(u32, LeaseReply)>,
+    waiting: VecDeque<(u32, ReplyTo)>,
     /// Questions forwarded to the leader, by token.
-    pub(crate) asked: std::collections::BTreeMap<u64, crate::types::Ticket>,
+    pub(crate) asked: BTreeMap<u64, Ticket>,
 }
 
 impl Oracle {
     /// Forgets the requests of clients that stopped waiting.
-    pub(crate) fn abandon(&mut self, tickets: &std::collections::BTreeSet<crate::types::Ticket>) {
+    pub(crate) fn abandon(&mut self, tickets: &BTreeSet<Ticket>) {
         self.asked.retain(|_, t| !tickets.contains(t));
         self.waiting
-            .retain(|(_, r)| !matches!(r, LeaseReply::Local(t) if tickets.contains(t)));
+            .retain(|(_, r)| !matches!(r, ReplyTo::Local(t) if tickets.contains(t)));
     }
 }
 
 impl Group {
     /// Timestamps for a client here (`reply` local) or for a member that
     /// asked us as its leader.
-    pub(crate) fn timestamps(&mut self, count: u32, reply: LeaseReply) {
+    pub(crate) fn timestamps(&mut self, count: u32, reply: ReplyTo) {
         if !self.config.timestamp_oracle || count == 0 || count > TIMESTAMPS_MAX {
             self.route_timestamps(reply, None);
             return;
@@ -83,9 +84,9 @@ impl Group {
                 self.reads.insert(rid, Waiter::Timestamps { count, reply });
             }
             Err(ProposeError::NotLeader { leader: Some(l) })
-                if l != self.config.node && matches!(reply, LeaseReply::Local(_)) =>
+                if l != self.config.node && matches!(reply, ReplyTo::Local(_)) =>
             {
-                let LeaseReply::Local(ticket) = reply else {
+                let ReplyTo::Local(ticket) = reply else {
                     unreachable!("matched above")
                 };
                 let token = self.next_token;
@@ -102,7 +103,7 @@ impl Group {
 
     /// At a confirmed point of this leadership: hand out from the window,
     /// or wait for the next reservation.
-    pub(crate) fn serve_timestamps(&mut self, count: u32, reply: LeaseReply) {
+    pub(crate) fn serve_timestamps(&mut self, count: u32, reply: ReplyTo) {
         let ballot = self.replica.leading_ballot();
         match &mut self.oracle.window {
             Some((b, next, last)) if Some(*b) == ballot && *last - *next + 1 >= count as i64 => {
@@ -185,10 +186,10 @@ impl Group {
         }
     }
 
-    fn route_timestamps(&mut self, reply: LeaseReply, range: Timestamps) {
+    fn route_timestamps(&mut self, reply: ReplyTo, range: Timestamps) {
         match reply {
-            LeaseReply::Local(ticket) => self.answers.push((ticket, Answer::Timestamps(range))),
-            LeaseReply::Remote { to, token } => self
+            ReplyTo::Local(ticket) => self.answers.push((ticket, Answer::Timestamps(range))),
+            ReplyTo::Remote { to, token } => self
                 .sends
                 .push((to, PeerItem::TimestampAnswer { token, range })),
         }

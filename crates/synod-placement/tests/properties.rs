@@ -94,18 +94,7 @@ fn check_settled(start: &ClusterView, end: &ClusterView) {
             continue;
         }
         if live.len() >= target {
-            assert_eq!(
-                shard.replicas.len(),
-                target,
-                "shard {} has {:?}",
-                shard.id,
-                shard.replicas
-            );
-            assert!(
-                shard.replicas.iter().all(|n| end.is_live(*n)),
-                "shard {} keeps a dead replica",
-                shard.id
-            );
+            common::assert_shard_repaired(end, shard);
         }
         if shard.replicas.iter().any(|n| end.is_live(*n)) {
             assert!(

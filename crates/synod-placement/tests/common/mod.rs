@@ -169,23 +169,27 @@ pub fn leaders_per_live_node(view: &ClusterView) -> Vec<(NodeId, usize)> {
         .collect()
 }
 
+/// The shard has the target count of replicas, all live.
+pub fn assert_shard_repaired(view: &ClusterView, shard: &Shard) {
+    assert_eq!(
+        shard.replicas.len(),
+        view.replication().count(),
+        "shard {} has {:?}",
+        shard.id,
+        shard.replicas
+    );
+    assert!(
+        shard.replicas.iter().all(|n| view.is_live(*n)),
+        "shard {} keeps a dead replica: {:?}",
+        shard.id,
+        shard.replicas
+    );
+}
+
 /// Every shard has the target count of replicas, all live, and a live leader.
 pub fn assert_fully_repaired(view: &ClusterView) {
-    let target = view.replication().count();
     for shard in view.shards() {
-        assert_eq!(
-            shard.replicas.len(),
-            target,
-            "shard {} has {:?}",
-            shard.id,
-            shard.replicas
-        );
-        assert!(
-            shard.replicas.iter().all(|n| view.is_live(*n)),
-            "shard {} keeps a dead replica: {:?}",
-            shard.id,
-            shard.replicas
-        );
+        assert_shard_repaired(view, shard);
         assert!(
             shard.leader.is_some_and(|l| view.is_live(l)),
             "shard {} has no live leader",
