@@ -34,8 +34,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start a local cluster in this process: the etcd API on 127.0.0.1:2379,
-    /// 22379, 32379 (etcd's local-cluster convention), peers on 2380, 22380,
-    /// 32380. Ctrl-C stops it; running it again resumes the data.
+    /// 22379, 32379 (etcd's local-cluster convention), ZooKeeper on 2181,
+    /// 22181, 32181, peers on 2380, 22380, 32380. Ctrl-C stops it; running
+    /// it again resumes the data.
     Dev {
         /// Where each node keeps its data (one subdirectory per node).
         #[arg(long, default_value = "synod-data")]
@@ -51,6 +52,10 @@ enum Command {
         /// after a crash is fast (see `synod server --help`).
         #[arg(long)]
         quick_repair: bool,
+        /// A ZooKeeper superuser: user:base64(sha1(user:password)), as
+        /// ZooKeeper's `DigestAuthenticationProvider.superDigest`.
+        #[arg(long)]
+        zk_super_digest: Option<String>,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     Server(server_config::ServerArgs),
@@ -163,6 +168,28 @@ fn restore(args: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// The ZooKeeper port of the n-th node of `synod dev`: 2181, 22181, 32181, ...
+fn dev_zk_port(i: u64) -> u16 {
+    if i == 0 {
+        2181
+    } else {
+        ((i + 1) * 10_000 + 2181) as u16
+    }
+}
+
+/// Serves ZooKeeper clients on `addr` beside the node's etcd API.
+async fn start_zk(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    config: synod_zk::ZkConfig,
+) -> Result<synod_zk::ZkServer> {
+    synod_zk::ZkServer::start(node, addr, config)
+        .await
+        .with_context(|| {
+            format!("cannot listen for ZooKeeper clients on {addr} (is another process using the port?)")
+        })
+}
+
 async fn start(config: NodeConfig) -> Result<Arc<Node>> {
     let client_addr = config.me().client_addr;
     let listener = synod_etcd::bind(client_addr).await.with_context(|| {
@@ -178,7 +205,13 @@ async fn start(config: NodeConfig) -> Result<Arc<Node>> {
     Ok(node)
 }
 
-async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64, quick_repair: bool) -> Result<()> {
+async fn dev(
+    data_dir: PathBuf,
+    nodes: u64,
+    quota_bytes: u64,
+    quick_repair: bool,
+    zk_super_digest: Option<String>,
+) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -207,6 +240,16 @@ async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64, quick_repair: bool
     for handle in starting {
         running.push(handle.await.context("a node's start panicked")??);
     }
+    let zk_config = synod_zk::ZkConfig {
+        super_digest: zk_super_digest,
+        extended_types: true,
+        ..synod_zk::ZkConfig::default()
+    };
+    let mut zk_servers = Vec::new();
+    for (i, node) in running.iter().enumerate() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], dev_zk_port(i as u64)));
+        zk_servers.push(start_zk(node.clone(), addr, zk_config.clone()).await?);
+    }
     let endpoints: Vec<String> = members
         .values()
         .map(|m| m.client_addr.to_string())
@@ -215,16 +258,24 @@ async fn dev(data_dir: PathBuf, nodes: u64, quota_bytes: u64, quick_repair: bool
         "synod dev cluster: {nodes} nodes, data in {}",
         data_dir.display()
     );
-    for m in members.values() {
+    for (m, zk) in members.values().zip(&zk_servers) {
         println!(
-            "  node {}: etcd API {}  peers {}",
-            m.id.0, m.client_addr, m.peer_addr
+            "  node {}: etcd API {}  ZooKeeper {}  peers {}",
+            m.id.0,
+            m.client_addr,
+            zk.local_addr(),
+            m.peer_addr
         );
     }
+    let zk_connect: Vec<String> = zk_servers
+        .iter()
+        .map(|z| z.local_addr().to_string())
+        .collect();
     println!(
         "try: etcdctl --endpoints={} put greeting hello",
         endpoints.join(",")
     );
+    println!("     zkCli.sh -server {}", zk_connect.join(","));
     println!("Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
@@ -247,6 +298,8 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         cluster_id: given_cluster_id,
         snapshot_count,
         quick_repair,
+        zk_addr,
+        zk,
     } = settings;
     let members = peers
         .iter()
@@ -275,6 +328,14 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         config.cluster_id_derived = false;
     }
     let node = start(config).await?;
+    let _zk = match zk_addr {
+        Some(addr) => {
+            let server = start_zk(node.clone(), addr, zk).await?;
+            println!("synod node {id}: ZooKeeper {}", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
     tokio::signal::ctrl_c().await?;
     node.stop();
@@ -294,7 +355,17 @@ async fn main() -> Result<()> {
             nodes,
             quota_backend_bytes,
             quick_repair,
-        } => dev(data_dir, nodes, quota_backend_bytes, quick_repair).await,
+            zk_super_digest,
+        } => {
+            dev(
+                data_dir,
+                nodes,
+                quota_backend_bytes,
+                quick_repair,
+                zk_super_digest,
+            )
+            .await
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Server(args) => server(args.resolve()?).await,
         Command::Restore(args) => restore(args),

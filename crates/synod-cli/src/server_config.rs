@@ -64,6 +64,23 @@ pub struct ServerArgs {
     /// throughput on large databases; off by default.
     #[arg(long)]
     pub quick_repair: bool,
+    /// Address for ZooKeeper clients, e.g. 10.0.0.1:2181 (off when not
+    /// given): zkCli, kazoo, Curator and other ZooKeeper clients talk to
+    /// the same cluster as etcd clients, in a namespace of their own.
+    #[arg(long)]
+    pub zk_addr: Option<SocketAddr>,
+    /// A ZooKeeper superuser, as ZooKeeper's
+    /// `DigestAuthenticationProvider.superDigest`: user:base64(sha1(user:password)).
+    /// A client that does `addauth digest user:password` passes every ACL.
+    #[arg(long)]
+    pub zk_super_digest: Option<String>,
+    /// Allow ZooKeeper TTL nodes (ZooKeeper's `extendedTypesEnabled`).
+    #[arg(long)]
+    pub zk_extended_types: bool,
+    /// The largest ZooKeeper request in bytes (ZooKeeper's `jute.maxbuffer`,
+    /// default 1 MiB).
+    #[arg(long)]
+    pub zk_max_buffer: Option<usize>,
 }
 
 /// The same settings as they appear in a config file.
@@ -81,6 +98,10 @@ struct FileConfig {
     cluster_id: Option<String>,
     snapshot_count: Option<u64>,
     quick_repair: Option<bool>,
+    zk_addr: Option<SocketAddr>,
+    zk_super_digest: Option<String>,
+    zk_extended_types: Option<bool>,
+    zk_max_buffer: Option<usize>,
 }
 
 /// Settings after merging, all present and checked.
@@ -108,6 +129,10 @@ pub struct ServerSettings {
     pub quick_repair: bool,
     /// Slots between snapshots.
     pub snapshot_count: u64,
+    /// ZooKeeper's address, when it is served.
+    pub zk_addr: Option<SocketAddr>,
+    /// ZooKeeper front end settings.
+    pub zk: synod_zk::ZkConfig,
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -211,7 +236,24 @@ impl ServerArgs {
             bail!("--snapshot-count must be at least 1");
         }
         let quick_repair = self.quick_repair || file.quick_repair.unwrap_or(false);
+        let zk = synod_zk::ZkConfig {
+            super_digest: self.zk_super_digest.or(file.zk_super_digest),
+            extended_types: self.zk_extended_types || file.zk_extended_types.unwrap_or(false),
+            max_buffer: self
+                .zk_max_buffer
+                .or(file.zk_max_buffer)
+                .unwrap_or(synod_zk::jute::MAX_BUFFER_DEFAULT),
+            ..synod_zk::ZkConfig::default()
+        };
+        if let Some(d) = &zk.super_digest {
+            synod_zk::auth::check_super_digest(d).map_err(anyhow::Error::msg)?;
+        }
+        if !(1024..=64 << 20).contains(&zk.max_buffer) {
+            bail!("--zk-max-buffer must be between 1 KiB and 64 MiB");
+        }
         Ok(ServerSettings {
+            zk_addr: self.zk_addr.or(file.zk_addr),
+            zk,
             quick_repair,
             id,
             data_dir,

@@ -15,6 +15,7 @@ use prost::Message as _;
 use std::collections::BTreeMap;
 use synod_paxos::{Persist, PersistToken, Ready, Slot, Value};
 use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{outcome, Command, LeaseExpire};
 
 /// Bytes of applied commands after which the log is compacted even before
@@ -35,6 +36,7 @@ impl Group {
             || !self.sends.is_empty()
             || !self.answers.is_empty()
             || !self.events.is_empty()
+            || !self.zk_events.is_empty()
             || self.compact_out.is_some()
             || self.jump.is_some()
             || self.membership_out.is_some()
@@ -82,6 +84,7 @@ impl Group {
             token,
             answers: std::mem::take(&mut self.answers),
             events: std::mem::take(&mut self.events),
+            zk_events: std::mem::take(&mut self.zk_events),
             revision: self.kv.revision(),
             jump: self.jump.take(),
             members_changed: std::mem::take(&mut self.members_changed) || membership.is_some(),
@@ -174,6 +177,7 @@ impl Group {
                 }
             }
             self.events.append(&mut applied.events);
+            self.zk_events.append(&mut applied.zk_events);
             let key = (command.client, command.seq);
             if let Some(p) = self.writes.remove(&key) {
                 if let Some(ticket) = p.ticket {
@@ -212,6 +216,20 @@ impl Group {
                 self.expired.extend(existed);
             }
             Some(Op::MemberTable(_)) => self.members_changed = true,
+            // A ZooKeeper session is a lease the lessor times like any.
+            Some(Op::Zk(w)) => {
+                for op in &w.ops {
+                    match &op.op {
+                        Some(ZkOpKind::OpenSession(s)) => {
+                            if let Some(l) = self.kv.leases().get(s.id) {
+                                self.lessor.granted(s.id, l.ttl, now);
+                            }
+                        }
+                        Some(ZkOpKind::CloseSession(s)) => self.lessor.revoked(s.id),
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -5,6 +5,7 @@ use crate::types::{Answer, Compaction, GroupConfig, GroupStatus, PeerItem, Reque
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synod_kv::zk::ZkEvent;
 use synod_kv::{error_outcome, KvError, KvStore, Lessor};
 use synod_paxos::{
     Ballot, Configuration, Membership, NodeId, ProposeError, ReadId, Replica, RoleKind, Slot, Time,
@@ -161,6 +162,7 @@ pub struct Group {
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
     pub(crate) answers: Vec<(Ticket, Answer)>,
     pub(crate) events: Vec<Event>,
+    pub(crate) zk_events: Vec<ZkEvent>,
     pub(crate) compact_out: Option<Compaction>,
     pub(crate) jump: Option<i64>,
     pub(crate) membership_out: Option<Configuration>,
@@ -213,6 +215,7 @@ impl Group {
             sends: Vec::new(),
             answers: Vec::new(),
             events: Vec::new(),
+            zk_events: Vec::new(),
             compact_out: None,
             jump: None,
             membership_out: None,

@@ -1,6 +1,7 @@
 //! What goes into a [`Group`](crate::Group) and what comes out of it.
 
 use bytes::Bytes;
+use synod_kv::zk::ZkEvent;
 use synod_kv::{KvError, RangeAnswer, StateChanges};
 use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, Value};
 use synod_proto::etcdserverpb::{Member, RangeRequest};
@@ -199,6 +200,8 @@ pub struct GroupReady {
     pub answers: Vec<(Ticket, Answer)>,
     /// Events of the commands applied, in order (for watchers).
     pub events: Vec<Event>,
+    /// Changes to the ZooKeeper tree, in order (for its watchers).
+    pub zk_events: Vec<ZkEvent>,
     /// The state machine's revision after them.
     pub revision: i64,
     /// The state machine was replaced by a snapshot at this revision:

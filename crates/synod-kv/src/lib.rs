@@ -41,6 +41,7 @@ mod read;
 pub mod state;
 mod store;
 pub mod validate;
+pub mod zk;
 
 pub use error::KvError;
 pub use lease::{Lease, Leases, LEASE_TTL_MAX};

@@ -19,6 +19,8 @@
 //! | `d` mod_revision(8) key           | the value of a version longer than [`INLINE_VALUE_MAX`] |
 //! | `l` id(8)                         | a lease's granted TTL (8)               |
 //! | `s` client(8)                     | a session: below(8) revision(8), then its window of outcomes |
+//! | `z` path                          | a znode (`synodpb.ZNode`): ZooKeeper's tree, design 0012 |
+//! | `y` id(8)                         | a ZooKeeper session's timeout and password (`synodpb.ZkSession`) |
 //!
 //! Invariants:
 //! - **S1** a version row exists for exactly the versions in the index;
@@ -50,6 +52,10 @@ pub const TAG_VALUE: u8 = b'd';
 pub const TAG_LEASE: u8 = b'l';
 /// First byte of session rows.
 pub const TAG_SESSION: u8 = b's';
+/// First byte of znode rows.
+pub const TAG_ZNODE: u8 = b'z';
+/// First byte of ZooKeeper session rows.
+pub const TAG_ZK_SESSION: u8 = b'y';
 
 /// Read access to the rows this store wrote, as committed on disk. The
 /// runtime implements it over its storage; reads see every committed

@@ -8,7 +8,10 @@ use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
-use crate::state::{self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_SESSION};
+use crate::state::{
+    self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_SESSION, TAG_ZK_SESSION, TAG_ZNODE,
+};
+use crate::zk::{ZkEvent, ZkTree};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,9 +25,11 @@ use synod_proto::etcdserverpb::{
     ResponseHeader, TxnRequest,
 };
 use synod_proto::mvccpb::Event;
+use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
-    Reserved, Session, SessionExpire, SessionOutcome, Snapshot,
+    Reserved, Session, SessionExpire, SessionOutcome, Snapshot, ZNode, ZkOutcome, ZkResult,
+    ZkSession, ZkWrite,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -52,6 +57,8 @@ pub struct Applied {
     pub revision: i64,
     /// The command was a retry of one already applied; nothing changed.
     pub duplicate: bool,
+    /// Changes to the ZooKeeper tree, in order, for its watchers.
+    pub zk_events: Vec<ZkEvent>,
 }
 
 /// What the state machine remembers of one client session.
@@ -98,6 +105,10 @@ pub struct KvStore {
     /// Events carry the previous version's value; without it they carry
     /// its metadata only (no disk read per overwrite).
     prev_values_off: bool,
+    /// ZooKeeper's tree and sessions (design 0012).
+    zk: ZkTree,
+    /// Tree events of the command being applied.
+    zk_events: Vec<ZkEvent>,
 }
 
 /// Equal state: the journal and where values are kept do not count.
@@ -109,6 +120,7 @@ impl PartialEq for KvStore {
             && self.members == other.members
             && self.sessions == other.sessions
             && self.session_order == other.session_order
+            && self.zk == other.zk
     }
 }
 
@@ -121,6 +133,11 @@ impl KvStore {
     /// Reads below this revision fail with `Compacted`.
     pub fn compact_revision(&self) -> i64 {
         self.mvcc.compact_revision()
+    }
+
+    /// ZooKeeper's tree (read-only).
+    pub fn zk(&self) -> &ZkTree {
+        &self.zk
     }
 
     /// The versioned keys (read-only).
@@ -178,6 +195,14 @@ impl KvStore {
         for (id, lease) in self.leases.iter() {
             let expected = attached.remove(&id).unwrap_or_default();
             assert_eq!(lease.keys, expected, "lease {id:x} key set drifted");
+        }
+        self.zk.check_invariants();
+        for s in self.zk.sessions() {
+            assert!(
+                self.leases.contains(s.id),
+                "ZooKeeper session {:x} has no lease",
+                s.id
+            );
         }
     }
 
@@ -296,6 +321,7 @@ impl KvStore {
                     events: Vec::new(),
                     revision: self.mvcc.revision(),
                     duplicate: true,
+                    zk_events: Vec::new(),
                 };
             }
         }
@@ -308,6 +334,7 @@ impl KvStore {
             events,
             revision,
             duplicate: false,
+            zk_events: std::mem::take(&mut self.zk_events),
         }
     }
 
@@ -339,6 +366,7 @@ impl KvStore {
                 return (ok(outcome::Result::LeaseRevoke(response)), events);
             }
             Some(Op::SessionExpire(r)) => self.expire_sessions(r),
+            Some(Op::Zk(w)) => return self.zk_write(w),
             Some(Op::ReserveRevisions(r)) => self.reserve_revisions(r.count),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
@@ -434,7 +462,73 @@ impl KvStore {
         let gone = self.leases.remove(id).expect("revoked lease exists");
         self.dirty.leases.insert(id);
         assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
+        // A ZooKeeper session is a lease: its ephemerals go with it, at
+        // one revision of their own.
+        let zxid = self.mvcc.revision() + 1;
+        let zk_events = self.zk.end_session(id, zxid);
+        if !zk_events.is_empty() {
+            self.mvcc.set_revision(zxid);
+        }
+        self.zk_events.extend(zk_events);
         events
+    }
+
+    /// A ZooKeeper write: a session opened or closed, or ops on the tree
+    /// (one revision if they change anything, nothing if one fails).
+    fn zk_write(&mut self, w: &ZkWrite) -> (Outcome, Vec<Event>) {
+        let zk_ok = |results| ok(outcome::Result::Zk(ZkOutcome { results }));
+        let single = w.ops.len() == 1 && !w.multi;
+        match w.ops.first().and_then(|o| o.op.as_ref()) {
+            Some(ZkOpKind::OpenSession(s)) if single => {
+                if s.id <= 0
+                    || s.timeout_ms <= 0
+                    || s.password.len() > 64
+                    || self.leases.contains(s.id)
+                {
+                    return (
+                        error_outcome(&KvError::InvalidArgument(
+                            "synod: a ZooKeeper session id must be new and positive",
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let ttl_s = (i64::from(s.timeout_ms) + 999) / 1000;
+                self.leases.grant(s.id, ttl_s.max(crate::LEASE_TTL_MIN_S));
+                self.dirty.leases.insert(s.id);
+                self.zk.open_session(ZkSession {
+                    id: s.id,
+                    timeout_ms: s.timeout_ms,
+                    password: s.password.clone(),
+                });
+                return (zk_ok(vec![ZkResult::default()]), Vec::new());
+            }
+            Some(ZkOpKind::CloseSession(s)) if single => {
+                let events = if self.leases.contains(s.id) {
+                    self.revoke(s.id)
+                } else {
+                    Vec::new()
+                };
+                return (zk_ok(vec![ZkResult::default()]), events);
+            }
+            Some(ZkOpKind::OpenSession(_)) | Some(ZkOpKind::CloseSession(_)) => {
+                return (
+                    error_outcome(&KvError::InvalidArgument(
+                        "synod: a ZooKeeper session op travels alone",
+                    )),
+                    Vec::new(),
+                );
+            }
+            _ => {}
+        }
+        let zxid = self.mvcc.revision() + 1;
+        let leases = &self.leases;
+        let alive = |id: i64| leases.contains(id);
+        let (outcome, events, wrote) = self.zk.write(w, zxid, &alive);
+        if wrote {
+            self.mvcc.set_revision(zxid);
+        }
+        self.zk_events.extend(events);
+        (zk_ok(outcome.results), Vec::new())
     }
 
     fn alarm(&mut self, r: &AlarmRequest) -> AlarmResponse {
@@ -592,6 +686,8 @@ impl KvStore {
                 .collect(),
             alarms: self.alarms(),
             members: self.members.clone(),
+            znodes: self.zk.records().0,
+            zk_sessions: self.zk.records().1,
         }
     }
 
@@ -631,6 +727,9 @@ impl KvStore {
             .iter()
             .map(|a| (a.member_id, a.alarm))
             .collect();
+        store.zk =
+            ZkTree::from_records(snapshot.znodes, snapshot.zk_sessions).map_err(|e| bad(&e))?;
+        store.check_zk_leases().map_err(|e| bad(&e))?;
         for s in snapshot.sessions {
             let entry = restore_session(&s).map_err(|why| bad(&why))?;
             store.session_order.insert((s.revision, s.client));
@@ -647,6 +746,14 @@ impl KvStore {
         let snapshot =
             Snapshot::decode(data).map_err(|e| format!("snapshot does not decode: {e}"))?;
         KvStore::restore(snapshot)
+    }
+
+    /// Refuses ZooKeeper sessions without their lease.
+    fn check_zk_leases(&self) -> Result<(), String> {
+        match self.zk.sessions().find(|s| !self.leases.contains(s.id)) {
+            Some(s) => Err(format!("ZooKeeper session {:x} has no lease", s.id)),
+            None => Ok(()),
+        }
     }
 
     /// Attaches every live key to its lease, refusing a key that names a
@@ -707,9 +814,26 @@ impl KvStore {
             (_, Err(e)) => broken = Some(format!("session row {row:?}: {e}")),
             _ => broken = Some(format!("session row {row:?}")),
         });
+        let mut znodes = Vec::new();
+        source.scan(&[TAG_ZNODE], &mut |row, value| match ZNode::decode(value) {
+            Ok(n) if n.path.as_bytes() == &row[1..] => znodes.push(n),
+            _ => broken = Some(format!("znode row {row:?}")),
+        });
+        let mut zk_sessions = Vec::new();
+        source.scan(
+            &[TAG_ZK_SESSION],
+            &mut |row, value| match ZkSession::decode(value) {
+                Ok(s) if row.len() == 9 && state::be_u64(&row[1..], 0) == Some(s.id as u64) => {
+                    zk_sessions.push(s)
+                }
+                _ => broken = Some(format!("ZooKeeper session row {row:?}")),
+            },
+        );
         if let Some(e) = broken {
             return Err(bad(e));
         }
+        store.zk = ZkTree::from_records(znodes, zk_sessions).map_err(bad)?;
+        store.check_zk_leases().map_err(bad)?;
         store.attach_lease_keys().map_err(bad)?;
         store.members = meta.members;
         store.members.sort_by_key(|m| m.id);
@@ -731,6 +855,7 @@ impl KvStore {
             self.dirty
                 .leases
                 .extend(self.leases.iter().map(|(id, _)| id));
+            self.zk.dirty_all();
         }
     }
 
@@ -803,6 +928,23 @@ impl KvStore {
             let row = state::numbered_row(TAG_LEASE, id as u64, None);
             match self.leases.get(id) {
                 Some(l) => journal.put(row, Bytes::copy_from_slice(&l.ttl.to_be_bytes())),
+                None => journal.delete(row),
+            }
+        }
+        let (znodes, zk_sessions) = self.zk.take_dirty();
+        for (path, record) in znodes {
+            let mut row = Vec::with_capacity(1 + path.len());
+            row.push(TAG_ZNODE);
+            row.extend_from_slice(path.as_bytes());
+            match record {
+                Some(r) => journal.put(row, Bytes::from(r.encode_to_vec())),
+                None => journal.delete(row),
+            }
+        }
+        for (id, record) in zk_sessions {
+            let row = state::numbered_row(TAG_ZK_SESSION, id as u64, None);
+            match record {
+                Some(r) => journal.put(row, Bytes::from(r.encode_to_vec())),
                 None => journal.delete(row),
             }
         }
@@ -987,6 +1129,12 @@ fn adds_data(op: Option<&Op>) -> bool {
     }
     match op {
         Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
+        Some(Op::Zk(w)) => w.ops.iter().any(|o| {
+            matches!(
+                o.op,
+                Some(ZkOpKind::Create(_) | ZkOpKind::SetData(_) | ZkOpKind::OpenSession(_))
+            )
+        }),
         Some(Op::Txn(t)) => txn_puts(t),
         _ => false,
     }

@@ -47,6 +47,11 @@ const GARBAGE_ROWS_PER_ROUND: usize = 4096;
 
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
+/// Called on the core thread with each round's changes to the ZooKeeper
+/// tree and the revision after them; it must not block (it queues).
+pub type ZkListener = Arc<dyn Fn(&[synod_kv::zk::ZkEvent], i64) + Send + Sync>;
+/// Where the ZooKeeper front end plugs its listener in, once it starts.
+pub type ZkListenerSlot = Arc<Mutex<Option<ZkListener>>>;
 
 /// Work for the core loop.
 pub enum Input {
@@ -94,6 +99,11 @@ pub enum Input {
     /// Runs a closure against the local store (serializable reads of
     /// leases, alarms, hashes and snapshots).
     Query(Query),
+    /// Runs a closure against the local store at the end of the round,
+    /// once every change applied so far has been handed out: a ZooKeeper
+    /// read, which must not show data whose watch event its client has
+    /// not been sent yet (ZooKeeper's ordering guarantee).
+    ZkQuery(Query),
     /// Start a membership change (this node must lead).
     ChangeMembership {
         /// The configuration wanted.
@@ -135,7 +145,8 @@ impl Input {
             Input::Write { .. }
             | Input::Read { .. }
             | Input::LeaseQuery { .. }
-            | Input::Query(_) => Class::Client,
+            | Input::Query(_)
+            | Input::ZkQuery(_) => Class::Client,
             Input::Watch { announce, .. } => {
                 if *announce {
                     Class::Client
@@ -236,6 +247,8 @@ pub struct CoreParts {
     pub started: Instant,
     /// Where applied events go for watchers.
     pub hub: std::sync::mpsc::Sender<HubInput>,
+    /// Where changes to the ZooKeeper tree go (its front end's watches).
+    pub zk_listener: ZkListenerSlot,
     /// Raise NOSPACE when the database file grows past this many bytes.
     pub quota_bytes: u64,
     /// The database file, whose size the quota limits.
@@ -264,6 +277,9 @@ pub struct Core {
     tick: Duration,
     published: Arc<Mutex<Published>>,
     hub: std::sync::mpsc::Sender<HubInput>,
+    zk_listener: ZkListenerSlot,
+    /// ZooKeeper reads waiting for the end of the round.
+    zk_queries: Vec<Query>,
     quota_bytes: u64,
     storage_file: std::path::PathBuf,
     quota_checked: Instant,
@@ -298,6 +314,8 @@ impl Core {
             tick: parts.tick,
             published: parts.published,
             hub: parts.hub,
+            zk_listener: parts.zk_listener,
+            zk_queries: Vec::new(),
             quota_bytes: parts.quota_bytes,
             storage_file: parts.storage_file,
             quota_checked: Instant::now(),
@@ -352,6 +370,12 @@ impl Core {
             self.abandon();
             self.check_quota();
             self.drive();
+            if !self.zk_queries.is_empty() {
+                let kv = self.groups[&GROUP].kv();
+                for f in self.zk_queries.drain(..) {
+                    f(kv);
+                }
+            }
             self.publish();
         }
     }
@@ -390,6 +414,7 @@ impl Core {
                     .request(ticket, Request::Lease { id, renew }, now);
             }
             Input::Query(f) => f(self.main().kv()),
+            Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
                 let _ = reply.send(self.main().change_membership(target));
             }
@@ -662,6 +687,14 @@ impl Core {
     fn finish(&mut self, id: GroupId, ready: GroupReady) {
         let group = self.groups.get_mut(&id).expect("a hosted group");
         group.on_persisted(ready.token);
+        // ZooKeeper's watch events go before any answer, so a client sees
+        // the event before a reply that shows the change.
+        if id == GROUP && !ready.zk_events.is_empty() {
+            let listener = self.zk_listener.lock().expect("listener lock").clone();
+            if let Some(listener) = listener {
+                listener(&ready.zk_events, ready.revision);
+            }
+        }
         for to in ready.snapshots {
             self.stream_snapshot(id, to);
         }

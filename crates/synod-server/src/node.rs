@@ -152,6 +152,7 @@ pub struct Node {
     hub_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     next_stream: AtomicU64,
     next_lease: AtomicU64,
+    zk_listener: crate::core::ZkListenerSlot,
 }
 
 /// Opens the data dir and restores every group it holds (and those the
@@ -249,6 +250,7 @@ impl Node {
                 .await;
         });
         let published = Arc::new(Mutex::new(Published::default()));
+        let zk_listener: crate::core::ZkListenerSlot = Arc::new(Mutex::new(None));
         let storage_file = storage.file().to_path_buf();
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
         let hub = Hub::new(
@@ -272,6 +274,7 @@ impl Node {
             published: published.clone(),
             started,
             hub: hub_tx.clone(),
+            zk_listener: zk_listener.clone(),
             quota_bytes: config.quota_bytes,
             storage_file: storage_file.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -284,6 +287,7 @@ impl Node {
             .expect("spawn core thread");
         let config_id = config.id.0;
         Ok(Arc::new(Node {
+            zk_listener,
             config: Arc::new(config),
             inputs: inbox,
             published,
@@ -403,6 +407,34 @@ impl Node {
             let _ = reply.send(f(kv));
         })))?;
         self.wait(rx).await
+    }
+
+    /// Runs `f` against the local state machine at the end of the core's
+    /// round: after every change applied so far was handed to the
+    /// ZooKeeper listener (a ZooKeeper read, which must not show a change
+    /// before its watch event).
+    pub async fn zk_query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KvStore) -> T + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::ZkQuery(Box::new(move |kv| {
+            let _ = reply.send(f(kv));
+        })))?;
+        self.wait(rx).await
+    }
+
+    /// Plugs in the ZooKeeper front end's listener: from the next round
+    /// on, it gets every change to the tree before any answer that shows
+    /// it.
+    pub fn zk_listen(&self, listener: crate::core::ZkListener) {
+        *self.zk_listener.lock().expect("listener lock") = Some(listener);
+    }
+
+    /// An id no other node or incarnation is likely to pick (leases,
+    /// ZooKeeper sessions).
+    pub fn fresh_id(&self) -> i64 {
+        self.fresh_lease_id()
     }
 
     /// Grants a lease: `id` 0 lets this node pick one; TTLs below the

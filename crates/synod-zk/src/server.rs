@@ -1,0 +1,201 @@
+//! The ZooKeeper listener of one node: accepts connections, answers
+//! four-letter words, and runs the leader's reaper of containers and TTL
+//! nodes.
+
+use crate::conn;
+use crate::watches::Watches;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_kv::zk::ZkEvent;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::zk_op::Op as ZkOpKind;
+use synod_proto::synodpb::{ZkOp, ZkReap, ZkWrite};
+use synod_server::Node;
+use tokio::net::TcpListener;
+
+/// How a node's ZooKeeper front end behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// The largest request frame accepted (ZooKeeper's `jute.maxbuffer`).
+    pub max_buffer: usize,
+    /// `user:HASH` whose digest identity passes every ACL check
+    /// (ZooKeeper's `DigestAuthenticationProvider.superDigest`).
+    pub super_digest: Option<String>,
+    /// TTL nodes allowed (ZooKeeper's `extendedTypesEnabled`).
+    pub extended_types: bool,
+    /// Four-letter words answered on the client port.
+    pub four_letter_words: bool,
+    /// ZooKeeper's tick: session timeouts are clamped to 2 to 20 ticks.
+    pub tick_ms: i32,
+}
+
+impl Default for ZkConfig {
+    fn default() -> ZkConfig {
+        ZkConfig {
+            max_buffer: crate::jute::MAX_BUFFER_DEFAULT,
+            super_digest: None,
+            extended_types: false,
+            four_letter_words: true,
+            tick_ms: 2000,
+        }
+    }
+}
+
+/// Counters for `srvr`, `stat` and `mntr`.
+#[derive(Default)]
+pub struct Stats {
+    /// Requests received.
+    pub received: AtomicU64,
+    /// Replies and events sent.
+    pub sent: AtomicU64,
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Sum of request latencies, in microseconds.
+    pub latency_us: AtomicU64,
+    /// The longest request latency, in microseconds.
+    pub latency_max_us: AtomicU64,
+}
+
+/// What every connection of a node shares.
+pub struct Shared {
+    /// The node the tree lives on.
+    pub node: Arc<Node>,
+    /// The watches of every connection.
+    pub watches: Arc<Watches>,
+    /// Settings.
+    pub config: ZkConfig,
+    /// Counters.
+    pub stats: Stats,
+    /// When the front end started.
+    pub started: Instant,
+    /// The port clients connect to.
+    pub port: u16,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh connection id.
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A running ZooKeeper front end.
+pub struct ZkServer {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl ZkServer {
+    /// Binds `addr`, plugs the watch listener into `node` and serves until
+    /// [`stop`](ZkServer::stop) or the node stops.
+    pub async fn start(
+        node: Arc<Node>,
+        addr: SocketAddr,
+        config: ZkConfig,
+    ) -> std::io::Result<ZkServer> {
+        if let Some(d) = &config.super_digest {
+            crate::auth::check_super_digest(d)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let watches = Arc::new(Watches::default());
+        let feed = Arc::clone(&watches);
+        node.zk_listen(Arc::new(move |events: &[ZkEvent], _revision| {
+            feed.deliver(events)
+        }));
+        let shared = Arc::new(Shared {
+            node,
+            watches,
+            config,
+            stats: Stats::default(),
+            started: Instant::now(),
+            port: addr.port(),
+            next_conn: AtomicU64::new(1),
+        });
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(reaper(Arc::clone(&shared), stop.subscribe()));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = conn::until_stopped(&mut stopped) => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let conn_stop = stopped.clone();
+                            tokio::spawn(conn::serve(Arc::clone(&shared), stream, peer, conn_stop));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ZooKeeper accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        });
+        tracing::info!(%addr, "ZooKeeper protocol listening");
+        Ok(ZkServer { addr, stop })
+    }
+
+    /// Where clients connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How often the leader looks for containers and TTL nodes to delete
+/// (ZooKeeper's `znode.container.checkIntervalMs` is a minute; a second
+/// costs one scan of the tree's index here).
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Paths one reap command deletes at most.
+const REAP_BATCH_MAX: usize = 1000;
+
+/// On the leader, proposes the deletion of empty containers and expired
+/// TTL nodes; the command re-checks each when it applies, so a node that
+/// got a child meanwhile stays.
+async fn reaper(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = conn::until_stopped(&mut stopped) => return,
+            _ = tokio::time::sleep(REAP_EVERY) => {}
+        }
+        if !shared.node.status().is_leader {
+            continue;
+        }
+        let now = conn::wall_ms();
+        let Ok(paths) = shared
+            .node
+            .zk_query(move |kv| kv.zk().reap_candidates(now, REAP_BATCH_MAX))
+            .await
+        else {
+            continue;
+        };
+        if paths.is_empty() {
+            continue;
+        }
+        let write = ZkWrite {
+            time_ms: now,
+            ops: vec![ZkOp {
+                op: Some(ZkOpKind::Reap(ZkReap { paths })),
+            }],
+            ..ZkWrite::default()
+        };
+        if let Err(e) = shared.node.write(Op::Zk(write)).await {
+            tracing::debug!(error = %e, "reaping ZooKeeper nodes failed; will retry");
+        }
+    }
+}

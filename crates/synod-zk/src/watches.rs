@@ -1,0 +1,303 @@
+//! ZooKeeper's watches on one node: who waits for which change, and the
+//! listener the core thread calls with each round's tree changes.
+//!
+//! Ordering (ZooKeeper's guarantee that a client sees a watch event
+//! before any reply showing the change): the core calls
+//! [`Watches::deliver`] with a round's changes before it answers any
+//! request of that round, and ZooKeeper reads run after it (see
+//! `Node::zk_query`). `deliver` queues each notification on its
+//! connection's channel at once, and a connection drains that channel
+//! before it writes any reply, so the event always goes out first.
+//! Registrations happen in the same core-thread closure as the read they
+//! go with, so no change falls between the read and the watch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use synod_kv::zk::{path, ZkEvent, ZkEventKind};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A connection, as the registry knows it.
+pub type ConnId = u64;
+
+/// One event for one client: ZooKeeper's `WatcherEvent` fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// ZooKeeper's event type number.
+    pub kind: i32,
+    /// The node.
+    pub path: String,
+    /// The zxid of the change.
+    pub zxid: i64,
+}
+
+/// ZooKeeper's event type numbers.
+pub mod event {
+    /// NodeCreated.
+    pub const CREATED: i32 = 1;
+    /// NodeDeleted.
+    pub const DELETED: i32 = 2;
+    /// NodeDataChanged.
+    pub const DATA_CHANGED: i32 = 3;
+    /// NodeChildrenChanged.
+    pub const CHILDREN_CHANGED: i32 = 4;
+}
+
+/// The kinds of watch a client can hold on a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// One-shot, set by getData or exists on an existing node.
+    Data,
+    /// One-shot, set by exists on a missing node.
+    Exist,
+    /// One-shot, set by getChildren.
+    Child,
+    /// Stays; fires for the node's data, creation, deletion and children.
+    Persistent,
+    /// Stays; fires for the node and everything below, except child
+    /// lists.
+    Recursive,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_path: BTreeMap<(Kind, String), BTreeSet<ConnId>>,
+    by_conn: BTreeMap<ConnId, BTreeSet<(Kind, String)>>,
+    sinks: BTreeMap<ConnId, UnboundedSender<Notification>>,
+    /// Paths with a recursive watch (to walk ancestors cheaply).
+    recursive: BTreeMap<String, usize>,
+}
+
+/// Every watch of one node's ZooKeeper connections.
+#[derive(Default)]
+pub struct Watches {
+    inner: Mutex<Inner>,
+}
+
+impl Watches {
+    /// A connection's events go to `sink` from now on.
+    pub fn connect(&self, conn: ConnId, sink: UnboundedSender<Notification>) {
+        self.lock().sinks.insert(conn, sink);
+    }
+
+    /// Drops a connection and its watches.
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        inner.sinks.remove(&conn);
+        for (kind, p) in inner.by_conn.remove(&conn).unwrap_or_default() {
+            inner.unlink(conn, kind, &p);
+        }
+    }
+
+    /// Adds a watch (idempotent).
+    pub fn add(&self, conn: ConnId, kind: Kind, p: &str) {
+        let mut inner = self.lock();
+        if !inner.sinks.contains_key(&conn) {
+            return;
+        }
+        if inner
+            .by_path
+            .entry((kind, p.to_string()))
+            .or_default()
+            .insert(conn)
+        {
+            inner
+                .by_conn
+                .entry(conn)
+                .or_default()
+                .insert((kind, p.to_string()));
+            if kind == Kind::Recursive {
+                *inner.recursive.entry(p.to_string()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Removes a connection's watches of the given kinds on `p`; false
+    /// when it had none (ZooKeeper's NOWATCHER).
+    pub fn remove(&self, conn: ConnId, kinds: &[Kind], p: &str, dry_run: bool) -> bool {
+        let mut inner = self.lock();
+        let held: Vec<Kind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| {
+                inner
+                    .by_conn
+                    .get(&conn)
+                    .is_some_and(|s| s.contains(&(*k, p.to_string())))
+            })
+            .collect();
+        if !dry_run {
+            for k in &held {
+                inner.unlink(conn, *k, p);
+                if let Some(set) = inner.by_conn.get_mut(&conn) {
+                    set.remove(&(*k, p.to_string()));
+                }
+            }
+        }
+        !held.is_empty()
+    }
+
+    /// The watches of every connection, for `wchs`/`wchc`: (paths, watches).
+    pub fn summary(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let paths: BTreeSet<&String> = inner.by_path.keys().map(|(_, p)| p).collect();
+        let watches = inner.by_path.values().map(|s| s.len()).sum();
+        (inner.by_conn.len(), paths.len(), watches)
+    }
+
+    /// Queues one notification for one connection (a re-registered watch
+    /// whose change happened while the client was away).
+    pub fn notify(&self, conn: ConnId, n: Notification) {
+        if let Some(sink) = self.lock().sinks.get(&conn) {
+            let _ = sink.send(n);
+        }
+    }
+
+    /// Queues the notifications a round of changes fires (see the module
+    /// comment for why this happens on the core thread).
+    pub fn deliver(&self, events: &[ZkEvent]) {
+        let mut inner = self.lock();
+        for e in events {
+            inner.fire(e);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn unlink(&mut self, conn: ConnId, kind: Kind, p: &str) {
+        let key = (kind, p.to_string());
+        if let Some(set) = self.by_path.get_mut(&key) {
+            if set.remove(&conn) && kind == Kind::Recursive {
+                if let Some(n) = self.recursive.get_mut(p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.recursive.remove(p);
+                    }
+                }
+            }
+            if set.is_empty() {
+                self.by_path.remove(&key);
+            }
+        }
+    }
+
+    /// Takes the one-shot watches of `kind` on `p`.
+    fn take(&mut self, kind: Kind, p: &str) -> BTreeSet<ConnId> {
+        let conns = self
+            .by_path
+            .remove(&(kind, p.to_string()))
+            .unwrap_or_default();
+        for c in &conns {
+            if let Some(set) = self.by_conn.get_mut(c) {
+                set.remove(&(kind, p.to_string()));
+            }
+        }
+        conns
+    }
+
+    fn holders(&self, kind: Kind, p: &str) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_path
+            .get(&(kind, p.to_string()))
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
+    fn fire(&mut self, e: &ZkEvent) {
+        let mut to: BTreeSet<ConnId> = BTreeSet::new();
+        let kind = match e.kind {
+            ZkEventKind::Created => {
+                to.extend(self.take(Kind::Exist, &e.path));
+                to.extend(self.take(Kind::Data, &e.path));
+                event::CREATED
+            }
+            ZkEventKind::Deleted => {
+                to.extend(self.take(Kind::Data, &e.path));
+                to.extend(self.take(Kind::Exist, &e.path));
+                to.extend(self.take(Kind::Child, &e.path));
+                event::DELETED
+            }
+            ZkEventKind::DataChanged => {
+                to.extend(self.take(Kind::Data, &e.path));
+                to.extend(self.take(Kind::Exist, &e.path));
+                event::DATA_CHANGED
+            }
+            ZkEventKind::ChildrenChanged => {
+                to.extend(self.take(Kind::Child, &e.path));
+                event::CHILDREN_CHANGED
+            }
+        };
+        to.extend(self.holders(Kind::Persistent, &e.path));
+        if e.kind != ZkEventKind::ChildrenChanged && !self.recursive.is_empty() {
+            let mut at = e.path.as_str();
+            loop {
+                if self.recursive.contains_key(at) {
+                    to.extend(self.holders(Kind::Recursive, at));
+                }
+                if at == "/" {
+                    break;
+                }
+                at = path::parent(at);
+            }
+        }
+        for conn in to {
+            if let Some(sink) = self.sinks.get(&conn) {
+                let _ = sink.send(Notification {
+                    kind,
+                    path: e.path.clone(),
+                    zxid: e.zxid,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    fn ev(kind: ZkEventKind, p: &str) -> ZkEvent {
+        ZkEvent {
+            kind,
+            path: p.into(),
+            zxid: 7,
+        }
+    }
+
+    #[test]
+    fn one_shot_fire_once_persistent_stay() {
+        let w = Watches::default();
+        let (tx, mut rx) = unbounded_channel();
+        w.connect(1, tx);
+        w.add(1, Kind::Data, "/a");
+        w.add(1, Kind::Child, "/");
+        w.add(1, Kind::Recursive, "/a");
+        w.deliver(&[ev(ZkEventKind::DataChanged, "/a")]);
+        w.deliver(&[ev(ZkEventKind::DataChanged, "/a")]);
+        w.deliver(&[
+            ev(ZkEventKind::Created, "/a/b"),
+            ev(ZkEventKind::ChildrenChanged, "/a"),
+            ev(ZkEventKind::ChildrenChanged, "/"),
+        ]);
+        let got: Vec<(i32, String)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|n| (n.kind, n.path))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (event::DATA_CHANGED, "/a".into()),
+                (event::DATA_CHANGED, "/a".into()),
+                (event::CREATED, "/a/b".into()),
+                (event::CHILDREN_CHANGED, "/".into()),
+            ]
+        );
+        assert!(w.remove(1, &[Kind::Recursive], "/a", false));
+        assert!(!w.remove(1, &[Kind::Recursive], "/a", false));
+        w.disconnect(1);
+        assert_eq!(w.summary(), (0, 0, 0));
+    }
+}
