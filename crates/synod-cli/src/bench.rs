@@ -43,6 +43,7 @@ use tonic::Streaming;
 
 mod acks;
 mod watch;
+mod zk;
 
 /// Upper bound on `--clients`: each is a task with its own histogram.
 const CLIENTS_MAX: i64 = 10_000;
@@ -98,6 +99,10 @@ pub struct BenchArgs {
     /// client contend for one lock); `watch` makes every client a watcher
     /// of one of --keys keys while --writers clients put to them, and
     /// counts events delivered (latency: put sent to event received).
+    /// `zk-create`, `zk-set`, `zk-get`, `zk-sync-get` speak ZooKeeper to
+    /// ZooKeeper client ports (synod's or a ZooKeeper ensemble's), one
+    /// session per client: create a new znode, setData / getData on a
+    /// random one of --keys populated znodes, or sync then getData.
     #[arg(long, value_enum, default_value_t = Workload::Put)]
     workload: Workload,
     /// Writers for `--workload watch` (closed loop, puts to watched keys).
@@ -169,6 +174,14 @@ enum Workload {
     Lock,
     /// Watchers receiving the puts of writers.
     Watch,
+    /// ZooKeeper: create a new znode.
+    ZkCreate,
+    /// ZooKeeper: setData on a random znode.
+    ZkSet,
+    /// ZooKeeper: getData of a random znode (local read).
+    ZkGet,
+    /// ZooKeeper: sync, then getData.
+    ZkSyncGet,
 }
 
 impl Workload {
@@ -188,7 +201,20 @@ impl Workload {
             Workload::LeaseKeepalive => "lease-keepalive",
             Workload::Lock => "lock",
             Workload::Watch => "watch",
+            Workload::ZkCreate => "zk-create",
+            Workload::ZkSet => "zk-set",
+            Workload::ZkGet => "zk-get",
+            Workload::ZkSyncGet => "zk-sync-get",
         }
+    }
+
+    /// Workloads spoken over the ZooKeeper protocol (--endpoints are
+    /// ZooKeeper client ports).
+    fn is_zk(self) -> bool {
+        matches!(
+            self,
+            Workload::ZkCreate | Workload::ZkSet | Workload::ZkGet | Workload::ZkSyncGet
+        )
     }
 }
 
@@ -360,6 +386,9 @@ impl Plan {
             Workload::LeaseKeepalive => Op::KeepAlive,
             Workload::Lock => Op::Lock,
             Workload::Watch => Op::Put,
+            Workload::ZkCreate | Workload::ZkSet | Workload::ZkGet | Workload::ZkSyncGet => {
+                unreachable!("ZooKeeper workloads run in bench::zk")
+            }
         }
     }
 
@@ -734,6 +763,8 @@ async fn drive(
     let mut tasks = JoinSet::new();
     if args.workload == Workload::Watch {
         watch::spawn(&mut tasks, channels, plan, args.clients, args.writers).await?;
+    } else if args.workload.is_zk() {
+        zk::spawn(&mut tasks, &args.endpoints, plan, args.clients);
     } else {
         for i in 0..args.clients {
             let channel = channels[i as usize % channels.len()].clone();
@@ -791,7 +822,7 @@ fn check_flags(args: &BenchArgs) -> Result<u32, String> {
     if args.ack_log.is_some() && !args.verify_acks.is_empty() {
         return Err("--ack-log and --verify-acks: write a log or check one, not both".into());
     }
-    if args.serializable && !args.workload.has_reads() {
+    if args.serializable && !args.workload.has_reads() && !args.workload.is_zk() {
         return Err("--serializable applies to reads: use it with --workload get or mixed".into());
     }
     let endpoints = args.endpoints.len() as u32;
@@ -846,7 +877,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.duration,
         args.warmup,
     );
-    let channels = open_channels(&args.endpoints, conns).await?;
+    if args.workload.is_zk() {
+        zk::check(args.workload, args.serializable)?;
+    }
+    let channels = if args.workload.is_zk() {
+        Vec::new()
+    } else {
+        open_channels(&args.endpoints, conns).await?
+    };
     let key_width = key_width(args.keys);
     let mut plan = Plan {
         workload: args.workload,
@@ -858,7 +896,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         end: Instant::now(),
         record_acks: args.ack_log.is_some(),
     };
-    if args.workload.has_reads() {
+    if args.workload.is_zk() {
+        zk::populate(&args.endpoints, &Arc::new(plan.clone()), args.clients).await?;
+    } else if args.workload.has_reads() {
         populate(&channels, &Arc::new(plan.clone()), args.clients).await?;
     }
     plan.measure_from = Instant::now() + args.warmup;

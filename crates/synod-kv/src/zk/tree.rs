@@ -100,12 +100,22 @@ impl Node {
     }
 }
 
-/// A write in progress: the first image of every node it touched, so a
-/// failure puts them back (Z3).
+/// A write in progress: every step it took, so a failure takes them
+/// back in reverse (Z3). Steps name records and child names, never whole
+/// child sets: a parent with a million children costs no more to change
+/// than a leaf.
 #[derive(Default)]
 struct Undo {
-    touched: BTreeSet<String>,
-    before: Vec<(String, Option<Node>)>,
+    steps: Vec<Step>,
+}
+
+enum Step {
+    /// The record at a path before it was replaced, created or removed.
+    Record(String, Option<ZNode>),
+    /// A child name added to a parent.
+    ChildAdded(String, String),
+    /// A child name removed from a parent.
+    ChildRemoved(String, String),
 }
 
 type OpResult = Result<ZkResult, i32>;
@@ -264,8 +274,18 @@ impl ZkTree {
             }
         }
         if let Some((at, err)) = failed {
-            for (p, before) in undo.before.into_iter().rev() {
-                self.set_raw(&p, before);
+            for step in undo.steps.into_iter().rev() {
+                match step {
+                    Step::Record(p, before) => {
+                        self.replace_record(&p, before);
+                    }
+                    Step::ChildAdded(parent, name) => {
+                        self.children_mut(&parent).remove(&name);
+                    }
+                    Step::ChildRemoved(parent, name) => {
+                        self.children_mut(&parent).insert(name);
+                    }
+                }
             }
             let results = (0..w.ops.len())
                 .map(|i| ZkResult {
@@ -279,7 +299,7 @@ impl ZkTree {
                 .collect();
             return (ZkOutcome { results }, Vec::new(), false);
         }
-        let wrote = !undo.touched.is_empty();
+        let wrote = !undo.steps.is_empty();
         (ZkOutcome { results }, events, wrote)
     }
 
@@ -382,16 +402,9 @@ impl ZkTree {
             kind,
             ttl_ms: if ttl { c.ttl_ms } else { 0 },
         };
-        let mut parent = self.nodes[&parent_path].clone();
-        parent.record.cversion = parent.record.cversion.wrapping_add(1);
-        parent.record.pzxid = ctx.zxid;
-        parent.children.insert(path::name(&full).to_string());
-        self.set(&parent_path, Some(parent), undo);
-        let node = Node {
-            record,
-            children: BTreeSet::new(),
-        };
-        self.set(&full, Some(node), undo);
+        self.child_changed(&parent_path, ctx.zxid, undo);
+        self.add_child(&parent_path, path::name(&full), undo);
+        self.put_record(&full, Some(record), undo);
         events.push(event(ZkEventKind::Created, &full, ctx.zxid));
         events.push(event(ZkEventKind::ChildrenChanged, &parent_path, ctx.zxid));
         Ok(self.result(&full))
@@ -426,12 +439,14 @@ impl ZkTree {
     /// Deletes a childless node and updates its parent.
     fn remove(&mut self, p: &str, zxid: i64, undo: &mut Undo, events: &mut Vec<ZkEvent>) {
         let parent_path = path::parent(p).to_string();
-        let mut parent = self.nodes[&parent_path].clone();
-        parent.record.cversion = parent.record.cversion.wrapping_add(1);
-        parent.record.pzxid = zxid;
-        parent.children.remove(path::name(p));
-        self.set(&parent_path, Some(parent), undo);
-        self.set(p, None, undo);
+        self.child_changed(&parent_path, zxid, undo);
+        if self.children_mut(&parent_path).remove(path::name(p)) {
+            undo.steps.push(Step::ChildRemoved(
+                parent_path.clone(),
+                path::name(p).to_string(),
+            ));
+        }
+        self.put_record(p, None, undo);
         events.push(event(ZkEventKind::Deleted, p, zxid));
         events.push(event(ZkEventKind::ChildrenChanged, &parent_path, zxid));
     }
@@ -455,12 +470,12 @@ impl ZkTree {
         if !version_ok(version, node.record.version) {
             return Err(code::BAD_VERSION);
         }
-        let mut node = node.clone();
-        node.record.data = data.clone();
-        node.record.version = node.record.version.wrapping_add(1);
-        node.record.mzxid = ctx.zxid;
-        node.record.mtime = ctx.time_ms;
-        self.set(p, Some(node), undo);
+        let mut record = node.record.clone();
+        record.data = data.clone();
+        record.version = record.version.wrapping_add(1);
+        record.mzxid = ctx.zxid;
+        record.mtime = ctx.time_ms;
+        self.put_record(p, Some(record), undo);
         events.push(event(ZkEventKind::DataChanged, p, ctx.zxid));
         Ok(self.result(p))
     }
@@ -484,10 +499,10 @@ impl ZkTree {
         if !version_ok(version, node.record.aversion) {
             return Err(code::BAD_VERSION);
         }
-        let mut node = node.clone();
-        node.record.acl = fixed_acl;
-        node.record.aversion = node.record.aversion.wrapping_add(1);
-        self.set(p, Some(node), undo);
+        let mut record = node.record.clone();
+        record.acl = fixed_acl;
+        record.aversion = record.aversion.wrapping_add(1);
+        self.put_record(p, Some(record), undo);
         Ok(self.result(p))
     }
 
@@ -505,13 +520,77 @@ impl ZkTree {
         Ok(ZkResult::default())
     }
 
-    /// Replaces (or removes) a node, keeping its first image for undo.
-    fn set(&mut self, p: &str, node: Option<Node>, undo: &mut Undo) {
-        if undo.touched.insert(p.to_string()) {
-            undo.before
-                .push((p.to_string(), self.nodes.get(p).cloned()));
+    /// A child of `parent` was created or deleted at `zxid`.
+    fn child_changed(&mut self, parent: &str, zxid: i64, undo: &mut Undo) {
+        let mut record = self.nodes[parent].record.clone();
+        record.cversion = record.cversion.wrapping_add(1);
+        record.pzxid = zxid;
+        self.put_record(parent, Some(record), undo);
+    }
+
+    fn add_child(&mut self, parent: &str, name: &str, undo: &mut Undo) {
+        if self.children_mut(parent).insert(name.to_string()) {
+            undo.steps
+                .push(Step::ChildAdded(parent.to_string(), name.to_string()));
         }
-        self.set_raw(p, node);
+    }
+
+    fn children_mut(&mut self, parent: &str) -> &mut BTreeSet<String> {
+        &mut self
+            .nodes
+            .get_mut(parent)
+            .expect("Z1: the parent exists")
+            .children
+    }
+
+    /// Replaces, creates or removes the record at `p`, remembering the
+    /// old one for undo.
+    fn put_record(&mut self, p: &str, record: Option<ZNode>, undo: &mut Undo) {
+        let before = self.replace_record(p, record);
+        undo.steps.push(Step::Record(p.to_string(), before));
+    }
+
+    /// Replaces, creates (childless) or removes (it must be childless) the
+    /// record at `p`; returns the old one. Keeps the ephemerals index and
+    /// the journal in step.
+    fn replace_record(&mut self, p: &str, record: Option<ZNode>) -> Option<ZNode> {
+        let before = match (record, self.nodes.get_mut(p)) {
+            (Some(r), Some(n)) => Some(std::mem::replace(&mut n.record, r)),
+            (Some(r), None) => {
+                let node = Node {
+                    record: r,
+                    children: BTreeSet::new(),
+                };
+                self.nodes.insert(p.to_string(), node);
+                None
+            }
+            (None, Some(_)) => {
+                let n = self.nodes.remove(p).expect("just seen");
+                assert!(n.children.is_empty(), "Z1: {p} removed with children");
+                Some(n.record)
+            }
+            (None, None) => None,
+        };
+        self.dirty_nodes.insert(p.to_string());
+        let old_owner = before.as_ref().map_or(0, |r| r.ephemeral_owner);
+        let new_owner = self.nodes.get(p).map_or(0, |n| n.record.ephemeral_owner);
+        if old_owner != new_owner {
+            if old_owner > 0 {
+                if let Some(set) = self.ephemerals.get_mut(&old_owner) {
+                    set.remove(p);
+                    if set.is_empty() {
+                        self.ephemerals.remove(&old_owner);
+                    }
+                }
+            }
+            if new_owner > 0 {
+                self.ephemerals
+                    .entry(new_owner)
+                    .or_default()
+                    .insert(p.to_string());
+            }
+        }
+        before
     }
 
     /// Replaces (or removes) a node, keeping the ephemerals index and the
