@@ -47,9 +47,19 @@ const GARBAGE_ROWS_PER_ROUND: usize = 4096;
 
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
-/// Called on the core thread with each round's changes to the ZooKeeper
-/// tree and the revision after them; it must not block (it queues).
-pub type ZkListener = Arc<dyn Fn(&[synod_kv::zk::ZkEvent], i64) + Send + Sync>;
+/// What the ZooKeeper front end is told, on the core thread.
+pub enum ZkFeed<'a> {
+    /// A round's changes to the tree, in order, and the revision after.
+    Events(&'a [synod_kv::zk::ZkEvent], i64),
+    /// The state was replaced by a snapshot: changes in between are not
+    /// known one by one, so every watcher must re-register (ZooKeeper
+    /// clients do, with setWatches, when their connection drops).
+    Reset,
+}
+
+/// Called on the core thread with each [`ZkFeed`]; it must not block (it
+/// queues).
+pub type ZkListener = Arc<dyn Fn(ZkFeed<'_>) + Send + Sync>;
 /// Where the ZooKeeper front end plugs its listener in, once it starts.
 pub type ZkListenerSlot = Arc<Mutex<Option<ZkListener>>>;
 
@@ -689,10 +699,15 @@ impl Core {
         group.on_persisted(ready.token);
         // ZooKeeper's watch events go before any answer, so a client sees
         // the event before a reply that shows the change.
-        if id == GROUP && !ready.zk_events.is_empty() {
+        if id == GROUP && (!ready.zk_events.is_empty() || ready.jump.is_some()) {
             let listener = self.zk_listener.lock().expect("listener lock").clone();
             if let Some(listener) = listener {
-                listener(&ready.zk_events, ready.revision);
+                if ready.jump.is_some() {
+                    listener(ZkFeed::Reset);
+                }
+                if !ready.zk_events.is_empty() {
+                    listener(ZkFeed::Events(&ready.zk_events, ready.revision));
+                }
             }
         }
         for to in ready.snapshots {

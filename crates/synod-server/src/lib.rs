@@ -13,7 +13,7 @@ mod restore;
 mod streams;
 mod transport;
 
-pub use crate::core::{LeaseAnswer, Published, ZkListener};
+pub use crate::core::{LeaseAnswer, Published, ZkFeed, ZkListener};
 pub use config::{
     Member, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
     WATCH_PROGRESS_MS_DEFAULT,

@@ -181,7 +181,13 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = until_stopped(&mut stopped) => return Ok(()),
-                Some(n) = notes.recv() => self.push_event(&n),
+                n = notes.recv() => match n {
+                    Some(n) => self.push_event(&n),
+                    None => {
+                        self.flush().await?;
+                        return Err("the node installed a snapshot: reconnect and re-register watches".into());
+                    }
+                },
                 frame = frames.recv() => match frame {
                     None => return Ok(()),
                     Some(Err(e)) => return Err(e),

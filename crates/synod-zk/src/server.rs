@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_kv::zk::ZkEvent;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{ZkOp, ZkReap, ZkWrite};
-use synod_server::Node;
+use synod_server::{Node, ZkFeed};
 use tokio::net::TcpListener;
 
 /// How a node's ZooKeeper front end behaves.
@@ -104,8 +103,9 @@ impl ZkServer {
         let addr = listener.local_addr()?;
         let watches = Arc::new(Watches::default());
         let feed = Arc::clone(&watches);
-        node.zk_listen(Arc::new(move |events: &[ZkEvent], _revision| {
-            feed.deliver(events)
+        node.zk_listen(Arc::new(move |update: ZkFeed<'_>| match update {
+            ZkFeed::Events(events, _) => feed.deliver(events),
+            ZkFeed::Reset => feed.reset(),
         }));
         let shared = Arc::new(Shared {
             node,

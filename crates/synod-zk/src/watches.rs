@@ -144,6 +144,14 @@ impl Watches {
         (inner.by_conn.len(), paths.len(), watches)
     }
 
+    /// Forgets every watch and drops every connection's channel: the
+    /// state jumped (a snapshot was installed), so the connections close
+    /// and their clients reconnect and re-register with setWatches, which
+    /// fires whatever changed meanwhile.
+    pub fn reset(&self) {
+        *self.lock() = Inner::default();
+    }
+
     /// Queues one notification for one connection (a re-registered watch
     /// whose change happened while the client was away).
     pub fn notify(&self, conn: ConnId, n: Notification) {
