@@ -866,8 +866,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let key = |n: u64| key_name(n, width);
         return acks::verify(channels[0].clone(), &args.verify_acks, key).await;
     }
+    let conns_text = if args.workload.is_zk() {
+        format!("{} ZooKeeper sessions", args.clients)
+    } else {
+        format!("{conns} connection(s)")
+    };
     println!(
-        "synod bench: {}{read_kind}, {} clients, {conns} connection(s) to {}, \
+        "synod bench: {}{read_kind}, {} clients, {conns_text} to {}, \
          {} keys, {} B values, {:?} measured after {:?} warmup",
         args.workload.name(),
         args.clients,

@@ -503,7 +503,9 @@ impl KvStore {
                 return (zk_ok(vec![ZkResult::default()]), Vec::new());
             }
             Some(ZkOpKind::CloseSession(s)) if single => {
-                let events = if self.leases.contains(s.id) {
+                // Only a ZooKeeper session's lease: an etcd lease with the
+                // same number is not the client's to revoke.
+                let events = if self.zk.session(s.id).is_some() && self.leases.contains(s.id) {
                     self.revoke(s.id)
                 } else {
                     Vec::new()

@@ -41,6 +41,9 @@ pub struct SimOptions {
     /// Negative control: a leader hands out timestamps without confirming
     /// it still leads; the real-time order check must catch it.
     pub unconfirmed_timestamps: bool,
+    /// Run the ZooKeeper agent: sequential creates through any node,
+    /// checked for unique names and no lost acknowledged create.
+    pub zk: bool,
     /// Negative control: a node's shell writes a state-machine snapshot
     /// (with its applied slot) at once and the log compaction only with a
     /// later write, as the runtime once did. A crash in between restarts
@@ -75,6 +78,7 @@ impl SimOptions {
             follower_reads_unconfirmed: false,
             timestamps: true,
             unconfirmed_timestamps: false,
+            zk: true,
             split_snapshot_compaction: false,
             ack_before_fsync: false,
             excess_drift: false,

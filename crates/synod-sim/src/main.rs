@@ -61,6 +61,9 @@ struct Args {
     /// No timestamp oracle agent.
     #[arg(long)]
     no_timestamps: bool,
+    /// No ZooKeeper agent.
+    #[arg(long)]
+    no_zk: bool,
     /// Negative control: leaders hand out timestamps without confirming
     /// they still lead; real-time order must be caught broken.
     #[arg(long)]
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;
+    options.zk = !args.no_zk;
     options.unconfirmed_timestamps = args.unconfirmed_timestamps;
     options.split_snapshot_compaction = args.split_snapshot_compaction;
     options.ack_before_fsync = args.ack_before_fsync;
@@ -168,7 +172,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
         summary.leases_granted,
         summary.leases_expired,
         summary.timestamps,
+        summary.zk_creates,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

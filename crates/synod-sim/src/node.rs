@@ -163,6 +163,8 @@ pub enum Waiting {
     Attach(i64),
     /// The oracle agent's question, asked at this time.
     Timestamps(Micros),
+    /// The ZooKeeper agent's create number `n`.
+    ZkCreate(u64),
 }
 
 /// A round's write, queued until its simulated fsync completes.

@@ -147,6 +147,8 @@ pub struct Summary {
     pub leases_expired: u64,
     /// Timestamps the oracle agents received in all runs.
     pub timestamps: u64,
+    /// ZooKeeper creates acknowledged.
+    pub zk_creates: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -191,6 +193,7 @@ pub fn run_seeds(
                         sum.leases_granted += r.leases_granted;
                         sum.leases_expired += r.leases_expired;
                         sum.timestamps += r.timestamps;
+                        sum.zk_creates += r.zk_creates;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {

@@ -206,16 +206,28 @@ pub(super) fn spawn(
     plan: &Arc<Plan>,
     clients: u32,
 ) {
+    // Names made by this run differ from every earlier run's, so
+    // zk-create can run again against the same servers.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        ^ u64::from(std::process::id());
     for i in 0..clients {
         let endpoint = endpoints[i as usize % endpoints.len()].clone();
-        tasks.spawn(run_client(endpoint, Arc::clone(plan), i));
+        tasks.spawn(run_client(endpoint, Arc::clone(plan), run, i));
     }
 }
 
-async fn issue(conn: &mut ZkConn, plan: &Plan, n: u64, index: u32, seq: u64) -> Result<(), String> {
+async fn issue(
+    conn: &mut ZkConn,
+    plan: &Plan,
+    n: u64,
+    name: (u64, u32, u64),
+) -> Result<(), String> {
     match plan.workload {
         Workload::ZkCreate => {
-            let path = format!("{CREATED}/{index}-{seq}");
+            let (run, index, seq) = name;
+            let path = format!("{CREATED}/{run:x}-{index}-{seq}");
             conn.expect(&create(path, plan.value.clone()), &[]).await?;
         }
         Workload::ZkSet => {
@@ -243,7 +255,7 @@ async fn issue(conn: &mut ZkConn, plan: &Plan, n: u64, index: u32, seq: u64) -> 
     Ok(())
 }
 
-async fn run_client(endpoint: String, plan: Arc<Plan>, index: u32) -> ClientReport {
+async fn run_client(endpoint: String, plan: Arc<Plan>, run: u64, index: u32) -> ClientReport {
     let mut rng = Rng(SEED ^ u64::from(index).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut report = ClientReport::new();
     let mut conn = None;
@@ -261,7 +273,8 @@ async fn run_client(endpoint: String, plan: Arc<Plan>, index: u32) -> ClientRepo
             let c = conn.as_mut().expect("just connected");
             seq += 1;
             let n = rng.below(plan.keys);
-            match tokio::time::timeout(REQUEST_TIMEOUT, issue(c, &plan, n, index, seq)).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, issue(c, &plan, n, (run, index, seq))).await
+            {
                 Ok(r) => r,
                 Err(_) => Err("request timed out".to_string()),
             }

@@ -1,6 +1,11 @@
 //! A cluster of real `synod server` processes on loopback, and the helpers
 //! every test file shares: free ports, a guard that kills its process when
-//! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`.
+//! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`,
+//! ZooKeeper's four-letter words.
+//!
+//! Every node also serves the ZooKeeper protocol on a port of its own
+//! (`--zk-addr`), with TTL nodes allowed (`--zk-extended-types`) and the
+//! superuser `super:test` ([`ZK_SUPER_DIGEST`]).
 //!
 //! The binary is this package's `synod`, which Cargo builds before these
 //! tests and names in `CARGO_BIN_EXE_synod`, so `cargo test --workspace`
@@ -21,6 +26,12 @@ use std::time::{Duration, Instant};
 
 /// How long a cluster may take to start and agree on a leader.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The ZooKeeper superuser every node of a [`Cluster`] accepts: ZooKeeper's
+/// `superDigest` of `super:test` (its documentation's example).
+pub const ZK_SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
+/// What a client gives `addauth digest` to be that superuser.
+pub const ZK_SUPER_CREDENTIALS: &str = "super:test";
 
 /// The synod binary under test.
 pub fn synod_bin() -> PathBuf {
@@ -136,13 +147,18 @@ impl Drop for Proc {
 /// Runs a command to completion with a deadline (killed past it) and
 /// returns its output.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    run_with_input(cmd, "", limit)
+}
+
+/// `run` with `input` written to the command's stdin (then closed).
+pub fn run_with_input(cmd: &mut Command, input: &str, limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    run_child(&mut child, None, limit, cmd)
+    run_child(&mut child, Some(input), limit, cmd)
 }
 
 fn run_child(child: &mut Child, stdin: Option<&str>, limit: Duration, cmd: &Command) -> Output {
@@ -255,6 +271,8 @@ pub struct Addrs {
     pub client: SocketAddr,
     /// Peer traffic.
     pub peer: SocketAddr,
+    /// ZooKeeper clients.
+    pub zk: SocketAddr,
 }
 
 /// N `synod server` processes on loopback, data in a temporary directory.
@@ -296,6 +314,7 @@ impl Cluster {
                         id,
                         client: free_addr(),
                         peer: free_addr(),
+                        zk: free_addr(),
                     },
                 )
             })
@@ -325,6 +344,7 @@ impl Cluster {
                 id,
                 client: free_addr(),
                 peer,
+                zk: free_addr(),
             },
         );
         let mut args = self.args(id);
@@ -391,6 +411,11 @@ impl Cluster {
             list(|a| a.peer),
             "--clients".into(),
             list(|a| a.client),
+            "--zk-addr".into(),
+            me.zk.to_string(),
+            "--zk-extended-types".into(),
+            "--zk-super-digest".into(),
+            ZK_SUPER_DIGEST.into(),
         ];
         args.extend(self.extra.iter().cloned());
         args
@@ -431,6 +456,26 @@ impl Cluster {
     /// Every node's endpoint.
     pub fn endpoints(&self) -> Vec<String> {
         self.ids().into_iter().map(|id| self.endpoint(id)).collect()
+    }
+
+    /// ZooKeeper's connect string for nodes `ids`: `IP:PORT,IP:PORT,...`.
+    pub fn zk_hosts(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|id| self.nodes[id].zk.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until every running node accepts ZooKeeper connections (the
+    /// listener opens just after the etcd API).
+    pub fn wait_zk_listening(&mut self) {
+        for id in self.running() {
+            let zk = self.nodes[&id].zk;
+            if !wait_listening(zk, READY_TIMEOUT) {
+                self.assert_alive();
+                panic!("node {id}: nothing listens at its ZooKeeper address {zk}");
+            }
+        }
     }
 
     /// A client of node `id` only.
@@ -550,4 +595,19 @@ pub fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Asks a ZooKeeper four-letter word (`ruok`, `srvr`, `mntr`...) at `addr`
+/// and returns the answer, read until the server closes the connection.
+pub fn four_letter_word(addr: SocketAddr, word: &str) -> String {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect to {addr} for {word}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    conn.write_all(word.as_bytes())
+        .unwrap_or_else(|e| panic!("send {word} to {addr}: {e}"));
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer)
+        .unwrap_or_else(|e| panic!("read the answer to {word} from {addr}: {e}"));
+    answer
 }

@@ -218,7 +218,7 @@ impl World {
     /// waiting there gets no answer (a write's outcome becomes unknown).
     pub(super) fn crash_node(&mut self, i: usize) {
         for waiting in self.nodes[i].crash() {
-            self.on_answer(waiting, None);
+            let _ = self.on_answer(waiting, None);
         }
     }
 
@@ -391,6 +391,8 @@ impl World {
         self.report.leases_granted = self.lease_agent.granted;
         self.report.leases_expired = self.lease_agent.expired;
         self.report.timestamps = self.oracle_agent.handed_out();
+        self.zk_final_check()?;
+        self.report.zk_creates = self.zk_agent.acknowledged();
         self.report.sessions_expired = self
             .nodes
             .iter()

@@ -20,6 +20,7 @@ mod faults;
 mod leases;
 mod oracle;
 mod runtime;
+mod zk;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -85,6 +86,7 @@ enum Event {
         sent_at: Micros,
     },
     OracleAgent,
+    ZkAgent,
     OracleReply {
         asked: Micros,
         first: i64,
@@ -166,6 +168,8 @@ pub struct Report {
     pub leases_expired: u64,
     /// Timestamps the oracle agent received.
     pub timestamps: u64,
+    /// ZooKeeper creates acknowledged by the agent.
+    pub zk_creates: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -194,6 +198,7 @@ pub struct World {
     ever_member: Vec<NodeId>,
     lease_agent: leases::LeaseAgent,
     oracle_agent: oracle::OracleAgent,
+    zk_agent: zk::ZkAgent,
 }
 
 impl World {
@@ -238,6 +243,7 @@ impl World {
                 .collect(),
             lease_agent: leases::LeaseAgent::default(),
             oracle_agent: oracle::OracleAgent::default(),
+            zk_agent: zk::ZkAgent::default(),
             cfg,
         };
         world.schedule_start();
@@ -264,6 +270,9 @@ impl World {
         }
         if self.cfg.options.timestamps {
             self.schedule(250 * MS, Event::OracleAgent);
+        }
+        if self.cfg.options.zk {
+            self.schedule(150 * MS, Event::ZkAgent);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -343,6 +352,7 @@ impl World {
             Event::LeaseKeepAlive { to, .. } => 6600 + to.0,
             Event::LeaseAck { .. } => 6700,
             Event::OracleAgent => 6800,
+            Event::ZkAgent => 6850,
             Event::OracleReply { .. } => 6900,
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
@@ -418,6 +428,7 @@ impl World {
             Event::LeaseKeepAlive { to, id, sent_at } => self.on_lease_keepalive(to, id, sent_at),
             Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
             Event::OracleAgent => self.on_oracle_agent(),
+            Event::ZkAgent => self.on_zk_agent(),
             Event::OracleReply { asked, first, last } => {
                 self.on_oracle_reply(asked, first, last)?
             }

@@ -64,7 +64,7 @@ impl World {
         }
         for (ticket, answer) in std::mem::take(&mut ready.answers) {
             if let Some(waiting) = self.nodes[i].waiting.remove(&ticket) {
-                self.on_answer(waiting, Some(answer));
+                self.on_answer(waiting, Some(answer))?;
             }
         }
         self.queue_write(i, ready);
@@ -243,7 +243,11 @@ impl World {
 
     /// Routes a group's answer (or a crash's silence, `None`) to whoever
     /// waited.
-    pub(super) fn on_answer(&mut self, waiting: Waiting, answer: Option<Answer>) {
+    pub(super) fn on_answer(
+        &mut self,
+        waiting: Waiting,
+        answer: Option<Answer>,
+    ) -> Result<(), Violation> {
         match waiting {
             Waiting::Client {
                 client,
@@ -259,6 +263,8 @@ impl World {
             }
             Waiting::Attach(_) => {}
             Waiting::Timestamps(asked) => self.on_timestamps_answer(asked, answer),
+            Waiting::ZkCreate(n) => return self.on_zk_answer(n, answer),
         }
+        Ok(())
     }
 }
