@@ -523,8 +523,12 @@ impl KvStore {
             _ => {}
         }
         let zxid = self.mvcc.revision() + 1;
-        let leases = &self.leases;
-        let alive = |id: i64| leases.contains(id);
+        // Only a ZooKeeper session (with its lease) owns ephemerals: an
+        // etcd lease with the same number is not one.
+        let session = w.session;
+        let live =
+            session > 0 && self.zk.session(session).is_some() && self.leases.contains(session);
+        let alive = move |id: i64| live && id == session;
         let (outcome, events, wrote) = self.zk.write(w, zxid, &alive);
         if wrote {
             self.mvcc.set_revision(zxid);
@@ -901,6 +905,8 @@ impl KvStore {
     /// committed (in the order the changes were taken).
     pub fn take_changes(&mut self) -> StateChanges {
         if !self.mvcc.journal.on {
+            // Nothing to write to: forget what changed.
+            let _ = self.zk.take_dirty();
             return StateChanges::default();
         }
         let dirty = std::mem::take(&mut self.dirty);

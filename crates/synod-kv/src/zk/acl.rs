@@ -93,8 +93,15 @@ pub fn fixup(acl: &[ZkAcl], auth: &[ZkId]) -> Option<Vec<ZkAcl>> {
     if acl.is_empty() {
         return None;
     }
-    let mut out = Vec::with_capacity(acl.len());
+    // Duplicates go first, over the whole list, as in ZooKeeper.
+    let mut unique: Vec<&ZkAcl> = Vec::with_capacity(acl.len());
     for a in acl {
+        if !unique.contains(&a) {
+            unique.push(a);
+        }
+    }
+    let mut out = Vec::with_capacity(acl.len());
+    for a in unique {
         let id = a.id.as_ref()?;
         match id.scheme.as_str() {
             "world" if id.id == "anyone" => out.push(a.clone()),
@@ -114,13 +121,22 @@ pub fn fixup(acl: &[ZkAcl], auth: &[ZkId]) -> Option<Vec<ZkAcl>> {
                     return None;
                 }
             }
-            "digest" if id.id.contains(':') => out.push(a.clone()),
+            "digest" if valid_digest(&id.id) => out.push(a.clone()),
             "ip" if valid_ip(&id.id) => out.push(a.clone()),
             _ => return None,
         }
     }
-    out.dedup();
     Some(out)
+}
+
+/// ZooKeeper's `DigestAuthenticationProvider.isValid`: `user:hash`, two
+/// parts (Java's split drops trailing empty parts, so `bob:` is one).
+fn valid_digest(id: &str) -> bool {
+    let mut parts: Vec<&str> = id.split(':').collect();
+    while parts.last() == Some(&"") {
+        parts.pop();
+    }
+    parts.len() == 2
 }
 
 fn valid_ip(id: &str) -> bool {

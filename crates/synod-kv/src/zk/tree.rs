@@ -57,7 +57,7 @@ struct Node {
 }
 
 /// The tree of znodes and the ZooKeeper sessions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ZkTree {
     nodes: BTreeMap<String, Node>,
     sessions: BTreeMap<i64, ZkSession>,
@@ -65,6 +65,16 @@ pub struct ZkTree {
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     dirty_nodes: BTreeSet<String>,
     dirty_sessions: BTreeSet<i64>,
+}
+
+/// Equal trees and sessions; the journal (what is not yet written) does
+/// not count.
+impl PartialEq for ZkTree {
+    fn eq(&self, other: &ZkTree) -> bool {
+        self.nodes == other.nodes
+            && self.sessions == other.sessions
+            && self.ephemerals == other.ephemerals
+    }
 }
 
 impl Default for ZkTree {
@@ -352,6 +362,8 @@ impl ZkTree {
         if c.path == "/" {
             return Err(code::NODE_EXISTS);
         }
+        // ZooKeeper's order: the ACL is checked before any lookup.
+        let node_acl = acl::fixup(&c.acl, ctx.auth).ok_or(code::INVALID_ACL)?;
         let parent_path = path::parent(&probe).to_string();
         let parent = self.nodes.get(&parent_path).ok_or(code::NO_NODE)?;
         if !acl::allowed(&parent.record.acl, acl::perms::CREATE, ctx.auth) {
@@ -374,7 +386,6 @@ impl ZkTree {
         if parent.record.ephemeral_owner > 0 {
             return Err(code::NO_CHILDREN_FOR_EPHEMERALS);
         }
-        let node_acl = acl::fixup(&c.acl, ctx.auth).ok_or(code::INVALID_ACL)?;
         let (owner, kind) = match c.mode {
             mode::EPHEMERAL | mode::EPHEMERAL_SEQUENTIAL => {
                 if ctx.session <= 0 || !(ctx.session_alive)(ctx.session) {
@@ -421,11 +432,12 @@ impl ZkTree {
         if path::validate(p).is_err() || p == "/" || fixed(p) {
             return Err(code::BAD_ARGUMENTS);
         }
-        let node = self.nodes.get(p).ok_or(code::NO_NODE)?;
-        let parent = &self.nodes[path::parent(p)];
+        // ZooKeeper's order: the parent and its DELETE permission first.
+        let parent = self.nodes.get(path::parent(p)).ok_or(code::NO_NODE)?;
         if !acl::allowed(&parent.record.acl, acl::perms::DELETE, ctx.auth) {
             return Err(code::NO_AUTH);
         }
+        let node = self.nodes.get(p).ok_or(code::NO_NODE)?;
         if !version_ok(version, node.record.version) {
             return Err(code::BAD_VERSION);
         }
@@ -439,7 +451,11 @@ impl ZkTree {
     /// Deletes a childless node and updates its parent.
     fn remove(&mut self, p: &str, zxid: i64, undo: &mut Undo, events: &mut Vec<ZkEvent>) {
         let parent_path = path::parent(p).to_string();
-        self.child_changed(&parent_path, zxid, undo);
+        // ZooKeeper counts creates in cversion, not deletes (sequential
+        // names must not skip); a delete moves pzxid only.
+        let mut parent = self.nodes[&parent_path].record.clone();
+        parent.pzxid = zxid;
+        self.put_record(&parent_path, Some(parent), undo);
         if self.children_mut(&parent_path).remove(path::name(p)) {
             undo.steps.push(Step::ChildRemoved(
                 parent_path.clone(),
@@ -491,11 +507,11 @@ impl ZkTree {
         if path::validate(p).is_err() || fixed(p) {
             return Err(code::BAD_ARGUMENTS);
         }
+        let fixed_acl = acl::fixup(new, ctx.auth).ok_or(code::INVALID_ACL)?;
         let node = self.nodes.get(p).ok_or(code::NO_NODE)?;
         if !acl::allowed(&node.record.acl, acl::perms::ADMIN, ctx.auth) {
             return Err(code::NO_AUTH);
         }
-        let fixed_acl = acl::fixup(new, ctx.auth).ok_or(code::INVALID_ACL)?;
         if !version_ok(version, node.record.aversion) {
             return Err(code::BAD_VERSION);
         }
