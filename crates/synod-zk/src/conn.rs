@@ -583,7 +583,12 @@ impl Conn {
                         .filter(|a| a.scheme != acl::SUPER)
                         .map(|a| ClientInfo {
                             auth_scheme: a.scheme.clone(),
-                            user: a.id.clone(),
+                            // ZooKeeper's getUserName: a digest id's user
+                            // part, never its hash.
+                            user: match a.scheme.as_str() {
+                                "digest" => a.id.split(':').next().unwrap_or("").to_string(),
+                                _ => a.id.clone(),
+                            },
                         })
                         .collect(),
                 ),

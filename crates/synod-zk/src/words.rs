@@ -29,9 +29,12 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
     };
     let znodes = shared
         .node
-        .zk_query(|kv| (kv.zk().len(), kv.zk().sessions().count()))
+        .zk_query(|kv| {
+            let ephemerals: usize = kv.zk().all_ephemerals().map(|(_, p)| p.len()).sum();
+            (kv.zk().len(), kv.zk().sessions().count(), ephemerals)
+        })
         .await
-        .unwrap_or((0, 0));
+        .unwrap_or((0, 0, 0));
     let stats = &shared.stats;
     let received = stats.received.load(Ordering::Relaxed);
     let avg = stats.latency_us.load(Ordering::Relaxed) / received.max(1) / 1000;
@@ -69,7 +72,7 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
                 ("zk_outstanding_requests", "0".into()),
                 ("zk_znode_count", znodes.0.to_string()),
                 ("zk_watch_count", watches.to_string()),
-                ("zk_ephemerals_count", "0".into()),
+                ("zk_ephemerals_count", znodes.2.to_string()),
                 ("zk_global_sessions", znodes.1.to_string()),
                 (
                     "zk_uptime",

@@ -19,9 +19,9 @@ def require_kazoo():
     except ImportError as e:
         print(
             f"FAIL: cannot import kazoo with {sys.executable} ({e}).\n"
-            "Install it in a venv and point the tests at it:\n"
+            "Install it in a venv and point the tests at it (from the workspace root):\n"
             "  python3 -m venv target/kazoo-venv && "
-            "target/kazoo-venv/bin/pip install kazoo\n"
+            "target/kazoo-venv/bin/pip install kazoo==2.11.0\n"
             "  export SYNOD_KAZOO_PYTHON=$PWD/target/kazoo-venv/bin/python\n"
             "(.ci/run does this.)",
             file=sys.stderr,
@@ -41,6 +41,13 @@ def check(cond, what):
 def check_eq(actual, expected, what):
     if actual != expected:
         raise Failed(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def fresh(c):
+    """`c` after a sync: its reads then show every write acknowledged to
+    any client before (ZooKeeper's reads are a node's own view)."""
+    c.sync("/")
+    return c
 
 
 def wait_until(cond, what, timeout=10.0):

@@ -17,6 +17,7 @@ from kazoo_common import (
     check,
     check_eq,
     client,
+    fresh,
     require_kazoo,
     run_checks,
     wait_until,
@@ -111,9 +112,9 @@ def lock():
 
     threads([worker(i) for i in range(workers)], "lock workers", timeout=120)
     check_eq(state["max"], 1, "most lock holders at once")
-    data, _ = ADMIN.get(counter)
+    data, _ = fresh(ADMIN).get(counter)
     check_eq(int(data), workers * rounds, "counter incremented under the lock")
-    check_eq(ADMIN.get_children(path), [], "lock nodes left behind")
+    check_eq(fresh(ADMIN).get_children(path), [], "lock nodes left behind")
 
 
 # --- Election: one leader at a time, each contender leads once ---------------
@@ -132,6 +133,7 @@ def election():
             state["current"] = ident
             state["led"].append(ident)
         # The leader is the first contender the observer sees.
+        fresh(ADMIN)
         state["first"].append((ident, observer.contenders()[:1]))
         time.sleep(0.3)
         with mu:
@@ -150,6 +152,7 @@ def election():
     check_eq(state["overlaps"], [], "two leaders at once")
     for ident, first in state["first"]:
         check_eq(first, [ident], f"first contender while {ident} leads")
+    fresh(ADMIN)
     check_eq(observer.contenders(), [], "contenders after all left")
 
 
@@ -164,7 +167,7 @@ def barrier():
     try:
         passed = []
         t = threading.Thread(
-            target=lambda: passed.append(c.Barrier(path).wait(timeout=30)), daemon=True
+            target=lambda: passed.append(fresh(c).Barrier(path).wait(timeout=30)), daemon=True
         )
         t.start()
         time.sleep(0.5)
@@ -228,7 +231,7 @@ def counter():
     finally:
         for c in clients:
             closing(c)
-    cnt = ADMIN.Counter(path)
+    cnt = fresh(ADMIN).Counter(path)
     check_eq(cnt.value, 30, "counter after 3 x 10 concurrent increments")
     cnt -= 5
     check_eq((cnt.pre_value, cnt.post_value, cnt.value), (30, 25, 25), "counter -= 5")
@@ -246,6 +249,7 @@ def queue():
     c = own_client()
     try:
         q2 = c.Queue(path)
+        fresh(c)
         got = [q2.get() for _ in range(7)]
     finally:
         closing(c)
@@ -292,17 +296,18 @@ def party():
         p1, p2 = c1.Party(path, "alice"), c2.Party(path, "bob")
         p1.join()
         p2.join()
+        fresh(c1)
         check_eq(sorted(p1), ["alice", "bob"], "party members")
-        check_eq(len(ADMIN.Party(path)), 2, "party size")
-        check_eq(sorted(ADMIN.ShallowParty(path + "-shallow")), [], "empty shallow party")
+        check_eq(len(fresh(ADMIN).Party(path)), 2, "party size")
+        check_eq(sorted(fresh(ADMIN).ShallowParty(path + "-shallow")), [], "empty shallow party")
         s = c1.ShallowParty(path + "-shallow", "carol")
         s.join()
-        check_eq(list(ADMIN.ShallowParty(path + "-shallow")), ["carol"], "shallow party")
+        check_eq(list(fresh(ADMIN).ShallowParty(path + "-shallow")), ["carol"], "shallow party")
         p2.leave()
-        check_eq(list(ADMIN.Party(path)), ["alice"], "party after bob left")
+        check_eq(list(fresh(ADMIN).Party(path)), ["alice"], "party after bob left")
         closing(c1)
-        check_eq(list(ADMIN.Party(path)), [], "party after alice's session closed")
-        check_eq(list(ADMIN.ShallowParty(path + "-shallow")), [], "shallow party after close")
+        check_eq(list(fresh(ADMIN).Party(path)), [], "party after alice's session closed")
+        check_eq(list(fresh(ADMIN).ShallowParty(path + "-shallow")), [], "shallow party after close")
     finally:
         closing(c1)
         closing(c2)
@@ -318,10 +323,10 @@ def semaphore():
         check(a.acquire(timeout=10), "first lease")
         check(b.acquire(timeout=10), "second lease")
         check(not c.acquire(blocking=False), "a third lease of two granted")
-        check_eq(sorted(ADMIN.Semaphore(path, max_leases=2).lease_holders()), ["s0", "s1"], "lease holders")
+        check_eq(sorted(fresh(ADMIN).Semaphore(path, max_leases=2).lease_holders()), ["s0", "s1"], "lease holders")
         a.release()
         check(c.acquire(timeout=10), "third client gets the freed lease")
-        check_eq(sorted(ADMIN.Semaphore(path, max_leases=2).lease_holders()), ["s1", "s2"], "lease holders")
+        check_eq(sorted(fresh(ADMIN).Semaphore(path, max_leases=2).lease_holders()), ["s1", "s2"], "lease holders")
         b.release()
         c.release()
     finally:

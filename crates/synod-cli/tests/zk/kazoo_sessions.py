@@ -37,6 +37,7 @@ from kazoo_common import (
     check,
     check_eq,
     client,
+    fresh,
     require_kazoo,
     run_checks,
     say,
@@ -99,7 +100,7 @@ def expiry(hosts):
         line = next_line(out, "the holder's HELD line", 30)
         check(line.startswith("HELD "), f"holder said {line!r}")
         session = int(line.split()[1])
-        stat = admin.exists(path)
+        stat = fresh(admin).exists(path)
         check(stat is not None, "the holder's ephemeral is missing")
         check_eq(stat.ephemeralOwner, session, "the ephemeral's owner")
         check_eq(stat.owner_session_id, session, "owner session id")
@@ -157,7 +158,7 @@ def orphan(first, hosts):
         check(line.startswith("HELD "), f"holder said {line!r}")
         session = int(line.split()[1])
         gone = threading.Event()
-        stat = admin.exists(path, watch=lambda event: gone.set())
+        stat = fresh(admin).exists(path, watch=lambda event: gone.set())
         check(stat is not None, "the holder's ephemeral is missing")
         check_eq(stat.ephemeralOwner, session, "the ephemeral's owner")
         os.kill(child.pid, signal.SIGSTOP)
@@ -212,7 +213,7 @@ def failover(first, hosts):
         check_eq(stat.ephemeralOwner, session, "the ephemeral's owner")
         other = client(others)
         try:
-            stat = other.exists(eph)
+            stat = fresh(other).exists(eph)
             check(stat is not None and stat.ephemeralOwner == session,
                   f"another client sees the ephemeral as {stat}")
             # The DataWatch set before the kill watches through the new node.
