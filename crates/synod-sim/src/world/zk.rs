@@ -116,9 +116,9 @@ impl World {
         };
         let tree = node.group.as_ref().expect("filtered").kv().zk();
         for (path, n) in &self.zk_agent.acked {
-            if !tree
+            if tree
                 .get(path)
-                .is_some_and(|z| z.data.as_ref() == n.to_be_bytes())
+                .is_none_or(|z| z.data.as_ref() != n.to_be_bytes())
             {
                 return Err(Violation {
                     invariant: "no acknowledged ZooKeeper create is lost",
