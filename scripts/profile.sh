@@ -13,7 +13,7 @@
 #      flame.svg.
 #
 # Needs perf (Debian's linux-perf) and the right to profile (root, or
-# kernel.perf_event_paranoid <= 1). Environment: WORKLOAD=put VALUE_SIZE=256
+# kernel.perf_event_paranoid <= 1). Environment: WORKLOAD=put (or zk-set, ...) VALUE_SIZE=256
 # KEYS=10000 CLIENTS=64 PROFILE_SECONDS=8 OUT_DIR=/tmp/synod-profile-<time>.
 
 set -euo pipefail
@@ -45,7 +45,10 @@ done
 
 run_seconds=$((PROFILE_SECONDS + 8))
 log "bench: $WORKLOAD, $CLIENTS clients, ${VALUE_SIZE} B values over $KEYS keys, ${run_seconds}s"
-"$SYNOD" bench --workload "$WORKLOAD" --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
+# ZooKeeper workloads load synod dev's ZooKeeper ports.
+endpoints=()
+[[ $WORKLOAD == zk-* ]] && endpoints=(--endpoints 127.0.0.1:2181,127.0.0.1:22181,127.0.0.1:32181)
+"$SYNOD" bench --workload "$WORKLOAD" "${endpoints[@]}" --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
     --keys "$KEYS" --duration "${run_seconds}s" --warmup 0s >"$OUT_DIR/bench.txt" 2>&1 &
 BENCH_PID=$!
 PIDS+=("$BENCH_PID")
