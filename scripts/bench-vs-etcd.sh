@@ -182,51 +182,7 @@ start_etcd() {
 }
 
 # Ready means a short write load through every endpoint has no error.
-wait_ready() {
-    local name=$1 endpoints=$2 out
-    for _ in $(seq 60); do
-        out=$("$SYNOD" bench --endpoints "$endpoints" --workload put --clients 3 \
-            --duration 300ms --warmup 0s --keys 10 2>&1) || true
-        if grep -q 'summary:.* errors=0 ' <<<"$out"; then
-            log "$name is ready"
-            return
-        fi
-        sleep 0.5
-    done
-    echo "error: $name did not become ready; last attempt:" >&2
-    echo "$out" >&2
-    exit 1
-}
-
-check_alive() {
-    local name=$1 pids=$2 pid
-    for pid in ${pids//,/ }; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: a $name server process ($pid) died; logs in $RESULTS_DIR" >&2
-            exit 1
-        fi
-    done
-}
-
-# utime + stime in clock ticks, summed over the comma-separated pids.
-cpu_ticks() {
-    local total=0 pid fields
-    for pid in ${1//,/ }; do
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
-    done
-    echo "$total"
-}
-
-# Resident and peak resident memory in MiB, summed over the comma-separated pids.
-mem_mib() {
-    local field=$1 total=0 pid kb
-    for pid in ${2//,/ }; do
-        kb=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
-        total=$((total + ${kb:-0}))
-    done
-    echo $((total / 1024))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 
 # One run: `bench_once SYSTEM WORKLOAD REP`, appends a row to raw.tsv.
 bench_once() {
@@ -324,8 +280,8 @@ main() {
         "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}"
     start_synod
     start_etcd
-    wait_ready synod "$SYNOD_ENDPOINTS"
-    wait_ready etcd "$ETCD_ENDPOINTS"
+    wait_ready synod "$SYNOD_ENDPOINTS" --workload put
+    wait_ready etcd "$ETCD_ENDPOINTS" --workload put
     printf 'workload\tsystem\trep\tops_per_s\tp50_ms\tp99_ms\tp999_ms\tmax_ms\terrors\tserver_cpu_s_per_kop\tops\tserver_cpu_s_whole_invocation\n' \
         >"$RESULTS_DIR/raw.tsv"
     local w rep

@@ -277,51 +277,7 @@ wait_zookeeper_quorum() {
 # Ready means a short write load through every endpoint has no error
 # (zk-set on its own 10 znodes, /bench/0 to /bench/9, with the run's value
 # size so a later zk-get with KEYS=10 reads what it expects).
-wait_ready() {
-    local name=$1 endpoints=$2 out
-    for _ in $(seq 60); do
-        out=$("$SYNOD" bench --endpoints "$endpoints" --workload zk-set --clients 3 \
-            --duration 300ms --warmup 0s --keys 10 --value-size "$VALUE_SIZE" 2>&1) || true
-        if grep -q 'summary:.* errors=0 ' <<<"$out"; then
-            log "$name is ready"
-            return
-        fi
-        sleep 0.5
-    done
-    echo "error: $name did not become ready; last attempt:" >&2
-    echo "$out" >&2
-    exit 1
-}
-
-check_alive() {
-    local name=$1 pids=$2 pid
-    for pid in ${pids//,/ }; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: a $name server process ($pid) died; logs in $RESULTS_DIR" >&2
-            exit 1
-        fi
-    done
-}
-
-# utime + stime in clock ticks, summed over the comma-separated pids.
-cpu_ticks() {
-    local total=0 pid fields
-    for pid in ${1//,/ }; do
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
-    done
-    echo "$total"
-}
-
-# Resident and peak resident memory in MiB, summed over the comma-separated pids.
-mem_mib() {
-    local field=$1 total=0 pid kb
-    for pid in ${2//,/ }; do
-        kb=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
-        total=$((total + ${kb:-0}))
-    done
-    echo $((total / 1024))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
 
 # One run: `bench_once SYSTEM WORKLOAD REP`, appends a row to raw.tsv.
 bench_once() {
@@ -412,8 +368,8 @@ start_servers() {
     start_synod
     start_zookeeper
     wait_zookeeper_quorum
-    wait_ready synod "$SYNOD_ENDPOINTS"
-    wait_ready zookeeper "$ZK_ENDPOINTS"
+    wait_ready synod "$SYNOD_ENDPOINTS" --workload zk-set --value-size "$VALUE_SIZE"
+    wait_ready zookeeper "$ZK_ENDPOINTS" --workload zk-set --value-size "$VALUE_SIZE"
 }
 
 # Stops both systems and starts them again, once their ports are free.

@@ -21,3 +21,56 @@ pub mod watches;
 mod words;
 
 pub use server::{ZkConfig, ZkServer};
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::{create_mode, err};
+    use synod_kv::zk::{code, mode};
+
+    /// The state machine answers with ZooKeeper's numbers, which the
+    /// front end sends as they are: the two lists must agree.
+    #[test]
+    fn the_tree_speaks_the_wire_codes() {
+        let codes = [
+            (code::OK, err::OK),
+            (code::RUNTIME_INCONSISTENCY, err::RUNTIME_INCONSISTENCY),
+            (code::BAD_ARGUMENTS, err::BAD_ARGUMENTS),
+            (code::UNIMPLEMENTED, err::UNIMPLEMENTED),
+            (code::NO_NODE, err::NO_NODE),
+            (code::NO_AUTH, err::NO_AUTH),
+            (code::BAD_VERSION, err::BAD_VERSION),
+            (
+                code::NO_CHILDREN_FOR_EPHEMERALS,
+                err::NO_CHILDREN_FOR_EPHEMERALS,
+            ),
+            (code::NODE_EXISTS, err::NODE_EXISTS),
+            (code::NOT_EMPTY, err::NOT_EMPTY),
+            (code::SESSION_EXPIRED, err::SESSION_EXPIRED),
+            (code::INVALID_ACL, err::INVALID_ACL),
+        ];
+        for (tree, wire) in codes {
+            assert_eq!(tree, wire);
+        }
+        let modes = [
+            (mode::PERSISTENT, create_mode::PERSISTENT),
+            (mode::EPHEMERAL, create_mode::EPHEMERAL),
+            (
+                mode::PERSISTENT_SEQUENTIAL,
+                create_mode::PERSISTENT_SEQUENTIAL,
+            ),
+            (
+                mode::EPHEMERAL_SEQUENTIAL,
+                create_mode::EPHEMERAL_SEQUENTIAL,
+            ),
+            (mode::CONTAINER, create_mode::CONTAINER),
+            (mode::PERSISTENT_WITH_TTL, create_mode::PERSISTENT_WITH_TTL),
+            (
+                mode::PERSISTENT_SEQUENTIAL_WITH_TTL,
+                create_mode::PERSISTENT_SEQUENTIAL_WITH_TTL,
+            ),
+        ];
+        for (tree, wire) in modes {
+            assert_eq!(tree, wire);
+        }
+    }
+}

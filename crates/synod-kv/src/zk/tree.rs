@@ -609,38 +609,6 @@ impl ZkTree {
         before
     }
 
-    /// Replaces (or removes) a node, keeping the ephemerals index and the
-    /// journal in step.
-    fn set_raw(&mut self, p: &str, node: Option<Node>) {
-        if let Some(old) = self.nodes.get(p) {
-            let owner = old.record.ephemeral_owner;
-            if owner > 0 {
-                if let Some(set) = self.ephemerals.get_mut(&owner) {
-                    set.remove(p);
-                    if set.is_empty() {
-                        self.ephemerals.remove(&owner);
-                    }
-                }
-            }
-        }
-        self.dirty_nodes.insert(p.to_string());
-        match node {
-            Some(n) => {
-                let owner = n.record.ephemeral_owner;
-                if owner > 0 {
-                    self.ephemerals
-                        .entry(owner)
-                        .or_default()
-                        .insert(p.to_string());
-                }
-                self.nodes.insert(p.to_string(), n);
-            }
-            None => {
-                self.nodes.remove(p);
-            }
-        }
-    }
-
     /// Every node and session as stored: for snapshots.
     pub(crate) fn records(&self) -> (Vec<ZNode>, Vec<ZkSession>) {
         let nodes = self
@@ -670,18 +638,7 @@ impl ZkTree {
                 return Err(format!("znode {:?} is invalid or repeated", r.path));
             }
             let p = r.path.clone();
-            let children = tree
-                .nodes
-                .remove(&p)
-                .map(|n| n.children)
-                .unwrap_or_default();
-            tree.set_raw(
-                &p,
-                Some(Node {
-                    record: r,
-                    children,
-                }),
-            );
+            tree.replace_record(&p, Some(r));
         }
         let paths: Vec<String> = tree.nodes.keys().filter(|p| *p != "/").cloned().collect();
         for p in paths {

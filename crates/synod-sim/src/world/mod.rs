@@ -366,6 +366,18 @@ impl World {
         }
     }
 
+    /// A node that runs and is not paused, picked at random (an agent's
+    /// next contact); `None` when every node is down or paused.
+    fn random_running_node(&mut self) -> Option<usize> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_up() && self.nodes[i].paused_until <= self.now)
+            .collect();
+        if running.is_empty() {
+            return None;
+        }
+        Some(running[self.rng.gen_range(0..running.len())])
+    }
+
     fn node_index(&self, id: NodeId) -> usize {
         (id.0 - 1) as usize
     }

@@ -44,13 +44,9 @@ impl World {
             return;
         }
         self.schedule(AGENT_EVERY, Event::OracleAgent);
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_up() && self.nodes[i].paused_until <= self.now)
-            .collect();
-        if running.is_empty() {
+        let Some(i) = self.random_running_node() else {
             return;
-        }
-        let i = running[self.rng.gen_range(0..running.len())];
+        };
         let count = self.rng.gen_range(1..=COUNT_MAX);
         let now = self.nodes[i].local_time(self.now);
         let asked = self.now;

@@ -17,7 +17,6 @@ use crate::checker::Violation;
 use crate::config::{Micros, MS};
 use crate::node::Waiting;
 use bytes::Bytes;
-use rand::Rng;
 use std::collections::BTreeMap;
 use synod_group::{Answer, Request};
 use synod_kv::zk::mode;
@@ -51,13 +50,9 @@ impl World {
             return;
         }
         self.schedule(AGENT_EVERY, Event::ZkAgent);
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_up() && self.nodes[i].paused_until <= self.now)
-            .collect();
-        if running.is_empty() {
+        let Some(i) = self.random_running_node() else {
             return;
-        }
-        let i = running[self.rng.gen_range(0..running.len())];
+        };
         self.zk_agent.sent += 1;
         let n = self.zk_agent.sent;
         let write = ZkWrite {
