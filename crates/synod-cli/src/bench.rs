@@ -368,6 +368,52 @@ struct Plan {
     end: Instant,
     /// Keep every acknowledged put for --ack-log.
     record_acks: bool,
+    /// Answers and errors so far, for the once-a-second progress line.
+    progress: Arc<Progress>,
+}
+
+/// What the clients did so far, counted as they go (a relaxed atomic add
+/// per request) so that a long run shows it is alive.
+#[derive(Default)]
+struct Progress {
+    answered: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Counts one answer (`ok`) or error.
+    fn note(&self, ok: bool) {
+        let counter = if ok { &self.answered } else { &self.errors };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Prints a progress line to stderr every second until `plan.end`: the
+/// phase, the answers in the last second, and errors so far.
+async fn report_progress(plan: Arc<Plan>) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= plan.end {
+            return;
+        }
+        let answered = plan.progress.answered.load(Ordering::Relaxed);
+        let errors = plan.progress.errors.load(Ordering::Relaxed);
+        let phase = if now < plan.measure_from {
+            format!("warmup, {:.0?} left", plan.measure_from - now)
+        } else {
+            let total = plan.end - plan.measure_from;
+            format!("measured {:.0?} of {total:.0?}", now - plan.measure_from)
+        };
+        eprintln!(
+            "bench: {phase}: {} answers/s, {errors} errors so far",
+            answered - last
+        );
+        last = answered;
+    }
 }
 
 impl Plan {
@@ -596,6 +642,7 @@ async fn run_client(channel: Channel, plan: Arc<Plan>, index: u32) -> ClientRepo
         let result = issue(&mut conn, &plan, op, plan.key(n)).await;
         let answered = Instant::now();
         let warmup = sent < plan.measure_from;
+        plan.progress.note(result.is_ok());
         if let Ok((_, revision)) = result {
             if plan.record_acks && revision > 0 {
                 report.acks.push((n, revision));
@@ -771,10 +818,12 @@ async fn drive(
             tasks.spawn(run_client(channel, plan.clone(), i));
         }
     }
+    let progress = tokio::spawn(report_progress(Arc::clone(plan)));
     tokio::time::sleep_until(plan.measure_from.into()).await;
     let before = sample_cpu(&args.cpu_pids, tps)?;
     tokio::time::sleep_until(plan.end.into()).await;
     let after = sample_cpu(&args.cpu_pids, tps)?;
+    progress.abort();
     let mut total = ClientReport::new();
     // Every request has REQUEST_TIMEOUT, so the clients end within it.
     let grace = REQUEST_TIMEOUT + ERROR_BACKOFF + Duration::from_secs(1);
@@ -900,6 +949,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         measure_from: Instant::now(),
         end: Instant::now(),
         record_acks: args.ack_log.is_some(),
+        progress: Arc::default(),
     };
     if args.workload.is_zk() {
         zk::populate(&args.endpoints, &Arc::new(plan.clone()), args.clients).await?;
@@ -1130,6 +1180,7 @@ mod tests {
             measure_from: Instant::now(),
             end: Instant::now(),
             record_acks: false,
+            progress: Arc::default(),
         };
         assert_eq!(plan.key(42), Bytes::from_static(b"bench/0042"));
         assert_eq!(key_width(10_000), 4);

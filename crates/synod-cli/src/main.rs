@@ -14,6 +14,7 @@ use synod_server::{
 };
 
 mod bench;
+mod lab;
 mod server_config;
 
 /// The allocator: glibc's malloc took a fifth of a put's server CPU
@@ -35,8 +36,14 @@ struct Cli {
 enum Command {
     /// Start a local cluster in this process: the etcd API on 127.0.0.1:2379,
     /// 22379, 32379 (etcd's local-cluster convention), ZooKeeper on 2181,
-    /// 22181, 32181, peers on 2380, 22380, 32380. Ctrl-C stops it; running
+    /// 22181, 32181, peers on 2380, 22380, 32380, metrics and the dashboard
+    /// on http://127.0.0.1:2381/, 22381, 32381. Ctrl-C stops it; running
     /// it again resumes the data.
+    #[command(
+        after_help = "Examples:\n  synod dev\n  synod dev --data-dir /tmp/synod --nodes 5\n  \
+        then: etcdctl --endpoints=127.0.0.1:2379 put k v; zkCli.sh -server 127.0.0.1:2181; \
+        open http://127.0.0.1:2381/ (dashboard)"
+    )]
     Dev {
         /// Where each node keeps its data (one subdirectory per node).
         #[arg(long, default_value = "synod-data")]
@@ -58,14 +65,46 @@ enum Command {
         zk_super_digest: Option<String>,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
-    Server(server_config::ServerArgs),
+    #[command(
+        after_help = "Example (node 1 of 3; run the same on each host with its own --id and addresses):\n  \
+        synod server --id 1 --data-dir /var/lib/synod --client-addr 10.0.0.1:2379 \\\n    \
+        --peer-addr 10.0.0.1:2380 --peers 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380 \\\n    \
+        --zk-addr 10.0.0.1:2181 --metrics-addr 10.0.0.1:2381\n  \
+        synod server --config node1.toml   (the same settings as TOML keys: id = 1, peer-addr = ...)"
+    )]
+    Server(Box<server_config::ServerArgs>),
     /// Load-test any etcd v3 endpoint (synod or etcd) with closed-loop
     /// clients and report throughput, latency percentiles and errors.
+    #[command(after_help = "Examples:\n  \
+        synod bench --workload put --clients 64 --duration 10s\n  \
+        synod bench --workload get --endpoints 127.0.0.1:2379 --serializable\n  \
+        synod bench --workload zk-set --endpoints 127.0.0.1:2181,127.0.0.1:22181,127.0.0.1:32181")]
     Bench(bench::BenchArgs),
     /// Build a node's data dir from a snapshot file (`etcdctl snapshot
     /// save`). Run it for every member of the new cluster with the same
     /// file and --peers, then start each with `synod server`.
+    #[command(after_help = "Example:\n  \
+        etcdctl --endpoints=127.0.0.1:2379 snapshot save backup.db\n  \
+        synod restore backup.db --data-dir /var/lib/synod --id 1 --peers 1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380")]
     Restore(RestoreArgs),
+    /// Run a textbook protocol (Paxos, Multi-Paxos, leader leases, NWR
+    /// quorums, 2PC, 3PC) in a deterministic simulator under scripted
+    /// faults; print each scenario's message timeline and verdict.
+    #[command(after_help = "Examples:\n  \
+        synod lab paxos                                 every scenario of seed 000's road to Paxos\n  \
+        synod lab paxos --list                          the scenarios and what each shows\n  \
+        synod lab paxos --scenario design3-chosen --replay-ms 300\n  \
+        synod lab 2pc --scenario textbook-crash --json\n\
+        Protocols: paxos, multipaxos, lease, quorum, 2pc, 3pc (docs/lab.md).")]
+    Lab(lab::LabArgs),
+    /// Basic Paxos's propose(var, V) => <ok, f> on a running cluster (synod
+    /// or etcd): sets VAR to VALUE unless it was ever set, and prints
+    /// <ok, f> with f the value VAR holds (VALUE if this proposal won).
+    #[command(after_help = "Example:\n  \
+        synod propose x A     prints <ok, A>\n  \
+        synod propose x B     prints <ok, A>: x was already chosen\n  \
+        synod propose x A --endpoints 127.0.0.1:2379,127.0.0.1:22379")]
+    Propose(lab::ProposeArgs),
 }
 
 /// Flags of `synod restore`.
@@ -157,8 +196,26 @@ fn restore(args: RestoreArgs) -> Result<()> {
         cluster_id: cluster_id(&members_of(&peers)),
         node_id: args.id,
     };
-    let revision = synod_server::restore_snapshot(&args.data_dir, identity, &args.snapshot)
-        .with_context(|| format!("cannot restore {}", args.snapshot.display()))?;
+    let mut shown = std::time::Instant::now();
+    let mut progress = |read: u64, total: u64| {
+        if shown.elapsed() >= std::time::Duration::from_secs(1) {
+            shown = std::time::Instant::now();
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            eprintln!(
+                "restoring: {:.0} of {:.0} MiB ({:.0}%)",
+                mib(read),
+                mib(total),
+                read as f64 * 100.0 / total.max(1) as f64
+            );
+        }
+    };
+    let revision = synod_server::restore_snapshot_with_progress(
+        &args.data_dir,
+        identity,
+        &args.snapshot,
+        &mut progress,
+    )
+    .with_context(|| format!("cannot restore {}", args.snapshot.display()))?;
     println!(
         "restored {} (revision {revision}) into {} for node {}",
         args.snapshot.display(),
@@ -188,6 +245,26 @@ async fn start_zk(
         .with_context(|| {
             format!("cannot listen for ZooKeeper clients on {addr} (is another process using the port?)")
         })
+}
+
+/// The HTTP port of the n-th node of `synod dev`: 2381, 22381, 32381, ...
+/// (the etcd API's port + 2, as etcd's metrics port conventionally is).
+fn dev_http_port(i: u64) -> u16 {
+    dev_ports(i).0 + 2
+}
+
+/// Serves the node's HTTP endpoint (metrics, health, dashboard) on `addr`.
+async fn start_http(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr> {
+    let listener = synod_http::bind(addr).await.with_context(|| {
+        format!("cannot listen for HTTP (metrics, dashboard) on {addr} (is another process using the port?)")
+    })?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = synod_http::serve(node, listener).await {
+            tracing::error!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+    Ok(local)
 }
 
 async fn start(config: NodeConfig) -> Result<Arc<Node>> {
@@ -246,9 +323,12 @@ async fn dev(
         ..synod_zk::ZkConfig::default()
     };
     let mut zk_servers = Vec::new();
+    let mut http = Vec::new();
     for (i, node) in running.iter().enumerate() {
         let addr = SocketAddr::from(([127, 0, 0, 1], dev_zk_port(i as u64)));
         zk_servers.push(start_zk(node.clone(), addr, zk_config.clone()).await?);
+        let addr = SocketAddr::from(([127, 0, 0, 1], dev_http_port(i as u64)));
+        http.push(start_http(node.clone(), addr).await?);
     }
     let endpoints: Vec<String> = members
         .values()
@@ -258,9 +338,9 @@ async fn dev(
         "synod dev cluster: {nodes} nodes, data in {}",
         data_dir.display()
     );
-    for (m, zk) in members.values().zip(&zk_servers) {
+    for ((m, zk), h) in members.values().zip(&zk_servers).zip(&http) {
         println!(
-            "  node {}: etcd API {}  ZooKeeper {}  peers {}",
+            "  node {}: etcd API {}  ZooKeeper {}  peers {}  dashboard http://{h}/",
             m.id.0,
             m.client_addr,
             zk.local_addr(),
@@ -276,6 +356,10 @@ async fn dev(
         endpoints.join(",")
     );
     println!("     zkCli.sh -server {}", zk_connect.join(","));
+    println!(
+        "     curl http://{}/metrics    (Prometheus; /health, /readyz as etcd)",
+        http[0]
+    );
     println!("Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
@@ -300,6 +384,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         quick_repair,
         zk_addr,
         zk,
+        metrics_addr,
     } = settings;
     let members = peers
         .iter()
@@ -336,6 +421,10 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         }
         None => None,
     };
+    if let Some(addr) = metrics_addr {
+        let local = start_http(node.clone(), addr).await?;
+        println!("synod node {id}: metrics and dashboard http://{local}/");
+    }
     println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
     tokio::signal::ctrl_c().await?;
     node.stop();
@@ -369,5 +458,7 @@ async fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Server(args) => server(args.resolve()?).await,
         Command::Restore(args) => restore(args),
+        Command::Lab(args) => lab::lab(args).await,
+        Command::Propose(args) => lab::propose(args).await,
     }
 }

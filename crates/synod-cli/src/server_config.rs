@@ -81,6 +81,11 @@ pub struct ServerArgs {
     /// default 1 MiB).
     #[arg(long)]
     pub zk_max_buffer: Option<usize>,
+    /// Address for the node's HTTP endpoint, e.g. 10.0.0.1:2381 (off when
+    /// not given): Prometheus metrics at /metrics (etcd's names included),
+    /// etcd's /health, /livez and /readyz, and the live dashboard at /.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The same settings as they appear in a config file.
@@ -102,6 +107,7 @@ struct FileConfig {
     zk_super_digest: Option<String>,
     zk_extended_types: Option<bool>,
     zk_max_buffer: Option<usize>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Settings after merging, all present and checked.
@@ -133,6 +139,8 @@ pub struct ServerSettings {
     pub zk_addr: Option<SocketAddr>,
     /// ZooKeeper front end settings.
     pub zk: synod_zk::ZkConfig,
+    /// The HTTP endpoint's address, when it is served.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -253,6 +261,7 @@ impl ServerArgs {
         }
         Ok(ServerSettings {
             zk_addr: self.zk_addr.or(file.zk_addr),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
             zk,
             quick_repair,
             id,

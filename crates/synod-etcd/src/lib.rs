@@ -9,6 +9,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod metrics;
 mod recipes;
 mod watch;
 
@@ -84,6 +85,7 @@ pub async fn serve(
     // (~40 ms): the single largest latency cost measured.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .layer(metrics::MetricsLayer::new(node.metrics().clone()))
         .add_service(KvServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
         .add_service(WatchServer::new(api.clone()))

@@ -168,6 +168,7 @@ impl Group {
             };
             let existed = self.leases_expiring(&command);
             let mut applied = self.kv.apply(&command);
+            self.counters.applied_commands += 1;
             if !applied.duplicate {
                 self.reservation_applied((command.client, command.seq), &applied.outcome);
                 self.follow_leases(&command, existed);

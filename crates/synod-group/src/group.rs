@@ -158,6 +158,8 @@ pub struct Group {
     pub(crate) published_self_at: Time,
     /// The timestamp oracle (see `tso`).
     pub(crate) oracle: crate::tso::Oracle,
+    /// Running totals for the shell's metrics.
+    pub(crate) counters: crate::types::GroupCounters,
     // Output gathered between two `ready` calls.
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
     pub(crate) answers: Vec<(Ticket, Answer)>,
@@ -212,6 +214,7 @@ impl Group {
             sessions_expired: 0,
             published_self_at: now,
             oracle: crate::tso::Oracle::default(),
+            counters: crate::types::GroupCounters::default(),
             sends: Vec::new(),
             answers: Vec::new(),
             events: Vec::new(),
@@ -349,7 +352,9 @@ impl Group {
             // Forwarded to us as the leader; if we no longer lead, the
             // sender forwards again to whoever does.
             PeerItem::Forward(command) => {
-                let _ = self.replica.propose(command);
+                if self.replica.propose(command).is_ok() {
+                    self.counters.proposed += 1;
+                }
             }
             PeerItem::LeaseQuery { token, id, renew } => {
                 self.lease_query(id, renew, ReplyTo::Remote { to: from, token })
@@ -489,6 +494,7 @@ impl Group {
             membership: status.membership,
             membership_changing: status.membership_changing,
             transferring_to: status.transferring_to,
+            counters: self.counters,
         }
     }
 
@@ -556,13 +562,17 @@ impl Group {
         let command = pending.command.clone();
         let leader_only = pending.leader_only;
         match self.replica.propose(command.clone()) {
-            Ok(()) => pending.forwarded_at = None,
+            Ok(()) => {
+                pending.forwarded_at = None;
+                self.counters.proposed += 1;
+            }
             Err(_) if leader_only => {
                 self.writes.remove(&key);
             }
             Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.config.node => {
                 pending.forwarded_at = Some(self.now);
                 self.sends.push((l, PeerItem::Forward(command)));
+                self.counters.forwarded += 1;
             }
             Err(ProposeError::Busy) => {
                 if let Some(p) = self.writes.remove(&key) {
@@ -602,6 +612,7 @@ impl Group {
     /// leader; at the leader's confirmed point on a follower (read index).
     pub(crate) fn read(&mut self, read: WaitingRead, serializable: bool) {
         if serializable {
+            self.counters.reads_serializable += 1;
             let answer = Answer::Read(self.kv.range_deferred(&read.request));
             self.answers.push((read.ticket, answer));
             return;
@@ -619,6 +630,7 @@ impl Group {
         self.next_read += 1;
         match self.replica.read(rid, self.now) {
             Ok(()) => {
+                self.counters.reads_leader += 1;
                 self.reads.insert(rid, Waiter::Read(read));
             }
             Err(ProposeError::Busy) => {

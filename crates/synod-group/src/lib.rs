@@ -74,6 +74,6 @@ pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
-    Answer, Compaction, GroupConfig, GroupReady, GroupStatus, Installed, LeaseAnswer, PeerItem,
-    Request, Ticket, Timestamps,
+    Answer, Compaction, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,
+    LeaseAnswer, PeerItem, Request, Ticket, Timestamps,
 };

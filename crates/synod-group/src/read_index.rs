@@ -48,6 +48,7 @@ impl Group {
             self.answers.push((read.ticket, answer));
             return;
         }
+        self.counters.reads_follower += 1;
         self.index_waiting.push(read);
     }
 
@@ -91,6 +92,7 @@ impl Group {
         };
         self.index_asked.insert(token, question);
         self.sends.push((leader, PeerItem::ReadIndex { token }));
+        self.counters.read_index_asked += 1;
     }
 
     /// A follower's question, on the leader: answered with the commit
@@ -100,6 +102,7 @@ impl Group {
         let rid = ReadId(self.next_read);
         self.next_read += 1;
         if self.replica.read(rid, self.now).is_ok() {
+            self.counters.read_index_answered += 1;
             self.reads.insert(rid, Waiter::Index { to: from, token });
         } else {
             self.sends

@@ -264,4 +264,33 @@ pub struct GroupStatus {
     pub membership_changing: bool,
     /// A leadership transfer to this replica is under way.
     pub transferring_to: Option<NodeId>,
+    /// What this replica has done since start, for the node's metrics.
+    pub counters: GroupCounters,
+}
+
+/// Running totals kept by the pure group, so that the shell can export
+/// them (Prometheus counters) without the group knowing about metrics.
+/// Only ever incremented; a restart starts them at zero, as Prometheus
+/// counters do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCounters {
+    /// Commands this replica proposed as leader: its own clients' writes
+    /// and those other members forwarded to it.
+    pub proposed: u64,
+    /// Client writes this replica forwarded to the leader (resends
+    /// included).
+    pub forwarded: u64,
+    /// Commands applied to the state machine (duplicates included).
+    pub applied_commands: u64,
+    /// Reads served from local state without a check.
+    pub reads_serializable: u64,
+    /// Linearizable reads registered with this replica as leader (lease
+    /// or read index).
+    pub reads_leader: u64,
+    /// Linearizable reads on a follower, waiting for the leader's index.
+    pub reads_follower: u64,
+    /// Read-index questions this follower asked the leader.
+    pub read_index_asked: u64,
+    /// Read-index questions of followers this leader took.
+    pub read_index_answered: u64,
 }

@@ -269,6 +269,10 @@ pub struct CoreParts {
     pub peer_addrs: BTreeMap<NodeId, std::net::SocketAddr>,
     /// Bytes of rows per snapshot chunk.
     pub snapshot_chunk_bytes: usize,
+    /// Where the loop's figures go.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the loop puts each group's line of the node's report.
+    pub reports: crate::report::Reports,
 }
 
 /// The loop's state.
@@ -305,7 +309,29 @@ pub struct Core {
     streams: BTreeMap<(GroupId, NodeId), crate::streams::Outgoing>,
     /// State rows replaced by a snapshot may still wait to be deleted.
     garbage: bool,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Every group's line of the node's report, refreshed with the metrics.
+    reports: crate::report::Reports,
+    /// Each group as the metrics last saw it.
+    observed: BTreeMap<GroupId, Observed>,
+    observed_at: Instant,
 }
+
+/// What the metrics last saw of a group: counters are exported as the
+/// difference, changes of leader, role and membership become events.
+#[derive(Default)]
+struct Observed {
+    counters: synod_group::GroupCounters,
+    leader: Option<NodeId>,
+    role: Option<synod_paxos::RoleKind>,
+    membership: Option<Configuration>,
+    commit: u64,
+    applied: u64,
+    snapshots_installed: u64,
+}
+
+/// How often the metrics look at every group.
+const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 
 impl Core {
     /// Builds the loop around a restored group and the store.
@@ -337,6 +363,10 @@ impl Core {
             snapshot_chunk_bytes: parts.snapshot_chunk_bytes,
             streams: BTreeMap::new(),
             garbage: true,
+            metrics: parts.metrics,
+            reports: parts.reports,
+            observed: BTreeMap::new(),
+            observed_at: Instant::now(),
         }
     }
 
@@ -676,8 +706,20 @@ impl Core {
                 if self.garbage {
                     collected = batch.collect_garbage(GARBAGE_ROWS_PER_ROUND)?;
                 }
-                batch.commit()
+                let durable = batch.must_sync();
+                let started = Instant::now();
+                batch.commit()?;
+                let took = started.elapsed().as_secs_f64();
+                self.metrics.backend_commit.observe(took);
+                if durable {
+                    self.metrics.wal_fsync.observe(took);
+                }
+                Ok(())
             });
+            let records: usize = readies.iter().map(|(_, r)| r.persist.records.len()).sum();
+            if records > 0 {
+                self.metrics.batch_records.observe(records as f64);
+            }
             if let Err(e) = result {
                 panic!("storage write failed, stopping the node: {e}");
             }
@@ -745,6 +787,7 @@ impl Core {
         let from = crate::streams::Sender {
             node: self.id.0,
             cluster_id: self.cluster_id,
+            metrics: Arc::clone(&self.metrics),
         };
         let g = self.groups.get_mut(&group).expect("a hosted group");
         let started = crate::streams::start(
@@ -758,7 +801,12 @@ impl Core {
         );
         match started {
             Ok((slot, outgoing)) => {
-                tracing::info!(%group, %to, %slot, "streaming a snapshot");
+                self.metrics.snapshots_sent.inc();
+                self.metrics.event(
+                    group.0,
+                    "snapshot",
+                    format!("streaming a snapshot through slot {slot} to node {}", to.0),
+                );
                 g.snapshot_started(slot);
                 self.streams.insert((group, to), outgoing);
             }
@@ -908,6 +956,101 @@ impl Core {
         p.group = status;
         drop(p);
         self.members_dirty = false;
+        if self.observed_at.elapsed() >= OBSERVE_EVERY {
+            self.observed_at = Instant::now();
+            self.observe();
+        }
+    }
+
+    /// Brings the metrics up to date with every group, and notes leader,
+    /// role, membership and snapshot changes as events.
+    fn observe(&mut self) {
+        let m = Arc::clone(&self.metrics);
+        let mut reports = Vec::with_capacity(self.groups.len());
+        for (id, group) in &self.groups {
+            let status = group.status();
+            let replica = group.replica().status();
+            let seen = self.observed.entry(*id).or_default();
+            m.count(&seen.counters, &status.counters);
+            seen.counters = status.counters;
+            let label = id.0.to_string();
+            let label = [label.as_str()];
+            m.group_commit
+                .with_label_values(&label)
+                .set(status.commit as i64);
+            m.group_applied
+                .with_label_values(&label)
+                .set(status.applied as i64);
+            m.group_round
+                .with_label_values(&label)
+                .set(status.round as i64);
+            m.group_is_leader
+                .with_label_values(&label)
+                .set(i64::from(status.is_leader));
+            m.group_revision
+                .with_label_values(&label)
+                .set(status.revision);
+            if seen.role != Some(replica.role) && replica.role == synod_paxos::RoleKind::Candidate {
+                m.elections.inc();
+                m.event(
+                    id.0,
+                    "election",
+                    format!(
+                        "node {} runs phase 1 with ballot {}",
+                        self.id.0, replica.promised
+                    ),
+                );
+            }
+            seen.role = Some(replica.role);
+            if seen.leader != status.leader {
+                if *id == GROUP {
+                    m.leader_changes.inc();
+                }
+                let text = match status.leader {
+                    Some(l) => format!("node {} leads (ballot {})", l.0, replica.promised),
+                    None => "no leader known".to_string(),
+                };
+                m.event(id.0, "leader", text);
+                seen.leader = status.leader;
+            }
+            if seen.membership != status.membership {
+                if let Some(c) = &status.membership {
+                    m.event(id.0, "membership", format!("configuration {c}"));
+                }
+                seen.membership = status.membership.clone();
+            }
+            if status.snapshots_installed > seen.snapshots_installed {
+                m.snapshots_installed
+                    .inc_by(status.snapshots_installed - seen.snapshots_installed);
+                m.event(
+                    id.0,
+                    "snapshot",
+                    format!(
+                        "installed a snapshot; applied through slot {}",
+                        status.applied
+                    ),
+                );
+                seen.snapshots_installed = status.snapshots_installed;
+            }
+            if *id == GROUP {
+                m.has_leader.set(i64::from(status.leader.is_some()));
+                m.is_leader.set(i64::from(status.is_leader));
+                m.proposals_committed
+                    .inc_by(status.commit.saturating_sub(seen.commit));
+                m.proposals_applied
+                    .inc_by(status.applied.saturating_sub(seen.applied));
+                m.proposals_pending.set(group.waiting() as i64);
+                m.leases.set(group.kv().leases().len() as i64);
+                m.zk_sessions.set(group.kv().zk().session_count() as i64);
+            }
+            seen.commit = seen.commit.max(status.commit);
+            seen.applied = seen.applied.max(status.applied);
+            reports.push(crate::report::group_report(*id, &status, &replica));
+        }
+        if let Ok(meta) = std::fs::metadata(&self.storage_file) {
+            m.db_size.set(meta.len() as i64);
+        }
+        *self.reports.lock().expect("reports lock") = reports;
     }
 }
 

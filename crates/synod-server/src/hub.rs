@@ -194,10 +194,16 @@ pub(crate) struct Hub {
     spans: Vec<(StreamId, i64)>,
     core: Sender<Input>,
     progress_every: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Hub {
-    pub(crate) fn new(revision: i64, core: Sender<Input>, progress_every: Duration) -> Hub {
+    pub(crate) fn new(
+        revision: i64,
+        core: Sender<Input>,
+        progress_every: Duration,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Hub {
         Hub {
             revision,
             streams: HashMap::new(),
@@ -205,7 +211,27 @@ impl Hub {
             spans: Vec::new(),
             core,
             progress_every,
+            metrics,
         }
+    }
+
+    /// Streams, watchers and the slowest watcher's lag, for the metrics: a
+    /// watcher is behind only while its stream is parked (its client reads
+    /// slower than events come) or it is being resynced.
+    fn observe(&self) {
+        let mut watchers = 0;
+        let mut lag = 0;
+        for s in self.streams.values() {
+            watchers += s.watchers.len();
+            for w in s.watchers.values() {
+                if s.parked || matches!(w.state, State::Resyncing) {
+                    lag = lag.max(self.revision - w.after);
+                }
+            }
+        }
+        self.metrics.watch_streams.set(self.streams.len() as i64);
+        self.metrics.watchers.set(watchers as i64);
+        self.metrics.watch_lag.set(lag.max(0));
     }
 
     /// Runs until `Shutdown` or until every sender is gone.
@@ -470,6 +496,7 @@ impl Hub {
 
     /// Resumes parked streams that drained and sends progress notices.
     fn tick(&mut self) {
+        self.observe();
         let resumable: Vec<StreamId> = self
             .streams
             .iter()
@@ -680,7 +707,12 @@ mod tests {
     #[test]
     fn slow_streams_park_and_resync_from_the_first_undelivered_revision() {
         let (core, inputs) = std::sync::mpsc::channel();
-        let mut hub = Hub::new(1, core, Duration::from_secs(600));
+        let mut hub = Hub::new(
+            1,
+            core,
+            Duration::from_secs(600),
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+        );
         let (sink, mut rx) = stream_channel();
         hub.handle(HubInput::Open { stream: 1, sink });
         hub.handle(HubInput::Register {

@@ -8,7 +8,9 @@ pub mod config;
 mod core;
 mod hub;
 mod inbox;
+mod metrics;
 mod node;
+mod report;
 mod restore;
 mod streams;
 mod transport;
@@ -19,8 +21,12 @@ pub use config::{
     WATCH_PROGRESS_MS_DEFAULT,
 };
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
+pub use metrics::{GrpcMethod, Metrics};
 pub use node::{Node, RequestError, StartError};
-pub use restore::{restore_snapshot, RestoreError, SnapshotFileWriter};
+pub use report::REPORT_TIMEOUT;
+pub use restore::{
+    restore_snapshot, restore_snapshot_with_progress, RestoreError, SnapshotFileWriter,
+};
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
 pub use synod_storage::{GroupId, Identity};

@@ -153,6 +153,9 @@ pub struct Node {
     next_stream: AtomicU64,
     next_lease: AtomicU64,
     zk_listener: crate::core::ZkListenerSlot,
+    metrics: Arc<crate::metrics::Metrics>,
+    reporter: crate::report::Reporter,
+    report_clients: crate::report::ReportClients,
 }
 
 /// Opens the data dir and restores every group it holds (and those the
@@ -231,10 +234,20 @@ impl Node {
                 source,
             })?;
         let storage_handle = crate::streams::StorageHandle::new(storage.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let reports: crate::report::Reports = Arc::default();
+        let reporter = crate::report::Reporter {
+            id: config.id,
+            client_addr: config.me().client_addr,
+            http_addr: Arc::default(),
+            metrics: metrics.clone(),
+            reports: reports.clone(),
+        };
         let service = PeerServer::new(PeerService::new(
             inbox.clone(),
             storage_handle.clone(),
             config.cluster_id,
+            reporter.clone(),
         ))
         .max_decoding_message_size(PEER_MESSAGE_MAX)
         .max_encoding_message_size(PEER_MESSAGE_MAX);
@@ -257,6 +270,7 @@ impl Node {
             revision,
             inbox.sender(),
             Duration::from_millis(config.watch_progress_ms.max(1)),
+            metrics.clone(),
         );
         let hub_thread = std::thread::Builder::new()
             .name(format!("synod-hub-{}", config.id.0))
@@ -280,6 +294,8 @@ impl Node {
             runtime: tokio::runtime::Handle::current(),
             peer_addrs,
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            metrics: metrics.clone(),
+            reports,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -299,6 +315,9 @@ impl Node {
             hub_thread: Mutex::new(Some(hub_thread)),
             next_stream: AtomicU64::new(1),
             next_lease: AtomicU64::new(incarnation_base(config_id, 3)),
+            metrics,
+            reporter,
+            report_clients: crate::report::ReportClients::default(),
         }))
     }
 
@@ -588,6 +607,54 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(self.config.tick_ms.max(1))).await;
         }
         Ok(())
+    }
+
+    /// The node's metrics, for front ends to record their requests in and
+    /// for the HTTP endpoint to serve.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Tells the node where its HTTP endpoint (metrics, dashboard)
+    /// listens, so that other members' dashboards can link to it.
+    pub fn set_http_addr(&self, addr: std::net::SocketAddr) {
+        *self.reporter.http_addr.lock().expect("http addr lock") = Some(addr);
+    }
+
+    /// This node's report of itself.
+    pub fn report(&self) -> synod_proto::peerpb::NodeReport {
+        self.reporter.report()
+    }
+
+    /// Every member's report, asked in parallel over the peer service (this
+    /// node's own without asking), in member id order; a member that does
+    /// not answer in time comes with the reason instead.
+    pub async fn cluster_report(
+        &self,
+    ) -> Vec<(u64, Result<synod_proto::peerpb::NodeReport, String>)> {
+        let mut asks = Vec::new();
+        for m in self.members() {
+            if m.id == self.config.id.0 {
+                continue;
+            }
+            let addr = m
+                .peer_ur_ls
+                .iter()
+                .find_map(|u| u.strip_prefix("http://").and_then(|a| a.parse().ok()));
+            asks.push((m.id, addr));
+        }
+        let cluster_id = self.config.cluster_id;
+        let answers = asks.into_iter().map(|(id, addr)| async move {
+            let answer = match addr {
+                Some(addr) => self.report_clients.ask(addr, cluster_id).await,
+                None => Err("no peer address known".to_string()),
+            };
+            (id, answer)
+        });
+        let mut all = futures::future::join_all(answers).await;
+        all.push((self.config.id.0, Ok(self.report())));
+        all.sort_by_key(|(id, _)| *id);
+        all
     }
 
     /// Size of the database file in bytes.

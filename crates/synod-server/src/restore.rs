@@ -105,6 +105,17 @@ impl SnapshotFileWriter {
 /// same file, so they start identical. Nothing is made live unless the
 /// whole file checks out.
 pub fn restore_snapshot(dir: &Path, identity: Identity, path: &Path) -> Result<i64, RestoreError> {
+    restore_snapshot_with_progress(dir, identity, path, &mut |_, _| {})
+}
+
+/// [`restore_snapshot`], telling `progress(bytes read, file size)` after
+/// each record, so that restoring gigabytes shows it is moving.
+pub fn restore_snapshot_with_progress(
+    dir: &Path,
+    identity: Identity,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<i64, RestoreError> {
     if dir.join(synod_storage::format::FILE_NAME).exists() {
         return Err(RestoreError::NotEmpty(dir.to_path_buf()));
     }
@@ -123,7 +134,7 @@ pub fn restore_snapshot(dir: &Path, identity: Identity, path: &Path) -> Result<i
         file.read_to_end(&mut whole)?;
         return restore_v1(dir, identity, &whole);
     };
-    let result = restore_rows(&storage, file, len);
+    let result = restore_rows(&storage, file, len, progress);
     if result.is_err() {
         // Leave the dir as it was: nothing of a bad file is kept.
         drop(storage);
@@ -134,7 +145,12 @@ pub fn restore_snapshot(dir: &Path, identity: Identity, path: &Path) -> Result<i
 
 /// Reads the records after the magic into a stage, checks the padding and
 /// the checksum, then installs the stage.
-fn restore_rows(storage: &Storage, file: std::fs::File, len: u64) -> Result<i64, RestoreError> {
+fn restore_rows(
+    storage: &Storage,
+    file: std::fs::File,
+    len: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<i64, RestoreError> {
     let body = len
         .checked_sub(SNAPSHOT_HASH_BYTES as u64)
         .filter(|b| *b >= MAGIC.len() as u64)
@@ -180,6 +196,7 @@ fn restore_rows(storage: &Storage, file: std::fs::File, len: u64) -> Result<i64,
             .map_err(|_| corrupt("the file ends inside a record"))?;
         hash.update(&rows);
         held = Some(rows);
+        progress(len - SNAPSHOT_HASH_BYTES as u64 - input.limit(), len);
     }
     let mut padding = Vec::new();
     input.read_to_end(&mut padding)?;

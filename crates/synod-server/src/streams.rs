@@ -53,11 +53,13 @@ impl StorageHandle {
 /// this (its read transaction stays open meanwhile).
 const CHUNKS_AHEAD: usize = 4;
 
-/// Who sends, for the receiver's checks.
-#[derive(Clone, Copy, Debug)]
+/// Who sends, for the receiver's checks, and where the sender counts
+/// what it sent.
+#[derive(Clone)]
 pub(crate) struct Sender {
     pub(crate) node: u64,
     pub(crate) cluster_id: u64,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A stream under way; `done` once it ended (sent, failed or refused).
@@ -128,6 +130,10 @@ pub(crate) fn start(
                     return;
                 }
             }
+            from.metrics.snapshot_sent_bytes.inc_by(bytes);
+            from.metrics
+                .snapshot_send_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 %group,
                 %slot,

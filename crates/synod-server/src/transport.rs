@@ -23,6 +23,7 @@ pub struct PeerService {
     inputs: Inbox,
     storage: crate::streams::StorageHandle,
     cluster_id: u64,
+    reporter: crate::report::Reporter,
 }
 
 impl PeerService {
@@ -32,11 +33,13 @@ impl PeerService {
         inputs: Inbox,
         storage: crate::streams::StorageHandle,
         cluster_id: u64,
+        reporter: crate::report::Reporter,
     ) -> PeerService {
         PeerService {
             inputs,
             storage,
             cluster_id,
+            reporter,
         }
     }
 }
@@ -74,6 +77,20 @@ impl Peer for PeerService {
         )
         .await?;
         Ok(Response::new(Ack {}))
+    }
+
+    async fn report(
+        &self,
+        request: Request<synod_proto::peerpb::ReportRequest>,
+    ) -> Result<Response<synod_proto::peerpb::NodeReport>, Status> {
+        if request.get_ref().cluster_id != self.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "this node belongs to cluster {:x}, not {:x}",
+                self.cluster_id,
+                request.get_ref().cluster_id
+            )));
+        }
+        Ok(Response::new(self.reporter.report()))
     }
 }
 

@@ -53,6 +53,7 @@ pub(crate) async fn serve(
 ) {
     let conn = shared.conn_id();
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.node.metrics().zk_connections_add(1);
     let (rd, wr) = stream.into_split();
     let mut c = Conn {
         shared: Arc::clone(&shared),
@@ -74,6 +75,7 @@ pub(crate) async fn serve(
     }
     shared.watches.disconnect(conn);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    shared.node.metrics().zk_connections_add(-1);
 }
 
 /// What answering one request leads to.
@@ -194,12 +196,13 @@ impl Conn {
                     Some(Ok(frame)) => {
                         let started = Instant::now();
                         let done = self.request(&frame).await?;
+                        let labels = (done.2, done.3);
                         // Events first: they may describe what the reply shows.
                         while let Ok(n) = notes.try_recv() {
                             self.push_event(&n);
                         }
                         self.out.extend_from_slice(&done.0);
-                        self.record(started);
+                        self.record(started, labels);
                         if let Some(why) = done.1 {
                             self.flush().await?;
                             return Err(why.into());
@@ -214,9 +217,16 @@ impl Conn {
         }
     }
 
-    fn record(&self, started: Instant) {
+    fn record(&self, started: Instant, (op, code): (i32, i32)) {
         let stats = &self.shared.stats;
-        let us = started.elapsed().as_micros() as u64;
+        let took = started.elapsed();
+        let us = took.as_micros() as u64;
+        self.shared.node.metrics().observe_request(
+            "zookeeper",
+            crate::proto::op_name(op),
+            crate::proto::err_name(code),
+            took.as_secs_f64(),
+        );
         stats.received.fetch_add(1, Ordering::Relaxed);
         stats.sent.fetch_add(1, Ordering::Relaxed);
         stats.latency_us.fetch_add(us, Ordering::Relaxed);
@@ -365,7 +375,12 @@ impl Conn {
 
     /// Answers one request frame: the reply frame and, when the
     /// connection must close, why.
-    async fn request(&mut self, frame: &[u8]) -> Result<(Vec<u8>, Option<&'static str>), String> {
+    /// Answers one request frame: the encoded reply, a reason to close
+    /// after it, and the request's opcode and result code (for metrics).
+    async fn request(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<(Vec<u8>, Option<&'static str>, i32, i32), String> {
         let mut r = Reader::new(frame);
         let header = RequestHeader::read(&mut r).map_err(decode_error)?;
         if !self.renew().await {
@@ -385,7 +400,7 @@ impl Conn {
             zxid: self.zxid,
             err: code,
         };
-        Ok((encode_reply(&reply, &response), close))
+        Ok((encode_reply(&reply, &response), close, header.op, code))
     }
 
     fn zk_auth(&self) -> Vec<ZkId> {

@@ -17,6 +17,76 @@ use bytes::Bytes;
 
 use crate::jute::{JuteError, Reader, Result, Writer};
 
+/// ZooKeeper's name of an opcode (its `OpCode` constant without the
+/// prefix), for metrics labels; unknown codes are `unknown`.
+pub fn op_name(code: i32) -> &'static str {
+    match code {
+        op::CREATE => "create",
+        op::DELETE => "delete",
+        op::EXISTS => "exists",
+        op::GET_DATA => "getData",
+        op::SET_DATA => "setData",
+        op::GET_ACL => "getACL",
+        op::SET_ACL => "setACL",
+        op::GET_CHILDREN => "getChildren",
+        op::SYNC => "sync",
+        op::PING => "ping",
+        op::GET_CHILDREN2 => "getChildren2",
+        op::CHECK => "check",
+        op::MULTI => "multi",
+        op::CREATE2 => "create2",
+        op::RECONFIG => "reconfig",
+        op::CHECK_WATCHES => "checkWatches",
+        op::REMOVE_WATCHES => "removeWatches",
+        op::CREATE_CONTAINER => "createContainer",
+        op::DELETE_CONTAINER => "deleteContainer",
+        op::CREATE_TTL => "createTTL",
+        op::MULTI_READ => "multiRead",
+        op::AUTH => "auth",
+        op::SET_WATCHES => "setWatches",
+        op::SASL => "sasl",
+        op::GET_EPHEMERALS => "getEphemerals",
+        op::GET_ALL_CHILDREN_NUMBER => "getAllChildrenNumber",
+        op::SET_WATCHES2 => "setWatches2",
+        op::ADD_WATCH => "addWatch",
+        op::WHO_AM_I => "whoAmI",
+        op::CREATE_SESSION => "createSession",
+        op::CLOSE_SESSION => "closeSession",
+        _ => "unknown",
+    }
+}
+
+/// ZooKeeper's name of a reply's error code (`KeeperException.Code`),
+/// for metrics labels.
+pub fn err_name(code: i32) -> &'static str {
+    match code {
+        err::OK => "OK",
+        err::SYSTEM_ERROR => "SYSTEMERROR",
+        err::RUNTIME_INCONSISTENCY => "RUNTIMEINCONSISTENCY",
+        err::DATA_INCONSISTENCY => "DATAINCONSISTENCY",
+        err::CONNECTION_LOSS => "CONNECTIONLOSS",
+        err::MARSHALLING_ERROR => "MARSHALLINGERROR",
+        err::UNIMPLEMENTED => "UNIMPLEMENTED",
+        err::OPERATION_TIMEOUT => "OPERATIONTIMEOUT",
+        err::BAD_ARGUMENTS => "BADARGUMENTS",
+        err::UNKNOWN_SESSION => "UNKNOWNSESSION",
+        err::API_ERROR => "APIERROR",
+        err::NO_NODE => "NONODE",
+        err::NO_AUTH => "NOAUTH",
+        err::BAD_VERSION => "BADVERSION",
+        err::NO_CHILDREN_FOR_EPHEMERALS => "NOCHILDRENFOREPHEMERALS",
+        err::NODE_EXISTS => "NODEEXISTS",
+        err::NOT_EMPTY => "NOTEMPTY",
+        err::SESSION_EXPIRED => "SESSIONEXPIRED",
+        err::INVALID_ACL => "INVALIDACL",
+        err::AUTH_FAILED => "AUTHFAILED",
+        err::SESSION_MOVED => "SESSIONMOVED",
+        err::NOT_READ_ONLY => "NOTREADONLY",
+        err::NO_WATCHER => "NOWATCHER",
+        _ => "OTHER",
+    }
+}
+
 /// Request opcodes (`ZooDefs.OpCode`), carried in [`RequestHeader::op`] and
 /// [`MultiHeader::kind`].
 pub mod op {

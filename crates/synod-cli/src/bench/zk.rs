@@ -281,6 +281,7 @@ async fn run_client(endpoint: String, plan: Arc<Plan>, run: u64, index: u32) -> 
         }
         .await;
         let answered = Instant::now();
+        plan.progress.note(result.is_ok());
         match result {
             Ok(()) if warmup => report.warmup_ops += 1,
             Ok(()) if answered > plan.end => report.late_ops += 1,

@@ -249,6 +249,30 @@ pub async fn connect(endpoints: &[String]) -> Client {
         .expect("etcd client")
 }
 
+/// `GET url` over HTTP/1.0 (one connection, read to its end): the status
+/// code and the body. Enough for a node's HTTP endpoint, with no client
+/// library.
+pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr: SocketAddr = host.parse().expect("IP:PORT");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
 /// What a node says about itself in `Maintenance.Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -273,6 +297,8 @@ pub struct Addrs {
     pub peer: SocketAddr,
     /// ZooKeeper clients.
     pub zk: SocketAddr,
+    /// The HTTP endpoint (metrics, health, dashboard).
+    pub http: SocketAddr,
 }
 
 /// N `synod server` processes on loopback, data in a temporary directory.
@@ -315,6 +341,7 @@ impl Cluster {
                         client: free_addr(),
                         peer: free_addr(),
                         zk: free_addr(),
+                        http: free_addr(),
                     },
                 )
             })
@@ -345,6 +372,7 @@ impl Cluster {
                 client: free_addr(),
                 peer,
                 zk: free_addr(),
+                http: free_addr(),
             },
         );
         let mut args = self.args(id);
@@ -416,6 +444,8 @@ impl Cluster {
             "--zk-extended-types".into(),
             "--zk-super-digest".into(),
             ZK_SUPER_DIGEST.into(),
+            "--metrics-addr".into(),
+            me.http.to_string(),
         ];
         args.extend(self.extra.iter().cloned());
         args
@@ -443,6 +473,11 @@ impl Cluster {
     /// `http://IP:PORT` of node `id`.
     pub fn endpoint(&self, id: u64) -> String {
         format!("http://{}", self.nodes[&id].client)
+    }
+
+    /// `http://IP:PORT` of node `id`'s HTTP endpoint (metrics, dashboard).
+    pub fn http_url(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].http)
     }
 
     /// Every node's endpoint as IP:PORT, without a scheme (etcdctl's form).

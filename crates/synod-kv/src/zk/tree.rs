@@ -190,6 +190,11 @@ impl ZkTree {
         self.sessions.values()
     }
 
+    /// How many sessions are open (the cluster's, not one node's).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// The znodes `session` owns, in path order.
     pub fn ephemerals(&self, session: i64) -> impl Iterator<Item = &String> {
         self.ephemerals.get(&session).into_iter().flatten()
