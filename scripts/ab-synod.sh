@@ -34,6 +34,7 @@ run_one() { # binary label workload rep
     wait_ready "$label" "$ENDPOINTS" --workload put
     out=$("$SYNOD" bench --endpoints "$ENDPOINTS" --workload "$workload" --clients "$CLIENTS" \
         --duration "${DURATION}s" --warmup "${WARMUP}s" --cpu-pids "$pid" 2>/dev/null)
+    echo "$out" >"$dir/bench.txt"
     check_alive "$label" "$pid"
     kill -INT "$pid"; wait "$pid" 2>/dev/null || true
     local ops cpu

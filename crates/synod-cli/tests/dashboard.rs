@@ -80,7 +80,7 @@ async fn the_dashboard_shows_the_leader_and_a_new_one_after_a_kill() {
                     // Tests run as root in CI, where chromium's sandbox
                     // cannot start.
                     .sandbox(false)
-                    .window_size(Some((1400, 1100)))
+                    .window_size(Some((1400, 1500)))
                     .idle_browser_timeout(Duration::from_secs(120))
                     .build()
                     .expect("launch options"),
@@ -152,6 +152,26 @@ async fn the_dashboard_shows_the_leader_and_a_new_one_after_a_kill() {
             assert_eq!(verdict, "(replay to the end)");
             js(&tab, "document.getElementById('lab-next').click(), ''");
             if let Ok(path) = std::env::var("SYNOD_DASHBOARD_SCREENSHOT") {
+                // Some load for the charts, the lab half replayed, the
+                // top of the page in view.
+                let endpoints: Vec<String> = cluster
+                    .running()
+                    .into_iter()
+                    .map(|id| cluster.addrs(id).client.to_string())
+                    .collect();
+                let status = std::process::Command::new(common::synod_bin())
+                    .args(["bench", "--workload", "mixed", "--clients", "8", "--duration", "6s"])
+                    .args(["--warmup", "0s", "--endpoints", &endpoints.join(",")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .expect("synod bench runs");
+                assert!(status.success());
+                js(&tab, "document.getElementById('lab-first').click(), ''");
+                for _ in 0..steps / 2 {
+                    js(&tab, "document.getElementById('lab-next').click(), ''");
+                }
+                js(&tab, "window.scrollTo(0, 0), ''");
                 let png = tab
                     .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
                     .expect("screenshot");

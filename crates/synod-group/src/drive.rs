@@ -13,7 +13,7 @@ use crate::types::{Answer, Compaction, GroupReady, LeaseAnswer, PeerItem};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::BTreeMap;
-use synod_paxos::{Persist, PersistToken, Ready, Slot, Value};
+use synod_paxos::{Persist, PersistToken, Ready, RoleKind, Slot, Value};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{outcome, Command, LeaseExpire};
@@ -49,6 +49,13 @@ impl Group {
     /// it as [`GroupReady`] says, then call
     /// [`on_persisted`](Group::on_persisted) with its token.
     pub fn ready(&mut self) -> GroupReady {
+        // A phase 1 starts with a promise to persist, so every election
+        // passes through here while this replica is a candidate.
+        let role = self.replica.role_kind();
+        if role != self.last_role && role == RoleKind::Candidate {
+            self.counters.elections += 1;
+        }
+        self.last_role = role;
         let ready = self.replica.ready();
         let token = ready.token;
         let persist = self.handle_ready(ready);

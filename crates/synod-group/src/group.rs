@@ -160,6 +160,8 @@ pub struct Group {
     pub(crate) oracle: crate::tso::Oracle,
     /// Running totals for the shell's metrics.
     pub(crate) counters: crate::types::GroupCounters,
+    /// The replica's role at the last `ready`, to count elections.
+    pub(crate) last_role: RoleKind,
     // Output gathered between two `ready` calls.
     pub(crate) sends: Vec<(NodeId, PeerItem)>,
     pub(crate) answers: Vec<(Ticket, Answer)>,
@@ -215,6 +217,7 @@ impl Group {
             published_self_at: now,
             oracle: crate::tso::Oracle::default(),
             counters: crate::types::GroupCounters::default(),
+            last_role: RoleKind::Follower,
             sends: Vec::new(),
             answers: Vec::new(),
             events: Vec::new(),

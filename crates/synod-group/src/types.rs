@@ -293,4 +293,6 @@ pub struct GroupCounters {
     pub read_index_asked: u64,
     /// Read-index questions of followers this leader took.
     pub read_index_answered: u64,
+    /// Times this replica started phase 1 to lead.
+    pub elections: u64,
 }

@@ -323,7 +323,6 @@ pub struct Core {
 struct Observed {
     counters: synod_group::GroupCounters,
     leader: Option<NodeId>,
-    role: Option<synod_paxos::RoleKind>,
     membership: Option<Configuration>,
     commit: u64,
     applied: u64,
@@ -972,7 +971,6 @@ impl Core {
             let replica = group.replica().status();
             let seen = self.observed.entry(*id).or_default();
             m.count(&seen.counters, &status.counters);
-            seen.counters = status.counters;
             let label = id.0.to_string();
             let label = [label.as_str()];
             m.group_commit
@@ -990,18 +988,18 @@ impl Core {
             m.group_revision
                 .with_label_values(&label)
                 .set(status.revision);
-            if seen.role != Some(replica.role) && replica.role == synod_paxos::RoleKind::Candidate {
-                m.elections.inc();
+            let elections = status.counters.elections - seen.counters.elections;
+            if elections > 0 {
+                m.elections.inc_by(elections);
                 m.event(
                     id.0,
                     "election",
                     format!(
-                        "node {} runs phase 1 with ballot {}",
+                        "node {} ran phase 1 (ballot {})",
                         self.id.0, replica.promised
                     ),
                 );
             }
-            seen.role = Some(replica.role);
             if seen.leader != status.leader {
                 if *id == GROUP {
                     m.leader_changes.inc();
@@ -1043,6 +1041,7 @@ impl Core {
                 m.leases.set(group.kv().leases().len() as i64);
                 m.zk_sessions.set(group.kv().zk().session_count() as i64);
             }
+            seen.counters = status.counters;
             seen.commit = seen.commit.max(status.commit);
             seen.applied = seen.applied.max(status.applied);
             reports.push(crate::report::group_report(*id, &status, &replica));
