@@ -167,6 +167,7 @@ fn node_config(
         watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
         snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
         quick_repair: false,
+        max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
     }
 }
 
@@ -385,6 +386,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         zk_addr,
         zk,
         metrics_addr,
+        max_request_bytes,
     } = settings;
     let members = peers
         .iter()
@@ -408,6 +410,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.join = join;
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
+    config.max_request_bytes = max_request_bytes;
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;

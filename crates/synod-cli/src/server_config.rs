@@ -86,6 +86,11 @@ pub struct ServerArgs {
     /// etcd's /health, /livez and /readyz, and the live dashboard at /.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// The largest etcd write request in bytes (etcd's
+    /// `--max-request-bytes`, default 1.5 MiB); larger ones are refused with
+    /// "etcdserver: request is too large".
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
 }
 
 /// The same settings as they appear in a config file.
@@ -108,6 +113,7 @@ struct FileConfig {
     zk_extended_types: Option<bool>,
     zk_max_buffer: Option<usize>,
     metrics_addr: Option<SocketAddr>,
+    max_request_bytes: Option<usize>,
 }
 
 /// Settings after merging, all present and checked.
@@ -141,6 +147,8 @@ pub struct ServerSettings {
     pub zk: synod_zk::ZkConfig,
     /// The HTTP endpoint's address, when it is served.
     pub metrics_addr: Option<SocketAddr>,
+    /// The largest etcd write request in bytes.
+    pub max_request_bytes: usize,
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -244,6 +252,13 @@ impl ServerArgs {
             bail!("--snapshot-count must be at least 1");
         }
         let quick_repair = self.quick_repair || file.quick_repair.unwrap_or(false);
+        let max_request_bytes = self
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(synod_server::MAX_REQUEST_BYTES_DEFAULT);
+        if !(1024..=64 << 20).contains(&max_request_bytes) {
+            bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
+        }
         let zk = synod_zk::ZkConfig {
             super_digest: self.zk_super_digest.or(file.zk_super_digest),
             extended_types: self.zk_extended_types || file.zk_extended_types.unwrap_or(false),
@@ -262,6 +277,7 @@ impl ServerArgs {
         Ok(ServerSettings {
             zk_addr: self.zk_addr.or(file.zk_addr),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            max_request_bytes,
             zk,
             quick_repair,
             id,

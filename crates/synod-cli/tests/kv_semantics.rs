@@ -461,6 +461,32 @@ async fn etcd_client_kv_semantics() {
                 "etcdserver: mvcc: required revision is a future revision".into()
             )
         );
+        // etcd's request limit (--max-request-bytes, 1.5 MiB): refused with
+        // etcd's error and nothing written, whether alone or in a Txn; a
+        // value just under it is stored.
+        let too_large = (
+            tonic::Code::InvalidArgument,
+            "etcdserver: request is too large".to_string(),
+        );
+        let big = "x".repeat(1_600_000);
+        let e = c.put("big", big.as_str(), None).await.unwrap_err();
+        assert_eq!(grpc(e), too_large);
+        let txn = Txn::new().and_then([TxnOp::put("big", big.as_str(), None)]);
+        let e = c.txn(txn).await.unwrap_err();
+        assert_eq!(grpc(e), too_large);
+        let e = c.put("big", "x".repeat(3_000_000), None).await.unwrap_err();
+        // Past the limit + 512 KiB, gRPC's own limit refuses the message
+        // before it is decoded, as in etcd (tonic says OutOfRange where
+        // grpc-go says ResourceExhausted).
+        assert_eq!(grpc(e).0, tonic::Code::OutOfRange);
+        assert_eq!(get(&mut any, "big", None).await.kvs().len(), 0);
+        let under = "y".repeat(1_500_000);
+        c.put("under", under.as_str(), None)
+            .await
+            .expect("1.5 MB put");
+        let r = get(&mut any, "under", None).await;
+        assert_eq!(r.kvs()[0].value().len(), 1_500_000);
+        c.delete("under", None).await.unwrap();
         // Compaction keeps the latest version of every live key.
         let r = get(&mut any, "", Some(GetOptions::new().with_all_keys())).await;
         assert_eq!(

@@ -1,6 +1,7 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
 use crate::{kv_status, status, EtcdApi};
+use prost::Message as _;
 use synod_kv::{outcome_error, validate};
 use synod_proto::etcdserverpb::kv_server::Kv;
 use synod_proto::etcdserverpb::{
@@ -12,6 +13,10 @@ use tonic::{Request, Response, Status};
 
 impl EtcdApi {
     pub(crate) async fn write(&self, op: Op) -> Result<outcome::Result, Status> {
+        // etcd measures the request it would propose; so does synod.
+        if op.encoded_len() > self.node.config().max_request_bytes {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
         match self.node.write(op).await.map_err(status)? {
             Outcome {
                 result: Some(outcome::Result::Error(e)),

@@ -81,18 +81,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
 ) -> Result<(), tonic::transport::Error> {
     let api = EtcdApi::new(node.clone());
+    // gRPC's own limit sits above the request limit, as etcd's does
+    // (max-request-bytes + 512 KiB), so that a request a little too large
+    // gets etcd's "request is too large", not a transport error.
+    let decode_max = node.config().max_request_bytes + (512 << 10);
     // Without TCP_NODELAY small responses wait for the client's delayed ACK
     // (~40 ms): the single largest latency cost measured.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .layer(metrics::MetricsLayer::new(node.metrics().clone()))
-        .add_service(KvServer::new(api.clone()))
-        .add_service(MaintenanceServer::new(api.clone()))
-        .add_service(WatchServer::new(api.clone()))
-        .add_service(LeaseServer::new(api.clone()))
-        .add_service(LockServer::new(api.clone()))
-        .add_service(ElectionServer::new(api.clone()))
-        .add_service(ClusterServer::new(api))
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(LockServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(ClusterServer::new(api).max_decoding_message_size(decode_max))
         .serve_with_incoming_shutdown(incoming, async move { node.stopped().await })
         .await
 }

@@ -95,6 +95,7 @@ impl Cluster {
             groups: self.groups.clone(),
             cluster_id_derived: false,
             quick_repair: true,
+            max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

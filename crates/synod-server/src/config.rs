@@ -62,10 +62,17 @@ pub struct NodeConfig {
     /// restart after a crash skips redb's full repair (seconds per GB) at
     /// some cost in write throughput.
     pub quick_repair: bool,
+    /// The largest client write, in bytes of the encoded request: a larger
+    /// one is refused before it reaches the log (etcd's
+    /// `--max-request-bytes`, "etcdserver: request is too large").
+    pub max_request_bytes: usize,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.
 pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+
+/// etcd's default request limit: 1.5 MiB.
+pub const MAX_REQUEST_BYTES_DEFAULT: usize = 3 << 19;
 
 /// etcd's default space quota: 2 GiB.
 pub const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;

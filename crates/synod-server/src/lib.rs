@@ -17,8 +17,8 @@ mod transport;
 
 pub use crate::core::{LeaseAnswer, Published, ZkFeed, ZkListener};
 pub use config::{
-    Member, NodeConfig, QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT,
-    WATCH_PROGRESS_MS_DEFAULT,
+    Member, NodeConfig, MAX_REQUEST_BYTES_DEFAULT, QUOTA_BYTES_DEFAULT,
+    SNAPSHOT_CHUNK_BYTES_DEFAULT, WATCH_PROGRESS_MS_DEFAULT,
 };
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use metrics::{GrpcMethod, Metrics};
