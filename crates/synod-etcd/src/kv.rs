@@ -1,7 +1,6 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
 use crate::{kv_status, status, EtcdApi};
-use prost::Message as _;
 use synod_kv::{outcome_error, validate};
 use synod_proto::etcdserverpb::kv_server::Kv;
 use synod_proto::etcdserverpb::{
