@@ -168,6 +168,7 @@ fn node_config(
         snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
         quick_repair: false,
         max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
+        peer_secret: None,
     }
 }
 
@@ -387,6 +388,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         zk,
         metrics_addr,
         max_request_bytes,
+        peer_secret,
     } = settings;
     let members = peers
         .iter()
@@ -411,6 +413,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
     config.max_request_bytes = max_request_bytes;
+    config.peer_secret = peer_secret;
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;

@@ -91,6 +91,12 @@ pub struct ServerArgs {
     /// "etcdserver: request is too large".
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// A file holding the cluster's peer secret (at least 16 bytes; the
+    /// same file on every member): every peer call then proves it, and a
+    /// node without it cannot talk to the cluster. Without TLS this keeps
+    /// out foreign nodes, not an attacker who can read peer traffic.
+    #[arg(long)]
+    pub peer_secret_file: Option<PathBuf>,
 }
 
 /// The same settings as they appear in a config file.
@@ -114,6 +120,7 @@ struct FileConfig {
     zk_max_buffer: Option<usize>,
     metrics_addr: Option<SocketAddr>,
     max_request_bytes: Option<usize>,
+    peer_secret_file: Option<PathBuf>,
 }
 
 /// Settings after merging, all present and checked.
@@ -149,6 +156,27 @@ pub struct ServerSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// The largest etcd write request in bytes.
     pub max_request_bytes: usize,
+    /// The cluster's peer secret, read from its file.
+    pub peer_secret: Option<Vec<u8>>,
+}
+
+/// Reads a peer secret file: its bytes without a trailing newline, at
+/// least `PEER_SECRET_MIN_BYTES` of them.
+fn read_peer_secret(path: &std::path::Path) -> Result<Vec<u8>> {
+    let mut secret = std::fs::read(path)
+        .with_context(|| format!("cannot read the peer secret file {}", path.display()))?;
+    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        secret.pop();
+    }
+    if secret.len() < synod_server::PEER_SECRET_MIN_BYTES {
+        bail!(
+            "the peer secret in {} is {} bytes; use at least {} (e.g. `head -c 32 /dev/urandom | base64 > FILE`)",
+            path.display(),
+            secret.len(),
+            synod_server::PEER_SECRET_MIN_BYTES
+        );
+    }
+    Ok(secret)
 }
 
 /// Parses `1=IP:PORT,2=IP:PORT`.
@@ -259,6 +287,10 @@ impl ServerArgs {
         if !(1024..=64 << 20).contains(&max_request_bytes) {
             bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
         }
+        let peer_secret = match self.peer_secret_file.or(file.peer_secret_file) {
+            Some(path) => Some(read_peer_secret(&path)?),
+            None => None,
+        };
         let zk = synod_zk::ZkConfig {
             super_digest: self.zk_super_digest.or(file.zk_super_digest),
             extended_types: self.zk_extended_types || file.zk_extended_types.unwrap_or(false),
@@ -278,6 +310,7 @@ impl ServerArgs {
             zk_addr: self.zk_addr.or(file.zk_addr),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             max_request_bytes,
+            peer_secret,
             zk,
             quick_repair,
             id,

@@ -96,6 +96,7 @@ impl Cluster {
             cluster_id_derived: false,
             quick_repair: true,
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
+            peer_secret: None,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

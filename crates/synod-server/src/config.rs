@@ -66,6 +66,10 @@ pub struct NodeConfig {
     /// one is refused before it reaches the log (etcd's
     /// `--max-request-bytes`, "etcdserver: request is too large").
     pub max_request_bytes: usize,
+    /// The cluster's peer secret: every peer call must prove it (see
+    /// `peer_auth`). The same on every member; `None` checks only the
+    /// cluster id and membership.
+    pub peer_secret: Option<Vec<u8>>,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.

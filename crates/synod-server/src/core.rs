@@ -273,6 +273,8 @@ pub struct CoreParts {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the loop puts each group's line of the node's report.
     pub reports: crate::report::Reports,
+    /// Signs the peer calls the loop opens.
+    pub peer_auth: crate::peer_auth::PeerAuth,
 }
 
 /// The loop's state.
@@ -312,6 +314,7 @@ pub struct Core {
     metrics: Arc<crate::metrics::Metrics>,
     /// Every group's line of the node's report, refreshed with the metrics.
     reports: crate::report::Reports,
+    peer_auth: crate::peer_auth::PeerAuth,
     /// Each group as the metrics last saw it.
     observed: BTreeMap<GroupId, Observed>,
     observed_at: Instant,
@@ -364,6 +367,7 @@ impl Core {
             garbage: true,
             metrics: parts.metrics,
             reports: parts.reports,
+            peer_auth: parts.peer_auth,
             observed: BTreeMap::new(),
             observed_at: Instant::now(),
         }
@@ -584,6 +588,19 @@ impl Core {
             return;
         };
         let from = NodeId(batch.from);
+        // Only members talk to a group: the member table (where `member
+        // add` puts a node before it joins), the configuration, or, before
+        // either is known, the members this node was started with. Anyone
+        // else could forward commands into the log.
+        let member = group.members().iter().any(|m| m.id == from.0)
+            || group
+                .replica()
+                .membership()
+                .is_some_and(|c| c.is_member(from));
+        if !member {
+            tracing::warn!(%from, group = %id, "batch from a node that is not a member dropped");
+            return;
+        }
         for envelope in batch.messages {
             match codec::decode(envelope) {
                 Ok((to, message)) if to == my_id => group.step(from, PeerItem::Paxos(message), now),
@@ -787,6 +804,7 @@ impl Core {
             node: self.id.0,
             cluster_id: self.cluster_id,
             metrics: Arc::clone(&self.metrics),
+            auth: self.peer_auth.clone(),
         };
         let g = self.groups.get_mut(&group).expect("a hosted group");
         let started = crate::streams::start(
@@ -876,7 +894,9 @@ impl Core {
                 continue;
             }
             let (tx, rx) = mpsc::channel(crate::transport::PEER_QUEUE_MAX);
-            self.runtime.spawn(crate::transport::run_sender(addr, rx));
+            let auth = self.peer_auth.clone();
+            self.runtime
+                .spawn(crate::transport::run_sender(addr, rx, auth));
             self.peers.insert(id, tx);
             self.peer_addrs.insert(id, addr);
         }

@@ -10,6 +10,7 @@ mod hub;
 mod inbox;
 mod metrics;
 mod node;
+mod peer_auth;
 mod report;
 mod restore;
 mod streams;
@@ -23,6 +24,7 @@ pub use config::{
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use metrics::{GrpcMethod, Metrics};
 pub use node::{Node, RequestError, StartError};
+pub use peer_auth::PEER_SECRET_MIN_BYTES;
 pub use report::REPORT_TIMEOUT;
 pub use restore::{
     restore_snapshot, restore_snapshot_with_progress, RestoreError, SnapshotFileWriter,

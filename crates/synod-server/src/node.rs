@@ -156,6 +156,7 @@ pub struct Node {
     metrics: Arc<crate::metrics::Metrics>,
     reporter: crate::report::Reporter,
     report_clients: crate::report::ReportClients,
+    peer_auth: crate::peer_auth::PeerAuth,
 }
 
 /// Opens the data dir and restores every group it holds (and those the
@@ -216,6 +217,11 @@ impl Node {
         let revision = groups[&GROUP].kv().revision();
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();
+        let peer_auth = crate::peer_auth::PeerAuth::new(
+            config.id.0,
+            config.cluster_id,
+            config.peer_secret.as_deref(),
+        );
         let mut peers = BTreeMap::new();
         let mut peer_addrs = BTreeMap::new();
         for (id, m) in &config.members {
@@ -223,7 +229,7 @@ impl Node {
                 continue;
             }
             let (ptx, prx) = tokio::sync::mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(run_sender(m.peer_addr, prx));
+            tokio::spawn(run_sender(m.peer_addr, prx, peer_auth.clone()));
             peers.insert(*id, ptx);
             peer_addrs.insert(*id, m.peer_addr);
         }
@@ -248,6 +254,7 @@ impl Node {
             storage_handle.clone(),
             config.cluster_id,
             reporter.clone(),
+            peer_auth.clone(),
         ))
         .max_decoding_message_size(PEER_MESSAGE_MAX)
         .max_encoding_message_size(PEER_MESSAGE_MAX);
@@ -296,6 +303,7 @@ impl Node {
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
             metrics: metrics.clone(),
             reports,
+            peer_auth: peer_auth.clone(),
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -318,6 +326,7 @@ impl Node {
             metrics,
             reporter,
             report_clients: crate::report::ReportClients::default(),
+            peer_auth,
         }))
     }
 
@@ -646,7 +655,11 @@ impl Node {
         let cluster_id = self.config.cluster_id;
         let answers = asks.into_iter().map(|(id, addr)| async move {
             let answer = match addr {
-                Some(addr) => self.report_clients.ask(addr, cluster_id).await,
+                Some(addr) => {
+                    self.report_clients
+                        .ask(addr, cluster_id, &self.peer_auth)
+                        .await
+                }
                 None => Err("no peer address known".to_string()),
             };
             (id, answer)

@@ -117,6 +117,7 @@ impl ReportClients {
         &self,
         addr: SocketAddr,
         cluster_id: u64,
+        auth: &crate::peer_auth::PeerAuth,
     ) -> Result<NodeReport, String> {
         let channel = {
             let mut channels = self.channels.lock().expect("channels lock");
@@ -135,7 +136,9 @@ impl ReportClients {
             }
         };
         let mut client = PeerClient::new(channel);
-        let call = client.report(ReportRequest { cluster_id });
+        let mut request = tonic::Request::new(ReportRequest { cluster_id });
+        auth.sign(&mut request);
+        let call = client.report(request);
         match tokio::time::timeout(REPORT_TIMEOUT, call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => Err(status.message().to_string()),

@@ -171,6 +171,11 @@ fn restore_rows(
         let last = head[0] == KIND_END;
         match (head[0], size) {
             (KIND_END, 0) => {}
+            // A length the rest of the file cannot hold is refused before
+            // its buffer is allocated.
+            (KIND_ROWS, n) if n > input.limit() => {
+                return Err(corrupt("the file ends inside a record"))
+            }
             (KIND_ROWS, n) if n as usize <= synod_storage::stream::CHUNK_BYTES_MAX => {}
             (kind, n) => return Err(corrupt(&format!("a record of kind {kind} and {n} bytes"))),
         }

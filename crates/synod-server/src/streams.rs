@@ -60,6 +60,7 @@ pub(crate) struct Sender {
     pub(crate) node: u64,
     pub(crate) cluster_id: u64,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) auth: crate::peer_auth::PeerAuth,
 }
 
 /// A stream under way; `done` once it ended (sent, failed or refused).
@@ -93,8 +94,9 @@ pub(crate) fn start(
     let outgoing = Outgoing::default();
     let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(CHUNKS_AHEAD);
     let done = Arc::clone(&outgoing.done);
+    let auth = from.auth.clone();
     runtime.spawn(async move {
-        if let Err(e) = send(addr, rx).await {
+        if let Err(e) = send(addr, rx, auth).await {
             tracing::warn!(%group, %addr, %slot, error = %e, "snapshot stream ended early");
         }
         done.store(true, Ordering::Release);
@@ -153,6 +155,7 @@ pub(crate) fn start(
 async fn send(
     addr: SocketAddr,
     rx: tokio::sync::mpsc::Receiver<SnapshotChunk>,
+    auth: crate::peer_auth::PeerAuth,
 ) -> Result<(), String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -161,8 +164,10 @@ async fn send(
     let mut client = PeerClient::new(channel)
         .max_encoding_message_size(crate::node::PEER_MESSAGE_MAX)
         .max_decoding_message_size(crate::node::PEER_MESSAGE_MAX);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    auth.sign(&mut request);
     client
-        .snapshot(ReceiverStream::new(rx))
+        .snapshot(request)
         .await
         .map(|_| ())
         .map_err(|s| s.message().to_string())

@@ -24,6 +24,7 @@ pub struct PeerService {
     storage: crate::streams::StorageHandle,
     cluster_id: u64,
     reporter: crate::report::Reporter,
+    auth: crate::peer_auth::PeerAuth,
 }
 
 impl PeerService {
@@ -34,12 +35,14 @@ impl PeerService {
         storage: crate::streams::StorageHandle,
         cluster_id: u64,
         reporter: crate::report::Reporter,
+        auth: crate::peer_auth::PeerAuth,
     ) -> PeerService {
         PeerService {
             inputs,
             storage,
             cluster_id,
             reporter,
+            auth,
         }
     }
 }
@@ -47,9 +50,18 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn stream(&self, request: Request<Streaming<Batch>>) -> Result<Response<Ack>, Status> {
+        let sender = self.auth.verify(&request)?;
         let mut stream = request.into_inner();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            // An authenticated stream speaks for its sender only.
+            if sender.is_some_and(|s| s != batch.from) {
+                return Err(Status::permission_denied(format!(
+                    "a batch from node {} on node {}'s stream",
+                    batch.from,
+                    sender.unwrap_or_default()
+                )));
+            }
             match self.inputs.send(Input::Peer(batch)) {
                 Ok(()) => {}
                 // The core is behind: drop the batch, Paxos retransmits
@@ -69,6 +81,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<synod_proto::peerpb::SnapshotChunk>>,
     ) -> Result<Response<Ack>, Status> {
+        self.auth.verify(&request)?;
         crate::streams::receive(
             &self.storage,
             &self.inputs,
@@ -83,6 +96,7 @@ impl Peer for PeerService {
         &self,
         request: Request<synod_proto::peerpb::ReportRequest>,
     ) -> Result<Response<synod_proto::peerpb::NodeReport>, Status> {
+        self.auth.verify(&request)?;
         if request.get_ref().cluster_id != self.cluster_id {
             return Err(Status::permission_denied(format!(
                 "this node belongs to cluster {:x}, not {:x}",
@@ -96,7 +110,11 @@ impl Peer for PeerService {
 
 /// Streams batches from `queue` to the peer at `addr`, reconnecting as
 /// needed; batches queued while disconnected are dropped (Paxos resends).
-pub async fn run_sender(addr: SocketAddr, mut queue: mpsc::Receiver<Batch>) {
+pub async fn run_sender(
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<Batch>,
+    auth: crate::peer_auth::PeerAuth,
+) {
     let uri = format!("http://{addr}");
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(uri.clone()) {
@@ -119,7 +137,9 @@ pub async fn run_sender(addr: SocketAddr, mut queue: mpsc::Receiver<Batch>) {
         let mut client = client
             .max_encoding_message_size(1 << 30)
             .max_decoding_message_size(1 << 30);
-        let call = tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await });
+        let mut request = Request::new(ReceiverStream::new(rx));
+        auth.sign(&mut request);
+        let call = tokio::spawn(async move { client.stream(request).await });
         loop {
             let Some(batch) = queue.recv().await else {
                 return;
