@@ -269,7 +269,7 @@ async fn start_http(node: Arc<Node>, addr: SocketAddr) -> Result<SocketAddr> {
     Ok(local)
 }
 
-async fn start(config: NodeConfig) -> Result<Arc<Node>> {
+async fn start(config: NodeConfig, tls: Option<synod_server::tls::ServerTls>) -> Result<Arc<Node>> {
     let client_addr = config.me().client_addr;
     let listener = synod_etcd::bind(client_addr).await.with_context(|| {
         format!("cannot listen for clients on {client_addr} (is another process using the port?)")
@@ -277,7 +277,7 @@ async fn start(config: NodeConfig) -> Result<Arc<Node>> {
     let node = Node::start(config).await?;
     let api = node.clone();
     tokio::spawn(async move {
-        if let Err(e) = synod_etcd::serve(api, listener).await {
+        if let Err(e) = synod_etcd::serve_tls(api, listener, tls).await {
             tracing::error!(error = %e, "etcd API stopped");
         }
     });
@@ -313,7 +313,7 @@ async fn dev(
         let dir = data_dir.join(format!("node{}", id.0));
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
         config.quick_repair = quick_repair;
-        starting.push(tokio::spawn(start(config)));
+        starting.push(tokio::spawn(start(config, None)));
     }
     let mut running = Vec::new();
     for handle in starting {
@@ -389,6 +389,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         metrics_addr,
         max_request_bytes,
         peer_secret,
+        client_tls,
     } = settings;
     let members = peers
         .iter()
@@ -418,7 +419,15 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         config.cluster_id = c;
         config.cluster_id_derived = false;
     }
-    let node = start(config).await?;
+    let tls = match client_tls {
+        Some(files) => Some(
+            synod_server::tls::ServerTls::grpc(files)
+                .context("cannot set up TLS for the etcd API")?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let node = start(config, tls).await?;
     let _zk = match zk_addr {
         Some(addr) => {
             let server = start_zk(node.clone(), addr, zk).await?;
@@ -431,7 +440,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         let local = start_http(node.clone(), addr).await?;
         println!("synod node {id}: metrics and dashboard http://{local}/");
     }
-    println!("synod node {id}: etcd API {client_addr}, peers {peer_addr}");
+    println!("synod node {id}: etcd API {scheme}://{client_addr}, peers {peer_addr}");
     tokio::signal::ctrl_c().await?;
     node.stop();
     Ok(())

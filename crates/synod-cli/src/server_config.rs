@@ -97,6 +97,21 @@ pub struct ServerArgs {
     /// out foreign nodes, not an attacker who can read peer traffic.
     #[arg(long)]
     pub peer_secret_file: Option<PathBuf>,
+    /// The etcd API's TLS certificate (PEM chain, leaf first): clients
+    /// then connect with https:// (etcdctl --cacert). Reloaded when the
+    /// file changes.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CAs whose client certificates are accepted (PEM).
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse etcd clients without a certificate signed by
+    /// --trusted-ca-file (etcdctl --cert/--key).
+    #[arg(long)]
+    pub client_cert_auth: bool,
 }
 
 /// The same settings as they appear in a config file.
@@ -121,6 +136,10 @@ struct FileConfig {
     metrics_addr: Option<SocketAddr>,
     max_request_bytes: Option<usize>,
     peer_secret_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
 }
 
 /// Settings after merging, all present and checked.
@@ -158,6 +177,8 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// The cluster's peer secret, read from its file.
     pub peer_secret: Option<Vec<u8>>,
+    /// TLS for the etcd API, when it is on.
+    pub client_tls: Option<synod_server::tls::TlsFiles>,
 }
 
 /// Reads a peer secret file: its bytes without a trailing newline, at
@@ -287,6 +308,28 @@ impl ServerArgs {
         if !(1024..=64 << 20).contains(&max_request_bytes) {
             bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
         }
+        let trusted_ca = self.trusted_ca_file.or(file.trusted_ca_file);
+        let client_tls = match (
+            self.cert_file.or(file.cert_file),
+            self.key_file.or(file.key_file),
+        ) {
+            (Some(cert), Some(key)) => Some(synod_server::tls::TlsFiles {
+                cert,
+                key,
+                trusted_ca: trusted_ca.clone(),
+                client_cert_auth: self.client_cert_auth || file.client_cert_auth.unwrap_or(false),
+            }),
+            (None, None) if trusted_ca.is_some() => {
+                bail!("--trusted-ca-file needs --cert-file and --key-file (TLS for the etcd API)")
+            }
+            (None, None) => None,
+            _ => bail!("--cert-file and --key-file go together"),
+        };
+        if let Some(t) = &client_tls {
+            if t.client_cert_auth && t.trusted_ca.is_none() {
+                bail!("--client-cert-auth needs --trusted-ca-file (the CAs whose client certificates to accept)");
+            }
+        }
         let peer_secret = match self.peer_secret_file.or(file.peer_secret_file) {
             Some(path) => Some(read_peer_secret(&path)?),
             None => None,
@@ -311,6 +354,7 @@ impl ServerArgs {
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             max_request_bytes,
             peer_secret,
+            client_tls,
             zk,
             quick_repair,
             id,

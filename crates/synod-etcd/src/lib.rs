@@ -80,15 +80,23 @@ pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(node, listener, None).await
+}
+
+/// Serves the etcd API on `listener` until the node stops, over TLS when
+/// `tls` is given (`https://` endpoints; etcdctl's `--cacert`, `--cert`,
+/// `--key`).
+pub async fn serve_tls(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    tls: Option<synod_server::tls::ServerTls>,
+) -> Result<(), tonic::transport::Error> {
     let api = EtcdApi::new(node.clone());
     // gRPC's own limit sits above the request limit, as etcd's does
     // (max-request-bytes + 512 KiB), so that a request a little too large
     // gets etcd's "request is too large", not a transport error.
     let decode_max = node.config().max_request_bytes + (512 << 10);
-    // Without TCP_NODELAY small responses wait for the client's delayed ACK
-    // (~40 ms): the single largest latency cost measured.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(metrics::MetricsLayer::new(node.metrics().clone()))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(decode_max))
@@ -96,9 +104,29 @@ pub async fn serve(
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(LockServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(decode_max))
-        .add_service(ClusterServer::new(api).max_decoding_message_size(decode_max))
-        .serve_with_incoming_shutdown(incoming, async move { node.stopped().await })
-        .await
+        .add_service(ClusterServer::new(api).max_decoding_message_size(decode_max));
+    let stopped = {
+        let node = node.clone();
+        async move { node.stopped().await }
+    };
+    match tls {
+        Some(tls) => {
+            let stop = {
+                let node = node.clone();
+                async move { node.stopped().await }
+            };
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener, stop), stopped)
+                .await
+        }
+        None => {
+            // Without TCP_NODELAY small responses wait for the client's
+            // delayed ACK (~40 ms): the single largest latency cost measured.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    }
 }
 
 /// Binds the etcd API address, with an error an operator can act on.

@@ -14,6 +14,7 @@ mod peer_auth;
 mod report;
 mod restore;
 mod streams;
+pub mod tls;
 mod transport;
 
 pub use crate::core::{LeaseAnswer, Published, ZkFeed, ZkListener};
