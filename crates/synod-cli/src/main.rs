@@ -169,6 +169,7 @@ fn node_config(
         quick_repair: false,
         max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
         peer_secret: None,
+        peer_tls: None,
     }
 }
 
@@ -390,6 +391,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         max_request_bytes,
         peer_secret,
         client_tls,
+        peer_tls,
     } = settings;
     let members = peers
         .iter()
@@ -415,6 +417,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.quick_repair = quick_repair;
     config.max_request_bytes = max_request_bytes;
     config.peer_secret = peer_secret;
+    config.peer_tls = peer_tls;
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;

@@ -112,6 +112,22 @@ pub struct ServerArgs {
     /// --trusted-ca-file (etcdctl --cert/--key).
     #[arg(long)]
     pub client_cert_auth: bool,
+    /// The peer port's TLS certificate (PEM), also presented when this
+    /// node calls its peers; with it, peers talk over TLS.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file (PEM).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CAs that sign the members' peer certificates (PEM); needed with
+    /// peer TLS.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers without a certificate signed by
+    /// --peer-trusted-ca-file, before any of their messages reach the
+    /// core.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
 }
 
 /// The same settings as they appear in a config file.
@@ -140,6 +156,10 @@ struct FileConfig {
     key_file: Option<PathBuf>,
     trusted_ca_file: Option<PathBuf>,
     client_cert_auth: Option<bool>,
+    peer_cert_file: Option<PathBuf>,
+    peer_key_file: Option<PathBuf>,
+    peer_trusted_ca_file: Option<PathBuf>,
+    peer_client_cert_auth: Option<bool>,
 }
 
 /// Settings after merging, all present and checked.
@@ -179,6 +199,8 @@ pub struct ServerSettings {
     pub peer_secret: Option<Vec<u8>>,
     /// TLS for the etcd API, when it is on.
     pub client_tls: Option<synod_server::tls::TlsFiles>,
+    /// TLS between peers, when it is on.
+    pub peer_tls: Option<synod_server::tls::TlsFiles>,
 }
 
 /// Reads a peer secret file: its bytes without a trailing newline, at
@@ -330,6 +352,23 @@ impl ServerArgs {
                 bail!("--client-cert-auth needs --trusted-ca-file (the CAs whose client certificates to accept)");
             }
         }
+        let peer_tls = match (
+            self.peer_cert_file.or(file.peer_cert_file),
+            self.peer_key_file.or(file.peer_key_file),
+            self.peer_trusted_ca_file.or(file.peer_trusted_ca_file),
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(synod_server::tls::TlsFiles {
+                cert,
+                key,
+                trusted_ca: Some(ca),
+                client_cert_auth: self.peer_client_cert_auth
+                    || file.peer_client_cert_auth.unwrap_or(false),
+            }),
+            (None, None, None) if !self.peer_client_cert_auth => None,
+            _ => bail!(
+                "peer TLS needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file together"
+            ),
+        };
         let peer_secret = match self.peer_secret_file.or(file.peer_secret_file) {
             Some(path) => Some(read_peer_secret(&path)?),
             None => None,
@@ -355,6 +394,7 @@ impl ServerArgs {
             max_request_bytes,
             peer_secret,
             client_tls,
+            peer_tls,
             zk,
             quick_repair,
             id,

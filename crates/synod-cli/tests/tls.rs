@@ -226,3 +226,60 @@ fn bad_tls_settings_stop_the_server_with_the_reason() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_talk_over_tls_and_refuse_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("synod peer CA");
+    let (cert, key) = ca.issue(&["127.0.0.1"], "synod peer");
+    let ca_file = write(dir.path(), "peer-ca.pem", &ca.pem());
+    let cert_file = write(dir.path(), "peer.pem", &cert);
+    let key_file = write(dir.path(), "peer-key.pem", &key);
+    let flags = [
+        "--peer-cert-file".to_string(),
+        arg(&cert_file),
+        "--peer-key-file".to_string(),
+        arg(&key_file),
+        "--peer-trusted-ca-file".to_string(),
+        arg(&ca_file),
+        "--peer-client-cert-auth".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+    bounded("peer TLS", Duration::from_secs(120), async {
+        let mut cluster = Cluster::start_with(3, &flags);
+        // An election and forwarded writes need the peers to talk.
+        let leader = cluster.wait_ready().await;
+        let follower = cluster.ids().into_iter().find(|i| *i != leader).unwrap();
+        let via_follower = [cluster.host_ports()[follower as usize - 1].clone()];
+        let (ok, out) = etcdctl(&via_follower, &["put", "over-tls", "1"]);
+        assert!(ok, "{out}");
+        let (ok, out) = etcdctl(
+            &cluster.host_ports(),
+            &["get", "over-tls", "--print-value-only"],
+        );
+        assert!(ok && out.trim() == "1", "{out}");
+        // A plain-text peer call gets no answer from the TLS port.
+        let plain = synod_proto::peerpb::peer_client::PeerClient::connect(format!(
+            "http://{}",
+            cluster.addrs(leader).peer
+        ))
+        .await;
+        if let Ok(mut client) = plain {
+            let r = client
+                .report(synod_proto::peerpb::ReportRequest { cluster_id: 0 })
+                .await;
+            assert!(r.is_err(), "a plain-text peer call was answered: {r:?}");
+        }
+        // The old leader killed: the others elect over TLS, and it rejoins.
+        cluster.kill(leader);
+        let new = cluster.wait_ready().await;
+        assert_ne!(new, leader);
+        cluster.spawn(leader);
+        cluster.wait_ready().await;
+        let only_old = [cluster.host_ports()[leader as usize - 1].clone()];
+        let (ok, out) = etcdctl(&only_old, &["get", "over-tls", "--print-value-only"]);
+        assert!(ok && out.trim() == "1", "{out}");
+        cluster.assert_alive();
+    })
+    .await;
+}

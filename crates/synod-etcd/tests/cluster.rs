@@ -97,6 +97,7 @@ impl Cluster {
             quick_repair: true,
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
             peer_secret: None,
+            peer_tls: None,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

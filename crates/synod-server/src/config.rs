@@ -70,6 +70,11 @@ pub struct NodeConfig {
     /// `peer_auth`). The same on every member; `None` checks only the
     /// cluster id and membership.
     pub peer_secret: Option<Vec<u8>>,
+    /// TLS on the peer port (etcd's `--peer-cert-file` and friends): this
+    /// node serves and presents this certificate, and with
+    /// `client_cert_auth` accepts only peers whose certificate its trusted
+    /// CAs signed.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.

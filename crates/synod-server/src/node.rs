@@ -221,7 +221,15 @@ impl Node {
             config.id.0,
             config.cluster_id,
             config.peer_secret.as_deref(),
-        );
+        )
+        .with_tls(config.peer_tls.clone());
+        let peer_tls = match &config.peer_tls {
+            Some(files) => Some(
+                crate::tls::ServerTls::grpc(files.clone())
+                    .map_err(|e| StartError::Config(format!("peer TLS: {e}")))?,
+            ),
+            None => None,
+        };
         let mut peers = BTreeMap::new();
         let mut peer_addrs = BTreeMap::new();
         for (id, m) in &config.members {
@@ -260,14 +268,26 @@ impl Node {
         .max_encoding_message_size(PEER_MESSAGE_MAX);
         let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await;
+            let router = tonic::transport::Server::builder().add_service(service);
+            let mut tls_stopped = stopped.clone();
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let _ = match peer_tls {
+                Some(tls) => {
+                    let tls_stop = async move {
+                        let _ = tls_stopped.wait_for(|s| *s).await;
+                    };
+                    router
+                        .serve_with_incoming_shutdown(tls.incoming(listener, tls_stop), stop)
+                        .await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            };
         });
         let published = Arc::new(Mutex::new(Published::default()));
         let zk_listener: crate::core::ZkListenerSlot = Arc::new(Mutex::new(None));
@@ -646,10 +666,7 @@ impl Node {
             if m.id == self.config.id.0 {
                 continue;
             }
-            let addr = m
-                .peer_ur_ls
-                .iter()
-                .find_map(|u| u.strip_prefix("http://").and_then(|a| a.parse().ok()));
+            let addr = crate::config::peer_addr_of(&m);
             asks.push((m.id, addr));
         }
         let cluster_id = self.config.cluster_id;

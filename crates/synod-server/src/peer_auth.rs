@@ -11,7 +11,8 @@
 //! The token is the same on every call of a node, so it keeps out foreign
 //! and misconfigured nodes and anyone who does not know the secret, not
 //! an attacker who can read peer traffic: that needs mutual TLS on the
-//! peer port.
+//! peer port (`--peer-cert-file` and friends; this type also opens the
+//! TLS connections, see [`PeerAuth::with_tls`]).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -32,6 +33,9 @@ pub struct PeerAuth {
     me: u64,
     cluster_id: u64,
     secret: Option<Arc<[u8]>>,
+    /// Peer TLS: this node's certificate (presented to the peers it calls)
+    /// and the CAs it trusts for theirs.
+    tls: Option<crate::tls::TlsFiles>,
 }
 
 impl PeerAuth {
@@ -42,7 +46,41 @@ impl PeerAuth {
             me,
             cluster_id,
             secret: secret.map(Arc::from),
+            tls: None,
         }
+    }
+
+    /// Calls peers over TLS with these files (read again for every new
+    /// connection, so renewed files are used without a restart).
+    pub fn with_tls(mut self, tls: Option<crate::tls::TlsFiles>) -> PeerAuth {
+        self.tls = tls;
+        self
+    }
+
+    /// An endpoint for the peer at `addr`: `https://` with this node's
+    /// certificate when peer TLS is on, `http://` otherwise.
+    pub(crate) fn endpoint(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<tonic::transport::Endpoint, String> {
+        let Some(files) = &self.tls else {
+            return tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map(|e| e.tcp_nodelay(true))
+                .map_err(|e| e.to_string());
+        };
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut config = tonic::transport::ClientTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?),
+        );
+        if let Some(ca) = &files.trusted_ca {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(config)
+            .map(|e| e.tcp_nodelay(true))
+            .map_err(|e| e.to_string())
     }
 
     fn mac(&self, secret: &[u8], from: u64) -> Hmac<Sha256> {

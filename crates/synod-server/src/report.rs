@@ -124,11 +124,7 @@ impl ReportClients {
             match channels.get(&addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let endpoint =
-                        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                            .map_err(|e| e.to_string())?
-                            .connect_timeout(REPORT_TIMEOUT)
-                            .tcp_nodelay(true);
+                    let endpoint = auth.endpoint(addr)?.connect_timeout(REPORT_TIMEOUT);
                     let c = endpoint.connect_lazy();
                     channels.insert(addr, c.clone());
                     c

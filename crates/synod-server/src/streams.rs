@@ -157,9 +157,7 @@ async fn send(
     rx: tokio::sync::mpsc::Receiver<SnapshotChunk>,
     auth: crate::peer_auth::PeerAuth,
 ) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .tcp_nodelay(true);
+    let endpoint = auth.endpoint(addr)?;
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel)
         .max_encoding_message_size(crate::node::PEER_MESSAGE_MAX)

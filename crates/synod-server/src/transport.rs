@@ -115,11 +115,18 @@ pub async fn run_sender(
     mut queue: mpsc::Receiver<Batch>,
     auth: crate::peer_auth::PeerAuth,
 ) {
-    let uri = format!("http://{addr}");
     loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(uri.clone()) {
-            Ok(e) => e.tcp_nodelay(true),
-            Err(_) => return,
+        let endpoint = match auth.endpoint(addr) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot set up a peer connection");
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
         };
         let client = match endpoint.connect().await.map(PeerClient::new) {
             Ok(c) => c,
