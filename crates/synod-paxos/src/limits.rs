@@ -83,8 +83,10 @@ pub struct Refused {
     /// [`ROUND_MAX`].
     pub absurd_round: u64,
     /// Messages whose slots cannot exist (slot 0, a range past `u64::MAX`),
-    /// that carry more than [`MESSAGE_SLOTS_MAX`] slots, or that carry a
-    /// membership entry that fails validation.
+    /// that carry more than [`MESSAGE_SLOTS_MAX`] slots, that carry a
+    /// membership entry that fails validation, or that propose (probe,
+    /// prepare, accept, hand over) in the receiver's own ballot (its own
+    /// are delivered locally, never through the network).
     pub malformed: u64,
     /// Accepted or learned slots dropped because they lie more than
     /// `Config::slots_ahead_max` past the commit point (counted per slot).

@@ -398,8 +398,25 @@ impl<C: Clone + PartialEq + fmt::Debug> Replica<C> {
     }
 
     /// Counts and refuses a message that fails the state-free checks of
-    /// `limits::judge`; true when it may be handled.
+    /// `limits::judge`, or that proposes in this replica's own ballot;
+    /// true when it may be handled.
     fn admit(&mut self, message: &Message<C>) -> bool {
+        // Probes, prepares, accepts and handovers speak for their sender's
+        // ballot, and this replica's own never come from the network (they
+        // are delivered locally): one in its ballot is forged, whoever
+        // claims to send it, and taken as an acceptor's it would move a
+        // leader's log under its own window.
+        let proposal = matches!(
+            message,
+            Message::Probe { .. }
+                | Message::Prepare { .. }
+                | Message::Accept { .. }
+                | Message::Handover { .. }
+        );
+        if proposal && message.ballot().node == self.config.id {
+            self.refused.malformed += 1;
+            return false;
+        }
         match judge(message) {
             Verdict::Admit => true,
             Verdict::AbsurdRound => {

@@ -563,3 +563,7 @@ fn command_ranges(d: &mut Decoder<'_>) -> Result<Vec<Range<usize>>, DecodeError>
 #[cfg(test)]
 #[path = "codec_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "codec_hostile_test.rs"]
+mod hostile_tests;

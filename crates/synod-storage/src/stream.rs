@@ -42,7 +42,7 @@ use bytes::Bytes;
 use redb::{Durability, ReadOnlyTable, ReadableTable};
 use std::path::Path;
 use std::sync::Arc;
-use synod_kv::KvStore;
+use synod_kv::{KeyRange, KvStore, StateSource};
 use synod_paxos::Slot;
 
 /// The longest row key a chunk may carry (an etcd key is at most 1.5 MiB
@@ -208,11 +208,36 @@ impl Storage {
             Some(s) if s.id == stage && s.complete => {}
             other => return Err(corrupt(format!("no complete stage {stage}: {other:?}"))),
         }
-        match KvStore::load(self.rows(group, stage)) {
-            Ok(Some(kv)) => Ok(kv),
-            Ok(None) => Err(corrupt("the snapshot has no meta row".to_string())),
-            Err(e) => Err(corrupt(e)),
+        let rows = self.rows(group, stage);
+        let kv = match KvStore::load(Arc::clone(&rows) as _) {
+            Ok(Some(kv)) => kv,
+            Ok(None) => return Err(corrupt("the snapshot has no meta row".to_string())),
+            Err(e) => return Err(corrupt(e)),
+        };
+        // The rows came from a peer or a file: every value the index keeps
+        // on disk must be there with its length (S2), or the first read of
+        // it would stop the node. (A restart trusts its own rows; this
+        // reads each long value of the snapshot once.)
+        let mvcc = kv.mvcc();
+        for (key, versions) in mvcc.versions(&KeyRange::all()) {
+            for v in versions {
+                let Err(value) = mvcc.value_or_row(key, v) else {
+                    continue;
+                };
+                match rows.get(&value.row) {
+                    Some(b) if b.len() == value.len as usize => {}
+                    found => {
+                        return Err(corrupt(format!(
+                            "key {key:?} at revision {}: value row of {:?} bytes, {} expected",
+                            v.mod_revision,
+                            found.map(|b| b.len()),
+                            value.len
+                        )))
+                    }
+                }
+            }
         }
+        Ok(kv)
     }
 
     /// Drops every group's stage (at start: a stream does not survive the
