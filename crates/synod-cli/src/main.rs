@@ -170,6 +170,7 @@ fn node_config(
         max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
         peer_secret: None,
         peer_tls: None,
+        client_tls: false,
     }
 }
 
@@ -418,6 +419,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.max_request_bytes = max_request_bytes;
     config.peer_secret = peer_secret;
     config.peer_tls = peer_tls;
+    config.client_tls = client_tls.is_some();
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;

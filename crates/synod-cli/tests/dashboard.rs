@@ -102,11 +102,14 @@ async fn the_dashboard_shows_the_leader_and_a_new_one_after_a_kill() {
             assert_eq!(status, "live", "the page follows the server-sent events");
             let rows = js(&tab, "document.querySelectorAll('#members tbody tr').length");
             assert_eq!(rows, "3");
-            let roles = js(
+            // Each node refreshes its own line every 100 ms.
+            wait_for(
                 &tab,
+                "the roles to settle",
+                Duration::from_secs(10),
                 "[...document.querySelectorAll('#members tbody tr')].map(r => r.dataset.role).sort().join(',')",
+                |roles| roles == "follower,follower,leader",
             );
-            assert_eq!(roles, "follower,follower,leader");
         });
         let killed_at = Instant::now();
         cluster.kill(leader);

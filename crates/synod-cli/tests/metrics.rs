@@ -261,8 +261,17 @@ async fn the_cluster_report_shows_a_new_leader_after_the_leader_dies() {
             "the report to name the leader",
             Duration::from_secs(10),
             || {
+                // Each node refreshes its own line every 100 ms: wait until
+                // all three have seen the election settle.
                 let r = report(&url);
-                (r["leaders"][0]["leader"] == leader).then(|| r.to_string())
+                let mut roles: Vec<String> = r["members"]
+                    .as_array()?
+                    .iter()
+                    .map(|m| m["groups"][0]["role"].as_str().unwrap_or("").to_string())
+                    .collect();
+                roles.sort();
+                (r["leaders"][0]["leader"] == leader && roles == ["follower", "follower", "leader"])
+                    .then(|| r.to_string())
             },
         );
         let r: serde_json::Value = serde_json::from_str(&before).unwrap();

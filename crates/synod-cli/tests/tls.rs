@@ -117,6 +117,9 @@ async fn etcdctl_over_tls_with_client_certificates_and_a_renewed_certificate() {
         assert!(ok && out.trim() == "yes", "{out}");
         // Without a client certificate, with an unknown CA, or in the
         // clear: refused.
+        // The member list advertises the https:// URLs it serves.
+        let (ok, out) = etcdctl(&https, &[&tls[..], &["member", "list"]].concat());
+        assert!(ok && out.matches("https://127.0.0.1").count() == 3, "{out}");
         let (ok, out) = etcdctl(&https, &[ca_arg.as_str(), "get", "secure"]);
         assert!(!ok, "no client certificate, yet: {out}");
         let other = Ca::new("another CA");

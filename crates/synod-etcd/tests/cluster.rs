@@ -98,6 +98,7 @@ impl Cluster {
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
             peer_secret: None,
             peer_tls: None,
+            client_tls: false,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

@@ -75,6 +75,8 @@ pub struct NodeConfig {
     /// `client_cert_auth` accepts only peers whose certificate its trusted
     /// CAs signed.
     pub peer_tls: Option<crate::tls::TlsFiles>,
+    /// The etcd API is served over TLS (the member list says `https://`).
+    pub client_tls: bool,
 }
 
 /// Snapshot chunk size of a real cluster: 1 MiB.
@@ -107,13 +109,16 @@ pub fn peer_addr_of(m: &synod_proto::etcdserverpb::Member) -> Option<SocketAddr>
 }
 
 impl Member {
-    /// This member as etcd lists it.
-    pub fn info(&self) -> synod_proto::etcdserverpb::Member {
+    /// This member as etcd lists it, with `https://` URLs where TLS is on
+    /// (clients that sync their endpoints from the member list, as
+    /// clientv3's auto-sync does, connect with the right scheme).
+    pub fn info(&self, client_tls: bool, peer_tls: bool) -> synod_proto::etcdserverpb::Member {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
         synod_proto::etcdserverpb::Member {
             id: self.id.0,
             name: format!("synod-{}", self.id.0),
-            peer_ur_ls: vec![format!("http://{}", self.peer_addr)],
-            client_ur_ls: vec![format!("http://{}", self.client_addr)],
+            peer_ur_ls: vec![format!("{}://{}", scheme(peer_tls), self.peer_addr)],
+            client_ur_ls: vec![format!("{}://{}", scheme(client_tls), self.client_addr)],
             is_learner: false,
         }
     }

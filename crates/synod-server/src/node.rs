@@ -1,7 +1,7 @@
 //! The node facade the front ends call: start, write, read, status. It owns
 //! the core loop's thread and the peer transport's tasks.
 
-use crate::config::{Member, NodeConfig};
+use crate::config::NodeConfig;
 use crate::core::{Core, CoreParts, Input, LeaseAnswer, Published, GROUP};
 use crate::hub::{stream_channel, Hub, HubInput, StreamId, WatchReceiver, WatchSpec};
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
@@ -58,7 +58,11 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         snapshot_every: config.snapshot_every,
         compact_keep: synod_group::COMPACT_KEEP_SLOTS,
         session_idle_ms: synod_group::SESSION_IDLE_MS,
-        initial_members: config.members.values().map(Member::info).collect(),
+        initial_members: config
+            .members
+            .values()
+            .map(|m| m.info(config.client_tls, config.peer_tls.is_some()))
+            .collect(),
         record_applied: false,
         // No group is the meta group yet (shards, issue 10).
         timestamp_oracle: false,
