@@ -197,11 +197,26 @@ impl Conn {
                         let started = Instant::now();
                         let done = self.request(&frame).await?;
                         let labels = (done.2, done.3);
-                        // Events first: they may describe what the reply shows.
+                        // The events of changes the reply shows go first
+                        // (ZooKeeper's ordering guarantee); those of later
+                        // changes, queued while the request was answered,
+                        // go after it. A client registers a watch when the
+                        // reply that set it arrives (kazoo does): an event
+                        // ahead of that reply would find no watcher and be
+                        // lost, and the one-shot watch with it.
+                        let shown = self.zxid;
+                        let mut later = Vec::new();
                         while let Ok(n) = notes.try_recv() {
-                            self.push_event(&n);
+                            if n.zxid <= shown {
+                                self.push_event(&n);
+                            } else {
+                                later.push(n);
+                            }
                         }
                         self.out.extend_from_slice(&done.0);
+                        for n in &later {
+                            self.push_event(n);
+                        }
                         self.record(started, labels);
                         if let Some(why) = done.1 {
                             self.flush().await?;
