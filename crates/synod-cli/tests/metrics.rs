@@ -25,15 +25,13 @@ fn have(tool: &str) -> bool {
 /// Waits until `check` holds, polling every 200 ms, or panics with `what`.
 fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Option<String>) -> String {
     let deadline = Instant::now() + limit;
-    let mut last = String::new();
     while Instant::now() < deadline {
         match check() {
             Some(found) => return found,
             None => std::thread::sleep(Duration::from_millis(200)),
         }
-        last = what.to_string();
     }
-    panic!("timed out waiting for {last}");
+    panic!("timed out waiting for {what}");
 }
 
 /// The value of the sample `name` (exact, labels included) in a scrape.

@@ -601,59 +601,7 @@ impl Core {
             tracing::warn!(%from, group = %id, "batch from a node that is not a member dropped");
             return;
         }
-        for envelope in batch.messages {
-            match codec::decode(envelope) {
-                Ok((to, message)) if to == my_id => group.step(from, PeerItem::Paxos(message), now),
-                Ok(_) => tracing::warn!(%from, "message for another node dropped"),
-                Err(e) => tracing::warn!(%from, error = %e, "peer message dropped"),
-            }
-        }
-        for command in batch.forwards {
-            group.step(from, PeerItem::Forward(command), now);
-        }
-        for q in batch.lease_queries {
-            let item = PeerItem::LeaseQuery {
-                token: q.token,
-                id: q.id,
-                renew: q.renew,
-            };
-            group.step(from, item, now);
-        }
-        for a in batch.lease_answers {
-            let answer = (a.ttl >= 0).then_some((a.ttl, a.granted_ttl));
-            let item = PeerItem::LeaseAnswer {
-                token: a.token,
-                answer,
-            };
-            group.step(from, item, now);
-        }
-        for token in batch.read_index {
-            group.step(from, PeerItem::ReadIndex { token }, now);
-        }
-        for q in batch.timestamp_queries {
-            let item = PeerItem::TimestampQuery {
-                token: q.token,
-                count: q.count,
-            };
-            group.step(from, item, now);
-        }
-        for a in batch.timestamp_answers {
-            // A range must be a range of revisions: refused otherwise.
-            let valid = a.granted && 0 < a.first && a.first <= a.last;
-            if a.granted && !valid {
-                tracing::warn!(%from, first = a.first, last = a.last, "invalid timestamp range refused");
-            }
-            let item = PeerItem::TimestampAnswer {
-                token: a.token,
-                range: valid.then_some((a.first, a.last)),
-            };
-            group.step(from, item, now);
-        }
-        for a in batch.read_index_answers {
-            let item = PeerItem::ReadIndexAnswer {
-                token: a.token,
-                slot: a.confirmed.then_some(Slot(a.slot)),
-            };
+        for item in codec::batch_items(batch, my_id) {
             group.step(from, item, now);
         }
     }

@@ -233,6 +233,11 @@ impl Metrics {
         self.request_seconds
             .with_label_values(&[api, op])
             .observe(seconds);
+        self.add_totals(seconds);
+    }
+
+    /// The totals the dashboard turns into throughput and mean latency.
+    fn add_totals(&self, seconds: f64) {
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         self.request_nanos_total
             .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
@@ -258,9 +263,7 @@ impl Metrics {
         m.handled_ok.inc();
         m.requests_ok.inc();
         m.seconds.observe(seconds);
-        self.requests_total.fetch_add(1, Ordering::Relaxed);
-        self.request_nanos_total
-            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        self.add_totals(seconds);
     }
 
     /// A gRPC call started (go-grpc-prometheus's counter).

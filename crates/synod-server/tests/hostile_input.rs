@@ -796,62 +796,13 @@ fn huge_length_prefixes_are_refused_before_allocating() {
 // The group a node steps decoded batches into.
 //
 // The node's entry point (`Core::on_peer`) is private and needs a tokio
-// runtime and the node's channels; what it does per batch is decode each
-// envelope with `codec::decode` and step the group with it and with every
-// other item. `items` below does the same, and three real groups (no
-// sockets, no disk) take it.
+// runtime and the node's channels; after its cluster and membership checks
+// it steps the group with `codec::batch_items` of the batch. The tests
+// call that same function, and three real groups (no sockets, no disk)
+// take its items.
 // ---------------------------------------------------------------------
 
 const TICK_MS: u64 = 10;
-
-/// What `Core::on_peer` steps the group with for a batch from a member.
-fn items(batch: peerpb::Batch, me: NodeId) -> Vec<PeerItem> {
-    let mut out = Vec::new();
-    for envelope in batch.messages {
-        if let Ok((to, message)) = codec::decode(envelope) {
-            if to == me {
-                out.push(PeerItem::Paxos(message));
-            }
-        }
-    }
-    out.extend(batch.forwards.into_iter().map(PeerItem::Forward));
-    for q in batch.lease_queries {
-        out.push(PeerItem::LeaseQuery {
-            token: q.token,
-            id: q.id,
-            renew: q.renew,
-        });
-    }
-    for a in batch.lease_answers {
-        out.push(PeerItem::LeaseAnswer {
-            token: a.token,
-            answer: (a.ttl >= 0).then_some((a.ttl, a.granted_ttl)),
-        });
-    }
-    for token in batch.read_index {
-        out.push(PeerItem::ReadIndex { token });
-    }
-    for q in batch.timestamp_queries {
-        out.push(PeerItem::TimestampQuery {
-            token: q.token,
-            count: q.count,
-        });
-    }
-    for a in batch.timestamp_answers {
-        let valid = a.granted && 0 < a.first && a.first <= a.last;
-        out.push(PeerItem::TimestampAnswer {
-            token: a.token,
-            range: valid.then_some((a.first, a.last)),
-        });
-    }
-    for a in batch.read_index_answers {
-        out.push(PeerItem::ReadIndexAnswer {
-            token: a.token,
-            slot: a.confirmed.then_some(Slot(a.slot)),
-        });
-    }
-    out
-}
 
 /// Three groups wired by an in-memory network; every write is durable at
 /// once.
@@ -1247,7 +1198,7 @@ fn hostile_batches_from_a_member_are_stepped_without_panic() {
             let target = NodeId(target);
             let now = Time(cluster.now);
             let group = cluster.groups.get_mut(&target).expect("group");
-            for item in items(batch, target) {
+            for item in codec::batch_items(batch, target) {
                 group.step(NodeId(2), item, now);
                 stepped.set(stepped.get() + 1);
             }
@@ -1315,7 +1266,7 @@ fn an_accept_in_the_leaders_own_ballot_from_a_peer_is_refused() {
         let before = cluster.groups[&leader].replica().refused().malformed;
         let now = Time(cluster.now);
         let group = cluster.groups.get_mut(&leader).expect("group");
-        for item in items(batch, leader) {
+        for item in codec::batch_items(batch, leader) {
             group.step(NodeId(forger), item, now);
         }
         cluster.settle();
@@ -1359,7 +1310,7 @@ fn oversized_messages_are_refused_and_counted() {
     let batch = peerpb::Batch::decode(batch.encode_to_vec().as_slice()).expect("decodes");
     let before = cluster.groups[&follower].replica().refused().malformed;
     let now = Time(cluster.now);
-    let items = items(batch, follower);
+    let items = codec::batch_items(batch, follower);
     assert_eq!(items.len(), 1);
     let group = cluster.groups.get_mut(&follower).expect("group");
     for item in items {
