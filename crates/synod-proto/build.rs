@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/mvccpb.proto",
+        "proto/authpb.proto",
         "proto/etcdserverpb.proto",
         "proto/synodpb.proto",
         "proto/peerpb.proto",

@@ -171,6 +171,9 @@ fn node_config(
         peer_secret: None,
         peer_tls: None,
         client_tls: false,
+        auth_token: "simple".into(),
+        auth_token_ttl_s: synod_server::AUTH_TOKEN_TTL_S_DEFAULT,
+        bcrypt_cost: synod_server::BCRYPT_COST_DEFAULT,
     }
 }
 
@@ -390,6 +393,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         zk,
         metrics_addr,
         max_request_bytes,
+        auth,
         peer_secret,
         client_tls,
         peer_tls,
@@ -417,6 +421,10 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
     config.max_request_bytes = max_request_bytes;
+    config.auth_token = auth.token;
+    config.auth_token_ttl_s = auth.token_ttl_s;
+    config.bcrypt_cost = auth.bcrypt_cost;
+    synod_etcd::check_auth_config(&config).map_err(anyhow::Error::msg)?;
     config.peer_secret = peer_secret;
     config.peer_tls = peer_tls;
     config.client_tls = client_tls.is_some();

@@ -91,6 +91,21 @@ pub struct ServerArgs {
     /// "etcdserver: request is too large".
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// etcd's auth token provider: `simple` (the default; tokens signed
+    /// with a key the cluster keeps, valid on every member) or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=10m` (JWTs
+    /// as etcd issues them; RS*, PS*, ES256/384, EdDSA or HS* with the
+    /// secret in priv-key).
+    #[arg(long, value_name = "SPEC")]
+    pub auth_token: Option<String>,
+    /// Seconds a simple token lives after its last use (etcd's
+    /// `--auth-token-ttl`, default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub auth_token_ttl: Option<u64>,
+    /// bcrypt cost of password hashes, 4 to 31 (etcd's `--bcrypt-cost`,
+    /// default 10: each Authenticate then spends ~50 ms of CPU).
+    #[arg(long)]
+    pub bcrypt_cost: Option<u32>,
     /// A file holding the cluster's peer secret (at least 16 bytes; the
     /// same file on every member): every peer call then proves it, and a
     /// node without it cannot talk to the cluster. Without TLS this keeps
@@ -151,6 +166,9 @@ struct FileConfig {
     zk_max_buffer: Option<usize>,
     metrics_addr: Option<SocketAddr>,
     max_request_bytes: Option<usize>,
+    auth_token: Option<String>,
+    auth_token_ttl: Option<u64>,
+    bcrypt_cost: Option<u32>,
     peer_secret_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
@@ -195,6 +213,8 @@ pub struct ServerSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// The largest etcd write request in bytes.
     pub max_request_bytes: usize,
+    /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: AuthSettings,
     /// The cluster's peer secret, read from its file.
     pub peer_secret: Option<Vec<u8>>,
     /// TLS for the etcd API, when it is on.
@@ -330,6 +350,23 @@ impl ServerArgs {
         if !(1024..=64 << 20).contains(&max_request_bytes) {
             bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
         }
+        let auth = AuthSettings {
+            token: self
+                .auth_token
+                .or(file.auth_token)
+                .unwrap_or_else(|| "simple".into()),
+            token_ttl_s: self
+                .auth_token_ttl
+                .or(file.auth_token_ttl)
+                .unwrap_or(synod_server::AUTH_TOKEN_TTL_S_DEFAULT),
+            bcrypt_cost: self
+                .bcrypt_cost
+                .or(file.bcrypt_cost)
+                .unwrap_or(synod_server::BCRYPT_COST_DEFAULT),
+        };
+        if auth.token_ttl_s == 0 {
+            bail!("--auth-token-ttl must be at least 1 second");
+        }
         let trusted_ca = self.trusted_ca_file.or(file.trusted_ca_file);
         let client_tls = match (
             self.cert_file.or(file.cert_file),
@@ -392,6 +429,7 @@ impl ServerArgs {
             zk_addr: self.zk_addr.or(file.zk_addr),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             max_request_bytes,
+            auth,
             peer_secret,
             client_tls,
             peer_tls,
@@ -479,4 +517,15 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
             .to_string()
             .contains("must list this node"));
     }
+}
+
+/// etcd's authentication settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `--auth-token`.
+    pub token: String,
+    /// `--auth-token-ttl`, in seconds.
+    pub token_ttl_s: u64,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }

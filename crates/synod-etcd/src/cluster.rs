@@ -13,7 +13,7 @@ use crate::{status, EtcdApi};
 use synod_proto::etcdserverpb::cluster_client::ClusterClient;
 use synod_proto::etcdserverpb::cluster_server::Cluster;
 use synod_proto::etcdserverpb::*;
-use synod_proto::synodpb::{command::Op, MemberTable};
+use synod_proto::synodpb::{command::Op, Caller, MemberTable};
 use synod_server::{Membership, NodeId};
 use tonic::{Request, Response, Status};
 
@@ -73,8 +73,13 @@ impl EtcdApi {
     }
 
     /// Replicates changes to the member table.
-    async fn write_table(&self, members: Vec<Member>, removed: Vec<u64>) -> Result<(), Status> {
-        self.write(Op::MemberTable(MemberTable { members, removed }))
+    async fn write_table(
+        &self,
+        members: Vec<Member>,
+        removed: Vec<u64>,
+        caller: Caller,
+    ) -> Result<(), Status> {
+        self.write(Op::MemberTable(MemberTable { members, removed }), caller)
             .await?;
         Ok(())
     }
@@ -90,6 +95,19 @@ impl EtcdApi {
                 other => status(other),
             })
     }
+}
+
+/// A request sent on to the leader with its sender's token, so that the
+/// leader judges the same user.
+fn forwarded<T>(
+    message: T,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("token", token);
+    }
+    request
 }
 
 fn with(members: &[NodeId], id: NodeId) -> Vec<NodeId> {
@@ -128,9 +146,14 @@ impl Cluster for EtcdApi {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        let caller = self.authorize_admin(&request).await?;
+        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url).await?.member_add(r).await;
+            return Self::leader_client(url)
+                .await?
+                .member_add(forwarded(r, token))
+                .await;
         }
         check_urls(&r.peer_ur_ls)?;
         let current = self.stable_membership()?;
@@ -153,7 +176,7 @@ impl Cluster for EtcdApi {
             is_learner: r.is_learner,
         };
         table.push(member.clone());
-        self.write_table(table, Vec::new()).await?;
+        self.write_table(table, Vec::new(), caller).await?;
         let new = NodeId(id);
         let target = if r.is_learner {
             Membership::new(&current.voters, &with(&current.observers, new))
@@ -172,9 +195,14 @@ impl Cluster for EtcdApi {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let caller = self.authorize_admin(&request).await?;
+        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url).await?.member_remove(r).await;
+            return Self::leader_client(url)
+                .await?
+                .member_remove(forwarded(r, token))
+                .await;
         }
         let current = self.stable_membership()?;
         let id = NodeId(r.id);
@@ -189,7 +217,7 @@ impl Cluster for EtcdApi {
         // The configuration no longer includes the member: the table
         // follows (written through whoever leads now: a removed leader has
         // handed over).
-        self.write_table(Vec::new(), vec![r.id]).await?;
+        self.write_table(Vec::new(), vec![r.id], caller).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(0),
             members: self.node.members(),
@@ -200,9 +228,14 @@ impl Cluster for EtcdApi {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let caller = self.authorize_admin(&request).await?;
+        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url).await?.member_update(r).await;
+            return Self::leader_client(url)
+                .await?
+                .member_update(forwarded(r, token))
+                .await;
         }
         check_urls(&r.peer_ur_ls)?;
         let mut table = self.node.members();
@@ -212,7 +245,7 @@ impl Cluster for EtcdApi {
             .ok_or_else(member_not_found)?;
         m.peer_ur_ls = r.peer_ur_ls;
         let updated = m.clone();
-        self.write_table(vec![updated], Vec::new()).await?;
+        self.write_table(vec![updated], Vec::new(), caller).await?;
         Ok(Response::new(MemberUpdateResponse {
             header: self.header(0),
             members: self.node.members(),
@@ -233,9 +266,14 @@ impl Cluster for EtcdApi {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.authorize_admin(&request).await?;
+        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url).await?.member_promote(r).await;
+            return Self::leader_client(url)
+                .await?
+                .member_promote(forwarded(r, token))
+                .await;
         }
         let current = self.stable_membership()?;
         let id = NodeId(r.id);

@@ -33,6 +33,7 @@ impl Election for EtcdApi {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let r = request.into_inner();
         let prefix = prefix_of(&r.name);
         let key = contender_key(&r.name, r.lease);
@@ -41,7 +42,7 @@ impl Election for EtcdApi {
             .await?;
         if value != r.value {
             // Campaigning again with a new value proclaims it.
-            self.txn(TxnRequest {
+            this.txn(TxnRequest {
                 compare: vec![created_at(&key, my_rev)],
                 success: vec![put_op(&key, r.value.clone(), r.lease)],
                 failure: Vec::new(),
@@ -50,14 +51,14 @@ impl Election for EtcdApi {
         }
         let mut revision = my_rev;
         if !held {
-            self.wait_deletes(&prefix, my_rev).await?;
-            match self.still_mine(&key, my_rev).await? {
+            this.wait_deletes(&prefix, my_rev).await?;
+            match this.still_mine(&key, my_rev).await? {
                 Some(read_at) => revision = read_at,
                 None => return Err(Status::unknown("election: session expired")),
             }
         }
         Ok(Response::new(CampaignResponse {
-            header: self.header(revision),
+            header: this.header(revision),
             leader: Some(LeaderKey {
                 name: r.name,
                 key,
@@ -71,6 +72,7 @@ impl Election for EtcdApi {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let r = request.into_inner();
         let leader = r
             .leader
@@ -86,7 +88,7 @@ impl Election for EtcdApi {
             return Err(not_leader());
         }
         Ok(Response::new(ProclaimResponse {
-            header: self.header(revision),
+            header: this.header(revision),
         }))
     }
 
@@ -94,11 +96,14 @@ impl Election for EtcdApi {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let name = request.into_inner().name;
-        let (kv, revision) = self.contender_now(&prefix_of(&name)).await?;
+        let prefix = prefix_of(&name);
+        this.authorize_read(&prefix, &prefix_end(&prefix)).await?;
+        let (kv, revision) = this.contender_now(&prefix).await?;
         let kv = kv.ok_or_else(|| Status::unknown("election: no leader"))?;
         Ok(Response::new(LeaderResponse {
-            header: self.header(revision),
+            header: this.header(revision),
             kv: Some(kv),
         }))
     }
@@ -109,8 +114,10 @@ impl Election for EtcdApi {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let this = &self.acting_for(&request)?;
         let prefix = prefix_of(&request.into_inner().name);
-        let api = self.clone();
+        this.authorize_read(&prefix, &prefix_end(&prefix)).await?;
+        let api = this.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let send = |kv, revision| LeaderResponse {
@@ -166,6 +173,7 @@ impl Election for EtcdApi {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let leader = request
             .into_inner()
             .leader
@@ -178,7 +186,7 @@ impl Election for EtcdApi {
             })
             .await?;
         Ok(Response::new(ResignResponse {
-            header: self.header(revision),
+            header: this.header(revision),
         }))
     }
 }

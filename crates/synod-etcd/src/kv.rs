@@ -1,22 +1,24 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
-use crate::{kv_status, status, EtcdApi};
-use synod_kv::{outcome_error, validate};
+use crate::{auth_status, kv_status, status, EtcdApi};
+use synod_kv::{outcome_error, validate, Access};
 use synod_proto::etcdserverpb::kv_server::Kv;
 use synod_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use synod_proto::synodpb::{command::Op, outcome, Outcome};
+use synod_proto::synodpb::{command::Op, outcome, Caller, Outcome};
 use tonic::{Request, Response, Status};
 
 impl EtcdApi {
-    pub(crate) async fn write(&self, op: Op) -> Result<outcome::Result, Status> {
+    /// Proposes a client's write; the state machine checks `caller`'s
+    /// permissions where it applies.
+    pub(crate) async fn write(&self, op: Op, caller: Caller) -> Result<outcome::Result, Status> {
         // etcd measures the request it would propose; so does synod.
         if op.encoded_len() > self.node.config().max_request_bytes {
             return Err(Status::invalid_argument("etcdserver: request is too large"));
         }
-        match self.node.write(op).await.map_err(status)? {
+        match self.node.write_as(op, caller).await.map_err(status)? {
             Outcome {
                 result: Some(outcome::Result::Error(e)),
             } => Err(kv_status(&outcome_error(&e))),
@@ -36,19 +38,28 @@ impl Kv for EtcdApi {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         validate::range(&r).map_err(|e| kv_status(&e))?;
         let serializable = r.serializable;
+        let (key, range_end) = (r.key.clone(), r.range_end.clone());
         let mut resp = self.node.range(r, serializable).await.map_err(status)?;
+        // Judged once the read is served: this member has then applied
+        // every auth change committed before the read began.
+        self.node
+            .auth()
+            .check(&caller.user, Access::Read, &key, &range_end)
+            .map_err(auth_status)?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         resp.header = self.header(revision);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         validate::put(&r).map_err(|e| kv_status(&e))?;
-        let outcome::Result::Put(mut resp) = self.write(Op::Put(r)).await? else {
+        let outcome::Result::Put(mut resp) = self.write(Op::Put(r), caller).await? else {
             return Err(unexpected());
         };
         resp.header = self.header(resp.header.map_or(0, |h| h.revision));
@@ -59,9 +70,11 @@ impl Kv for EtcdApi {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         validate::delete_range(&r).map_err(|e| kv_status(&e))?;
-        let outcome::Result::DeleteRange(mut resp) = self.write(Op::DeleteRange(r)).await? else {
+        let outcome::Result::DeleteRange(mut resp) = self.write(Op::DeleteRange(r), caller).await?
+        else {
             return Err(unexpected());
         };
         resp.header = self.header(resp.header.map_or(0, |h| h.revision));
@@ -69,9 +82,10 @@ impl Kv for EtcdApi {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         validate::txn(&r).map_err(|e| kv_status(&e))?;
-        let outcome::Result::Txn(mut resp) = self.write(Op::Txn(r)).await? else {
+        let outcome::Result::Txn(mut resp) = self.write(Op::Txn(r), caller).await? else {
             return Err(unexpected());
         };
         resp.header = self.header(resp.header.map_or(0, |h| h.revision));
@@ -82,8 +96,9 @@ impl Kv for EtcdApi {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let outcome::Result::Compact(mut resp) = self.write(Op::Compact(r)).await? else {
+        let outcome::Result::Compact(mut resp) = self.write(Op::Compact(r), caller).await? else {
             return Err(unexpected());
         };
         resp.header = self.header(resp.header.map_or(0, |h| h.revision));

@@ -50,8 +50,15 @@ impl Lease for EtcdApi {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys: the sender must be able to
+        // write each (checked where it applies).
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let o = self.node.write(Op::LeaseRevoke(r)).await.map_err(status)?;
+        let o = self
+            .node
+            .write_as(Op::LeaseRevoke(r), caller)
+            .await
+            .map_err(status)?;
         let outcome::Result::LeaseRevoke(mut resp) = result(o)? else {
             return Err(unexpected());
         };
@@ -93,6 +100,7 @@ impl Lease for EtcdApi {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let answer = self.node.lease_time_to_live(r.id).await.map_err(status)?;
         let Some((ttl, granted_ttl)) = answer else {
@@ -118,6 +126,18 @@ impl Lease for EtcdApi {
         } else {
             Vec::new()
         };
+        // Listing the keys reads them, as in etcd: a user sees the keys
+        // only if it may read every one (admins may).
+        if !keys.is_empty() {
+            let user = caller.user;
+            self.authorize(|auth| {
+                auth.check_admin(&user).or_else(|_| {
+                    keys.iter()
+                        .try_for_each(|k| auth.check(&user, synod_kv::Access::Read, k, &[]))
+                })
+            })
+            .await?;
+        }
         Ok(Response::new(LeaseTimeToLiveResponse {
             header: self.header(0),
             id: r.id,

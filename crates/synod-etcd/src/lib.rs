@@ -3,6 +3,7 @@
 //! errors to gRPC statuses in one place (`status`), with etcd's codes and
 //! messages so client libraries react as they do against etcd.
 
+mod auth;
 mod cluster;
 mod election;
 mod kv;
@@ -11,30 +12,128 @@ mod lock;
 mod maintenance;
 mod metrics;
 mod recipes;
+pub mod token;
 mod watch;
 
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use synod_kv::KvError;
+use synod_kv::{AuthError, AuthStore, KvError};
+use synod_proto::etcdserverpb::auth_server::AuthServer;
+use synod_proto::etcdserverpb::RangeRequest;
 use synod_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
 };
+use synod_proto::synodpb::Caller;
 use synod_proto::v3electionpb::election_server::ElectionServer;
 use synod_proto::v3lockpb::lock_server::LockServer;
 use synod_server::{Node, RequestError};
-use tonic::Status;
+use tonic::{Request, Status};
 
 /// The handlers' shared view of the node.
 #[derive(Clone)]
 pub struct EtcdApi {
     node: Arc<Node>,
+    tokens: Arc<token::Tokens>,
+    /// Whose behalf the lock and election recipes write on (their
+    /// client's): the state machine checks its permissions.
+    acting: Caller,
 }
 
 impl EtcdApi {
-    /// Serves the etcd API of `node`.
-    pub fn new(node: Arc<Node>) -> EtcdApi {
-        EtcdApi { node }
+    /// Serves the etcd API of `node`. Fails when the node's
+    /// `auth_token` setting is malformed or names keys that do not load.
+    pub fn new(node: Arc<Node>) -> Result<EtcdApi, String> {
+        let tokens = tokens_of(node.config())?;
+        Ok(EtcdApi {
+            node,
+            tokens: Arc::new(tokens),
+            acting: Caller::default(),
+        })
+    }
+
+    /// This API acting for `request`'s sender (the lock and election
+    /// recipes, whose writes are checked as the client's own).
+    fn acting_for<T>(&self, request: &Request<T>) -> Result<EtcdApi, Status> {
+        Ok(EtcdApi {
+            acting: self.caller(request)?,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the acting user may read `[key, range_end)`.
+    async fn authorize_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), Status> {
+        let user = &self.acting.user;
+        self.authorize(|auth| auth.check(user, synod_kv::Access::Read, key, range_end))
+            .await
+    }
+
+    /// Who sent `request`: the user its `token` metadata names (checked
+    /// against this member's auth store), else the common name of its
+    /// verified client certificate (`--client-cert-auth`), else nobody
+    /// (an empty user, which every permission check refuses while auth is
+    /// on). While auth is off nobody is asked.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let auth = self.node.auth();
+        if !auth.enabled() {
+            return Ok(Caller::default());
+        }
+        let token = request
+            .metadata()
+            .get("token")
+            .or_else(|| request.metadata().get("authorization"));
+        if let Some(token) = token {
+            let token = token
+                .to_str()
+                .map_err(|_| auth_status(AuthError::InvalidAuthToken))?;
+            return self
+                .tokens
+                .verify(&auth, token)
+                .map(|user| Caller { user })
+                .map_err(auth_status);
+        }
+        let user = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())))
+            .unwrap_or_default();
+        Ok(Caller { user })
+    }
+
+    /// Checks `allowed` against this member's auth store. A refusal is
+    /// confirmed after this member caught up with the leader: a grant
+    /// committed through another member may not have applied here yet,
+    /// and nothing the cluster allows is refused.
+    async fn authorize(
+        &self,
+        allowed: impl Fn(&AuthStore) -> Result<(), AuthError>,
+    ) -> Result<(), Status> {
+        if allowed(&self.node.auth()).is_ok() {
+            return Ok(());
+        }
+        self.catch_up().await?;
+        allowed(&self.node.auth()).map_err(auth_status)
+    }
+
+    /// Waits until this member applied everything committed before now
+    /// (a linearizable read of nothing).
+    async fn catch_up(&self) -> Result<(), Status> {
+        let barrier = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            count_only: true,
+            ..RangeRequest::default()
+        };
+        self.node.range(barrier, false).await.map_err(status)?;
+        Ok(())
+    }
+
+    /// Admin operations (membership, defragment, snapshot, hashes, auth
+    /// management): the root role, while auth is on.
+    async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.caller(request)?;
+        self.authorize(|auth| auth.check_admin(&caller.user))
+            .await?;
+        Ok(caller)
     }
 
     /// A response header at `revision` (the current one when 0).
@@ -62,9 +161,48 @@ fn status(e: RequestError) -> Status {
     }
 }
 
+/// etcd's gRPC status for an auth refusal.
+fn auth_status(e: AuthError) -> Status {
+    let m = e.etcd_message();
+    match e.code() {
+        synod_kv::auth::AuthCode::InvalidArgument => Status::invalid_argument(m),
+        synod_kv::auth::AuthCode::FailedPrecondition => Status::failed_precondition(m),
+        synod_kv::auth::AuthCode::PermissionDenied => Status::permission_denied(m),
+        synod_kv::auth::AuthCode::Unauthenticated => Status::unauthenticated(m),
+    }
+}
+
+/// The common name of a DER certificate's subject, if it has one.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+/// The token provider `config` names.
+fn tokens_of(config: &synod_server::NodeConfig) -> Result<token::Tokens, String> {
+    token::Tokens::from_spec(
+        &config.auth_token,
+        std::time::Duration::from_secs(config.auth_token_ttl_s),
+    )
+}
+
+/// Checks the auth settings of `config` before a node starts, so that a
+/// bad `--auth-token` stops the server with the reason.
+pub fn check_auth_config(config: &synod_server::NodeConfig) -> Result<(), String> {
+    if !(4..=31).contains(&config.bcrypt_cost) {
+        return Err(format!(
+            "--bcrypt-cost {} is outside bcrypt's 4 to 31",
+            config.bcrypt_cost
+        ));
+    }
+    tokens_of(config).map(drop)
+}
+
 fn kv_status(e: &KvError) -> Status {
     let m = e.etcd_message();
     match e {
+        KvError::Auth(a) => auth_status(*a),
         KvError::Compacted { .. } | KvError::FutureRevision { .. } => Status::out_of_range(m),
         KvError::LeaseNotFound(_) => Status::not_found(m),
         KvError::LeaseExists => Status::failed_precondition(m),
@@ -91,7 +229,10 @@ pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Option<synod_server::tls::ServerTls>,
 ) -> Result<(), tonic::transport::Error> {
-    let api = EtcdApi::new(node.clone());
+    let api = EtcdApi::new(node.clone()).unwrap_or_else(|e| {
+        // Callers check the settings first (check_auth_config).
+        panic!("etcd API settings: {e}")
+    });
     // gRPC's own limit sits above the request limit, as etcd's does
     // (max-request-bytes + 512 KiB), so that a request a little too large
     // gets etcd's "request is too large", not a transport error.
@@ -104,7 +245,8 @@ pub async fn serve_tls(
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(LockServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(ElectionServer::new(api.clone()).max_decoding_message_size(decode_max))
-        .add_service(ClusterServer::new(api).max_decoding_message_size(decode_max));
+        .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(AuthServer::new(api).max_decoding_message_size(decode_max));
     let stopped = {
         let node = node.clone();
         async move { node.stopped().await }

@@ -38,6 +38,7 @@ impl Drop for Abandon {
 #[tonic::async_trait]
 impl Lock for EtcdApi {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let r = request.into_inner();
         let mut prefix = r.name.to_vec();
         prefix.push(b'/');
@@ -47,22 +48,22 @@ impl Lock for EtcdApi {
             .create_or_get(&prefix, &key, Bytes::new(), r.lease)
             .await?;
         let mut guard = Abandon {
-            api: self.clone(),
+            api: this.clone(),
             key: Some(key.clone()),
         };
         let mut revision = my_rev;
         if !held {
-            self.wait_deletes(&prefix, my_rev).await?;
+            this.wait_deletes(&prefix, my_rev).await?;
             // The lease may have expired while we waited: then the key is
             // gone and the lock is not ours.
-            match self.still_mine(&key, my_rev).await? {
+            match this.still_mine(&key, my_rev).await? {
                 Some(read_at) => revision = read_at,
                 None => return Err(Status::unknown("mutex: session is expired")),
             }
         }
         guard.key = None;
         Ok(Response::new(LockResponse {
-            header: self.header(revision),
+            header: this.header(revision),
             key,
         }))
     }
@@ -71,6 +72,7 @@ impl Lock for EtcdApi {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let this = &self.acting_for(&request)?;
         let r = request.into_inner();
         let (_, _, revision) = self
             .txn(TxnRequest {
@@ -79,7 +81,7 @@ impl Lock for EtcdApi {
             })
             .await?;
         Ok(Response::new(UnlockResponse {
-            header: self.header(revision),
+            header: this.header(revision),
         }))
     }
 }

@@ -28,6 +28,7 @@ impl Maintenance for EtcdApi {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         if AlarmAction::try_from(r.action) == Ok(AlarmAction::Get) {
             let alarms = self.node.query(|kv| kv.alarms()).await.map_err(status)?;
@@ -36,7 +37,13 @@ impl Maintenance for EtcdApi {
                 alarms,
             }));
         }
-        let o = self.node.write(Op::Alarm(r)).await.map_err(status)?;
+        // Raising or clearing an alarm is the root role's (checked where
+        // it applies).
+        let o = self
+            .node
+            .write_as(Op::Alarm(r), caller)
+            .await
+            .map_err(status)?;
         match o.result {
             Some(outcome::Result::Alarm(mut resp)) => {
                 resp.header = self.header(0);
@@ -79,14 +86,16 @@ impl Maintenance for EtcdApi {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.authorize_admin(&request).await?;
         // etcd answers a defragment with an empty response (no header);
         // redb needs no defragmenting, so there is nothing else to say.
         Ok(Response::new(DefragmentResponse { header: None }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.authorize_admin(&request).await?;
         let (hash, _, _) = self
             .node
             .query(|kv| kv.hash_kv(0))
@@ -103,6 +112,7 @@ impl Maintenance for EtcdApi {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.authorize_admin(&request).await?;
         let revision = request.into_inner().revision;
         let (hash, rev, compact_revision) = self
             .node
@@ -128,8 +138,9 @@ impl Maintenance for EtcdApi {
     /// the blobs).
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.authorize_admin(&request).await?;
         let mut pieces = self.node.snapshot_file(SNAPSHOT_CHUNK);
         let header = self.header(0);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -163,6 +174,7 @@ impl Maintenance for EtcdApi {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.authorize_admin(&request).await?;
         let target = request.into_inner().target_id;
         let s = self.node.status();
         if !s.is_leader {
@@ -193,8 +205,9 @@ impl Maintenance for EtcdApi {
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.authorize_admin(&request).await?;
         Err(not_yet("Downgrade"))
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::EtcdApi;
 use std::pin::Pin;
-use synod_kv::KeyRange;
+use synod_kv::{Access, KeyRange};
 use synod_proto::etcdserverpb::watch_create_request::FilterType;
 use synod_proto::etcdserverpb::watch_request::RequestUnion;
 use synod_proto::etcdserverpb::watch_server::Watch;
@@ -30,6 +30,7 @@ pub(crate) fn spec(c: &WatchCreateRequest) -> WatchSpec {
         no_delete: filtered(FilterType::Nodelete),
         progress_notify: c.progress_notify,
         fragment: c.fragment,
+        user: None,
     }
 }
 
@@ -41,13 +42,43 @@ impl Watch for EtcdApi {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.caller(&request)?;
         let mut inbound = request.into_inner();
         let node = self.node.clone();
         let (stream, receiver) = node.watch_open();
+        // Refusals answered here, not by the hub.
+        let (refused, refusals) = tokio::sync::mpsc::unbounded_channel();
+        let api = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = inbound.message().await {
                 let sent = match request.request_union {
-                    Some(RequestUnion::CreateRequest(c)) => node.watch_create(stream, spec(&c)),
+                    Some(RequestUnion::CreateRequest(c)) => {
+                        let mut spec = spec(&c);
+                        let range = spec.range.clone();
+                        let user = caller.user.clone();
+                        let allowed = api
+                            .authorize(|auth| auth.check_range(&user, Access::Read, &range))
+                            .await;
+                        match allowed {
+                            Ok(()) => {
+                                // Judged again whenever roles change.
+                                spec.user = Some(caller.user.clone());
+                                node.watch_create(stream, spec)
+                            }
+                            Err(e) => {
+                                // etcd's answer: created and cancelled at
+                                // once, with the reason.
+                                let _ = refused.send(WatchResponse {
+                                    watch_id: -1,
+                                    created: true,
+                                    canceled: true,
+                                    cancel_reason: e.message().to_string(),
+                                    ..WatchResponse::default()
+                                });
+                                Ok(())
+                            }
+                        }
+                    }
                     Some(RequestUnion::CancelRequest(c)) => node.watch_cancel(stream, c.watch_id),
                     Some(RequestUnion::ProgressRequest(_)) => {
                         node.watch_progress(stream);
@@ -62,7 +93,8 @@ impl Watch for EtcdApi {
             node.watch_close(stream);
         });
         let api = self.clone();
-        let out = receiver.map(move |mut r| {
+        let refusals = tokio_stream::wrappers::UnboundedReceiverStream::new(refusals);
+        let out = receiver.merge(refusals).map(move |mut r| {
             r.header = api.header(r.header.map_or(0, |h| h.revision));
             Ok(r)
         });

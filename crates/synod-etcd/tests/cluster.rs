@@ -99,6 +99,9 @@ impl Cluster {
             peer_secret: None,
             peer_tls: None,
             client_tls: false,
+            auth_token: "simple".into(),
+            auth_token_ttl_s: synod_server::AUTH_TOKEN_TTL_S_DEFAULT,
+            bcrypt_cost: synod_server::BCRYPT_COST_DEFAULT,
         };
         let listener = synod_etcd::bind(self.members[&id].client_addr)
             .await

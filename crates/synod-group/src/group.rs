@@ -14,7 +14,7 @@ use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::{AlarmRequest, AlarmType, Member, RangeRequest};
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::{Command, MemberTable};
+use synod_proto::synodpb::{Caller, Command, MemberTable};
 
 /// Writes waiting for their outcome here (proposed or forwarded) before
 /// new client writes are refused with "too many requests". Each holds its
@@ -320,7 +320,9 @@ impl Group {
             // A spare not yet added, or a removed member: it would wait for
             // a leader forever. Its client asks another member.
             let answer = match request {
-                Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
+                Request::Write(_) | Request::WriteAs { .. } => {
+                    Answer::Write(error_outcome(&KvError::NoLeader))
+                }
                 Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                 Request::Lease { .. } => Answer::Lease(None),
                 Request::Timestamps { .. } => Answer::Timestamps(None),
@@ -329,15 +331,8 @@ impl Group {
             return;
         }
         match request {
-            Request::Write(op) => {
-                if self.writes.len() >= PENDING_WRITES_MAX {
-                    let outcome = error_outcome(&KvError::TooManyRequests);
-                    self.answers.push((ticket, Answer::Write(outcome)));
-                    return;
-                }
-                let key = self.next_key();
-                self.write(key, Some(op), Some(ticket), WriteKind::Plain);
-            }
+            Request::Write(op) => self.client_write(op, None, ticket),
+            Request::WriteAs { op, caller } => self.client_write(op, Some(caller), ticket),
             Request::Read {
                 request,
                 serializable,
@@ -501,6 +496,17 @@ impl Group {
         }
     }
 
+    /// A client's write, refused at once when too many are in flight.
+    fn client_write(&mut self, op: Op, caller: Option<Caller>, ticket: Ticket) {
+        if self.writes.len() >= PENDING_WRITES_MAX {
+            let outcome = error_outcome(&KvError::TooManyRequests);
+            self.answers.push((ticket, Answer::Write(outcome)));
+            return;
+        }
+        let key = self.next_key();
+        self.write(key, Some(op), caller, Some(ticket), WriteKind::Plain);
+    }
+
     /// The next `(session, seq)` of this incarnation.
     pub(crate) fn next_key(&mut self) -> (u64, u64) {
         let seq = self.next_seq;
@@ -511,7 +517,7 @@ impl Group {
     /// Proposes a command of the node's own; nobody waits for its answer.
     pub(crate) fn issue(&mut self, op: Op) {
         let key = self.next_key();
-        self.write(key, Some(op), None, WriteKind::Plain);
+        self.write(key, Some(op), None, None, WriteKind::Plain);
     }
 
     /// Proposes a command only this leadership may propose (a lease expiry
@@ -519,7 +525,7 @@ impl Group {
     /// dropped; the next leader decides for itself.
     pub(crate) fn issue_as_leader(&mut self, op: Op) {
         let key = self.next_key();
-        self.write(key, Some(op), None, WriteKind::LeaderOnly);
+        self.write(key, Some(op), None, None, WriteKind::LeaderOnly);
     }
 
     /// Encodes the command once, remembers it until it applies here, and
@@ -528,6 +534,7 @@ impl Group {
         &mut self,
         key: (u64, u64),
         op: Option<Op>,
+        caller: Option<Caller>,
         ticket: Option<Ticket>,
         kind: WriteKind,
     ) {
@@ -545,6 +552,7 @@ impl Group {
             seq: key.1,
             answered_below,
             op,
+            caller,
         };
         let pending = PendingWrite {
             command: Bytes::from(command.encode_to_vec()),

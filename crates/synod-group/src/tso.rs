@@ -132,7 +132,13 @@ impl Group {
         let key = self.next_key();
         self.oracle.reserving = Some((key, ballot));
         let op = Op::ReserveRevisions(ReserveRevisions { count });
-        self.write(key, Some(op), None, crate::group::WriteKind::LeaderOnly);
+        self.write(
+            key,
+            Some(op),
+            None,
+            None,
+            crate::group::WriteKind::LeaderOnly,
+        );
     }
 
     /// A command applied here: if it is this leadership's reservation, its

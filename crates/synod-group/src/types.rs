@@ -7,7 +7,7 @@ use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, V
 use synod_proto::etcdserverpb::{Member, RangeRequest};
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::Outcome;
+use synod_proto::synodpb::{Caller, Outcome};
 
 /// The shell's name for a waiting client request; the group hands it back
 /// with the answer. The shell picks them (unique while they wait).
@@ -59,6 +59,14 @@ pub struct GroupConfig {
 pub enum Request {
     /// A write; answered with its outcome once it applied here.
     Write(Op),
+    /// A write from an etcd client: the state machine checks `caller`'s
+    /// permissions when it applies (while auth is enabled).
+    WriteAs {
+        /// The write.
+        op: Op,
+        /// Who sent it.
+        caller: Caller,
+    },
     /// A range read: linearizable unless `serializable`.
     Read {
         /// The request.

@@ -43,6 +43,8 @@ pub enum KvError {
     /// The write waited on its node past its deadline (no leader for that
     /// long): it may still apply, the client cannot know.
     TimedOut,
+    /// Refused by authentication or access control.
+    Auth(crate::auth::AuthError),
 }
 
 impl KvError {
@@ -62,6 +64,7 @@ impl KvError {
             KvError::TooManyRequests => "etcdserver: too many requests",
             KvError::NoLeader => "etcdserver: no leader",
             KvError::TimedOut => "etcdserver: request timed out",
+            KvError::Auth(e) => e.etcd_message(),
         }
     }
 }
@@ -89,3 +92,9 @@ impl fmt::Display for KvError {
 }
 
 impl std::error::Error for KvError {}
+
+impl From<crate::auth::AuthError> for KvError {
+    fn from(e: crate::auth::AuthError) -> KvError {
+        KvError::Auth(e)
+    }
+}

@@ -19,6 +19,7 @@
 //!         value: Bytes::from_static(b"hello"),
 //!         ..Default::default()
 //!     })),
+//!     caller: None,       // an etcd client's user, checked while auth is on
 //! };
 //! let applied = store.apply(&put);
 //! assert_eq!(applied.revision, 2); // etcd starts at revision 1
@@ -32,6 +33,7 @@
 //! ```
 
 mod apply;
+pub mod auth;
 mod error;
 mod lease;
 mod lessor;
@@ -43,6 +45,7 @@ mod store;
 pub mod validate;
 pub mod zk;
 
+pub use auth::{Access, AuthError, AuthStore};
 pub use error::KvError;
 pub use lease::{Lease, Leases, LEASE_TTL_MAX};
 pub use lessor::{Lessor, LEASE_TTL_MIN_S};

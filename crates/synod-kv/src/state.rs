@@ -54,6 +54,8 @@ pub const TAG_LEASE: u8 = b'l';
 pub const TAG_SESSION: u8 = b's';
 /// First byte of znode rows.
 pub const TAG_ZNODE: u8 = b'z';
+/// The auth store's one row (users, roles, the enabled flag).
+pub const TAG_AUTH: u8 = b'a';
 /// First byte of ZooKeeper session rows.
 pub const TAG_ZK_SESSION: u8 = b'y';
 

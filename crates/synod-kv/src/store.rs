@@ -3,13 +3,15 @@
 //! effect once), and snapshots of both.
 
 use crate::apply::{self, WriteTxn};
+use crate::auth::{Access, AuthStore};
 use crate::error::KvError;
 use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
 use crate::state::{
-    self, StateChanges, StateSource, TAG_LEASE, TAG_META, TAG_SESSION, TAG_ZK_SESSION, TAG_ZNODE,
+    self, StateChanges, StateSource, TAG_AUTH, TAG_LEASE, TAG_META, TAG_SESSION, TAG_ZK_SESSION,
+    TAG_ZNODE,
 };
 use crate::zk::{ZkEvent, ZkTree};
 use bytes::Bytes;
@@ -27,9 +29,9 @@ use synod_proto::etcdserverpb::{
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{
-    command::Op, error::Kind, outcome, Command, Error, KeyHistory, Lease, MemberTable, Outcome,
-    Reserved, Session, SessionExpire, SessionOutcome, Snapshot, ZNode, ZkOutcome, ZkResult,
-    ZkSession, ZkWrite,
+    command::Op, error::Kind, outcome, AuthDone, AuthState, Caller, Command, Error, KeyHistory,
+    Lease, MemberTable, Outcome, Reserved, Session, SessionExpire, SessionOutcome, Snapshot, ZNode,
+    ZkOutcome, ZkResult, ZkSession, ZkWrite,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -83,6 +85,7 @@ struct Dirty {
     /// window of outcomes.
     sessions: BTreeSet<u64>,
     leases: BTreeSet<i64>,
+    auth: bool,
 }
 
 /// etcd's key-value store, deterministic: the same commands in the same
@@ -109,6 +112,8 @@ pub struct KvStore {
     zk: ZkTree,
     /// Tree events of the command being applied.
     zk_events: Vec<ZkEvent>,
+    /// Users, roles and whether they are enforced.
+    auth: AuthStore,
 }
 
 /// Equal state: the journal and where values are kept do not count.
@@ -121,6 +126,7 @@ impl PartialEq for KvStore {
             && self.sessions == other.sessions
             && self.session_order == other.session_order
             && self.zk == other.zk
+            && self.auth == other.auth
     }
 }
 
@@ -138,6 +144,11 @@ impl KvStore {
     /// ZooKeeper's tree (read-only).
     pub fn zk(&self) -> &ZkTree {
         &self.zk
+    }
+
+    /// Users, roles and whether they are enforced (read-only).
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// The versioned keys (read-only).
@@ -325,7 +336,11 @@ impl KvStore {
                 };
             }
         }
-        let (outcome, events) = self.execute(command.op.as_ref());
+        let op = command.op.as_ref();
+        let (outcome, events) = match self.permitted(command.caller.as_ref(), op) {
+            Ok(()) => self.execute(op),
+            Err(e) => (error_outcome(&e), Vec::new()),
+        };
         self.dirty.meta = true;
         let revision = self.mvcc.revision();
         self.remember(command, revision, &outcome);
@@ -335,6 +350,58 @@ impl KvStore {
             revision,
             duplicate: false,
             zk_events: std::mem::take(&mut self.zk_events),
+        }
+    }
+
+    /// Whether the command's sender may run it, judged by the users and
+    /// roles as they are now (etcd's checks, made where the command is
+    /// ordered). The node's own commands carry no caller and pass.
+    fn permitted(&self, caller: Option<&Caller>, op: Option<&Op>) -> Result<(), KvError> {
+        let Some(caller) = caller else {
+            return Ok(());
+        };
+        let auth = &self.auth;
+        if !auth.enabled() {
+            return Ok(());
+        }
+        let user = caller.user.as_str();
+        // A lease's keys are written by whoever revokes it or attaches
+        // to it: every one of them must be writable (admins pass).
+        let lease_keys = |id: i64| -> Result<(), KvError> {
+            if id == 0 || auth.check_admin(user).is_ok() {
+                return Ok(());
+            }
+            if let Some(l) = self.leases.get(id) {
+                for key in &l.keys {
+                    auth.check(user, Access::Write, key, &[])?;
+                }
+            }
+            Ok(())
+        };
+        match op {
+            Some(Op::Put(r)) => {
+                auth.check(user, Access::Write, &r.key, &[])?;
+                if r.prev_kv {
+                    auth.check(user, Access::Read, &r.key, &[])?;
+                }
+                lease_keys(r.lease)
+            }
+            Some(Op::DeleteRange(r)) => {
+                auth.check(user, Access::Write, &r.key, &r.range_end)?;
+                if r.prev_kv {
+                    auth.check(user, Access::Read, &r.key, &r.range_end)?;
+                }
+                Ok(())
+            }
+            Some(Op::Txn(t)) => check_txn(auth, user, t, &lease_keys),
+            Some(Op::LeaseRevoke(r)) => lease_keys(r.id),
+            Some(Op::Auth(_)) | Some(Op::MemberTable(_)) => Ok(auth.check_admin(user)?),
+            Some(Op::Alarm(r)) if r.action != AlarmAction::Get as i32 => {
+                Ok(auth.check_admin(user)?)
+            }
+            // Compaction and lease grants need no permission in etcd;
+            // the rest are the node's own commands.
+            _ => Ok(()),
         }
     }
 
@@ -367,6 +434,15 @@ impl KvStore {
             }
             Some(Op::SessionExpire(r)) => self.expire_sessions(r),
             Some(Op::Zk(w)) => return self.zk_write(w),
+            Some(Op::Auth(w)) => match self.auth.apply(w) {
+                Ok(()) => {
+                    self.dirty.auth = true;
+                    Ok(outcome::Result::Auth(AuthDone {
+                        revision: self.auth.revision(),
+                    }))
+                }
+                Err(e) => Err(e.into()),
+            },
             Some(Op::ReserveRevisions(r)) => self.reserve_revisions(r.count),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
@@ -694,6 +770,7 @@ impl KvStore {
             members: self.members.clone(),
             znodes: self.zk.records().0,
             zk_sessions: self.zk.records().1,
+            auth: Some(self.auth.to_state()),
         }
     }
 
@@ -736,6 +813,8 @@ impl KvStore {
         store.zk =
             ZkTree::from_records(snapshot.znodes, snapshot.zk_sessions).map_err(|e| bad(&e))?;
         store.check_zk_leases().map_err(|e| bad(&e))?;
+        store.auth =
+            AuthStore::from_state(snapshot.auth.unwrap_or_default()).map_err(|e| bad(&e))?;
         for s in snapshot.sessions {
             let entry = restore_session(&s).map_err(|why| bad(&why))?;
             store.session_order.insert((s.revision, s.client));
@@ -838,6 +917,10 @@ impl KvStore {
         if let Some(e) = broken {
             return Err(bad(e));
         }
+        if let Some(row) = source.get(&[TAG_AUTH]) {
+            let state = AuthState::decode(row).map_err(|e| bad(format!("auth row: {e}")))?;
+            store.auth = AuthStore::from_state(state).map_err(|e| bad(format!("auth row: {e}")))?;
+        }
         store.zk = ZkTree::from_records(znodes, zk_sessions).map_err(bad)?;
         store.check_zk_leases().map_err(bad)?;
         store.attach_lease_keys().map_err(bad)?;
@@ -857,6 +940,7 @@ impl KvStore {
         self.mvcc.attach(source, rewrite);
         if rewrite {
             self.dirty.meta = true;
+            self.dirty.auth = true;
             self.dirty.sessions.extend(self.sessions.keys().copied());
             self.dirty
                 .leases
@@ -938,6 +1022,12 @@ impl KvStore {
                 Some(l) => journal.put(row, Bytes::copy_from_slice(&l.ttl.to_be_bytes())),
                 None => journal.delete(row),
             }
+        }
+        if dirty.auth {
+            journal.put(
+                vec![TAG_AUTH],
+                Bytes::from(self.auth.to_state().encode_to_vec()),
+            );
         }
         let (znodes, zk_sessions) = self.zk.take_dirty();
         for (path, record) in znodes {
@@ -1121,6 +1211,42 @@ fn ok(r: outcome::Result) -> Outcome {
     Outcome { result: Some(r) }
 }
 
+/// A txn's checks: its compares read, its branches' ops as they would
+/// alone, nested txns included.
+fn check_txn(
+    auth: &AuthStore,
+    user: &str,
+    t: &TxnRequest,
+    lease_keys: &dyn Fn(i64) -> Result<(), KvError>,
+) -> Result<(), KvError> {
+    for c in &t.compare {
+        auth.check(user, Access::Read, &c.key, &c.range_end)?;
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => {
+                auth.check(user, Access::Read, &r.key, &r.range_end)?
+            }
+            Some(Request::RequestPut(r)) => {
+                auth.check(user, Access::Write, &r.key, &[])?;
+                if r.prev_kv {
+                    auth.check(user, Access::Read, &r.key, &[])?;
+                }
+                lease_keys(r.lease)?;
+            }
+            Some(Request::RequestDeleteRange(r)) => {
+                auth.check(user, Access::Write, &r.key, &r.range_end)?;
+                if r.prev_kv {
+                    auth.check(user, Access::Read, &r.key, &r.range_end)?;
+                }
+            }
+            Some(Request::RequestTxn(t)) => check_txn(auth, user, t, lease_keys)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 /// Writes refused while the NOSPACE alarm is raised: those that can add
 /// data. Deletes, compaction, revocation and reads still run, which is how
 /// an operator frees space.
@@ -1167,6 +1293,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::TooManyRequests => (Kind::TooManyRequests, 0, 0),
         KvError::NoLeader => (Kind::NoLeader, 0, 0),
         KvError::TimedOut => (Kind::TimedOut, 0, 0),
+        KvError::Auth(e) => (Kind::Auth, e.number(), 0),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -1197,6 +1324,10 @@ pub fn outcome_error(e: &Error) -> KvError {
         Ok(Kind::TooManyRequests) => KvError::TooManyRequests,
         Ok(Kind::NoLeader) => KvError::NoLeader,
         Ok(Kind::TimedOut) => KvError::TimedOut,
+        Ok(Kind::Auth) => match crate::auth::AuthError::from_number(e.a) {
+            Some(a) => KvError::Auth(a),
+            None => KvError::InvalidArgument(invalid_message(&e.message)),
+        },
         _ => KvError::InvalidArgument(invalid_message(&e.message)),
     }
 }

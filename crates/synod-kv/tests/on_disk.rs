@@ -144,7 +144,7 @@ proptest! {
             };
             let c = client as usize;
             seqs[c] += 1;
-            let command = Command { client, seq: seqs[c], answered_below: answered[c], op: Some(op) };
+            let command = Command { client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None };
             let a = store.apply(&command);
             let b = shadow.apply(&command);
             prop_assert_eq!(&a, &b);
@@ -175,6 +175,7 @@ fn an_empty_disk_loads_as_no_store_and_damaged_rows_are_refused() {
             value: Bytes::from(vec![1u8; 1000]),
             ..Default::default()
         })),
+        caller: None,
     };
     store.apply(&put);
     flush(&mut store, &rows);

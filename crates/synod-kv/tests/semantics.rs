@@ -546,6 +546,7 @@ fn events_describe_every_change() {
             ],
             failure: vec![],
         })),
+        caller: None,
     });
     assert_eq!(applied.events.len(), 1);
     let e = &applied.events[0];
@@ -566,6 +567,7 @@ fn retried_commands_apply_once() {
             value: b("v"),
             ..Default::default()
         })),
+        caller: None,
     };
     let first = store.apply(&c);
     let again = store.apply(&c);
@@ -587,6 +589,7 @@ fn put_in_session(seq: u64, answered_below: u64, value: &str) -> Command {
             value: b(value),
             ..Default::default()
         })),
+        caller: None,
     }
 }
 
@@ -641,6 +644,7 @@ fn an_idle_session_expires_through_the_log_unless_it_woke_up() {
             clients: vec![9],
             revisions: vec![revision],
         })),
+        caller: None,
     };
     // It woke up: the expiry that saw it idle at `idle_at` keeps it.
     store.apply(&put_in_session(2, 1, "2"));

@@ -246,6 +246,7 @@ impl Zk {
             seq: self.seq,
             answered_below: self.seq,
             op: Some(op),
+            caller: None,
         }
     }
 
@@ -1920,6 +1921,7 @@ fn store_equality_ignores_the_zookeeper_journal() {
             seq,
             answered_below: seq,
             op: Some(Op::Zk(zw)),
+            caller: None,
         })
     };
     write(&mut store, 1, w(vec![c(create("/a"))]));

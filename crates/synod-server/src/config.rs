@@ -77,7 +77,20 @@ pub struct NodeConfig {
     pub peer_tls: Option<crate::tls::TlsFiles>,
     /// The etcd API is served over TLS (the member list says `https://`).
     pub client_tls: bool,
+    /// etcd's `--auth-token`: `simple` (the default) or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=10m`.
+    pub auth_token: String,
+    /// etcd's `--auth-token-ttl`: how long a simple token lives after its
+    /// last use, in seconds (300).
+    pub auth_token_ttl_s: u64,
+    /// etcd's `--bcrypt-cost` for password hashes (10; 4 to 31).
+    pub bcrypt_cost: u32,
 }
+
+/// etcd's default `--bcrypt-cost`.
+pub const BCRYPT_COST_DEFAULT: u32 = 10;
+/// etcd's default `--auth-token-ttl`, in seconds.
+pub const AUTH_TOKEN_TTL_S_DEFAULT: u64 = 300;
 
 /// Snapshot chunk size of a real cluster: 1 MiB.
 pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 1 << 20;

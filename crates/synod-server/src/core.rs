@@ -26,7 +26,7 @@ use synod_proto::etcdserverpb::Member as MemberInfo;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb;
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::Outcome;
+use synod_proto::synodpb::{Caller, Outcome};
 use synod_storage::{GroupId, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,6 +73,9 @@ pub enum Input {
         group: GroupId,
         /// What to do; the group makes it a command of its session.
         op: Op,
+        /// The etcd client that sent it, whose permissions the state
+        /// machine checks (`None`: the node's own writes).
+        caller: Option<Caller>,
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
@@ -222,6 +225,8 @@ pub struct Published {
     /// Every member with its addresses, learners marked (etcd's member
     /// list).
     pub members: Vec<MemberInfo>,
+    /// Users, roles and whether auth is on, as last applied here.
+    pub auth: Arc<synod_kv::AuthStore>,
 }
 
 impl std::ops::Deref for Published {
@@ -306,6 +311,9 @@ pub struct Core {
     next_ticket: Ticket,
     /// The member list must be republished (table or configuration changed).
     members_dirty: bool,
+    /// The auth store's (revision, enabled) last published; `None` before
+    /// the first publication.
+    auth_seen: Option<(u64, bool)>,
     snapshot_chunk_bytes: usize,
     /// Snapshot streams under way, by group and receiver.
     streams: BTreeMap<(GroupId, NodeId), crate::streams::Outgoing>,
@@ -362,6 +370,7 @@ impl Core {
             replies: BTreeMap::new(),
             next_ticket: 1,
             members_dirty: true,
+            auth_seen: None,
             snapshot_chunk_bytes: parts.snapshot_chunk_bytes,
             streams: BTreeMap::new(),
             garbage: true,
@@ -429,9 +438,18 @@ impl Core {
         match input {
             Input::Shutdown => return false,
             Input::Peer(batch) => self.on_peer(batch),
-            Input::Write { group, op, reply } => {
+            Input::Write {
+                group,
+                op,
+                caller,
+                reply,
+            } => {
                 let ticket = self.ticket(Reply::Write(reply));
-                self.request(group, ticket, Request::Write(op), now);
+                let request = match caller {
+                    Some(caller) => Request::WriteAs { op, caller },
+                    None => Request::Write(op),
+                };
+                self.request(group, ticket, request, now);
             }
             Input::Read {
                 group,
@@ -483,7 +501,9 @@ impl Core {
             None => {
                 let reply = self.replies.remove(&ticket).expect("just issued");
                 let refusal = match request {
-                    Request::Write(_) => Answer::Write(error_outcome(&KvError::NoLeader)),
+                    Request::Write(_) | Request::WriteAs { .. } => {
+                        Answer::Write(error_outcome(&KvError::NoLeader))
+                    }
                     Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                     Request::Lease { .. } => Answer::Lease(None),
                     Request::Timestamps { .. } => Answer::Timestamps(None),
@@ -631,6 +651,7 @@ impl Core {
                 self.send_all(*id, sends);
             }
             self.write(&mut readies);
+            self.publish_auth();
             for (id, ready) in readies {
                 self.finish(id, ready);
             }
@@ -913,6 +934,22 @@ impl Core {
         }
     }
 
+    /// Publishes the auth store when it changed; called before a round's
+    /// answers go out, so a request answered after an auth change (a read
+    /// checked once it returns) is judged by the new roles.
+    fn publish_auth(&mut self) {
+        let auth = self.groups[&GROUP].kv().auth();
+        let seen = Some((auth.revision(), auth.enabled()));
+        if seen == self.auth_seen {
+            return;
+        }
+        self.auth_seen = seen;
+        let auth = Arc::new(auth.clone());
+        self.published.lock().expect("status lock").auth = Arc::clone(&auth);
+        // Open watches are judged again by the new roles.
+        let _ = self.hub.send(HubInput::Auth(auth));
+    }
+
     fn publish(&mut self) {
         let main = &self.groups[&GROUP];
         let status = main.status();
@@ -923,6 +960,7 @@ impl Core {
         p.group = status;
         drop(p);
         self.members_dirty = false;
+        self.publish_auth();
         if self.observed_at.elapsed() >= OBSERVE_EVERY {
             self.observed_at = Instant::now();
             self.observe();

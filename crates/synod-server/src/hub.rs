@@ -69,6 +69,9 @@ pub struct WatchSpec {
     pub progress_notify: bool,
     /// Split responses larger than 1.5 MiB.
     pub fragment: bool,
+    /// The etcd user that opened it (while auth is on): when roles change,
+    /// a watcher its user may no longer read is cancelled.
+    pub user: Option<String>,
 }
 
 /// Where a stream's responses go; counts what is queued so a slow reader
@@ -161,6 +164,9 @@ pub(crate) enum HubInput {
     Progress { stream: StreamId },
     /// The store jumped to `revision` (snapshot install): resync everyone.
     Jump { revision: i64 },
+    /// Users or roles changed: cancel the watchers their users may no
+    /// longer read.
+    Auth(std::sync::Arc<synod_kv::AuthStore>),
     /// Stop the hub thread.
     Shutdown,
 }
@@ -289,7 +295,30 @@ impl Hub {
                 }
                 self.revision = revision;
             }
+            HubInput::Auth(auth) => self.recheck(&auth),
             HubInput::Shutdown => {}
+        }
+    }
+
+    /// Cancels, with etcd's "permission denied", every watcher whose user
+    /// may no longer read its range: a revoked permission ends the events
+    /// at once, not at the client's next request.
+    fn recheck(&mut self, auth: &synod_kv::AuthStore) {
+        let mut denied = Vec::new();
+        for (stream, s) in &self.streams {
+            for (id, w) in &s.watchers {
+                if let Some(user) = &w.spec.user {
+                    if auth
+                        .check_range(user, synod_kv::Access::Read, &w.spec.range)
+                        .is_err()
+                    {
+                        denied.push((*stream, *id));
+                    }
+                }
+            }
+        }
+        for (stream, watch_id) in denied {
+            self.cancel_with(stream, watch_id, "etcdserver: permission denied");
         }
     }
 
@@ -412,6 +441,10 @@ impl Hub {
     }
 
     fn cancel(&mut self, stream: StreamId, watch_id: i64) {
+        self.cancel_with(stream, watch_id, "");
+    }
+
+    fn cancel_with(&mut self, stream: StreamId, watch_id: i64, reason: &str) {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -422,6 +455,7 @@ impl Hub {
             header: header(self.revision),
             watch_id,
             canceled: true,
+            cancel_reason: reason.to_string(),
             ..WatchResponse::default()
         });
         let range = w.spec.range;
@@ -701,6 +735,7 @@ mod tests {
             no_delete: false,
             progress_notify: false,
             fragment: false,
+            user: None,
         }
     }
 

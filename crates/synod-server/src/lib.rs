@@ -19,8 +19,8 @@ mod transport;
 
 pub use crate::core::{LeaseAnswer, Published, ZkFeed, ZkListener};
 pub use config::{
-    Member, NodeConfig, MAX_REQUEST_BYTES_DEFAULT, QUOTA_BYTES_DEFAULT,
-    SNAPSHOT_CHUNK_BYTES_DEFAULT, WATCH_PROGRESS_MS_DEFAULT,
+    Member, NodeConfig, AUTH_TOKEN_TTL_S_DEFAULT, BCRYPT_COST_DEFAULT, MAX_REQUEST_BYTES_DEFAULT,
+    QUOTA_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT, WATCH_PROGRESS_MS_DEFAULT,
 };
 pub use hub::{StreamId, WatchReceiver, WatchSpec};
 pub use metrics::{GrpcMethod, Metrics};

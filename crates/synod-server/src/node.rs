@@ -16,7 +16,7 @@ use synod_paxos::{Config, Membership, NodeId, Replica};
 use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::peerpb::peer_server::PeerServer;
-use synod_proto::synodpb::{command::Op, Outcome};
+use synod_proto::synodpb::{command::Op, Caller, Outcome};
 use synod_storage::{GroupId, Identity, Storage, StorageError};
 use tokio::sync::oneshot;
 
@@ -557,8 +557,31 @@ impl Node {
     /// one; shards will route by key).
     pub async fn write_in(&self, group: GroupId, op: Op) -> Result<Outcome, RequestError> {
         let (reply, rx) = oneshot::channel();
-        self.input(Input::Write { group, op, reply })?;
+        self.input(Input::Write {
+            group,
+            op,
+            caller: None,
+            reply,
+        })?;
         self.wait(rx).await
+    }
+
+    /// A write from an etcd client: where it applies, the state machine
+    /// checks that `caller` may make it (while auth is enabled).
+    pub async fn write_as(&self, op: Op, caller: Caller) -> Result<Outcome, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Write {
+            group: GROUP,
+            op,
+            caller: Some(caller),
+            reply,
+        })?;
+        self.wait(rx).await
+    }
+
+    /// Users, roles and whether auth is on, as last applied on this node.
+    pub fn auth(&self) -> Arc<synod_kv::AuthStore> {
+        Arc::clone(&self.published.lock().expect("status lock").auth)
     }
 
     /// Serves a range read: linearizable unless `serializable`.

@@ -154,6 +154,7 @@ mod tests {
             seq,
             answered_below: seq,
             op: Some(write_op(input)),
+            caller: None,
         };
         write_output(input, &store.apply(&command).outcome)
     }
