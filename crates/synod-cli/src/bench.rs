@@ -38,8 +38,10 @@ use synod_proto::etcdserverpb::{
 use synod_proto::v3lockpb::lock_client::LockClient;
 use synod_proto::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
+
+mod connect;
+pub(crate) use connect::Channel;
 
 mod acks;
 mod watch;
@@ -79,8 +81,8 @@ const _: () = assert!(MIXED_PUT_PERCENT <= 100);
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// etcd v3 client endpoints, comma-separated HOST:PORT (an `http://`
-    /// prefix is accepted; TLS is not supported). Works against synod or
-    /// etcd.
+    /// or `https://` prefix is accepted; TLS is on when --cacert is
+    /// given). Works against synod or etcd.
     #[arg(
         long,
         value_delimiter = ',',
@@ -153,6 +155,21 @@ pub struct BenchArgs {
     /// lost keys. Give the same --keys as the runs that wrote the logs.
     #[arg(long, value_delimiter = ',')]
     verify_acks: Vec<PathBuf>,
+    /// Authenticate as NAME:PASSWORD (etcd auth) once before the run;
+    /// every request then carries the token, as etcd's clients do.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    user: Option<String>,
+    /// Talk TLS, trusting servers whose certificate this CA bundle signed
+    /// (etcdctl's --cacert).
+    #[arg(long, value_name = "PATH")]
+    cacert: Option<PathBuf>,
+    /// Client certificate for servers that ask for one (etcdctl's
+    /// --cert); needs --key.
+    #[arg(long, value_name = "PATH", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key (etcdctl's --key).
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// The kind of request every client sends.
@@ -296,10 +313,11 @@ impl Conn {
 /// Accepts HOST:PORT or http://HOST:PORT and returns HOST:PORT.
 fn parse_endpoint(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if s.starts_with("https://") {
-        return Err(format!("{s}: TLS endpoints are not supported"));
-    }
-    let hostport = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    let hostport = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s)
+        .trim_end_matches('/');
     let Some((host, port)) = hostport.rsplit_once(':') else {
         return Err(format!("{s}: expected HOST:PORT, e.g. 127.0.0.1:2379"));
     };
@@ -673,26 +691,6 @@ async fn run_client(channel: Channel, plan: Arc<Plan>, index: u32) -> ClientRepo
     }
 }
 
-async fn connect(endpoint: &str) -> Result<Channel> {
-    Endpoint::from_shared(format!("http://{endpoint}"))
-        .with_context(|| format!("bad endpoint {endpoint}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {endpoint} (is the server running?)"))
-}
-
-/// Opens `conns` channels round-robin over the endpoints.
-async fn open_channels(endpoints: &[String], conns: u32) -> Result<Vec<Channel>> {
-    let mut channels = Vec::with_capacity(conns as usize);
-    for i in 0..conns as usize {
-        channels.push(connect(&endpoints[i % endpoints.len()]).await?);
-    }
-    Ok(channels)
-}
-
 /// Writes every key once, `clients` at a time, with progress on stderr.
 async fn populate(channels: &[Channel], plan: &Arc<Plan>, clients: u32) -> Result<()> {
     let started = Instant::now();
@@ -910,7 +908,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (true, true) => ", serializable reads",
     };
     if !args.verify_acks.is_empty() {
-        let channels = open_channels(&args.endpoints[..1], 1).await?;
+        let access = connect::Access::from_args(&args)?;
+        let channels = access.open(&args.endpoints[..1], 1).await?;
         let width = key_width(args.keys);
         let key = |n: u64| key_name(n, width);
         return acks::verify(channels[0].clone(), &args.verify_acks, key).await;
@@ -937,7 +936,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let channels = if args.workload.is_zk() {
         Vec::new()
     } else {
-        open_channels(&args.endpoints, conns).await?
+        connect::Access::from_args(&args)?
+            .open(&args.endpoints, conns)
+            .await?
     };
     let key_width = key_width(args.keys);
     let mut plan = Plan {

@@ -8,6 +8,7 @@
 //! The log is text, one `key_number revision` per line, so a person can read
 //! it and a shell script can count it.
 
+use super::Channel;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -15,7 +16,6 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::RangeRequest;
-use tonic::transport::Channel;
 
 /// Keys asked per range request while verifying.
 const PAGE_KEYS: i64 = 10_000;

@@ -8,6 +8,7 @@
 //!   watchers 0..clients   ◄── event on bench/(i mod keys) ──── cluster
 //! ```
 
+use super::Channel;
 use super::{describe, ClientReport, Plan, Rng, SEED};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -18,7 +19,6 @@ use synod_proto::etcdserverpb::watch_client::WatchClient;
 use synod_proto::etcdserverpb::watch_request::RequestUnion;
 use synod_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 /// Watchers opened at once while setting up.
