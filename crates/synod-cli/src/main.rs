@@ -241,16 +241,26 @@ fn dev_zk_port(i: u64) -> u16 {
     }
 }
 
-/// Serves ZooKeeper clients on `addr` beside the node's etcd API.
+/// Serves ZooKeeper clients where `listen` says, beside the node's etcd
+/// API.
 async fn start_zk(
     node: Arc<Node>,
-    addr: SocketAddr,
+    listen: synod_zk::ZkListen,
     config: synod_zk::ZkConfig,
 ) -> Result<synod_zk::ZkServer> {
-    synod_zk::ZkServer::start(node, addr, config)
+    let addrs: Vec<String> = listen
+        .addr
+        .iter()
+        .chain(listen.secure.as_ref().map(|(a, _)| a))
+        .map(|a| a.to_string())
+        .collect();
+    synod_zk::ZkServer::start_on(node, listen, config)
         .await
         .with_context(|| {
-            format!("cannot listen for ZooKeeper clients on {addr} (is another process using the port?)")
+            format!(
+                "cannot listen for ZooKeeper clients on {} (is another process using the port?)",
+                addrs.join(" and ")
+            )
         })
 }
 
@@ -332,8 +342,11 @@ async fn dev(
     let mut zk_servers = Vec::new();
     let mut http = Vec::new();
     for (i, node) in running.iter().enumerate() {
-        let addr = SocketAddr::from(([127, 0, 0, 1], dev_zk_port(i as u64)));
-        zk_servers.push(start_zk(node.clone(), addr, zk_config.clone()).await?);
+        let listen = synod_zk::ZkListen {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], dev_zk_port(i as u64)))),
+            secure: None,
+        };
+        zk_servers.push(start_zk(node.clone(), listen, zk_config.clone()).await?);
         let addr = SocketAddr::from(([127, 0, 0, 1], dev_http_port(i as u64)));
         http.push(start_http(node.clone(), addr).await?);
     }
@@ -350,13 +363,14 @@ async fn dev(
             "  node {}: etcd API {}  ZooKeeper {}  peers {}  dashboard http://{h}/",
             m.id.0,
             m.client_addr,
-            zk.local_addr(),
+            zk.local_addr().map_or_else(String::new, |a| a.to_string()),
             m.peer_addr
         );
     }
     let zk_connect: Vec<String> = zk_servers
         .iter()
-        .map(|z| z.local_addr().to_string())
+        .filter_map(|z| z.local_addr())
+        .map(|a| a.to_string())
         .collect();
     println!(
         "try: etcdctl --endpoints={} put greeting hello",
@@ -390,6 +404,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         snapshot_count,
         quick_repair,
         zk_addr,
+        zk_secure_addr,
         zk,
         metrics_addr,
         max_request_bytes,
@@ -432,22 +447,40 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         config.cluster_id = c;
         config.cluster_id_derived = false;
     }
-    let tls = match client_tls {
+    let tls = match &client_tls {
         Some(files) => Some(
-            synod_server::tls::ServerTls::grpc(files)
+            synod_server::tls::ServerTls::grpc(files.clone())
                 .context("cannot set up TLS for the etcd API")?,
         ),
         None => None,
     };
+    // The same files as the etcd API's, loaded (and reloaded) for a
+    // listener without ALPN.
+    let zk_secure = match (zk_secure_addr, client_tls) {
+        (Some(addr), Some(files)) => Some((
+            addr,
+            synod_server::tls::ServerTls::plain(files)
+                .context("cannot set up TLS for ZooKeeper clients")?,
+        )),
+        _ => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let node = start(config, tls).await?;
-    let _zk = match zk_addr {
-        Some(addr) => {
-            let server = start_zk(node.clone(), addr, zk).await?;
-            println!("synod node {id}: ZooKeeper {}", server.local_addr());
-            Some(server)
+    let _zk = if zk_addr.is_some() || zk_secure.is_some() {
+        let listen = synod_zk::ZkListen {
+            addr: zk_addr,
+            secure: zk_secure,
+        };
+        let server = start_zk(node.clone(), listen, zk).await?;
+        if let Some(addr) = server.local_addr() {
+            println!("synod node {id}: ZooKeeper {addr}");
         }
-        None => None,
+        if let Some(addr) = server.secure_addr() {
+            println!("synod node {id}: ZooKeeper over TLS {addr}");
+        }
+        Some(server)
+    } else {
+        None
     };
     if let Some(addr) = metrics_addr {
         let local = start_http(node.clone(), addr).await?;

@@ -69,6 +69,13 @@ pub struct ServerArgs {
     /// the same cluster as etcd clients, in a namespace of their own.
     #[arg(long)]
     pub zk_addr: Option<SocketAddr>,
+    /// Address for ZooKeeper clients over TLS, e.g. 10.0.0.1:2281
+    /// (ZooKeeper's secureClientPort; beside --zk-addr or alone). Serves
+    /// the certificate of --cert-file and --key-file, and with
+    /// --trusted-ca-file and --client-cert-auth requires client
+    /// certificates, as for etcd clients.
+    #[arg(long)]
+    pub zk_secure_addr: Option<SocketAddr>,
     /// A ZooKeeper superuser, as ZooKeeper's
     /// `DigestAuthenticationProvider.superDigest`: user:base64(sha1(user:password)).
     /// A client that does `addauth digest user:password` passes every ACL.
@@ -113,8 +120,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub peer_secret_file: Option<PathBuf>,
     /// The etcd API's TLS certificate (PEM chain, leaf first): clients
-    /// then connect with https:// (etcdctl --cacert). Reloaded when the
-    /// file changes.
+    /// then connect with https:// (etcdctl --cacert). Also served on
+    /// --zk-secure-addr. Reloaded when the file changes.
     #[arg(long)]
     pub cert_file: Option<PathBuf>,
     /// The private key of --cert-file (PEM).
@@ -123,8 +130,9 @@ pub struct ServerArgs {
     /// CAs whose client certificates are accepted (PEM).
     #[arg(long)]
     pub trusted_ca_file: Option<PathBuf>,
-    /// Refuse etcd clients without a certificate signed by
-    /// --trusted-ca-file (etcdctl --cert/--key).
+    /// Refuse etcd clients, and ZooKeeper clients on --zk-secure-addr,
+    /// without a certificate signed by --trusted-ca-file (etcdctl
+    /// --cert/--key).
     #[arg(long)]
     pub client_cert_auth: bool,
     /// The peer port's TLS certificate (PEM), also presented when this
@@ -161,6 +169,7 @@ struct FileConfig {
     snapshot_count: Option<u64>,
     quick_repair: Option<bool>,
     zk_addr: Option<SocketAddr>,
+    zk_secure_addr: Option<SocketAddr>,
     zk_super_digest: Option<String>,
     zk_extended_types: Option<bool>,
     zk_max_buffer: Option<usize>,
@@ -207,6 +216,9 @@ pub struct ServerSettings {
     pub snapshot_count: u64,
     /// ZooKeeper's address, when it is served.
     pub zk_addr: Option<SocketAddr>,
+    /// ZooKeeper's TLS address (with `client_tls`'s files), when it is
+    /// served.
+    pub zk_secure_addr: Option<SocketAddr>,
     /// ZooKeeper front end settings.
     pub zk: synod_zk::ZkConfig,
     /// The HTTP endpoint's address, when it is served.
@@ -389,6 +401,10 @@ impl ServerArgs {
                 bail!("--client-cert-auth needs --trusted-ca-file (the CAs whose client certificates to accept)");
             }
         }
+        let zk_secure_addr = self.zk_secure_addr.or(file.zk_secure_addr);
+        if zk_secure_addr.is_some() && client_tls.is_none() {
+            bail!("--zk-secure-addr needs --cert-file and --key-file (the certificate served to ZooKeeper clients, as to etcd clients)");
+        }
         let peer_tls = match (
             self.peer_cert_file.or(file.peer_cert_file),
             self.peer_key_file.or(file.peer_key_file),
@@ -427,6 +443,7 @@ impl ServerArgs {
         }
         Ok(ServerSettings {
             zk_addr: self.zk_addr.or(file.zk_addr),
+            zk_secure_addr,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             max_request_bytes,
             auth,
@@ -499,6 +516,40 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
         assert!(parse_map("1=nope", "--peers").is_err());
         assert!(parse_map("0=127.0.0.1:1", "--peers").is_err());
         assert!(parse_map("1=127.0.0.1:1,1=127.0.0.1:2", "--peers").is_err());
+    }
+
+    #[test]
+    fn zk_secure_addr_needs_the_certificate_flags() {
+        let args = || ServerArgs {
+            id: Some(1),
+            data_dir: Some("/d".into()),
+            client_addr: Some("127.0.0.1:1".parse().unwrap()),
+            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
+            peers: Some("1=127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let e = ServerArgs {
+            zk_secure_addr: Some("127.0.0.1:2281".parse().unwrap()),
+            ..args()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--zk-secure-addr needs --cert-file and --key-file"),
+            "{e}"
+        );
+        let f = file(
+            "zk-secure-addr = \"127.0.0.1:2281\"\ncert-file = \"/c.pem\"\nkey-file = \"/k.pem\"\n",
+        );
+        let s = ServerArgs {
+            config: Some(f.path().into()),
+            ..args()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.zk_secure_addr, Some("127.0.0.1:2281".parse().unwrap()));
+        assert!(s.client_tls.is_some());
     }
 
     #[test]

@@ -6,51 +6,9 @@
 
 mod common;
 
+use common::certs::{arg, write, Ca};
 use common::{bounded, etcdctl_output, http_get, Cluster};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A test CA.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    /// A certificate for `names` (IP addresses become IP SANs) and its key,
-    /// as PEM.
-    fn issue(&self, names: &[&str], cn: &str) -> (String, String) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn arg(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// etcdctl's exit status and output for `args` against `endpoints`.
 fn etcdctl(endpoints: &[String], args: &[&str]) -> (bool, String) {

@@ -63,8 +63,8 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Builds a server configuration from the files, for gRPC (ALPN h2) and
-/// plain HTTP/1.1 alike.
+/// Builds a server configuration from the files, offering the `alpn`
+/// protocols (none: the client's offer is ignored).
 fn build(files: &TlsFiles, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
     // ring, not aws-lc-rs: it builds with the Rust toolchain alone (no C
     // toolchain or cmake on a fresh machine). rustls 0.23.48 deprecates
@@ -134,6 +134,12 @@ impl ServerTls {
     /// the file and what is wrong with it.
     pub fn grpc(files: TlsFiles) -> Result<ServerTls, TlsError> {
         ServerTls::load(files, vec![b"h2"])
+    }
+
+    /// Loads the files for a listener whose protocol is not negotiated
+    /// by ALPN (ZooKeeper's secure client port: its clients offer none).
+    pub fn plain(files: TlsFiles) -> Result<ServerTls, TlsError> {
+        ServerTls::load(files, Vec::new())
     }
 
     fn load(files: TlsFiles, alpn: Vec<&'static [u8]>) -> Result<ServerTls, TlsError> {

@@ -27,15 +27,16 @@ use synod_proto::synodpb::{
     ZNode, ZkAcl, ZkCheck, ZkCloseSession, ZkCreate, ZkDelete, ZkId, ZkOp, ZkOpenSession, ZkResult,
     ZkSetAcl, ZkSetData, ZkWrite,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// ZooKeeper's keeper state for a connected client.
 const SYNC_CONNECTED: i32 = 3;
 /// Frames read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
+/// How long a closing connection may take to say so (a TLS close_notify
+/// to a client that reads nothing more must not hold the task).
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// The wall clock in milliseconds (ctime, mtime and TTLs).
 pub fn wall_ms() -> i64 {
@@ -44,17 +45,21 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves one connection until it closes; logs why it ended.
-pub(crate) async fn serve(
+/// Serves one connection until it closes; logs why it ended. The stream
+/// is a TCP connection or a TLS session over one: nothing past the
+/// handshake depends on which.
+pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     stopped: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = shared.conn_id();
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.node.metrics().zk_connections_add(1);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut c = Conn {
         shared: Arc::clone(&shared),
         conn,
@@ -69,7 +74,13 @@ pub(crate) async fn serve(
         renewed: Instant::now(),
         out: Vec::new(),
     };
-    match c.run(rd, stopped).await {
+    let ended = c.run(rd, stopped).await;
+    // The stream stays open while either half lives (the reading task is
+    // aborted but may not be dropped yet): shutting this half down tells
+    // the client at once, a TLS client with a close_notify first.
+    let _ = tokio::time::timeout(CLOSE_LIMIT, c.wr.shutdown()).await;
+    drop(c);
+    match ended {
         Ok(()) => tracing::debug!(%peer, conn, "ZooKeeper connection closed"),
         Err(why) => tracing::info!(%peer, conn, %why, "ZooKeeper connection closed"),
     }
@@ -86,10 +97,10 @@ enum Next {
     ReplyAndClose(i32, Response, &'static str),
 }
 
-struct Conn {
+struct Conn<W> {
     shared: Arc<Shared>,
     conn: ConnId,
-    wr: OwnedWriteHalf,
+    wr: W,
     session: i64,
     timeout_ms: i32,
     /// Who the client authenticated as (its address first).
@@ -102,7 +113,10 @@ struct Conn {
     out: Vec<u8>,
 }
 
-async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Vec<u8>>, String> {
+async fn read_frame(
+    rd: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> Result<Option<Vec<u8>>, String> {
     let mut head = [0u8; 4];
     match rd.read_exact(&mut head).await {
         Ok(_) => {}
@@ -118,7 +132,11 @@ async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Vec<u8>
 }
 
 /// Reads frames into `tx` until the client closes or sends garbage.
-async fn read_frames(mut rd: OwnedReadHalf, max: usize, tx: mpsc::Sender<Result<Vec<u8>, String>>) {
+async fn read_frames(
+    mut rd: impl AsyncRead + Unpin,
+    max: usize,
+    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+) {
     loop {
         let frame = read_frame(&mut rd, max).await;
         let end = !matches!(frame, Ok(Some(_)));
@@ -133,6 +151,16 @@ async fn read_frames(mut rd: OwnedReadHalf, max: usize, tx: mpsc::Sender<Result<
     }
 }
 
+/// Ends the task reading a connection's frames when the connection ends:
+/// its read half keeps the stream open until it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Resolves once the front end stops (the guard `wait_for` returns is
 /// not held across an await).
 pub(crate) async fn until_stopped(stopped: &mut tokio::sync::watch::Receiver<bool>) {
@@ -143,10 +171,10 @@ fn decode_error(e: JuteError) -> String {
     format!("malformed request: {e}")
 }
 
-impl Conn {
+impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     async fn run(
         &mut self,
-        mut rd: OwnedReadHalf,
+        mut rd: impl AsyncRead + Unpin + Send + 'static,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), String> {
         let max = self.shared.config.max_buffer;
@@ -174,7 +202,7 @@ impl Conn {
         let (ntx, mut notes) = mpsc::unbounded_channel();
         self.shared.watches.connect(self.conn, ntx);
         let (ftx, mut frames) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(read_frames(rd, max, ftx));
+        let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, max, ftx)));
         loop {
             // A client pings every third of its timeout; silence past the
             // whole timeout means it is gone (its session expires on the
@@ -250,10 +278,17 @@ impl Conn {
 
     async fn flush(&mut self) -> Result<(), String> {
         let out = std::mem::take(&mut self.out);
-        self.wr
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("write failed: {e}"))
+        self.send(&out).await
+    }
+
+    /// Writes `bytes` through to the client: a TLS stream may hold
+    /// written bytes back until it is flushed.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let written = match self.wr.write_all(bytes).await {
+            Ok(()) => self.wr.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| format!("write failed: {e}"))
     }
 
     fn push_event(&mut self, n: &Notification) {
@@ -335,10 +370,7 @@ impl Conn {
             passwd: password,
             read_only: false,
         });
-        self.wr
-            .write_all(&frame)
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
+        self.send(&frame).await?;
         Ok(true)
     }
 
@@ -352,7 +384,7 @@ impl Conn {
             passwd: Bytes::from_static(&[0u8; 16]),
             read_only: false,
         });
-        let _ = self.wr.write_all(&frame).await;
+        let _ = self.send(&frame).await;
         Ok(false)
     }
 

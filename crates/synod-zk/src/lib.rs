@@ -4,8 +4,8 @@
 //!
 //! - [`jute`] and [`proto`]: the pure wire codec (hostile bytes give a
 //!   value or an error, never a panic);
-//! - [`server`]: the listener, four-letter words and the reaper of
-//!   containers and TTL nodes;
+//! - [`server`]: the listeners (plain and TLS), four-letter words and
+//!   the reaper of containers and TTL nodes;
 //! - `conn`: one connection (handshake, sessions, requests, replies);
 //! - [`watches`]: who waits for which change, fed by the core thread.
 //!
@@ -20,7 +20,7 @@ pub mod server;
 pub mod watches;
 mod words;
 
-pub use server::{ZkConfig, ZkServer};
+pub use server::{ZkConfig, ZkListen, ZkServer};
 
 #[cfg(test)]
 mod tests {

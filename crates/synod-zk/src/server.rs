@@ -1,9 +1,10 @@
-//! The ZooKeeper listener of one node: accepts connections, answers
-//! four-letter words, and runs the leader's reaper of containers and TTL
-//! nodes.
+//! The ZooKeeper listeners of one node (the plain client port, the TLS
+//! one, or both): accepts connections, answers four-letter words, and runs
+//! the leader's reaper of containers and TTL nodes.
 
 use crate::conn;
 use crate::watches::Watches;
+use futures::StreamExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{ZkOp, ZkReap, ZkWrite};
+use synod_server::tls::ServerTls;
 use synod_server::{Node, ZkFeed};
 use tokio::net::TcpListener;
 
@@ -24,7 +26,7 @@ pub struct ZkConfig {
     pub super_digest: Option<String>,
     /// TTL nodes allowed (ZooKeeper's `extendedTypesEnabled`).
     pub extended_types: bool,
-    /// Four-letter words answered on the client port.
+    /// Four-letter words answered on the client ports (plain and TLS).
     pub four_letter_words: bool,
     /// ZooKeeper's tick: session timeouts are clamped to 2 to 20 ticks.
     pub tick_ms: i32,
@@ -69,8 +71,10 @@ pub struct Shared {
     pub stats: Stats,
     /// When the front end started.
     pub started: Instant,
-    /// The port clients connect to.
-    pub port: u16,
+    /// The plain port clients connect to (ZooKeeper's `clientPort`).
+    pub port: Option<u16>,
+    /// The TLS port (ZooKeeper's `secureClientPort`).
+    pub secure_port: Option<u16>,
     next_conn: AtomicU64,
 }
 
@@ -81,9 +85,23 @@ impl Shared {
     }
 }
 
+/// Where a node serves ZooKeeper clients. One front end serves both
+/// ports: a node feeds its watch events to a single listener, and the
+/// sessions, watches and counters are the same whichever port a client
+/// came in by.
+#[derive(Clone, Default)]
+pub struct ZkListen {
+    /// The plain client port (ZooKeeper's `clientPort`).
+    pub addr: Option<SocketAddr>,
+    /// The TLS client port and its certificate (ZooKeeper's
+    /// `secureClientPort`); four-letter words are answered there too.
+    pub secure: Option<(SocketAddr, ServerTls)>,
+}
+
 /// A running ZooKeeper front end.
 pub struct ZkServer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    secure_addr: Option<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -95,12 +113,38 @@ impl ZkServer {
         addr: SocketAddr,
         config: ZkConfig,
     ) -> std::io::Result<ZkServer> {
+        let listen = ZkListen {
+            addr: Some(addr),
+            secure: None,
+        };
+        ZkServer::start_on(node, listen, config).await
+    }
+
+    /// [`start`](ZkServer::start) on the plain port, the TLS port, or
+    /// both; both are bound before anything is served, so a busy port
+    /// fails the whole start.
+    pub async fn start_on(
+        node: Arc<Node>,
+        listen: ZkListen,
+        config: ZkConfig,
+    ) -> std::io::Result<ZkServer> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         if let Some(d) = &config.super_digest {
-            crate::auth::check_super_digest(d)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            crate::auth::check_super_digest(d).map_err(|e| invalid(e.to_string()))?;
         }
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        if listen.addr.is_none() && listen.secure.is_none() {
+            return Err(invalid("no ZooKeeper address to listen on".into()));
+        }
+        let plain = match listen.addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let secure = match listen.secure {
+            Some((addr, tls)) => Some((TcpListener::bind(addr).await?, tls)),
+            None => None,
+        };
+        let addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+        let secure_addr = secure.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
         let watches = Arc::new(Watches::default());
         let feed = Arc::clone(&watches);
         node.zk_listen(Arc::new(move |update: ZkFeed<'_>| match update {
@@ -113,36 +157,35 @@ impl ZkServer {
             config,
             stats: Stats::default(),
             started: Instant::now(),
-            port: addr.port(),
+            port: addr.map(|a| a.port()),
+            secure_port: secure_addr.map(|a| a.port()),
             next_conn: AtomicU64::new(1),
         });
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(reaper(Arc::clone(&shared), stop.subscribe()));
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = conn::until_stopped(&mut stopped) => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let conn_stop = stopped.clone();
-                            tokio::spawn(conn::serve(Arc::clone(&shared), stream, peer, conn_stop));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ZooKeeper accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                }
-            }
-        });
-        tracing::info!(%addr, "ZooKeeper protocol listening");
-        Ok(ZkServer { addr, stop })
+        if let (Some(listener), Some(addr)) = (plain, addr) {
+            tokio::spawn(accept_plain(Arc::clone(&shared), listener, stopped.clone()));
+            tracing::info!(%addr, "ZooKeeper protocol listening");
+        }
+        if let (Some((listener, tls)), Some(addr)) = (secure, secure_addr) {
+            tokio::spawn(accept_tls(Arc::clone(&shared), listener, tls, stopped));
+            tracing::info!(%addr, "ZooKeeper protocol listening over TLS");
+        }
+        Ok(ZkServer {
+            addr,
+            secure_addr,
+            stop,
+        })
     }
 
-    /// Where clients connect.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// Where plain-text clients connect, if they may.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// Where TLS clients connect, if they may.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.secure_addr
     }
 
     /// Stops accepting and closes every connection.
@@ -154,6 +197,59 @@ impl ZkServer {
 impl Drop for ZkServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Serves the plain client port until the front end stops.
+async fn accept_plain(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = conn::until_stopped(&mut stopped) => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(conn::serve(Arc::clone(&shared), stream, peer, stopped.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ZooKeeper accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves the TLS client port until the front end stops: the same
+/// connections as the plain port's once the handshake is done (which
+/// [`ServerTls::incoming`] completes, refusing clients without an
+/// accepted certificate when client certificates are required).
+async fn accept_tls(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: ServerTls,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut until = stopped.clone();
+    let incoming = tls.incoming(
+        listener,
+        async move { conn::until_stopped(&mut until).await },
+    );
+    let mut incoming = std::pin::pin!(incoming);
+    while let Some(accepted) = incoming.next().await {
+        let Ok(stream) = accepted else { continue };
+        let Ok(peer) = stream.get_ref().0.peer_addr() else {
+            continue;
+        };
+        tokio::spawn(conn::serve(
+            Arc::clone(&shared),
+            stream,
+            peer,
+            stopped.clone(),
+        ));
     }
 }
 

@@ -1,4 +1,4 @@
-//! ZooKeeper's four-letter words on the client port: the one-line health
+//! ZooKeeper's four-letter words on the client ports: the one-line health
 //! and status answers operators and monitoring scripts ask for.
 
 use crate::server::Shared;
@@ -85,7 +85,12 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
         }
         "conf" => {
             let c = &shared.config;
-            let _ = writeln!(out, "clientPort={}", shared.port);
+            if let Some(port) = shared.port {
+                let _ = writeln!(out, "clientPort={port}");
+            }
+            if let Some(port) = shared.secure_port {
+                let _ = writeln!(out, "secureClientPort={port}");
+            }
             let _ = writeln!(out, "tickTime={}", c.tick_ms);
             let _ = writeln!(out, "minSessionTimeout={}", 2 * c.tick_ms);
             let _ = writeln!(out, "maxSessionTimeout={}", 20 * c.tick_ms);

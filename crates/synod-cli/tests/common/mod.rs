@@ -1,7 +1,8 @@
 //! A cluster of real `synod server` processes on loopback, and the helpers
 //! every test file shares: free ports, a guard that kills its process when
 //! dropped (a panicking test too), etcd clients with timeouts, `etcdctl`,
-//! ZooKeeper's four-letter words.
+//! ZooKeeper's four-letter words; test certificates ([`certs`]) and the
+//! kazoo scripts' runner ([`kazoo`]).
 //!
 //! Every node also serves the ZooKeeper protocol on a port of its own
 //! (`--zk-addr`), with TTL nodes allowed (`--zk-extended-types`) and the
@@ -14,6 +15,9 @@
 
 // Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
+
+pub mod certs;
+pub mod kazoo;
 
 use etcd_client::{Client, ConnectOptions};
 use std::collections::BTreeMap;
