@@ -27,6 +27,12 @@
 #   QUOTA=2147483648  --quota-backend-bytes of both systems (raise it for GB runs)
 #   CONNS=        gRPC connections per run (default: one per endpoint)
 #   RESULTS_DIR=  where raw outputs go (default /tmp/bench-vs-etcd-<time>)
+#   SECURE=1      both systems with client TLS (a throwaway CA made with
+#                 openssl) and etcd auth on: a root user and a `bench` user
+#                 whose role reads and writes `bench/`, which every run
+#                 authenticates as (simple tokens, bcrypt cost 10 on both).
+#                 synod then runs as three `synod server` processes, like
+#                 etcd's three; peers talk plain TCP on both.
 #
 # Server CPU is the utime + stime of the server processes (/proc/PID/stat;
 # synod dev is one process for its 3 nodes, etcd is 3 processes, summed).
@@ -56,6 +62,8 @@ VALUE_SIZE=${VALUE_SIZE:-256}
 KEYS=${KEYS:-10000}
 QUOTA=${QUOTA:-2147483648}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-vs-etcd-$(date +%Y%m%d-%H%M%S)}
+SECURE=${SECURE:-0}
+[[ $SECURE == 0 || $SECURE == 1 ]] || { echo "error: SECURE must be 0 or 1" >&2; exit 2; }
 
 for n in DURATION WARMUP REPS CLIENTS VALUE_SIZE KEYS QUOTA; do
     if ! [[ ${!n} =~ ^[0-9]+$ ]] || [[ $n != WARMUP && ${!n} -eq 0 ]]; then
@@ -147,13 +155,62 @@ etcd_arch_env() {
     esac
 }
 
+# With SECURE=1: a CA and a certificate for 127.0.0.1, and the flags
+# every bench run adds.
+BENCH_SECURITY=()
+make_certs() {
+    local d=$TMP/certs
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$d/ca.key" -out "$d/ca.pem" -subj /CN=bench-ca 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=bench-server 2>/dev/null
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+        -CAcreateserial -days 2 -out "$d/server.pem" \
+        -extfile <(printf 'subjectAltName=IP:%s' "$HOST") 2>/dev/null
+    CERTS=$d
+    BENCH_SECURITY=(--cacert "$d/ca.pem" --user bench:bench-password)
+}
+
+# Root, and a `bench` user reading and writing bench/, then auth on.
+enable_auth() {
+    local endpoints=$1 e=(etcdctl --cacert "$CERTS/ca.pem")
+    e+=(--endpoints "$(sed 's#\([^,]*\)#https://\1#g' <<<"$endpoints")")
+    ETCDCTL_API=3 "${e[@]}" user add root:root-password >/dev/null
+    ETCDCTL_API=3 "${e[@]}" role add root >/dev/null
+    ETCDCTL_API=3 "${e[@]}" user grant-role root root >/dev/null
+    ETCDCTL_API=3 "${e[@]}" user add bench:bench-password >/dev/null
+    ETCDCTL_API=3 "${e[@]}" role add bench >/dev/null
+    ETCDCTL_API=3 "${e[@]}" role grant-permission bench readwrite --prefix bench/ >/dev/null
+    ETCDCTL_API=3 "${e[@]}" user grant-role bench bench >/dev/null
+    ETCDCTL_API=3 "${e[@]}" auth enable >/dev/null
+}
+
 start_synod() {
-    "$SYNOD" dev --data-dir "$TMP/synod" --quota-backend-bytes "$QUOTA" \
-        >"$RESULTS_DIR/synod.log" 2>&1 &
-    SYNOD_PID=$!
-    STARTED_PIDS+=("$SYNOD_PID")
-    SYNOD_PIDS=$SYNOD_PID
     SYNOD_ENDPOINTS=$(for p in "${SYNOD_CLIENT_PORTS[@]}"; do loopback "$p"; done | paste -sd,)
+    if [[ $SECURE == 0 ]]; then
+        "$SYNOD" dev --data-dir "$TMP/synod" --quota-backend-bytes "$QUOTA" \
+            >"$RESULTS_DIR/synod.log" 2>&1 &
+        SYNOD_PID=$!
+        STARTED_PIDS+=("$SYNOD_PID")
+        SYNOD_PIDS=$SYNOD_PID
+        return
+    fi
+    local peers="" i
+    for i in 0 1 2; do
+        peers+="${peers:+,}$((i + 1))=$(loopback "${SYNOD_PEER_PORTS[$i]}")"
+    done
+    SYNOD_PIDS=""
+    for i in 0 1 2; do
+        "$SYNOD" server --id $((i + 1)) --data-dir "$TMP/synod/n$((i + 1))" \
+            --client-addr "$(loopback "${SYNOD_CLIENT_PORTS[$i]}")" \
+            --peer-addr "$(loopback "${SYNOD_PEER_PORTS[$i]}")" --peers "$peers" \
+            --quota-backend-bytes "$QUOTA" \
+            --cert-file "$CERTS/server.pem" --key-file "$CERTS/server.key" \
+            >"$RESULTS_DIR/synod-n$((i + 1)).log" 2>&1 &
+        STARTED_PIDS+=("$!")
+        SYNOD_PIDS+="${SYNOD_PIDS:+,}$!"
+    done
 }
 
 start_etcd() {
@@ -164,15 +221,19 @@ start_etcd() {
     done
     ETCD_PIDS=""
     for i in 0 1 2; do
-        local client peer
+        local client peer tls=()
         client=http://$(loopback "${ETCD_CLIENT_PORTS[$i]}")
         peer=http://$(loopback "${ETCD_PEER_PORTS[$i]}")
+        if [[ $SECURE == 1 ]]; then
+            client=https://$(loopback "${ETCD_CLIENT_PORTS[$i]}")
+            tls=(--cert-file "$CERTS/server.pem" --key-file "$CERTS/server.key")
+        fi
         etcd --name "e$((i + 1))" --data-dir "$TMP/etcd/e$((i + 1))" \
             --listen-client-urls "$client" --advertise-client-urls "$client" \
             --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
             --initial-cluster "$cluster" --initial-cluster-state new \
             --initial-cluster-token bench-vs-etcd \
-            --quota-backend-bytes "$QUOTA" \
+            --quota-backend-bytes "$QUOTA" "${tls[@]}" \
             --logger zap --log-level warn \
             >"$RESULTS_DIR/etcd-e$((i + 1)).log" 2>&1 &
         STARTED_PIDS+=("$!")
@@ -202,7 +263,7 @@ bench_once() {
             ;;
         *) flags=(--workload "$workload" --keys "$KEYS") ;;
     esac
-    flags+=(--value-size "$VALUE_SIZE")
+    flags+=(--value-size "$VALUE_SIZE" "${BENCH_SECURITY[@]}")
     [[ -n $CONNS ]] && flags+=(--conns "$CONNS")
     out="$RESULTS_DIR/$workload-$system-$rep.txt"
     log "$workload rep $rep: $system"
@@ -242,7 +303,9 @@ column() { awk -F'\t' -v w="$1" -v s="$2" -v c="$3" '$1 == w && $2 == s {print $
 report() {
     local w s c
     echo
-    echo "synod vs etcd $(etcd --version | head -1 | sed 's/etcd Version: //'):" \
+    local secure=""
+    [[ $SECURE == 1 ]] && secure=" with client TLS and auth on (simple tokens)"
+    echo "synod vs etcd $(etcd --version | head -1 | sed 's/etcd Version: //')$secure:" \
         "medians of $REPS runs, $CLIENTS clients, ${DURATION}s measured after ${WARMUP}s warmup," \
         "3 nodes each on $(nproc) cores, ${VALUE_SIZE}-byte values over $KEYS keys"
     printf '%-17s %-6s %10s %9s %9s %9s %9s %7s %14s %9s %9s\n' workload system ops/s \
@@ -278,10 +341,20 @@ main() {
     build_synod
     ensure_ports_free "${SYNOD_CLIENT_PORTS[@]}" "${SYNOD_PEER_PORTS[@]}" \
         "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}"
+    [[ $SECURE == 1 ]] && make_certs
     start_synod
     start_etcd
-    wait_ready synod "$SYNOD_ENDPOINTS" --workload put
-    wait_ready etcd "$ETCD_ENDPOINTS" --workload put
+    if [[ $SECURE == 1 ]]; then
+        # Ready for TLS clients, then auth on.
+        BENCH_SECURITY=(--cacert "$CERTS/ca.pem")
+        wait_ready synod "$SYNOD_ENDPOINTS" --workload get "${BENCH_SECURITY[@]}"
+        wait_ready etcd "$ETCD_ENDPOINTS" --workload get "${BENCH_SECURITY[@]}"
+        enable_auth "$SYNOD_ENDPOINTS"
+        enable_auth "$ETCD_ENDPOINTS"
+        BENCH_SECURITY+=(--user bench:bench-password)
+    fi
+    wait_ready synod "$SYNOD_ENDPOINTS" --workload put "${BENCH_SECURITY[@]}"
+    wait_ready etcd "$ETCD_ENDPOINTS" --workload put "${BENCH_SECURITY[@]}"
     printf 'workload\tsystem\trep\tops_per_s\tp50_ms\tp99_ms\tp999_ms\tmax_ms\terrors\tserver_cpu_s_per_kop\tops\tserver_cpu_s_whole_invocation\n' \
         >"$RESULTS_DIR/raw.tsv"
     local w rep
