@@ -144,18 +144,8 @@ fn bad_tls_settings_stop_the_server_with_the_reason() {
     let (_, other_key) = ca.issue(&["127.0.0.1"], "someone else");
     let cert_file = write(dir.path(), "cert.pem", &cert);
     let wrong_key = write(dir.path(), "wrong-key.pem", &other_key);
-    let run = |extra: &[&str]| -> String {
-        let data = dir.path().join("data");
-        let out = std::process::Command::new(common::synod_bin())
-            .args(["server", "--id", "1", "--peers", "1=127.0.0.1:1"])
-            .args(["--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:1"])
-            .args(["--data-dir", &arg(&data)])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "started with {extra:?}");
-        String::from_utf8_lossy(&out.stderr).to_string()
-    };
+    let data = dir.path().join("data");
+    let run = |extra: &[&str]| common::start_refusal(&data, extra);
     let e = run(&[
         "--cert-file",
         &arg(&garbage),

@@ -7,18 +7,19 @@
 //! caught up with the leader, so they show every change acknowledged
 //! before them.
 
+use crate::Sender;
 use crate::{auth_status, EtcdApi};
 use bytes::Bytes;
 use synod_kv::auth::TOKEN_KEY_LEN;
 use synod_kv::AuthError;
 use synod_proto::etcdserverpb::auth_server::Auth;
 use synod_proto::etcdserverpb::*;
-use synod_proto::synodpb::{auth_write::Op as AuthOp, command::Op, outcome, AuthWrite, Caller};
+use synod_proto::synodpb::{auth_write::Op as AuthOp, command::Op, outcome, AuthWrite};
 use tonic::{Request, Response, Status};
 
 impl EtcdApi {
     /// Proposes one auth change as `caller`.
-    async fn auth_write(&self, op: AuthOp, caller: Caller) -> Result<(), Status> {
+    async fn auth_write(&self, op: AuthOp, caller: Sender) -> Result<(), Status> {
         let token_key = if matches!(op, AuthOp::Enable(_)) {
             let mut key = vec![0; TOKEN_KEY_LEN];
             getrandom::fill(&mut key)
@@ -31,7 +32,7 @@ impl EtcdApi {
             op: Some(op),
             token_key,
         };
-        match self.write(Op::Auth(write), caller).await? {
+        match self.write(Op::Auth(write), &caller).await? {
             outcome::Result::Auth(_) => Ok(()),
             _ => Err(Status::internal("outcome does not match the request")),
         }

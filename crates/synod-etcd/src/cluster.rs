@@ -9,11 +9,12 @@
 //! the leader can reach it as soon as it must; a removed member leaves the
 //! configuration first and the table after.
 
+use crate::Sender;
 use crate::{status, EtcdApi};
 use synod_proto::etcdserverpb::cluster_client::ClusterClient;
 use synod_proto::etcdserverpb::cluster_server::Cluster;
 use synod_proto::etcdserverpb::*;
-use synod_proto::synodpb::{command::Op, Caller, MemberTable};
+use synod_proto::synodpb::{command::Op, MemberTable};
 use synod_server::{Membership, NodeId};
 use tonic::{Request, Response, Status};
 
@@ -77,9 +78,9 @@ impl EtcdApi {
         &self,
         members: Vec<Member>,
         removed: Vec<u64>,
-        caller: Caller,
+        caller: Sender,
     ) -> Result<(), Status> {
-        self.write(Op::MemberTable(MemberTable { members, removed }), caller)
+        self.write(Op::MemberTable(MemberTable { members, removed }), &caller)
             .await?;
         Ok(())
     }

@@ -37,7 +37,7 @@ impl Election for EtcdApi {
         let r = request.into_inner();
         let prefix = prefix_of(&r.name);
         let key = contender_key(&r.name, r.lease);
-        let (my_rev, value, held) = self
+        let (my_rev, value, held) = this
             .create_or_get(&prefix, &key, r.value.clone(), r.lease)
             .await?;
         if value != r.value {
@@ -77,7 +77,7 @@ impl Election for EtcdApi {
         let leader = r
             .leader
             .ok_or_else(|| Status::invalid_argument("\"leader\" field must be provided"))?;
-        let (ok, _, revision) = self
+        let (ok, _, revision) = this
             .txn(TxnRequest {
                 compare: vec![created_at(&leader.key, leader.rev)],
                 success: vec![put_op(&leader.key, r.value, leader.lease)],
@@ -178,7 +178,7 @@ impl Election for EtcdApi {
             .into_inner()
             .leader
             .ok_or_else(|| Status::invalid_argument("\"leader\" field must be provided"))?;
-        let (_, _, revision) = self
+        let (_, _, revision) = this
             .txn(TxnRequest {
                 compare: vec![created_at(&leader.key, leader.rev)],
                 success: vec![delete_op(&leader.key)],

@@ -54,11 +54,7 @@ impl Lease for EtcdApi {
         // write each (checked where it applies).
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let o = self
-            .node
-            .write_as(Op::LeaseRevoke(r), caller)
-            .await
-            .map_err(status)?;
+        let o = self.propose(Op::LeaseRevoke(r), &caller).await?;
         let outcome::Result::LeaseRevoke(mut resp) = result(o)? else {
             return Err(unexpected());
         };

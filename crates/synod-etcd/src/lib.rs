@@ -38,7 +38,30 @@ pub struct EtcdApi {
     tokens: Arc<token::Tokens>,
     /// Whose behalf the lock and election recipes write on (their
     /// client's): the state machine checks its permissions.
-    acting: Caller,
+    acting: Sender,
+}
+
+/// Who sent a request: the credentials it presented and the user they
+/// name, judged against this member's auth store at `revision`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sender {
+    token: Option<String>,
+    common_name: Option<String>,
+    /// The user (empty: nobody).
+    pub(crate) user: String,
+    revision: u64,
+    /// Auth was on when the credentials were judged.
+    auth_on: bool,
+}
+
+impl Sender {
+    /// What the state machine checks where the write applies.
+    fn caller(&self) -> Caller {
+        Caller {
+            user: self.user.clone(),
+            auth_revision: self.revision,
+        }
+    }
 }
 
 impl EtcdApi {
@@ -49,7 +72,7 @@ impl EtcdApi {
         Ok(EtcdApi {
             node,
             tokens: Arc::new(tokens),
-            acting: Caller::default(),
+            acting: Sender::default(),
         })
     }
 
@@ -74,30 +97,46 @@ impl EtcdApi {
     /// verified client certificate (`--client-cert-auth`), else nobody
     /// (an empty user, which every permission check refuses while auth is
     /// on). While auth is off nobody is asked.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let auth = self.node.auth();
-        if !auth.enabled() {
-            return Ok(Caller::default());
-        }
+    fn caller<T>(&self, request: &Request<T>) -> Result<Sender, Status> {
         let token = request
             .metadata()
             .get("token")
-            .or_else(|| request.metadata().get("authorization"));
-        if let Some(token) = token {
-            let token = token
-                .to_str()
-                .map_err(|_| auth_status(AuthError::InvalidAuthToken))?;
-            return self
-                .tokens
-                .verify(&auth, token)
-                .map(|user| Caller { user })
-                .map_err(auth_status);
-        }
-        let user = request
+            .or_else(|| request.metadata().get("authorization"))
+            .map(|t| t.to_str().map(str::to_string))
+            .transpose()
+            .map_err(|_| auth_status(AuthError::InvalidAuthToken))?;
+        let common_name = request
             .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())))
-            .unwrap_or_default();
-        Ok(Caller { user })
+            .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())));
+        self.resolve(token, common_name)
+    }
+
+    /// The user `token` or else `common_name` names now.
+    fn resolve(
+        &self,
+        token: Option<String>,
+        common_name: Option<String>,
+    ) -> Result<Sender, Status> {
+        let auth = self.node.auth();
+        let mut sender = Sender {
+            revision: auth.revision(),
+            auth_on: auth.enabled(),
+            ..Sender::default()
+        };
+        if !auth.enabled() {
+            return Ok(sender);
+        }
+        match &token {
+            Some(t) => {
+                let (user, revision) = self.tokens.verify(&auth, t).map_err(auth_status)?;
+                sender.user = user;
+                sender.revision = revision;
+            }
+            None => sender.user = common_name.clone().unwrap_or_default(),
+        }
+        sender.token = token;
+        sender.common_name = common_name;
+        Ok(sender)
     }
 
     /// Checks `allowed` against this member's auth store. A refusal is
@@ -129,7 +168,7 @@ impl EtcdApi {
 
     /// Admin operations (membership, defragment, snapshot, hashes, auth
     /// management): the root role, while auth is on.
-    async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<Sender, Status> {
         let caller = self.caller(request)?;
         self.authorize(|auth| auth.check_admin(&caller.user))
             .await?;

@@ -44,7 +44,7 @@ impl Lock for EtcdApi {
         prefix.push(b'/');
         let prefix = Bytes::from(prefix);
         let key = contender_key(&r.name, r.lease);
-        let (my_rev, _, held) = self
+        let (my_rev, _, held) = this
             .create_or_get(&prefix, &key, Bytes::new(), r.lease)
             .await?;
         let mut guard = Abandon {
@@ -74,7 +74,7 @@ impl Lock for EtcdApi {
     ) -> Result<Response<UnlockResponse>, Status> {
         let this = &self.acting_for(&request)?;
         let r = request.into_inner();
-        let (_, _, revision) = self
+        let (_, _, revision) = this
             .txn(TxnRequest {
                 success: vec![delete_op(&r.key)],
                 ..TxnRequest::default()

@@ -39,11 +39,7 @@ impl Maintenance for EtcdApi {
         }
         // Raising or clearing an alarm is the root role's (checked where
         // it applies).
-        let o = self
-            .node
-            .write_as(Op::Alarm(r), caller)
-            .await
-            .map_err(status)?;
+        let o = self.propose(Op::Alarm(r), &caller).await?;
         match o.result {
             Some(outcome::Result::Alarm(mut resp)) => {
                 resp.header = self.header(0);

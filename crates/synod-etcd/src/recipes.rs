@@ -94,7 +94,7 @@ fn range_op(key: &Bytes) -> RequestOp {
 impl EtcdApi {
     /// Runs a txn and returns whether it succeeded and its responses.
     pub(crate) async fn txn(&self, r: TxnRequest) -> Result<(bool, Vec<OpResponse>, i64), Status> {
-        let outcome::Result::Txn(t) = self.write(Op::Txn(r), self.acting.clone()).await? else {
+        let outcome::Result::Txn(t) = self.write(Op::Txn(r), &self.acting).await? else {
             return Err(Status::internal("outcome does not match the request"));
         };
         let revision = t.header.map_or(0, |h| h.revision);

@@ -35,9 +35,9 @@ const SLIDING_MAX: usize = 100_000;
 pub struct Tokens {
     kind: Kind,
     ttl: Duration,
-    /// Simple tokens seen lately: token → when last used (ms), for
-    /// etcd's sliding expiry.
-    recent: Mutex<HashMap<String, u64>>,
+    /// Simple tokens seen lately, by the first 8 bytes of their MAC →
+    /// when last used (ms), for etcd's sliding expiry.
+    recent: Mutex<HashMap<u64, u64>>,
 }
 
 enum Kind {
@@ -196,10 +196,12 @@ impl Tokens {
         }
     }
 
-    /// The user a token names, if it is valid now against `auth`.
-    pub fn verify(&self, auth: &AuthStore, token: &str) -> Result<String, AuthError> {
+    /// The user a token names, if it is valid now against `auth`, and
+    /// the auth revision it stands for (a JWT's claim; `auth`'s own for a
+    /// simple token).
+    pub fn verify(&self, auth: &AuthStore, token: &str) -> Result<(String, u64), AuthError> {
         match &self.kind {
-            Kind::Simple => self.verify_simple(auth, token),
+            Kind::Simple => Ok((self.verify_simple(auth, token)?, auth.revision())),
             Kind::Jwt {
                 algorithm,
                 decoding,
@@ -217,7 +219,7 @@ impl Tokens {
                 if claims.revision < auth.revision() {
                     return Err(AuthError::AuthOldRevision);
                 }
-                Ok(claims.username)
+                Ok((claims.username, claims.revision))
             }
         }
     }
@@ -244,15 +246,13 @@ impl Tokens {
         let mut check = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         feed(&mut check, &user, expiry, &u.password);
         check.verify_slice(&mac).map_err(|_| invalid)?;
+        let id = u64::from_be_bytes(mac[..8].try_into().expect("a verified MAC is 32 bytes"));
         let now = now_ms();
         let ttl = self.ttl.as_millis() as u64;
-        if now < expiry.saturating_sub(ttl / 2) {
-            return Ok(user); // fresh: no need to remember its use
-        }
         let mut recent = self.recent.lock().expect("token lock");
-        let alive = now < expiry || recent.get(token).is_some_and(|&used| now < used + ttl);
+        let alive = now < expiry || recent.get(&id).is_some_and(|&used| now < used + ttl);
         if !alive {
-            recent.remove(token);
+            recent.remove(&id);
             return Err(invalid);
         }
         if recent.len() >= SLIDING_MAX {
@@ -261,7 +261,7 @@ impl Tokens {
                 recent.clear();
             }
         }
-        recent.insert(token.to_string(), now);
+        recent.insert(id, now);
         Ok(user)
     }
 }
@@ -341,7 +341,7 @@ mod tests {
         let tokens = Tokens::from_spec("simple", DEFAULT_TTL).unwrap();
         let mut auth = store();
         let t = tokens.issue(&auth, "root").unwrap();
-        assert_eq!(tokens.verify(&auth, &t).unwrap(), "root");
+        assert_eq!(tokens.verify(&auth, &t).unwrap().0, "root");
         // Tampering is caught.
         let forged = t.replacen(&B64.encode("root"), &B64.encode("rooo"), 1);
         assert_eq!(
@@ -402,7 +402,7 @@ mod tests {
         let tokens = Tokens::from_spec(&spec, DEFAULT_TTL).unwrap();
         let mut auth = store();
         let t = tokens.issue(&auth, "root").unwrap();
-        assert_eq!(tokens.verify(&auth, &t).unwrap(), "root");
+        assert_eq!(tokens.verify(&auth, &t).unwrap().0, "root");
         auth.apply(&AuthWrite {
             op: Some(Op::RoleAdd(AuthRoleAddRequest { name: "r".into() })),
             token_key: Bytes::new(),

@@ -3,7 +3,7 @@
 //! effect once), and snapshots of both.
 
 use crate::apply::{self, WriteTxn};
-use crate::auth::{Access, AuthStore};
+use crate::auth::{Access, AuthError, AuthStore};
 use crate::error::KvError;
 use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
@@ -363,6 +363,9 @@ impl KvStore {
         let auth = &self.auth;
         if !auth.enabled() {
             return Ok(());
+        }
+        if caller.auth_revision < auth.revision() {
+            return Err(AuthError::AuthOldRevision.into());
         }
         let user = caller.user.as_str();
         // A lease's keys are written by whoever revokes it or attaches

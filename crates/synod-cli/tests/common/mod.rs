@@ -45,6 +45,23 @@ pub fn synod_bin() -> PathBuf {
     }
 }
 
+/// What a one-node `synod server` with `extra` flags prints on stderr when
+/// it refuses to start (it must refuse): how tests check that bad settings
+/// stop it with the reason.
+#[allow(dead_code)] // not every test binary checks bad settings
+pub fn start_refusal(data_dir: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(synod_bin())
+        .args(["server", "--id", "1", "--peers", "1=127.0.0.1:1"])
+        .args(["--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:1"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 /// An address on loopback that is free now, never handed out before by this
 /// test process.
 ///
