@@ -171,6 +171,7 @@ fn node_config(
         peer_secret: None,
         peer_tls: None,
         client_tls: false,
+        client_tls_files: None,
         auth_token: "simple".into(),
         auth_token_ttl_s: synod_server::AUTH_TOKEN_TTL_S_DEFAULT,
         bcrypt_cost: synod_server::BCRYPT_COST_DEFAULT,
@@ -443,6 +444,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.peer_secret = peer_secret;
     config.peer_tls = peer_tls;
     config.client_tls = client_tls.is_some();
+    config.client_tls_files = client_tls.clone();
     if let Some(c) = given_cluster_id {
         config.cluster_id = c;
         config.cluster_id_derived = false;

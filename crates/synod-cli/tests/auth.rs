@@ -24,9 +24,8 @@
 //!
 //! Every server runs with `--bcrypt-cost 4`, so logins are cheap.
 //!
-//! One test is `#[ignore]`d, naming the limitation it shows in its reason
-//! (run it with `-- --ignored`): membership changes sent to a follower
-//! under client TLS.
+//! Membership changes sent to a follower under client TLS reach the leader
+//! as their sender, also when a client certificate names it.
 
 mod common;
 
@@ -1175,7 +1174,7 @@ async fn a_client_certificates_common_name_is_its_user() {
 /// A membership change by root's certificate through a follower: the
 /// follower forwards it to the leader, where it must still count as root's.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "limitation: with client TLS, a follower forwards Member* to the leader without TLS ('cannot reach the leader: transport error', auth or not); and the forwarded request carries only the token, so a certificate's user would reach the leader as nobody"]
+
 async fn a_client_certificate_changes_membership_through_a_follower() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("synod auth test CA");

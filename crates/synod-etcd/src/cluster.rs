@@ -53,12 +53,61 @@ impl EtcdApi {
         Ok(Route::Leader(url))
     }
 
+    /// A request sent on to the leader as its sender: with the sender's
+    /// token, or, for a user its client certificate named, a token this
+    /// member issues for that user (the leader cannot see the
+    /// certificate), so that the leader judges the same user.
+    fn forwarded<T>(&self, message: T, sender: &Sender) -> Result<Request<T>, Status> {
+        let mut request = Request::new(message);
+        let token = match &sender.token {
+            Some(t) => Some(t.clone()),
+            None if sender.auth_on && !sender.user.is_empty() => Some(
+                self.tokens
+                    .issue(&self.node.auth(), &sender.user)
+                    .map_err(crate::auth_status)?,
+            ),
+            None => None,
+        };
+        if let Some(token) = token {
+            let value = token
+                .parse()
+                .map_err(|_| Status::internal("a token that is not valid metadata"))?;
+            request.metadata_mut().insert("token", value);
+        }
+        Ok(request)
+    }
+
+    /// A client of the leader's etcd API, over TLS when this member
+    /// serves TLS (presenting its own certificate, which the leader asks
+    /// for under `--client-cert-auth`).
     async fn leader_client(
+        &self,
         url: String,
     ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
-        ClusterClient::connect(url)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot reach the leader: {e}")))
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Status::unavailable(format!("cannot reach the leader: {e}"))
+        };
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(url).map_err(|e| unreachable(&e))?;
+        if let Some(files) = &self.node.config().client_tls_files {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| unreachable(&format!("{}: {e}", p.display())))
+            };
+            let cert = read(&files.cert)?;
+            let ca = match &files.trusted_ca {
+                Some(ca) => read(ca)?,
+                None => cert.clone(),
+            };
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(
+                    cert,
+                    read(&files.key)?,
+                ));
+            endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+        Ok(ClusterClient::new(channel))
     }
 
     /// The configuration a change starts from; refused while another
@@ -98,19 +147,6 @@ impl EtcdApi {
     }
 }
 
-/// A request sent on to the leader with its sender's token, so that the
-/// leader judges the same user.
-fn forwarded<T>(
-    message: T,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        request.metadata_mut().insert("token", token);
-    }
-    request
-}
-
 fn with(members: &[NodeId], id: NodeId) -> Vec<NodeId> {
     let mut v = members.to_vec();
     if !v.contains(&id) {
@@ -148,12 +184,12 @@ impl Cluster for EtcdApi {
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         let caller = self.authorize_admin(&request).await?;
-        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url)
+            return self
+                .leader_client(url)
                 .await?
-                .member_add(forwarded(r, token))
+                .member_add(self.forwarded(r, &caller)?)
                 .await;
         }
         check_urls(&r.peer_ur_ls)?;
@@ -197,12 +233,12 @@ impl Cluster for EtcdApi {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let caller = self.authorize_admin(&request).await?;
-        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url)
+            return self
+                .leader_client(url)
                 .await?
-                .member_remove(forwarded(r, token))
+                .member_remove(self.forwarded(r, &caller)?)
                 .await;
         }
         let current = self.stable_membership()?;
@@ -230,12 +266,12 @@ impl Cluster for EtcdApi {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let caller = self.authorize_admin(&request).await?;
-        let token = request.metadata().get("token").cloned();
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url)
+            return self
+                .leader_client(url)
                 .await?
-                .member_update(forwarded(r, token))
+                .member_update(self.forwarded(r, &caller)?)
                 .await;
         }
         check_urls(&r.peer_ur_ls)?;
@@ -267,13 +303,13 @@ impl Cluster for EtcdApi {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.authorize_admin(&request).await?;
-        let token = request.metadata().get("token").cloned();
+        let caller = self.authorize_admin(&request).await?;
         let r = request.into_inner();
         if let Route::Leader(url) = self.route()? {
-            return Self::leader_client(url)
+            return self
+                .leader_client(url)
                 .await?
-                .member_promote(forwarded(r, token))
+                .member_promote(self.forwarded(r, &caller)?)
                 .await;
         }
         let current = self.stable_membership()?;

@@ -45,13 +45,13 @@ pub struct EtcdApi {
 /// name, judged against this member's auth store at `revision`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sender {
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     common_name: Option<String>,
     /// The user (empty: nobody).
     pub(crate) user: String,
     revision: u64,
     /// Auth was on when the credentials were judged.
-    auth_on: bool,
+    pub(crate) auth_on: bool,
 }
 
 impl Sender {

@@ -99,6 +99,7 @@ impl Cluster {
             peer_secret: None,
             peer_tls: None,
             client_tls: false,
+            client_tls_files: None,
             auth_token: "simple".into(),
             auth_token_ttl_s: synod_server::AUTH_TOKEN_TTL_S_DEFAULT,
             bcrypt_cost: synod_server::BCRYPT_COST_DEFAULT,

@@ -77,6 +77,10 @@ pub struct NodeConfig {
     pub peer_tls: Option<crate::tls::TlsFiles>,
     /// The etcd API is served over TLS (the member list says `https://`).
     pub client_tls: bool,
+    /// The etcd API's certificate files, when TLS is on: a member that
+    /// sends a client's request on to the leader connects with them
+    /// (trusting `trusted_ca`, else the certificate's own chain).
+    pub client_tls_files: Option<crate::tls::TlsFiles>,
     /// etcd's `--auth-token`: `simple` (the default) or
     /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=10m`.
     pub auth_token: String,
