@@ -44,6 +44,13 @@ pub struct SimOptions {
     /// Run the ZooKeeper agent: sequential creates through any node,
     /// checked for unique names and no lost acknowledged create.
     pub zk: bool,
+    /// Run the auth agent: users and roles set up, auth enabled, a role's
+    /// permission flipped while its user writes, checked against the log.
+    pub auth: bool,
+    /// Negative control: a node's shell drops the auth store's row from
+    /// its writes, so a restart (or a snapshot streamed from its disk)
+    /// loses users, roles and permissions; the auth checks must see it.
+    pub lose_auth_row: bool,
     /// Negative control: a node's shell writes a state-machine snapshot
     /// (with its applied slot) at once and the log compaction only with a
     /// later write, as the runtime once did. A crash in between restarts
@@ -79,6 +86,8 @@ impl SimOptions {
             timestamps: true,
             unconfirmed_timestamps: false,
             zk: true,
+            auth: true,
+            lose_auth_row: false,
             split_snapshot_compaction: false,
             ack_before_fsync: false,
             excess_drift: false,

@@ -7,7 +7,11 @@
 //! that every replica applies the same sequence, and that at most one replica
 //! holds a leader lease; at the end, that every outstanding operation
 //! finished within a bound after healing, that replicas converged, and that
-//! the client history is linearizable. A failing seed replays exactly.
+//! the client history is linearizable. Agents beside the clients drive
+//! leases, the timestamp oracle, ZooKeeper writes and etcd auth (a role's
+//! permission flipped while its user writes; every replica's auth store
+//! and every outcome checked against the log replayed in order: see
+//! `world::auth`). A failing seed replays exactly.
 
 pub mod checker;
 pub mod client;

@@ -64,6 +64,13 @@ struct Args {
     /// No ZooKeeper agent.
     #[arg(long)]
     no_zk: bool,
+    /// No auth agent (no users, roles or permission flips).
+    #[arg(long)]
+    no_auth: bool,
+    /// Negative control: the auth store's row is never written, so
+    /// restarts and snapshots lose it; must be caught.
+    #[arg(long)]
+    lose_auth_row: bool,
     /// Negative control: leaders hand out timestamps without confirming
     /// they still lead; real-time order must be caught broken.
     #[arg(long)]
@@ -120,6 +127,8 @@ fn main() -> ExitCode {
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;
     options.zk = !args.no_zk;
+    options.auth = !args.no_auth;
+    options.lose_auth_row = args.lose_auth_row;
     options.unconfirmed_timestamps = args.unconfirmed_timestamps;
     options.split_snapshot_compaction = args.split_snapshot_compaction;
     options.ack_before_fsync = args.ack_before_fsync;
@@ -172,7 +181,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -188,6 +197,10 @@ fn main() -> ExitCode {
         summary.leases_expired,
         summary.timestamps,
         summary.zk_creates,
+        summary.auth_flips,
+        summary.auth_puts_ok,
+        summary.auth_denied,
+        summary.auth_old_revision,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

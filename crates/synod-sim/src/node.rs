@@ -165,6 +165,12 @@ pub enum Waiting {
     Timestamps(Micros),
     /// The ZooKeeper agent's create number `n`.
     ZkCreate(u64),
+    /// The auth agent's setup step.
+    AuthSetup(usize),
+    /// The auth agent's grant or revoke of its role's permission.
+    AuthFlip,
+    /// The auth agent's put number `n`.
+    AuthPut(u64),
 }
 
 /// A round's write, queued until its simulated fsync completes.

@@ -149,6 +149,14 @@ pub struct Summary {
     pub timestamps: u64,
     /// ZooKeeper creates acknowledged.
     pub zk_creates: u64,
+    /// Changes of the auth agents' permission, in log order.
+    pub auth_flips: u64,
+    /// The auth agents' puts acknowledged OK.
+    pub auth_puts_ok: u64,
+    /// The auth agents' puts refused with PermissionDenied.
+    pub auth_denied: u64,
+    /// The auth agents' puts refused with AuthOldRevision.
+    pub auth_old_revision: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -194,6 +202,10 @@ pub fn run_seeds(
                         sum.leases_expired += r.leases_expired;
                         sum.timestamps += r.timestamps;
                         sum.zk_creates += r.zk_creates;
+                        sum.auth_flips += r.auth_flips;
+                        sum.auth_puts_ok += r.auth_puts_ok;
+                        sum.auth_denied += r.auth_denied;
+                        sum.auth_old_revision += r.auth_old_revision;
                         sum.slots += r.slots;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {

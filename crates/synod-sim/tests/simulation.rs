@@ -106,6 +106,15 @@ fn assert_membership_exercised(summary: &Summary) {
         summary.timestamps > summary.runs * 10,
         "the timestamp oracle barely exercised: {summary:?}"
     );
+    // And the auth agent: a role's permission flipped while its user
+    // writes, every outcome checked against the log on every replica.
+    assert!(
+        summary.auth_flips > summary.runs
+            && summary.auth_puts_ok > summary.runs
+            && summary.auth_denied > summary.runs
+            && summary.auth_old_revision > 0,
+        "auth barely exercised: {summary:?}"
+    );
 }
 
 /// A leader that renews a lease without first confirming it still leads
@@ -119,8 +128,10 @@ fn assert_membership_exercised(summary: &Summary) {
 fn renewing_leases_without_confirming_leadership_is_caught() {
     let mut options = SimOptions::new(3);
     options.unconfirmed_keepalives = true;
-    // Calibrated without the ZooKeeper agent (its draws move the faults).
+    // Calibrated without the ZooKeeper and auth agents (their draws move
+    // the faults).
     options.zk = false;
+    options.auth = false;
     // The world the seed range was calibrated in.
     options.timestamps = false;
     let summary = run_seeds(700, 60, &options, 2, 1, &|_| {});
@@ -141,6 +152,7 @@ fn renewing_leases_without_confirming_leadership_is_caught() {
 fn follower_reads_without_the_leaders_index_are_caught() {
     let mut options = SimOptions::new(3);
     options.follower_reads_unconfirmed = true;
+    options.auth = false;
     let summary = run_seeds(0, 200, &options, 2, 1, &|_| {});
     let Some(caught) = summary.violations.first() else {
         panic!(
@@ -160,6 +172,7 @@ fn timestamps_without_confirming_leadership_are_caught() {
     let mut options = SimOptions::new(3);
     options.unconfirmed_timestamps = true;
     options.zk = false;
+    options.auth = false;
     let summary = run_seeds(0, 120, &options, 2, 1, &|_| {});
     let Some(caught) = summary.violations.first() else {
         panic!(
@@ -186,6 +199,7 @@ fn skipping_joint_consensus_is_caught() {
     let mut options = SimOptions::new(3);
     options.mutation = Some(Mutation::NoJointConsensus);
     options.zk = false;
+    options.auth = false;
     // The world the seed range was calibrated in.
     options.leases = false;
     options.timestamps = false;
@@ -232,6 +246,8 @@ fn broken_shells_are_caught() {
     ];
     for (name, break_it) in controls {
         let mut options = SimOptions::new(3);
+        // The world these controls were calibrated in.
+        options.auth = false;
         break_it(&mut options);
         let summary = run_seeds(0, 2000, &options, 2, 1, &|_| {});
         let Some(caught) = summary.violations.first() else {
@@ -252,6 +268,36 @@ fn broken_shells_are_caught() {
             "{name} caught by unexpected '{invariant}'"
         );
     }
+}
+
+/// A shell that never writes the auth store's row (users, roles and
+/// permissions live only in memory) restarts replicas without them, and
+/// streams snapshots without them: the auth agent's checks must see a
+/// replica whose auth store is not the log's, within a few seeds.
+#[test]
+fn losing_the_auth_row_is_caught() {
+    let mut options = SimOptions::new(3);
+    options.lose_auth_row = true;
+    let summary = run_seeds(0, 50, &options, 2, 1, &|_| {});
+    let Some(caught) = summary.violations.first() else {
+        panic!(
+            "a lost auth row survived {} seeds: the auth checks are blind",
+            summary.runs
+        );
+    };
+    let invariant = caught.result.as_ref().expect_err("violation").invariant;
+    println!(
+        "lost auth row: caught by '{invariant}' at seed {}",
+        caught.seed
+    );
+    assert!(
+        [
+            "every replica's auth store follows the log",
+            "each put's outcome follows the auth state in log order",
+        ]
+        .contains(&invariant),
+        "caught by unexpected '{invariant}'"
+    );
 }
 
 #[test]
@@ -278,6 +324,7 @@ fn negative_controls_are_caught() {
         options.mutation = Some(mutation);
         options.membership = false;
         options.leases = false;
+        options.auth = false;
         let summary = run_seeds(0, 2000, &options, 2, 1, &|_| {});
         let Some(caught) = summary.violations.first() else {
             panic!(

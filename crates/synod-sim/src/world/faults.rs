@@ -393,6 +393,11 @@ impl World {
         self.report.timestamps = self.oracle_agent.handed_out();
         self.zk_final_check()?;
         self.report.zk_creates = self.zk_agent.acknowledged();
+        self.auth_final_check()?;
+        self.report.auth_flips = self.auth_agent.flips();
+        self.report.auth_puts_ok = self.auth_agent.puts_ok;
+        self.report.auth_denied = self.auth_agent.denied;
+        self.report.auth_old_revision = self.auth_agent.old_revision;
         self.report.sessions_expired = self
             .nodes
             .iter()

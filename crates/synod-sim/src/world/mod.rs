@@ -15,6 +15,7 @@ use crate::network::Network;
 use crate::node::SimNode;
 use rand::{Rng, SeedableRng};
 
+mod auth;
 mod clients;
 mod faults;
 mod leases;
@@ -87,6 +88,7 @@ enum Event {
     },
     OracleAgent,
     ZkAgent,
+    AuthAgent,
     OracleReply {
         asked: Micros,
         first: i64,
@@ -170,6 +172,15 @@ pub struct Report {
     pub timestamps: u64,
     /// ZooKeeper creates acknowledged by the agent.
     pub zk_creates: u64,
+    /// Changes of the auth agent's permission, in log order.
+    pub auth_flips: u64,
+    /// The auth agent's puts acknowledged OK.
+    pub auth_puts_ok: u64,
+    /// The auth agent's puts refused with PermissionDenied.
+    pub auth_denied: u64,
+    /// The auth agent's puts refused for credentials judged before an
+    /// auth change (AuthOldRevision).
+    pub auth_old_revision: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -199,6 +210,7 @@ pub struct World {
     lease_agent: leases::LeaseAgent,
     oracle_agent: oracle::OracleAgent,
     zk_agent: zk::ZkAgent,
+    auth_agent: auth::AuthAgent,
 }
 
 impl World {
@@ -244,6 +256,7 @@ impl World {
             lease_agent: leases::LeaseAgent::default(),
             oracle_agent: oracle::OracleAgent::default(),
             zk_agent: zk::ZkAgent::default(),
+            auth_agent: auth::AuthAgent::default(),
             cfg,
         };
         world.schedule_start();
@@ -273,6 +286,9 @@ impl World {
         }
         if self.cfg.options.zk {
             self.schedule(150 * MS, Event::ZkAgent);
+        }
+        if self.cfg.options.auth {
+            self.schedule(120 * MS, Event::AuthAgent);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -353,6 +369,7 @@ impl World {
             Event::LeaseAck { .. } => 6700,
             Event::OracleAgent => 6800,
             Event::ZkAgent => 6850,
+            Event::AuthAgent => 6860,
             Event::OracleReply { .. } => 6900,
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
@@ -441,6 +458,7 @@ impl World {
             Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
             Event::OracleAgent => self.on_oracle_agent(),
             Event::ZkAgent => self.on_zk_agent(),
+            Event::AuthAgent => self.on_auth_agent(),
             Event::OracleReply { asked, first, last } => {
                 self.on_oracle_reply(asked, first, last)?
             }

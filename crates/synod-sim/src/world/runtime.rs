@@ -16,12 +16,15 @@ impl World {
     /// out.
     pub(super) fn drive(&mut self, id: NodeId) -> Result<(), Violation> {
         let i = self.node_index(id);
-        for _ in 0..DRIVE_ROUNDS_MAX {
+        for round in 0..DRIVE_ROUNDS_MAX {
             let Some(group) = self.nodes[i].group.as_mut() else {
                 return Ok(());
             };
             if !group.has_ready() {
                 group.check_invariants();
+                if round > 0 || self.auth_unchecked(i) {
+                    self.auth_check_replica(i)?;
+                }
                 return Ok(());
             }
             let ready = group.ready();
@@ -48,6 +51,7 @@ impl World {
         for (slot, value) in &ready.applied {
             let chosen = self.chosen.chosen(*slot).cloned();
             self.applied.on_apply(id, *slot, value, chosen.as_ref())?;
+            self.auth_on_apply(*slot, value);
             self.report.slots = self.report.slots.max(slot.0);
         }
         for to in std::mem::take(&mut ready.snapshots) {
@@ -58,6 +62,12 @@ impl World {
             self.report.snapshots += 1;
             self.applied.on_snapshot(id, slot);
             self.note(|| format!("{id} installed snapshot through {slot}"));
+            self.auth_check_puts(i, Slot(0)..=ready.applied_through)?;
+            self.auth_installed(i);
+        } else if let (Some((first, _)), Some((last, _))) =
+            (ready.applied.first(), ready.applied.last())
+        {
+            self.auth_check_puts(i, *first..=*last)?;
         }
         for lease in std::mem::take(&mut ready.expired) {
             self.check_not_early(id, lease)?;
@@ -99,6 +109,13 @@ impl World {
     /// when its simulated fsync completes.
     fn queue_write(&mut self, i: usize, mut ready: GroupReady) {
         let id = self.nodes[i].id;
+        if self.cfg.options.lose_auth_row {
+            // The broken shell: the auth store's row never reaches the disk.
+            ready.state.ops.retain(|op| {
+                !matches!(op, synod_kv::StateOp::Put { key, .. }
+                    if key.as_slice() == [synod_kv::state::TAG_AUTH])
+            });
+        }
         if self.cfg.options.split_snapshot_compaction && ready.installed.is_some() {
             // The old runtime's bug: an installed snapshot's state and
             // applied slot were durable at once, the compaction only with
@@ -264,6 +281,9 @@ impl World {
             Waiting::Attach(_) => {}
             Waiting::Timestamps(asked) => self.on_timestamps_answer(asked, answer),
             Waiting::ZkCreate(n) => return self.on_zk_answer(n, answer),
+            Waiting::AuthSetup(step) => self.on_auth_setup_answer(step, answer),
+            Waiting::AuthFlip => {}
+            Waiting::AuthPut(n) => return self.on_auth_put_answer(n, answer),
         }
         Ok(())
     }
