@@ -37,15 +37,9 @@ for port in 2379 22379 32379 2380 22380 32380 3379 23379 33379 3380 23380 33380;
     fi
 done
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib/secure.sh"
 certs=$TMP/certs
-mkdir -p "$certs"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$certs/ca.key" -out "$certs/ca.pem" -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$certs/server.key" -out "$certs/server.csr" -subj /CN=bench-server 2>/dev/null
-openssl x509 -req -in "$certs/server.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" \
-    -CAcreateserial -days 2 -out "$certs/server.pem" \
-    -extfile <(printf 'subjectAltName=IP:127.0.0.1') 2>/dev/null
+make_certs "$certs"
 
 # `start NAME CLIENT-BASE PEER-BASE EXTRA-FLAGS...`: three `synod server`
 # processes on ports BASE, 2BASE+.., sets NAME_PIDS and NAME_ENDPOINTS.
@@ -72,15 +66,7 @@ start secure 3379 3380 --cert-file "$certs/server.pem" --key-file "$certs/server
 TLS=(--cacert "$certs/ca.pem")
 wait_ready plain "$plain_ENDPOINTS" --workload put
 wait_ready secure "$secure_ENDPOINTS" --workload put "${TLS[@]}"
-e=(env ETCDCTL_API=3 etcdctl --cacert "$certs/ca.pem" --endpoints "https://127.0.0.1:3379")
-"${e[@]}" user add root:root-password >/dev/null
-"${e[@]}" role add root >/dev/null
-"${e[@]}" user grant-role root root >/dev/null
-"${e[@]}" user add bench:bench-password >/dev/null
-"${e[@]}" role add bench >/dev/null
-"${e[@]}" role grant-permission bench readwrite --prefix bench/ >/dev/null
-"${e[@]}" user grant-role bench bench >/dev/null
-"${e[@]}" auth enable >/dev/null
+enable_auth "$certs/ca.pem" https://127.0.0.1:3379
 SECURE_FLAGS=("${TLS[@]}" --user bench:bench-password)
 wait_ready secure "$secure_ENDPOINTS" --workload put "${SECURE_FLAGS[@]}"
 

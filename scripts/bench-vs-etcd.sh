@@ -155,36 +155,9 @@ etcd_arch_env() {
     esac
 }
 
-# With SECURE=1: a CA and a certificate for 127.0.0.1, and the flags
-# every bench run adds.
+# With SECURE=1: the flags every bench run adds.
 BENCH_SECURITY=()
-make_certs() {
-    local d=$TMP/certs
-    mkdir -p "$d"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout "$d/ca.key" -out "$d/ca.pem" -subj /CN=bench-ca 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=bench-server 2>/dev/null
-    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
-        -CAcreateserial -days 2 -out "$d/server.pem" \
-        -extfile <(printf 'subjectAltName=IP:%s' "$HOST") 2>/dev/null
-    CERTS=$d
-    BENCH_SECURITY=(--cacert "$d/ca.pem" --user bench:bench-password)
-}
-
-# Root, and a `bench` user reading and writing bench/, then auth on.
-enable_auth() {
-    local endpoints=$1 e=(etcdctl --cacert "$CERTS/ca.pem")
-    e+=(--endpoints "$(sed 's#\([^,]*\)#https://\1#g' <<<"$endpoints")")
-    ETCDCTL_API=3 "${e[@]}" user add root:root-password >/dev/null
-    ETCDCTL_API=3 "${e[@]}" role add root >/dev/null
-    ETCDCTL_API=3 "${e[@]}" user grant-role root root >/dev/null
-    ETCDCTL_API=3 "${e[@]}" user add bench:bench-password >/dev/null
-    ETCDCTL_API=3 "${e[@]}" role add bench >/dev/null
-    ETCDCTL_API=3 "${e[@]}" role grant-permission bench readwrite --prefix bench/ >/dev/null
-    ETCDCTL_API=3 "${e[@]}" user grant-role bench bench >/dev/null
-    ETCDCTL_API=3 "${e[@]}" auth enable >/dev/null
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/secure.sh"
 
 start_synod() {
     SYNOD_ENDPOINTS=$(for p in "${SYNOD_CLIENT_PORTS[@]}"; do loopback "$p"; done | paste -sd,)
@@ -341,7 +314,10 @@ main() {
     build_synod
     ensure_ports_free "${SYNOD_CLIENT_PORTS[@]}" "${SYNOD_PEER_PORTS[@]}" \
         "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}"
-    [[ $SECURE == 1 ]] && make_certs
+    if [[ $SECURE == 1 ]]; then
+        CERTS=$TMP/certs
+        make_certs "$CERTS"
+    fi
     start_synod
     start_etcd
     if [[ $SECURE == 1 ]]; then
@@ -349,8 +325,8 @@ main() {
         BENCH_SECURITY=(--cacert "$CERTS/ca.pem")
         wait_ready synod "$SYNOD_ENDPOINTS" --workload get "${BENCH_SECURITY[@]}"
         wait_ready etcd "$ETCD_ENDPOINTS" --workload get "${BENCH_SECURITY[@]}"
-        enable_auth "$SYNOD_ENDPOINTS"
-        enable_auth "$ETCD_ENDPOINTS"
+        enable_auth "$CERTS/ca.pem" "https://${SYNOD_ENDPOINTS%%,*}"
+        enable_auth "$CERTS/ca.pem" "https://${ETCD_ENDPOINTS%%,*}"
         BENCH_SECURITY+=(--user bench:bench-password)
     fi
     wait_ready synod "$SYNOD_ENDPOINTS" --workload put "${BENCH_SECURITY[@]}"
