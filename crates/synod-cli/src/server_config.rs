@@ -88,6 +88,17 @@ pub struct ServerArgs {
     /// default 1 MiB).
     #[arg(long)]
     pub zk_max_buffer: Option<usize>,
+    /// Connections one client address may hold open to this node at once
+    /// (ZooKeeper's `maxClientCnxns`, default 60; 0 for no limit). More are
+    /// closed at once and logged.
+    #[arg(long)]
+    pub zk_max_client_cnxns: Option<u32>,
+    /// Bytes of watch events a ZooKeeper connection may have waiting
+    /// because its client does not read them (default 64 MiB); past it the
+    /// connection is closed, and the client's session and watches survive
+    /// its reconnect.
+    #[arg(long)]
+    pub zk_max_backlog_bytes: Option<usize>,
     /// Address for the node's HTTP endpoint, e.g. 10.0.0.1:2381 (off when
     /// not given): Prometheus metrics at /metrics (etcd's names included),
     /// etcd's /health, /livez and /readyz, and the live dashboard at /.
@@ -173,6 +184,8 @@ struct FileConfig {
     zk_super_digest: Option<String>,
     zk_extended_types: Option<bool>,
     zk_max_buffer: Option<usize>,
+    zk_max_client_cnxns: Option<u32>,
+    zk_max_backlog_bytes: Option<usize>,
     metrics_addr: Option<SocketAddr>,
     max_request_bytes: Option<usize>,
     auth_token: Option<String>,
@@ -433,8 +446,19 @@ impl ServerArgs {
                 .zk_max_buffer
                 .or(file.zk_max_buffer)
                 .unwrap_or(synod_zk::jute::MAX_BUFFER_DEFAULT),
+            max_client_cnxns: self
+                .zk_max_client_cnxns
+                .or(file.zk_max_client_cnxns)
+                .unwrap_or(synod_zk::MAX_CLIENT_CNXNS_DEFAULT),
+            max_backlog_bytes: self
+                .zk_max_backlog_bytes
+                .or(file.zk_max_backlog_bytes)
+                .unwrap_or(synod_zk::MAX_BACKLOG_BYTES_DEFAULT),
             ..synod_zk::ZkConfig::default()
         };
+        if zk.max_backlog_bytes < 64 << 10 {
+            bail!("--zk-max-backlog-bytes must be at least 64 KiB");
+        }
         if let Some(d) = &zk.super_digest {
             synod_zk::auth::check_super_digest(d).map_err(anyhow::Error::msg)?;
         }

@@ -1267,3 +1267,180 @@ async fn mntr_counts_ephemerals() {
         }
     }
 }
+
+// ------------------------------------------------------------- bounds
+
+/// Starts three nodes with `extra` flags on each, as [`zk_cluster`].
+async fn zk_cluster_with(extra: &[&str]) -> Cluster {
+    let mut cluster = Cluster::start_with(3, extra);
+    bounded("ready", Duration::from_secs(30), cluster.wait_ready()).await;
+    cluster.wait_zk_listening();
+    cluster
+}
+
+/// One length-prefixed jute frame.
+fn write_frame(s: &mut std::net::TcpStream, body: &[u8]) {
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame).expect("write a frame");
+}
+
+fn read_frame(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).expect("a frame's length");
+    let mut body = vec![0u8; i32::from_be_bytes(head) as usize];
+    s.read_exact(&mut body).expect("a frame's body");
+    body
+}
+
+/// A session opened by hand on `addr` (ConnectRequest and its answer), so
+/// a test decides when, or whether, the client reads.
+fn raw_session(addr: SocketAddr) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut body = Vec::new();
+    body.extend(0i32.to_be_bytes()); // protocol version
+    body.extend(0i64.to_be_bytes()); // last zxid seen
+    body.extend(30_000i32.to_be_bytes()); // session timeout
+    body.extend(0i64.to_be_bytes()); // session id: a new one
+    body.extend(16i32.to_be_bytes());
+    body.extend([0u8; 16]); // password
+    body.push(0); // not read-only
+    write_frame(&mut s, &body);
+    let answer = read_frame(&mut s);
+    assert!(answer.len() >= 36, "a ConnectResponse: {answer:?}");
+    s
+}
+
+/// Whether `addr` answers `ruok` now: a connection refused by the
+/// per-address limit is closed without an answer (or reset).
+fn answers_ruok(addr: SocketAddr) -> bool {
+    use std::io::Read as _;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if s.write_all(b"ruok").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).is_ok() && answer == "imok"
+}
+
+/// ZooKeeper's `maxClientCnxns`: an address holding its limit of
+/// connections to a node gets no more there (closed at once, logged),
+/// other nodes still serve it, and a closed connection frees its place.
+/// A socket that never sends its handshake does not hold a place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_client_cnxns_are_closed() {
+    let cluster = zk_cluster_with(&["--zk-max-client-cnxns", "3"]).await;
+    let addr = cluster.addrs(1).zk;
+    assert!(four_letter_word(addr, "conf").contains("maxClientCnxns=3\n"));
+    let mut held: Vec<std::net::TcpStream> = (0..3).map(|_| raw_session(addr)).collect();
+    assert!(!answers_ruok(addr), "a fourth connection is refused");
+    let refused = cluster.log_tail(1, 200);
+    assert!(
+        refused.contains("too many connections from this address"),
+        "the refusal is logged:\n{refused}"
+    );
+    assert!(
+        answers_ruok(cluster.addrs(2).zk),
+        "node 2 has its own count"
+    );
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers_ruok(addr) {
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection frees its place"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Silent sockets (no handshake) are closed after 10 s.
+    let _silent: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(cluster.addrs(3).zk).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !answers_ruok(cluster.addrs(3).zk),
+        "three silent sockets fill node 3"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answers_ruok(cluster.addrs(3).zk) {
+        assert!(
+            Instant::now() < deadline,
+            "silent sockets are closed after the handshake limit"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+}
+
+/// A client that stops reading its events (a hung process with its socket
+/// open) is cut off once its queue of watch events passes
+/// `--zk-max-backlog-bytes`, instead of growing the node's memory without
+/// bound; the node goes on serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_events_is_cut_off() {
+    let cluster = zk_cluster_with(&["--zk-max-backlog-bytes", "65536"]).await;
+    let addr = cluster.addrs(1).zk;
+    let mut stuck = raw_session(addr);
+    // addWatch / PERSISTENT_RECURSIVE: every change below / is an event.
+    let mut add_watch = Vec::new();
+    add_watch.extend(1i32.to_be_bytes()); // xid
+    add_watch.extend(106i32.to_be_bytes()); // addWatch
+    add_watch.extend(1i32.to_be_bytes());
+    add_watch.extend(b"/");
+    add_watch.extend(1i32.to_be_bytes()); // PERSISTENT_RECURSIVE
+    write_frame(&mut stuck, &add_watch);
+    let reply = read_frame(&mut stuck);
+    assert_eq!(&reply[12..16], &0i32.to_be_bytes(), "addWatch succeeds");
+    // Then it reads nothing more. About 12 MB of events (1 KB paths) is
+    // more than the socket buffers on both sides hold.
+    let writer = zk_connect(&cluster.zk_hosts(&[2])).await;
+    ok("create /slow", writer.create("/slow", b"", PERSISTENT)).await;
+    let long = "x".repeat(1000);
+    let mut cut_at = None;
+    for batch in 0..120 {
+        let mut multi = writer.new_multi_writer();
+        for i in 0..100 {
+            multi
+                .add_create(&format!("/slow/{long}{batch}-{i}"), b"", PERSISTENT)
+                .unwrap();
+        }
+        ok("a multi of 100 creates", multi.commit()).await;
+        if batch % 10 == 9 && cluster.log_tail(1, 400).contains("client is not reading") {
+            cut_at = Some(batch);
+            break;
+        }
+    }
+    let log = cluster.log_tail(1, 400);
+    assert!(
+        cut_at.is_some() || log.contains("client is not reading"),
+        "the stuck client was cut off:\n{log}"
+    );
+    // What was already in the socket buffers can still be read, then the
+    // stream ends.
+    let drained = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match stuck.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        drained < 12_000_000,
+        "the stream ended early: {drained} bytes"
+    );
+    // The node still serves, the stuck client's node included.
+    let c = zk_connect(&cluster.zk_hosts(&[1])).await;
+    ok("a write after the cut", c.create("/after", b"", PERSISTENT)).await;
+}

@@ -11,7 +11,7 @@ use crate::proto::{
     Response, Stat, WatcherEvent,
 };
 use crate::server::Shared;
-use crate::watches::{event, ConnId, Kind, Notification};
+use crate::watches::{event, Backlog, ConnId, Kind, Notification, Sink};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -34,6 +34,10 @@ use tokio::sync::mpsc;
 const SYNC_CONNECTED: i32 = 3;
 /// Frames read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
+/// How long a new connection may take to send its ConnectRequest (or a
+/// four-letter word): an idle socket would otherwise hold one of its
+/// address's `maxClientCnxns` and a task forever.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to say so (a TLS close_notify
 /// to a client that reads nothing more must not hold the task).
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -56,6 +60,16 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _slot = match shared.admit(peer.ip()) {
+        Ok(slot) => slot,
+        Err(max) => {
+            // ZooKeeper closes such a connection without a word, too.
+            tracing::warn!(%peer, max, "ZooKeeper connection refused: too many connections from this address (--zk-max-client-cnxns)");
+            let mut stream = stream;
+            let _ = tokio::time::timeout(CLOSE_LIMIT, stream.shutdown()).await;
+            return;
+        }
+    };
     let conn = shared.conn_id();
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.node.metrics().zk_connections_add(1);
@@ -73,15 +87,22 @@ pub(crate) async fn serve<S>(
         zxid: 0,
         renewed: Instant::now(),
         out: Vec::new(),
+        backlog: Backlog::new(shared.config.max_backlog_bytes),
     };
     let ended = c.run(rd, stopped).await;
     // The stream stays open while either half lives (the reading task is
     // aborted but may not be dropped yet): shutting this half down tells
     // the client at once, a TLS client with a close_notify first.
     let _ = tokio::time::timeout(CLOSE_LIMIT, c.wr.shutdown()).await;
+    let cut_off = c.backlog.is_over();
     drop(c);
     match ended {
         Ok(()) => tracing::debug!(%peer, conn, "ZooKeeper connection closed"),
+        // A client cut off for not reading is the operator's business
+        // (a hung process, a watch on too much); other ends are routine.
+        Err(why) if cut_off => {
+            tracing::warn!(%peer, conn, %why, "ZooKeeper connection closed")
+        }
         Err(why) => tracing::info!(%peer, conn, %why, "ZooKeeper connection closed"),
     }
     shared.watches.disconnect(conn);
@@ -111,6 +132,9 @@ struct Conn<W> {
     renewed: Instant,
     /// Frames to write, in order.
     out: Vec<u8>,
+    /// Watch events queued for this connection and not yet taken into
+    /// `out`: past its limit the connection is cut off.
+    backlog: Arc<Backlog>,
 }
 
 async fn read_frame(
@@ -167,6 +191,15 @@ pub(crate) async fn until_stopped(stopped: &mut tokio::sync::watch::Receiver<boo
     let _ = stopped.wait_for(|s| *s).await.map(|_| ());
 }
 
+/// Why a connection whose client stopped reading its events was closed.
+fn too_slow(backlog: &Backlog) -> String {
+    format!(
+        "client is not reading: over {} bytes of watch events queued (its session lives on; \
+         on reconnect, setWatches fires what it missed)",
+        backlog.queued()
+    )
+}
+
 fn decode_error(e: JuteError) -> String {
     format!("malformed request: {e}")
 }
@@ -179,8 +212,9 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     ) -> Result<(), String> {
         let max = self.shared.config.max_buffer;
         let mut head = [0u8; 4];
-        rd.read_exact(&mut head)
+        tokio::time::timeout(HANDSHAKE_LIMIT, rd.read_exact(&mut head))
             .await
+            .map_err(|_| format!("no handshake within {HANDSHAKE_LIMIT:?}"))?
             .map_err(|e| format!("no handshake: {e}"))?;
         if let Some(word) = crate::words::parse(&head) {
             if self.shared.config.four_letter_words {
@@ -192,15 +226,19 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         }
         let len = frame_len(head, max).map_err(|e| format!("bad handshake frame: {e}"))?;
         let mut body = vec![0u8; len];
-        rd.read_exact(&mut body)
+        tokio::time::timeout(HANDSHAKE_LIMIT, rd.read_exact(&mut body))
             .await
+            .map_err(|_| format!("handshake not finished within {HANDSHAKE_LIMIT:?}"))?
             .map_err(|e| format!("handshake cut short: {e}"))?;
         let request = ConnectRequest::read(&mut Reader::new(&body)).map_err(decode_error)?;
         if !self.handshake(&request).await? {
             return Ok(());
         }
         let (ntx, mut notes) = mpsc::unbounded_channel();
-        self.shared.watches.connect(self.conn, ntx);
+        self.shared
+            .watches
+            .connect(self.conn, Sink::new(ntx, Arc::clone(&self.backlog)));
+        let backlog = Arc::clone(&self.backlog);
         let (ftx, mut frames) = mpsc::channel(READ_AHEAD);
         let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, max, ftx)));
         loop {
@@ -211,8 +249,10 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             tokio::select! {
                 biased;
                 _ = until_stopped(&mut stopped) => return Ok(()),
+                _ = backlog.cut() => return Err(too_slow(&backlog)),
                 n = notes.recv() => match n {
                     Some(n) => self.push_event(&n),
+                    None if backlog.is_over() => return Err(too_slow(&backlog)),
                     None => {
                         self.flush().await?;
                         return Err("the node installed a snapshot: reconnect and re-register watches".into());
@@ -276,9 +316,16 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         stats.latency_max_us.fetch_max(us, Ordering::Relaxed);
     }
 
+    /// Writes out what is buffered. A client that does not read blocks
+    /// the write; the events queued meanwhile pass the backlog's limit,
+    /// and the connection is cut off instead of waiting on.
     async fn flush(&mut self) -> Result<(), String> {
         let out = std::mem::take(&mut self.out);
-        self.send(&out).await
+        let backlog = Arc::clone(&self.backlog);
+        tokio::select! {
+            sent = self.send(&out) => sent,
+            _ = backlog.cut() => Err(too_slow(&backlog)),
+        }
     }
 
     /// Writes `bytes` through to the client: a TLS stream may hold
@@ -292,6 +339,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     }
 
     fn push_event(&mut self, n: &Notification) {
+        self.backlog.taken(n.cost());
         self.zxid = self.zxid.max(n.zxid);
         let frame = encode_event(
             n.zxid,

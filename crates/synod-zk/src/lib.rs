@@ -20,7 +20,9 @@ pub mod server;
 pub mod watches;
 mod words;
 
-pub use server::{ZkConfig, ZkListen, ZkServer};
+pub use server::{
+    ZkConfig, ZkListen, ZkServer, MAX_BACKLOG_BYTES_DEFAULT, MAX_CLIENT_CNXNS_DEFAULT,
+};
 
 #[cfg(test)]
 mod tests {

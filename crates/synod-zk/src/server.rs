@@ -5,9 +5,10 @@
 use crate::conn;
 use crate::watches::Watches;
 use futures::StreamExt;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
@@ -30,7 +31,23 @@ pub struct ZkConfig {
     pub four_letter_words: bool,
     /// ZooKeeper's tick: session timeouts are clamped to 2 to 20 ticks.
     pub tick_ms: i32,
+    /// Connections one client address may hold open to this node at once
+    /// (ZooKeeper's `maxClientCnxns`, default 60; 0: no limit). A client
+    /// that leaks connections is refused past it instead of exhausting
+    /// the node's sockets and memory.
+    pub max_client_cnxns: u32,
+    /// Bytes of watch events one connection may have waiting because its
+    /// client is not reading them; past this the connection is closed
+    /// (its session and watches survive a reconnect). ZooKeeper queues
+    /// without bound.
+    pub max_backlog_bytes: usize,
 }
+
+/// ZooKeeper's default `maxClientCnxns`.
+pub const MAX_CLIENT_CNXNS_DEFAULT: u32 = 60;
+/// The default limit of a connection's unsent watch events: 64 MiB, about
+/// 700,000 events on 30-byte paths.
+pub const MAX_BACKLOG_BYTES_DEFAULT: usize = 64 << 20;
 
 impl Default for ZkConfig {
     fn default() -> ZkConfig {
@@ -40,6 +57,8 @@ impl Default for ZkConfig {
             extended_types: false,
             four_letter_words: true,
             tick_ms: 2000,
+            max_client_cnxns: MAX_CLIENT_CNXNS_DEFAULT,
+            max_backlog_bytes: MAX_BACKLOG_BYTES_DEFAULT,
         }
     }
 }
@@ -76,12 +95,58 @@ pub struct Shared {
     /// The TLS port (ZooKeeper's `secureClientPort`).
     pub secure_port: Option<u16>,
     next_conn: AtomicU64,
+    /// Open connections per client address (both ports).
+    per_address: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Shared {
     /// A fresh connection id.
     pub fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a new connection from `ip`, or refuses it when that address
+    /// already holds `max_client_cnxns`; the count drops with the slot.
+    pub fn admit(self: &Arc<Shared>, ip: IpAddr) -> Result<AddressSlot, u32> {
+        let max = self.config.max_client_cnxns;
+        let mut open = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if max > 0 && *n >= max {
+            return Err(max);
+        }
+        *n += 1;
+        Ok(AddressSlot {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// The connections `ip` holds open now.
+    pub fn open_from(&self, ip: IpAddr) -> u32 {
+        let open = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// One counted connection of a client address (see [`Shared::admit`]).
+pub struct AddressSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -160,6 +225,7 @@ impl ZkServer {
             port: addr.map(|a| a.port()),
             secure_port: secure_addr.map(|a| a.port()),
             next_conn: AtomicU64::new(1),
+            per_address: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(reaper(Arc::clone(&shared), stop.subscribe()));

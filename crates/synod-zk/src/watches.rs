@@ -12,9 +12,11 @@
 //! go with, so no change falls between the read and the watch.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use synod_kv::zk::{path, ZkEvent, ZkEventKind};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 
 /// A connection, as the registry knows it.
 pub type ConnId = u64;
@@ -28,6 +30,102 @@ pub struct Notification {
     pub path: String,
     /// The zxid of the change.
     pub zxid: i64,
+}
+
+impl Notification {
+    /// About what the event costs while it waits: its frame on the wire
+    /// (header, type, state, path) plus the queue's own bookkeeping.
+    pub fn cost(&self) -> usize {
+        self.path.len() + 64
+    }
+}
+
+/// The events a connection has been handed but not yet written to its
+/// client, counted in bytes. A client that stops reading (its socket
+/// buffer full) would otherwise make the node queue every later event for
+/// it without bound; past the limit the connection is cut off instead. The
+/// session survives: the client reconnects, sends setWatches with the
+/// last zxid it saw, and every change since fires again, so no event is
+/// lost to the client, only the connection.
+#[derive(Debug)]
+pub struct Backlog {
+    queued: AtomicUsize,
+    limit: usize,
+    over: AtomicBool,
+    cut: Notify,
+}
+
+impl Backlog {
+    /// A backlog that may hold `limit` bytes of events.
+    pub fn new(limit: usize) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            queued: AtomicUsize::new(0),
+            limit,
+            over: AtomicBool::new(false),
+            cut: Notify::new(),
+        })
+    }
+
+    /// Counts `bytes` more; false (and the connection is cut off) when
+    /// that passes the limit.
+    fn add(&self, bytes: usize) -> bool {
+        let queued = self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if queued > self.limit {
+            self.over.store(true, Ordering::Relaxed);
+            // A stored permit: the connection sees it even if it is not
+            // waiting right now.
+            self.cut.notify_one();
+            return false;
+        }
+        true
+    }
+
+    /// The connection took `bytes` of events off its queue (they are in
+    /// its write buffer now; a blocked write is what [`cut`](Backlog::cut)
+    /// interrupts).
+    pub fn taken(&self, bytes: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    /// True once the limit was passed.
+    pub fn is_over(&self) -> bool {
+        self.over.load(Ordering::Relaxed)
+    }
+
+    /// The bytes of events waiting now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the limit is passed.
+    pub async fn cut(&self) {
+        while !self.is_over() {
+            self.cut.notified().await;
+        }
+    }
+}
+
+/// Where one connection's events go: its queue and the queue's count.
+pub struct Sink {
+    tx: UnboundedSender<Notification>,
+    backlog: Arc<Backlog>,
+}
+
+impl Sink {
+    /// Events to `tx`, counted against `backlog`.
+    pub fn new(tx: UnboundedSender<Notification>, backlog: Arc<Backlog>) -> Sink {
+        Sink { tx, backlog }
+    }
+
+    /// Queues `n`; false when the connection is over its limit (or gone)
+    /// and should get nothing more.
+    fn send(&self, n: Notification) -> bool {
+        self.backlog.add(n.cost()) && self.tx.send(n).is_ok()
+    }
 }
 
 /// ZooKeeper's event type numbers.
@@ -62,7 +160,7 @@ pub enum Kind {
 struct Inner {
     by_path: BTreeMap<(Kind, String), BTreeSet<ConnId>>,
     by_conn: BTreeMap<ConnId, BTreeSet<(Kind, String)>>,
-    sinks: BTreeMap<ConnId, UnboundedSender<Notification>>,
+    sinks: BTreeMap<ConnId, Sink>,
     /// Paths with a recursive watch (to walk ancestors cheaply).
     recursive: BTreeMap<String, usize>,
 }
@@ -75,7 +173,7 @@ pub struct Watches {
 
 impl Watches {
     /// A connection's events go to `sink` from now on.
-    pub fn connect(&self, conn: ConnId, sink: UnboundedSender<Notification>) {
+    pub fn connect(&self, conn: ConnId, sink: Sink) {
         self.lock().sinks.insert(conn, sink);
     }
 
@@ -155,8 +253,11 @@ impl Watches {
     /// Queues one notification for one connection (a re-registered watch
     /// whose change happened while the client was away).
     pub fn notify(&self, conn: ConnId, n: Notification) {
-        if let Some(sink) = self.lock().sinks.get(&conn) {
-            let _ = sink.send(n);
+        let mut inner = self.lock();
+        if let Some(sink) = inner.sinks.get(&conn) {
+            if !sink.send(n) {
+                inner.sinks.remove(&conn);
+            }
         }
     }
 
@@ -253,11 +354,16 @@ impl Inner {
         }
         for conn in to {
             if let Some(sink) = self.sinks.get(&conn) {
-                let _ = sink.send(Notification {
+                let sent = sink.send(Notification {
                     kind,
                     path: e.path.clone(),
                     zxid: e.zxid,
                 });
+                if !sent {
+                    // Over its limit: nothing more is queued for it (its
+                    // connection is being cut off).
+                    self.sinks.remove(&conn);
+                }
             }
         }
     }
@@ -280,7 +386,7 @@ mod tests {
     fn one_shot_fire_once_persistent_stay() {
         let w = Watches::default();
         let (tx, mut rx) = unbounded_channel();
-        w.connect(1, tx);
+        w.connect(1, Sink::new(tx, Backlog::new(usize::MAX)));
         w.add(1, Kind::Data, "/a");
         w.add(1, Kind::Child, "/");
         w.add(1, Kind::Recursive, "/a");
@@ -307,5 +413,37 @@ mod tests {
         assert!(!w.remove(1, &[Kind::Recursive], "/a", false));
         w.disconnect(1);
         assert_eq!(w.summary(), (0, 0, 0));
+    }
+
+    /// A connection that does not take its events off its queue is cut
+    /// off at its limit: nothing more is queued for it, its connection is
+    /// told, and other connections still get theirs.
+    #[test]
+    fn a_backlog_past_its_limit_cuts_the_connection_off() {
+        let w = Watches::default();
+        let (slow_tx, mut slow_rx) = unbounded_channel();
+        let slow = Backlog::new(10 * 70);
+        w.connect(1, Sink::new(slow_tx, slow.clone()));
+        let (tx, mut rx) = unbounded_channel();
+        let fine = Backlog::new(usize::MAX);
+        w.connect(2, Sink::new(tx, fine.clone()));
+        for c in [1, 2] {
+            w.add(c, Kind::Recursive, "/");
+        }
+        for _ in 0..20 {
+            w.deliver(&[ev(ZkEventKind::DataChanged, "/a")]);
+        }
+        assert!(slow.is_over());
+        assert!(!fine.is_over());
+        // Ten fit (66 bytes each), the eleventh passes the limit.
+        let got = std::iter::from_fn(|| slow_rx.try_recv().ok()).count();
+        assert_eq!(got, 10);
+        assert!(slow_rx.try_recv().is_err(), "the queue is closed");
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 20);
+        // The cut is seen by a connection that starts waiting later.
+        futures::executor::block_on(slow.cut());
+        // Taking events off the queue lowers the count.
+        fine.taken(fine.queued());
+        assert_eq!(fine.queued(), 0);
     }
 }

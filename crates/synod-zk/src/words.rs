@@ -95,6 +95,7 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
             let _ = writeln!(out, "minSessionTimeout={}", 2 * c.tick_ms);
             let _ = writeln!(out, "maxSessionTimeout={}", 20 * c.tick_ms);
             let _ = writeln!(out, "jute.maxbuffer={}", c.max_buffer);
+            let _ = writeln!(out, "maxClientCnxns={}", c.max_client_cnxns);
             let _ = writeln!(out, "extendedTypesEnabled={}", c.extended_types);
             let _ = writeln!(out, "serverId={}", shared.node.config().id.0);
         }
