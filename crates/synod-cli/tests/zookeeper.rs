@@ -1444,3 +1444,90 @@ async fn a_client_that_stops_reading_its_events_is_cut_off() {
     let c = zk_connect(&cluster.zk_hosts(&[1])).await;
     ok("a write after the cut", c.create("/after", b"", PERSISTENT)).await;
 }
+
+// ---------------------------------------------------------- pipelining
+
+/// A request frame body: header (xid, opcode), then `fields`.
+fn request(xid: i32, opcode: i32, fields: &[&[u8]]) -> Vec<u8> {
+    let mut body = xid.to_be_bytes().to_vec();
+    body.extend(opcode.to_be_bytes());
+    for f in fields {
+        body.extend_from_slice(f);
+    }
+    body
+}
+
+/// A jute string or buffer.
+fn jute_bytes(b: &[u8]) -> Vec<u8> {
+    let mut out = (b.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(b);
+    out
+}
+
+/// A client that sends a hundred requests without waiting (reads, a
+/// sync, a write among them) gets every reply in request order, reads
+/// before the write see the old data and reads after it the new,
+/// errors where they belong, and the watch event a read set before the
+/// reply of the write that fired it (ZooKeeper's ordering guarantee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let (cluster, _) = zk_cluster().await;
+    let writer = zk_connect(&cluster.zk_hosts(&[1])).await;
+    ok("create /p", writer.create("/p", b"v1", PERSISTENT)).await;
+    let mut s = raw_session(cluster.addrs(1).zk);
+    let get = |xid: i32, watch: bool| request(xid, 4, &[&jute_bytes(b"/p"), &[watch as u8]]);
+    let mut frames = vec![request(1, 9, &[&jute_bytes(b"/")])]; // sync
+    frames.extend((2..=51).map(|xid| get(xid, false)));
+    frames.push(get(52, true));
+    frames.push(request(53, 3, &[&jute_bytes(b"/missing"), &[0]])); // exists
+    frames.push(request(54, 12, &[&jute_bytes(b"/"), &[0]])); // getChildren2
+    frames.push(request(
+        55,
+        5,
+        &[
+            &jute_bytes(b"/p"),
+            &jute_bytes(b"v2"),
+            &(-1i32).to_be_bytes(),
+        ],
+    )); // setData
+    frames.extend((56..=105).map(|xid| get(xid, false)));
+    let mut all = Vec::new();
+    for f in &frames {
+        all.extend((f.len() as i32).to_be_bytes());
+        all.extend_from_slice(f);
+    }
+    s.write_all(&all).expect("send the pipeline");
+    // (xid, err, data of a getData reply)
+    let mut seen: Vec<(i32, i32, Option<Vec<u8>>)> = Vec::new();
+    while seen.last().map(|r| r.0) != Some(105) {
+        let reply = read_frame(&mut s);
+        let xid = i32::from_be_bytes(reply[0..4].try_into().unwrap());
+        let err = i32::from_be_bytes(reply[12..16].try_into().unwrap());
+        let data = (xid > 1 && xid != 53 && xid != 54 && xid != 55 && err == 0).then(|| {
+            let len = i32::from_be_bytes(reply[16..20].try_into().unwrap()) as usize;
+            reply[20..20 + len].to_vec()
+        });
+        seen.push((xid, err, data));
+    }
+    let xids: Vec<i32> = seen.iter().map(|r| r.0).collect();
+    let event = xids.iter().position(|x| *x == -1).expect("the watch event");
+    let mut replies = xids.clone();
+    replies.remove(event);
+    assert_eq!(
+        replies,
+        (1..=105).collect::<Vec<_>>(),
+        "replies in request order"
+    );
+    assert!(
+        xids[event - 1] > 52 && xids[event + 1] == 55,
+        "the event goes after the read that set it and right before the write's reply: {xids:?}"
+    );
+    for (xid, err, data) in &seen {
+        match xid {
+            2..=52 => assert_eq!(data.as_deref(), Some(&b"v1"[..]), "xid {xid}"),
+            53 => assert_eq!(*err, -101, "exists on a missing node: NONODE"),
+            56..=105 => assert_eq!(data.as_deref(), Some(&b"v2"[..]), "xid {xid}"),
+            _ => assert_eq!(*err, 0, "xid {xid}"),
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! One client connection: the handshake that opens or resumes a session,
-//! then requests answered one at a time in arrival order (ZooKeeper's
-//! FIFO order per session), with watch events written ahead of any reply
-//! that could show their change.
+//! then requests answered in arrival order (ZooKeeper's FIFO order per
+//! session), with watch events written ahead of any reply that could show
+//! their change. A pipelining client's consecutive plain reads are answered
+//! together, in one visit to the core thread; writes, syncs and session
+//! requests one at a time.
 
 use crate::auth;
 use crate::jute::{frame_len, JuteError, Reader};
@@ -32,8 +34,17 @@ use tokio::sync::mpsc;
 
 /// ZooKeeper's keeper state for a connected client.
 const SYNC_CONNECTED: i32 = 3;
-/// Frames read ahead of the one being answered.
-const READ_AHEAD: usize = 64;
+/// Batches of frames read ahead of the one being answered (with
+/// `BATCH_BYTES`, what a connection buffers is bounded by about
+/// `READ_AHEAD` × (`BATCH_BYTES` + `jute.maxbuffer`)).
+const READ_AHEAD: usize = 8;
+/// Frames one batch holds at most.
+const FRAMES_PER_BATCH: usize = 128;
+/// A batch takes no more frames once it holds this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// The read buffer of a connection: the frames a pipelining client sent
+/// are found whole in it.
+const READ_BUFFER: usize = 64 << 10;
 /// How long a new connection may take to send its ConnectRequest (or a
 /// four-letter word): an idle socket would otherwise hold one of its
 /// address's `maxClientCnxns` and a task forever.
@@ -155,23 +166,55 @@ async fn read_frame(
     Ok(Some(body))
 }
 
-/// Reads frames into `tx` until the client closes or sends garbage.
+/// Reads frames into `tx` until the client closes or sends garbage. The
+/// frames a pipelining client already sent (whole in the read buffer)
+/// travel together, so the reads among them are answered in one visit to
+/// the core thread.
 async fn read_frames(
-    mut rd: impl AsyncRead + Unpin,
+    rd: impl AsyncRead + Unpin,
     max: usize,
-    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+    tx: mpsc::Sender<Result<Vec<Vec<u8>>, String>>,
 ) {
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     loop {
-        let frame = read_frame(&mut rd, max).await;
-        let end = !matches!(frame, Ok(Some(_)));
-        let sent = match frame {
-            Ok(Some(f)) => tx.send(Ok(f)).await,
+        let mut frames = match read_frame(&mut rd, max).await {
+            Ok(Some(f)) => vec![f],
             Ok(None) => return,
-            Err(e) => tx.send(Err(e)).await,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
         };
-        if sent.is_err() || end {
+        let mut bytes = frames[0].len();
+        while frames.len() < FRAMES_PER_BATCH
+            && bytes < BATCH_BYTES
+            && whole_frame_buffered(rd.buffer(), max)
+        {
+            match read_frame(&mut rd, max).await {
+                Ok(Some(f)) => {
+                    bytes += f.len();
+                    frames.push(f);
+                }
+                // Cannot happen for a frame already buffered; the next
+                // read reports whatever is wrong.
+                _ => break,
+            }
+        }
+        if tx.send(Ok(frames)).await.is_err() {
             return;
         }
+    }
+}
+
+/// True when `buf` starts with a whole frame of an acceptable length (a
+/// bad length is left for `read_frame` to refuse).
+fn whole_frame_buffered(buf: &[u8], max: usize) -> bool {
+    let Some(head) = buf.get(..4) else {
+        return false;
+    };
+    match frame_len(head.try_into().expect("four bytes"), max) {
+        Ok(len) => buf.len() >= 4 + len,
+        Err(_) => false,
     }
 }
 
@@ -261,32 +304,8 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 frame = frames.recv() => match frame {
                     None => return Ok(()),
                     Some(Err(e)) => return Err(e),
-                    Some(Ok(frame)) => {
-                        let started = Instant::now();
-                        let done = self.request(&frame).await?;
-                        let labels = (done.2, done.3);
-                        // The events of changes the reply shows go first
-                        // (ZooKeeper's ordering guarantee); those of later
-                        // changes, queued while the request was answered,
-                        // go after it. A client registers a watch when the
-                        // reply that set it arrives (kazoo does): an event
-                        // ahead of that reply would find no watcher and be
-                        // lost, and the one-shot watch with it.
-                        let shown = self.zxid;
-                        let mut later = Vec::new();
-                        while let Ok(n) = notes.try_recv() {
-                            if n.zxid <= shown {
-                                self.push_event(&n);
-                            } else {
-                                later.push(n);
-                            }
-                        }
-                        self.out.extend_from_slice(&done.0);
-                        for n in &later {
-                            self.push_event(n);
-                        }
-                        self.record(started, labels);
-                        if let Some(why) = done.1 {
+                    Some(Ok(batch)) => {
+                        if let Some(why) = self.answer_batch(batch, &mut notes).await? {
                             self.flush().await?;
                             return Err(why.into());
                         }
@@ -298,6 +317,99 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 self.flush().await?;
             }
         }
+    }
+
+    /// Answers the frames of one batch in order; why the connection must
+    /// close, if it must. A run of plain reads is answered in one visit to
+    /// the core thread at one state, which is what answering them one by
+    /// one with no write of this session between them could give; every
+    /// other request is answered alone, after the ones before it
+    /// (ZooKeeper's FIFO order per session).
+    async fn answer_batch(
+        &mut self,
+        batch: Vec<Vec<u8>>,
+        notes: &mut mpsc::UnboundedReceiver<Notification>,
+    ) -> Result<Option<&'static str>, String> {
+        let mut reads: Vec<Option<(RequestHeader, Request)>> = if batch.len() > 1 {
+            batch.iter().map(|f| decode_read(f)).collect()
+        } else {
+            vec![None]
+        };
+        let mut i = 0;
+        while i < batch.len() {
+            let started = Instant::now();
+            let run = reads[i..].iter().take_while(|r| r.is_some()).count();
+            let (replies, close) = if run > 1 {
+                let decoded = reads[i..i + run]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect();
+                i += run;
+                (self.reads(decoded).await?, None)
+            } else {
+                let (reply, close, op, code) = self.request(&batch[i]).await?;
+                i += 1;
+                (vec![(reply, op, code)], close)
+            };
+            // The events of changes the replies show go first
+            // (ZooKeeper's ordering guarantee); those of later changes,
+            // queued while the requests were answered, go after them. A
+            // client registers a watch when the reply that set it arrives
+            // (kazoo does): an event ahead of that reply would find no
+            // watcher and be lost, and the one-shot watch with it.
+            let shown = self.zxid;
+            let mut later = Vec::new();
+            while let Ok(n) = notes.try_recv() {
+                if n.zxid <= shown {
+                    self.push_event(&n);
+                } else {
+                    later.push(n);
+                }
+            }
+            for (reply, op, code) in replies {
+                self.out.extend_from_slice(&reply);
+                self.record(started, (op, code));
+            }
+            for n in &later {
+                self.push_event(n);
+            }
+            if close.is_some() {
+                return Ok(close);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers a run of plain reads: their encoded replies with their
+    /// opcodes and result codes (for metrics).
+    async fn reads(
+        &mut self,
+        reads: Vec<(RequestHeader, Request)>,
+    ) -> Result<Vec<(Vec<u8>, i32, i32)>, String> {
+        if !self.renew().await {
+            return Err("session expired".into());
+        }
+        let headers: Vec<RequestHeader> = reads.iter().map(|(h, _)| h.clone()).collect();
+        let jobs = reads
+            .into_iter()
+            .map(|(_, r)| self.read_job(r).expect("decode_read keeps plain reads"))
+            .collect();
+        let answers = self.run_reads(jobs).await?;
+        Ok(headers
+            .into_iter()
+            .zip(answers)
+            .map(|(header, next)| {
+                let Next::Reply(code, response) = next else {
+                    unreachable!("a read never closes the connection")
+                };
+                let reply = ReplyHeader {
+                    xid: header.xid,
+                    zxid: self.zxid,
+                    err: code,
+                };
+                (encode_reply(&reply, &response), header.op, code)
+            })
+            .collect())
     }
 
     fn record(&self, started: Instant, (op, code): (i32, i32)) {
@@ -556,62 +668,15 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             }
             Request::Multi(ops) => self.multi(ops).await,
             Request::MultiRead(ops) => self.multi_read(ops).await?,
-            Request::Exists { path, watch } => {
-                let (conn, watches) = (self.conn, Arc::clone(&self.shared.watches));
-                self.read(path, move |kv, p| match kv.zk().get(p) {
-                    Some(n) => {
-                        if watch {
-                            watches.add(conn, Kind::Data, p);
-                        }
-                        Ok(Response::Stat(stat(kv.zk(), n)))
-                    }
-                    None => {
-                        if watch {
-                            watches.add(conn, Kind::Exist, p);
-                        }
-                        Err(err::NO_NODE)
-                    }
-                })
-                .await?
-            }
-            Request::GetData { path, watch } => {
-                let (conn, watches, auth) =
-                    (self.conn, Arc::clone(&self.shared.watches), self.zk_auth());
-                self.read(path, move |kv, p| {
-                    let n = readable(kv.zk(), p, &auth)?;
-                    if watch {
-                        watches.add(conn, Kind::Data, p);
-                    }
-                    Ok(Response::GetData {
-                        data: n.data.clone(),
-                        stat: stat(kv.zk(), n),
-                    })
-                })
-                .await?
-            }
-            Request::GetChildren { path, watch } => self.children(path, watch, false).await?,
-            Request::GetChildren2 { path, watch } => self.children(path, watch, true).await?,
-            Request::GetAcl { path } => {
-                let auth = self.zk_auth();
-                self.read(path, move |kv, p| {
-                    let n = kv.zk().get(p).ok_or(err::NO_NODE)?;
-                    if !acl::allowed(&n.acl, acl::perms::READ | acl::perms::ADMIN, &auth) {
-                        return Err(err::NO_AUTH);
-                    }
-                    Ok(Response::GetAcl {
-                        acl: n.acl.iter().map(from_zk_acl).collect(),
-                        stat: stat(kv.zk(), n),
-                    })
-                })
-                .await?
-            }
-            Request::GetAllChildrenNumber { path } => {
-                let auth = self.zk_auth();
-                self.read(path, move |kv, p| {
-                    readable(kv.zk(), p, &auth)?;
-                    Ok(Response::AllChildrenNumber(kv.zk().descendants(p) as i32))
-                })
-                .await?
+            read @ (Request::Exists { .. }
+            | Request::GetData { .. }
+            | Request::GetChildren { .. }
+            | Request::GetChildren2 { .. }
+            | Request::GetAcl { .. }
+            | Request::GetAllChildrenNumber { .. }) => {
+                let job = self.read_job(read).expect("a plain read");
+                let mut answers = self.run_reads(vec![job]).await?;
+                answers.pop().expect("one answer per read")
             }
             Request::GetEphemerals { prefix } => {
                 let session = self.session;
@@ -718,48 +783,104 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         })
     }
 
-    async fn children(&mut self, path: String, watch: bool, two: bool) -> Result<Next, String> {
+    /// The work of a plain read (one that changes nothing and needs no
+    /// round trip beyond this node), as a closure for the core thread;
+    /// `None` for any other request. Reads are local, as in ZooKeeper.
+    fn read_job(&self, request: Request) -> Option<ReadJob> {
         let (conn, watches, auth) = (self.conn, Arc::clone(&self.shared.watches), self.zk_auth());
-        self.read(path, move |kv, p| {
-            let n = readable(kv.zk(), p, &auth)?;
-            if watch {
-                watches.add(conn, Kind::Child, p);
+        let (p, f): (String, ReadFn) = match request {
+            Request::Exists { path, watch } => (
+                path,
+                Box::new(move |kv, p| match kv.zk().get(p) {
+                    Some(n) => {
+                        if watch {
+                            watches.add(conn, Kind::Data, p);
+                        }
+                        Ok(Response::Stat(stat(kv.zk(), n)))
+                    }
+                    None => {
+                        if watch {
+                            watches.add(conn, Kind::Exist, p);
+                        }
+                        Err(err::NO_NODE)
+                    }
+                }),
+            ),
+            Request::GetData { path, watch } => (
+                path,
+                Box::new(move |kv, p| {
+                    let n = readable(kv.zk(), p, &auth)?;
+                    if watch {
+                        watches.add(conn, Kind::Data, p);
+                    }
+                    Ok(Response::GetData {
+                        data: n.data.clone(),
+                        stat: stat(kv.zk(), n),
+                    })
+                }),
+            ),
+            Request::GetChildren { path, watch } => {
+                (path, children_fn(conn, watches, auth, watch, false))
             }
-            let children: Vec<String> =
-                kv.zk().children(p).into_iter().flatten().cloned().collect();
-            Ok(if two {
-                Response::GetChildren2 {
-                    children,
-                    stat: stat(kv.zk(), n),
-                }
-            } else {
-                Response::GetChildren { children }
-            })
+            Request::GetChildren2 { path, watch } => {
+                (path, children_fn(conn, watches, auth, watch, true))
+            }
+            Request::GetAcl { path } => (
+                path,
+                Box::new(move |kv, p| {
+                    let n = kv.zk().get(p).ok_or(err::NO_NODE)?;
+                    if !acl::allowed(&n.acl, acl::perms::READ | acl::perms::ADMIN, &auth) {
+                        return Err(err::NO_AUTH);
+                    }
+                    Ok(Response::GetAcl {
+                        acl: n.acl.iter().map(from_zk_acl).collect(),
+                        stat: stat(kv.zk(), n),
+                    })
+                }),
+            ),
+            Request::GetAllChildrenNumber { path } => (
+                path,
+                Box::new(move |kv, p| {
+                    readable(kv.zk(), p, &auth)?;
+                    Ok(Response::AllChildrenNumber(kv.zk().descendants(p) as i32))
+                }),
+            ),
+            _ => return None,
+        };
+        Some(if path::validate(&p).is_err() {
+            ReadJob::Refused(err::BAD_ARGUMENTS)
+        } else {
+            ReadJob::Run(p, f)
         })
-        .await
     }
 
-    /// A read at this node's state (ZooKeeper reads are local), after the
-    /// changes it shows were handed to the watch registry.
-    async fn read(
-        &mut self,
-        p: String,
-        f: impl FnOnce(&KvStore, &str) -> Result<Response, i32> + Send + 'static,
-    ) -> Result<Next, String> {
-        if path::validate(&p).is_err() {
-            return Ok(Next::Reply(err::BAD_ARGUMENTS, Response::Empty));
-        }
-        let (answer, zxid) = self
+    /// Runs reads in one visit to the core thread, in order, at one state
+    /// of the tree (after the changes they show were handed to the watch
+    /// registry); their answers in the same order.
+    async fn run_reads(&mut self, jobs: Vec<ReadJob>) -> Result<Vec<Next>, String> {
+        let (answers, zxid) = self
             .shared
             .node
-            .zk_query(move |kv| (f(kv, &p), kv.revision()))
+            .zk_query(move |kv| {
+                let answers: Vec<Result<Response, i32>> = jobs
+                    .into_iter()
+                    .map(|job| match job {
+                        ReadJob::Refused(code) => Err(code),
+                        ReadJob::Run(p, f) => f(kv, &p),
+                    })
+                    .collect();
+                (answers, kv.revision())
+            })
             .await
             .map_err(|e| format!("read failed: {e}"))?;
         self.zxid = self.zxid.max(zxid);
-        Ok(match answer {
-            Ok(response) => Next::Reply(err::OK, response),
-            Err(code) => Next::Reply(code, Response::Empty),
-        })
+        Ok(answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(response) => Next::Reply(err::OK, response),
+                Err(code) => Next::Reply(code, Response::Empty),
+            })
+            .collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1087,6 +1208,64 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
 /// A create op as the state machine takes it. A TTL mode outside
 /// `createTTL`, or a TTL op without a TTL mode, gets a mode the tree
 /// refuses (BADARGUMENTS), as ZooKeeper refuses it.
+/// A plain read's work on the core thread: the node's store and the
+/// (validated) path in, the answer or ZooKeeper's error code out.
+type ReadFn = Box<dyn FnOnce(&KvStore, &str) -> Result<Response, i32> + Send>;
+
+/// One plain read, ready for [`Conn::run_reads`].
+enum ReadJob {
+    /// Refused before reading (a malformed path).
+    Refused(i32),
+    /// Read at the path.
+    Run(String, ReadFn),
+}
+
+/// getChildren (`two`: getChildren2, with the parent's stat).
+fn children_fn(
+    conn: ConnId,
+    watches: Arc<crate::watches::Watches>,
+    auth: Vec<ZkId>,
+    watch: bool,
+    two: bool,
+) -> ReadFn {
+    Box::new(move |kv, p| {
+        let n = readable(kv.zk(), p, &auth)?;
+        if watch {
+            watches.add(conn, Kind::Child, p);
+        }
+        let children: Vec<String> = kv.zk().children(p).into_iter().flatten().cloned().collect();
+        Ok(if two {
+            Response::GetChildren2 {
+                children,
+                stat: stat(kv.zk(), n),
+            }
+        } else {
+            Response::GetChildren { children }
+        })
+    })
+}
+
+/// The header and body of a frame that is a plain read (see
+/// [`Conn::read_job`]), decoded; `None` for anything else, malformed
+/// frames included (they are answered, or refused, one at a time).
+fn decode_read(frame: &[u8]) -> Option<(RequestHeader, Request)> {
+    let mut r = Reader::new(frame);
+    let header = RequestHeader::read(&mut r).ok()?;
+    if !matches!(
+        header.op,
+        op::EXISTS
+            | op::GET_DATA
+            | op::GET_ACL
+            | op::GET_CHILDREN
+            | op::GET_CHILDREN2
+            | op::GET_ALL_CHILDREN_NUMBER
+    ) {
+        return None;
+    }
+    let request = proto::decode_request(header.op, r.rest()).ok()?;
+    Some((header, request))
+}
+
 fn create_op(
     opcode: i32,
     path: String,
