@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -197,6 +197,8 @@ fn main() -> ExitCode {
         summary.leases_expired,
         summary.timestamps,
         summary.zk_creates,
+        summary.zk_sessions,
+        summary.zk_ephemerals,
         summary.auth_flips,
         summary.auth_puts_ok,
         summary.auth_denied,

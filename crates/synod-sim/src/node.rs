@@ -165,6 +165,10 @@ pub enum Waiting {
     Timestamps(Micros),
     /// The ZooKeeper agent's create number `n`.
     ZkCreate(u64),
+    /// The ZooKeeper agent's session open or keep-alive (answers unused).
+    ZkSession,
+    /// The ZooKeeper agent's ephemeral create number `n`, of a session.
+    ZkEphemeral(u64, i64),
     /// The auth agent's setup step.
     AuthSetup(usize),
     /// The auth agent's grant or revoke of its role's permission.

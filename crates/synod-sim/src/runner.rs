@@ -149,6 +149,10 @@ pub struct Summary {
     pub timestamps: u64,
     /// ZooKeeper creates acknowledged.
     pub zk_creates: u64,
+    /// ZooKeeper sessions opened.
+    pub zk_sessions: u64,
+    /// Ephemeral creates acknowledged.
+    pub zk_ephemerals: u64,
     /// Changes of the auth agents' permission, in log order.
     pub auth_flips: u64,
     /// The auth agents' puts acknowledged OK.
@@ -202,6 +206,8 @@ pub fn run_seeds(
                         sum.leases_expired += r.leases_expired;
                         sum.timestamps += r.timestamps;
                         sum.zk_creates += r.zk_creates;
+                        sum.zk_sessions += r.zk_sessions;
+                        sum.zk_ephemerals += r.zk_ephemerals;
                         sum.auth_flips += r.auth_flips;
                         sum.auth_puts_ok += r.auth_puts_ok;
                         sum.auth_denied += r.auth_denied;

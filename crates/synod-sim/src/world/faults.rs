@@ -393,6 +393,7 @@ impl World {
         self.report.timestamps = self.oracle_agent.handed_out();
         self.zk_final_check()?;
         self.report.zk_creates = self.zk_agent.acknowledged();
+        (self.report.zk_sessions, self.report.zk_ephemerals) = self.zk_agent.sessions();
         self.auth_final_check()?;
         self.report.auth_flips = self.auth_agent.flips();
         self.report.auth_puts_ok = self.auth_agent.puts_ok;

@@ -172,6 +172,10 @@ pub struct Report {
     pub timestamps: u64,
     /// ZooKeeper creates acknowledged by the agent.
     pub zk_creates: u64,
+    /// ZooKeeper sessions the agent opened.
+    pub zk_sessions: u64,
+    /// Ephemeral creates acknowledged by the agent.
+    pub zk_ephemerals: u64,
     /// Changes of the auth agent's permission, in log order.
     pub auth_flips: u64,
     /// The auth agent's puts acknowledged OK.
@@ -457,7 +461,7 @@ impl World {
             Event::LeaseKeepAlive { to, id, sent_at } => self.on_lease_keepalive(to, id, sent_at),
             Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
             Event::OracleAgent => self.on_oracle_agent(),
-            Event::ZkAgent => self.on_zk_agent(),
+            Event::ZkAgent => self.on_zk_agent()?,
             Event::AuthAgent => self.on_auth_agent(),
             Event::OracleReply { asked, first, last } => {
                 self.on_oracle_reply(asked, first, last)?

@@ -281,6 +281,10 @@ impl World {
             Waiting::Attach(_) => {}
             Waiting::Timestamps(asked) => self.on_timestamps_answer(asked, answer),
             Waiting::ZkCreate(n) => return self.on_zk_answer(n, answer),
+            Waiting::ZkSession => {}
+            Waiting::ZkEphemeral(n, session) => {
+                return self.on_zk_ephemeral_answer(n, session, answer)
+            }
             Waiting::AuthSetup(step) => self.on_auth_setup_answer(step, answer),
             Waiting::AuthFlip => {}
             Waiting::AuthPut(n) => return self.on_auth_put_answer(n, answer),
