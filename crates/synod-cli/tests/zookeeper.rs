@@ -749,6 +749,63 @@ async fn kazoo_recipes_work() {
     eprintln!("{out}");
 }
 
+/// The jars of Apache Curator, its ZooKeeper client and Guava, as
+/// Debian installs them (`libcurator-recipes-java`).
+fn curator_classpath() -> String {
+    let dir = std::env::var("SYNOD_JAVA_LIBS").unwrap_or_else(|_| "/usr/share/java".into());
+    let jars = [
+        "curator-client",
+        "curator-framework",
+        "curator-recipes",
+        "zookeeper",
+        "zookeeper-jute",
+        "guava",
+        "slf4j-api",
+    ];
+    let paths: Vec<String> = jars.iter().map(|j| format!("{dir}/{j}.jar")).collect();
+    for p in &paths {
+        assert!(
+            Path::new(p).exists(),
+            "{p} is missing: apt-get install libcurator-recipes-java (.ci/run does), \
+             or set SYNOD_JAVA_LIBS to a directory with the jars"
+        );
+    }
+    paths.join(":")
+}
+
+/// Apache Curator, unchanged (`tests/zk/CuratorRecipes.java`, run as a
+/// single-file Java program): the framework's operations, 500 pipelined
+/// background creates and reads, transactions (a failed one changes
+/// nothing), InterProcessMutex over four clients (no lost update, never
+/// two holders), LeaderLatch (one leader, another when it closes),
+/// CuratorCache on persistent recursive watches (every change, in order)
+/// and DistributedAtomicLong over four clients. The same program passes
+/// against ZooKeeper 3.8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curator_recipes_work() {
+    let (cluster, _) = zk_cluster().await;
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zk/CuratorRecipes.java");
+    let out = common::run(
+        Command::new("java")
+            .arg("-cp")
+            .arg(curator_classpath())
+            .arg(&program)
+            .arg(all_hosts(&cluster)),
+        Duration::from_secs(300),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("all ok"),
+        "Curator against synod failed ({}):\n{text}",
+        out.status
+    );
+    eprintln!("{text}");
+}
+
 /// A kazoo client that stops pinging (its process frozen) loses its
 /// session after its timeout; its ephemeral goes and another client's
 /// watch sees it go; thawed, the client learns the session is lost. Then
@@ -823,6 +880,72 @@ async fn kazoo_session_survives_the_kill_of_its_node() {
         cluster.spawn(victim);
         cluster.wait_zk_listening();
     }
+}
+
+/// ZooKeeper's read-only mode: the last node of a cluster whose other
+/// nodes were killed says `ro` to `isro` and `Mode: read-only`, serves a
+/// kazoo client that asked for read-only (`tests/zk/kazoo_readonly.py`:
+/// reads of what the cluster held, writes and syncs refused with
+/// NotReadOnlyCallError, a plain client not served); when the other nodes
+/// come back it says `rw` again and the same kazoo client ends up
+/// read-write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_read_only_mode_on_a_node_without_quorum() {
+    let (mut cluster, _) = zk_cluster().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = zk_connect(&all_hosts(&cluster)).await;
+    ok("create /ro", writer.create("/ro", b"before", PERSISTENT)).await;
+    ok("sync", writer.sync("/")).await;
+    drop(writer);
+    let last = 1;
+    let addr = cluster.addrs(last).zk;
+    // The survivor holds /ro before the others go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !four_letter_word(addr, "mntr").contains("zk_znode_count\t5") {
+        assert!(Instant::now() < deadline, "node {last} applied the create");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(four_letter_word(addr, "isro"), "rw");
+    for id in [2, 3] {
+        cluster.kill(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while four_letter_word(addr, "isro") != "ro" {
+        assert!(Instant::now() < deadline, "node {last} turns read-only");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(four_letter_word(addr, "srvr").contains("Mode: read-only"));
+    let mut script = Interactive::spawn(
+        "kazoo read-only",
+        kazoo_command("kazoo_readonly.py").args(["readonly", &addr.to_string()]),
+        &dir.path().join("readonly.log"),
+    );
+    script.wait_for("waiting", Duration::from_secs(90), |o| {
+        o.contains("WAITING") || o.contains("FAIL")
+    });
+    for id in [2, 3] {
+        cluster.spawn(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while four_letter_word(addr, "isro") != "rw" {
+        assert!(
+            Instant::now() < deadline,
+            "node {last} turns read-write again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    script.send("restarted");
+    let status = script.finish(Duration::from_secs(120));
+    let out = script.output();
+    assert!(
+        status.success()
+            && out.contains("ok: reads_and_refused_writes")
+            && out.contains("ok: read_write_client_not_served")
+            && out.contains("ok: back_to_read_write")
+            && out.contains("ok: readonly "),
+        "kazoo in read-only mode ({status}):\n{out}"
+    );
+    eprintln!("{out}");
 }
 
 // ------------------------------------------------- zookeeper-client crate

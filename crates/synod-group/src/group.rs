@@ -475,6 +475,7 @@ impl Group {
         GroupStatus {
             leader: status.leader,
             is_leader: status.role == RoleKind::Leader,
+            seeking_leader: matches!(status.role, RoleKind::Prober | RoleKind::Candidate),
             round: status.promised.round,
             commit: status.commit.0,
             applied: self.applied.0,

@@ -248,6 +248,10 @@ pub struct GroupStatus {
     pub leader: Option<NodeId>,
     /// This replica leads.
     pub is_leader: bool,
+    /// This replica's election timer fired and no leader has been heard
+    /// since (it probes or campaigns): `leader` may still name the leader
+    /// it lost. A replica cut off from its quorum stays so.
+    pub seeking_leader: bool,
     /// Ballot round (etcd's raft term).
     pub round: u64,
     /// Commit point.

@@ -99,6 +99,7 @@ pub(crate) async fn serve<S>(
         renewed: Instant::now(),
         out: Vec::new(),
         backlog: Backlog::new(shared.config.max_backlog_bytes),
+        read_only: false,
     };
     let ended = c.run(rd, stopped).await;
     // The stream stays open while either half lives (the reading task is
@@ -146,6 +147,9 @@ struct Conn<W> {
     /// Watch events queued for this connection and not yet taken into
     /// `out`: past its limit the connection is cut off.
     backlog: Arc<Backlog>,
+    /// A read-only session (ZooKeeper's read-only mode): served from this
+    /// node's state while it knows no leader; writes are refused.
+    read_only: bool,
 }
 
 async fn read_frame(
@@ -284,6 +288,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         let backlog = Arc::clone(&self.backlog);
         let (ftx, mut frames) = mpsc::channel(READ_AHEAD);
         let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, max, ftx)));
+        let mut mode = self.shared.read_only_changes();
         loop {
             // A client pings every third of its timeout; silence past the
             // whole timeout means it is gone (its session expires on the
@@ -293,6 +298,12 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 biased;
                 _ = until_stopped(&mut stopped) => return Ok(()),
                 _ = backlog.cut() => return Err(too_slow(&backlog)),
+                Ok(()) = mode.changed(), if self.read_only => {
+                    if !*mode.borrow_and_update() {
+                        self.flush().await?;
+                        return Err("a leader is known again: reconnect for a read-write session".into());
+                    }
+                }
                 n = notes.recv() => match n {
                     Some(n) => self.push_event(&n),
                     None if backlog.is_over() => return Err(too_slow(&backlog)),
@@ -470,6 +481,16 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     async fn handshake(&mut self, r: &ConnectRequest) -> Result<bool, String> {
         let tick = self.shared.config.tick_ms;
         let timeout = r.time_out.clamp(2 * tick, 20 * tick);
+        if self.shared.is_read_only() {
+            if r.read_only != Some(true) {
+                // As ZooKeeper: only clients that can live read-only are
+                // served; the others try another server.
+                return Err("this node knows no leader (read-only mode) and the client \
+                            did not ask for a read-only session"
+                    .into());
+            }
+            return self.read_only_session(r, timeout).await;
+        }
         let node = Arc::clone(&self.shared.node);
         let (session, password, timeout) = if r.session_id == 0 {
             let id = node.fresh_id();
@@ -534,6 +555,53 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
         Ok(true)
     }
 
+    /// Opens a read-only session (ZooKeeper's read-only mode): a new one
+    /// is this node's alone, never replicated; an existing one is resumed
+    /// if this node's state holds it with the client's password. Either
+    /// way nothing is written and the lease is not renewed.
+    async fn read_only_session(
+        &mut self,
+        r: &ConnectRequest,
+        timeout: i32,
+    ) -> Result<bool, String> {
+        let node = Arc::clone(&self.shared.node);
+        let (session, password) = if r.session_id == 0 {
+            let mut password = [0u8; 16];
+            getrandom::getrandom(&mut password).map_err(|e| format!("no randomness: {e}"))?;
+            (node.fresh_id(), Bytes::copy_from_slice(&password))
+        } else {
+            let id = r.session_id;
+            let found = node
+                .zk_query(move |kv| kv.zk().session(id).cloned())
+                .await
+                .map_err(|e| format!("session lookup failed: {e}"))?;
+            match found {
+                Some(s) if s.password == r.passwd => (id, s.password),
+                _ => return self.expired().await,
+            }
+        };
+        let revision = node.status().revision;
+        if r.last_zxid_seen > revision {
+            return Err(format!(
+                "client has seen zxid {:#x}, this read-only node only {revision:#x}",
+                r.last_zxid_seen
+            ));
+        }
+        self.read_only = true;
+        self.session = session;
+        self.timeout_ms = timeout;
+        self.zxid = revision;
+        let frame = encode_connect_response(&ConnectResponse {
+            protocol_version: 0,
+            time_out: timeout,
+            session_id: session,
+            passwd: password,
+            read_only: true,
+        });
+        self.send(&frame).await?;
+        Ok(true)
+    }
+
     /// Tells the client its session is gone, as ZooKeeper does: a
     /// handshake answer with timeout 0.
     async fn expired(&mut self) -> Result<bool, String> {
@@ -567,6 +635,11 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     /// Keeps the session's lease alive: at most every third of its
     /// timeout. False when the session is gone.
     async fn renew(&mut self) -> bool {
+        if self.read_only {
+            // No leader to renew with: the session lives on this node's
+            // connection alone.
+            return true;
+        }
         let every = Duration::from_millis((self.timeout_ms / 3).max(1) as u64);
         if self.renewed.elapsed() < every {
             return true;
@@ -615,6 +688,28 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
     }
 
     async fn answer(&mut self, request: Request) -> Result<Next, String> {
+        if self.read_only {
+            match &request {
+                Request::Create { .. }
+                | Request::CreateTtl { .. }
+                | Request::Delete { .. }
+                | Request::SetData { .. }
+                | Request::SetAcl { .. }
+                | Request::Check { .. }
+                | Request::Multi(_)
+                | Request::Sync { .. } => {
+                    return Ok(Next::Reply(err::NOT_READ_ONLY, Response::Empty));
+                }
+                Request::CloseSession => {
+                    return Ok(Next::ReplyAndClose(
+                        err::OK,
+                        Response::Empty,
+                        "read-only session closed by the client",
+                    ));
+                }
+                _ => {}
+            }
+        }
         Ok(match request {
             Request::Ping => Next::Reply(err::OK, Response::Empty),
             Request::Create {

@@ -97,6 +97,10 @@ pub struct Shared {
     next_conn: AtomicU64,
     /// Open connections per client address (both ports).
     per_address: Mutex<HashMap<IpAddr, u32>>,
+    /// True while this node serves read-only (ZooKeeper's read-only mode:
+    /// it has known no leader for `READ_ONLY_AFTER`); read-only
+    /// connections close when it turns false.
+    read_only: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -119,6 +123,18 @@ impl Shared {
             shared: Arc::clone(self),
             ip,
         })
+    }
+
+    /// True while the node serves only read-only clients (`isro` says
+    /// `ro`).
+    pub fn is_read_only(&self) -> bool {
+        *self.read_only.borrow()
+    }
+
+    /// Changes of the read-only mode, for a read-only connection to close
+    /// when a leader is back.
+    pub fn read_only_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.read_only.subscribe()
     }
 
     /// The connections `ip` holds open now.
@@ -226,9 +242,11 @@ impl ZkServer {
             secure_port: secure_addr.map(|a| a.port()),
             next_conn: AtomicU64::new(1),
             per_address: Mutex::default(),
+            read_only: tokio::sync::watch::channel(false).0,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(reaper(Arc::clone(&shared), stop.subscribe()));
+        tokio::spawn(quorum_watch(Arc::clone(&shared), stop.subscribe()));
         if let (Some(listener), Some(addr)) = (plain, addr) {
             tokio::spawn(accept_plain(Arc::clone(&shared), listener, stopped.clone()));
             tracing::info!(%addr, "ZooKeeper protocol listening");
@@ -325,6 +343,49 @@ async fn accept_tls(
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Paths one reap command deletes at most.
 const REAP_BATCH_MAX: usize = 1000;
+
+/// How long a node must know no leader before it serves read-only clients
+/// (a leader change takes less, so an election does not flap the mode).
+pub const READ_ONLY_AFTER: Duration = Duration::from_secs(2);
+/// How often the node's leader is looked at.
+const QUORUM_WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// ZooKeeper's read-only mode: a node that has known no leader for
+/// `READ_ONLY_AFTER` (none believed, or its election timer fired and it
+/// has been probing or campaigning since: a minority partition, or a
+/// quorum lost) serves
+/// clients that asked for read-only sessions, from its own state; once it
+/// knows a leader again it closes them, and they reconnect read-write.
+async fn quorum_watch(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = conn::until_stopped(&mut stopped) => return,
+            _ = tokio::time::sleep(QUORUM_WATCH_EVERY) => {}
+        }
+        let status = shared.node.status();
+        let read_only = if status.leader.is_some() && !status.seeking_leader {
+            leaderless_since = None;
+            false
+        } else {
+            leaderless_since.get_or_insert_with(Instant::now).elapsed() >= READ_ONLY_AFTER
+        };
+        let changed = shared.read_only.send_if_modified(|ro| {
+            let changed = *ro != read_only;
+            *ro = read_only;
+            changed
+        });
+        if changed {
+            if read_only {
+                tracing::warn!(
+                    "no leader for {READ_ONLY_AFTER:?}: ZooKeeper serves read-only clients only"
+                );
+            } else {
+                tracing::info!("a leader is known again: ZooKeeper serves read-write");
+            }
+        }
+    }
+}
 
 /// On the leader, proposes the deletion of empty containers and expired
 /// TTL nodes; the command re-checks each when it applies, so a node that

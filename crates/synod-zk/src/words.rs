@@ -22,7 +22,9 @@ const VERSION: &str = "3.8.4-synod-0.1.0, built on 2026-12-06";
 /// The answer to `word`.
 pub async fn answer(shared: &Shared, word: &str) -> String {
     let status = shared.node.status();
-    let mode = if status.is_leader {
+    let mode = if shared.is_read_only() {
+        "read-only"
+    } else if status.is_leader {
         "leader"
     } else {
         "follower"
@@ -44,7 +46,7 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
     let mut out = String::new();
     match word {
         "ruok" => out.push_str("imok"),
-        "isro" => out.push_str("rw"),
+        "isro" => out.push_str(if shared.is_read_only() { "ro" } else { "rw" }),
         "srvr" | "stat" | "cons" => {
             let _ = writeln!(out, "Zookeeper version: {VERSION}");
             let _ = writeln!(out, "Latency min/avg/max: 0/{avg}/{max}");
