@@ -42,21 +42,8 @@ async fn add_learner_catch_up_promote_move_leader_remove() {
     let follower = cluster.ids().into_iter().find(|i| *i != leader).unwrap();
     let peer = common::free_addr();
     let through = vec![cluster.addrs(follower).client.to_string()];
-    let out = etcdctl(
-        &through,
-        &[
-            "member",
-            "add",
-            "n4",
-            "--learner",
-            &format!("--peer-urls=http://{peer}"),
-        ],
-        None,
-    );
-    // "Member 4 added to cluster <hex>"
-    let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(words[..2], ["Member", "4"], "{out}");
-    let cluster_hex = words[5].to_string();
+    let (added, cluster_hex) = common::member_add_learner(&through, "n4", peer);
+    assert_eq!(added, 4);
     let listed = members(&all);
     assert!(
         listed.iter().any(|m| m.0 == 4 && m.2),
@@ -64,15 +51,7 @@ async fn add_learner_catch_up_promote_move_leader_remove() {
     );
 
     // Start it, joining: it catches up from a snapshot, then the log.
-    let id = cluster.add_node_at(
-        peer,
-        &[
-            "--initial-cluster-state",
-            "existing",
-            "--cluster-id",
-            &cluster_hex,
-        ],
-    );
+    let id = cluster.join_node_at(peer, &cluster_hex);
     assert_eq!(id, 4);
     cluster.wait_caught_up(4, Duration::from_secs(30)).await;
     let four = vec![cluster.addrs(4).client.to_string()];

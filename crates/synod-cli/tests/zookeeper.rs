@@ -948,6 +948,48 @@ async fn kazoo_read_only_mode_on_a_node_without_quorum() {
     eprintln!("{out}");
 }
 
+/// An observer (ZooKeeper's word; etcd's learner): a node added with
+/// `member add --learner` serves ZooKeeper clients once it has caught up:
+/// `srvr` says `Mode: observer`, reads show what the voters wrote, and a
+/// write through it is forwarded and applied cluster-wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_serves_zookeeper_clients() {
+    let (mut cluster, _) = zk_cluster().await;
+    let writer = zk_connect(&all_hosts(&cluster)).await;
+    ok(
+        "create /obs",
+        writer.create("/obs", b"from-voters", PERSISTENT),
+    )
+    .await;
+    let peer = common::free_addr();
+    let (added, cluster_hex) = common::member_add_learner(&cluster.host_ports(), "n4", peer);
+    let id = cluster.join_node_at(peer, &cluster_hex);
+    assert_eq!(id, added);
+    cluster.wait_caught_up(id, Duration::from_secs(30)).await;
+    let addr = cluster.addrs(id).zk;
+    assert!(common::wait_listening(addr, Duration::from_secs(20)));
+    let srvr = four_letter_word(addr, "srvr");
+    assert!(
+        srvr.contains("Mode: observer"),
+        "srvr of the learner:\n{srvr}"
+    );
+    let c = zk_connect(&cluster.zk_hosts(&[id])).await;
+    ok("sync", c.sync("/")).await;
+    let (data, _) = ok("get /obs", c.get_data("/obs")).await;
+    assert_eq!(data, b"from-voters");
+    ok(
+        "create through the observer",
+        c.create("/obs/w", b"via-observer", PERSISTENT),
+    )
+    .await;
+    ok("sync", writer.sync("/")).await;
+    let (data, _) = ok("get /obs/w", writer.get_data("/obs/w")).await;
+    assert_eq!(data, b"via-observer");
+    assert!(four_letter_word(cluster.addrs(1).zk, "srvr")
+        .lines()
+        .any(|l| { l == "Mode: leader" || l == "Mode: follower" }));
+}
+
 // ------------------------------------------------- zookeeper-client crate
 
 const PERSISTENT: &zk::CreateOptions<'static> =

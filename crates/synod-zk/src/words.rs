@@ -22,8 +22,17 @@ const VERSION: &str = "3.8.4-synod-0.1.0, built on 2026-12-06";
 /// The answer to `word`.
 pub async fn answer(shared: &Shared, word: &str) -> String {
     let status = shared.node.status();
+    let me = shared.node.config().id;
+    // A learner (etcd's word) is what ZooKeeper calls an observer: it
+    // serves reads, forwards writes and does not vote.
+    let observer = status
+        .membership
+        .as_ref()
+        .is_some_and(|c| c.is_member(me) && !c.is_voter(me));
     let mode = if shared.is_read_only() {
         "read-only"
+    } else if observer {
+        "observer"
     } else if status.is_leader {
         "leader"
     } else {

@@ -251,6 +251,30 @@ pub fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> Stri
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
+/// `etcdctl member add NAME --learner --peer-urls=http://PEER` through
+/// `endpoints`: the new member's id and the cluster id (hex) it must be
+/// started with (`--initial-cluster-state existing --cluster-id HEX`).
+pub fn member_add_learner(endpoints: &[String], name: &str, peer: SocketAddr) -> (u64, String) {
+    let out = etcdctl(
+        endpoints,
+        &[
+            "member",
+            "add",
+            name,
+            "--learner",
+            &format!("--peer-urls=http://{peer}"),
+        ],
+        None,
+    );
+    // "Member 4 added to cluster <hex>"
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(words.len() > 5 && words[0] == "Member", "{out}");
+    let id = words[1]
+        .parse()
+        .unwrap_or_else(|_| panic!("a member id in {out:?}"));
+    (id, words[5].to_string())
+}
+
 /// `etcdctl ... -w json`, parsed.
 pub fn etcdctl_json(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> serde_json::Value {
     let mut all = args.to_vec();
@@ -402,6 +426,18 @@ impl Cluster {
         self.procs
             .insert(id, Proc::spawn(&synod_bin(), &args, &log));
         id
+    }
+
+    /// Starts the member added at `peer` (`member add`) joining the running
+    /// cluster `cluster_hex`; returns its id.
+    pub fn join_node_at(&mut self, peer: SocketAddr, cluster_hex: &str) -> u64 {
+        let args = [
+            "--initial-cluster-state",
+            "existing",
+            "--cluster-id",
+            cluster_hex,
+        ];
+        self.add_node_at(peer, &args)
     }
 
     /// Forgets node `id` (removed from the cluster): kills it if it runs.
