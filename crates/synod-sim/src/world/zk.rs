@@ -80,7 +80,7 @@ impl World {
             return Ok(());
         }
         self.schedule(AGENT_EVERY, Event::ZkAgent);
-        if self.zk_agent.sent % SESSION_EVERY_TICKS == 0 {
+        if self.zk_agent.sent.is_multiple_of(SESSION_EVERY_TICKS) {
             self.on_zk_session_step()?;
         }
         let Some(i) = self.random_running_node() else {
