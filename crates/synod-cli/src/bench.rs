@@ -115,7 +115,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=CLIENTS_MAX))]
     clients: u32,
     /// gRPC connections in total, spread round-robin over the endpoints;
-    /// clients share them round-robin. Default: one per endpoint. Set it to
+    /// clients share them round-robin. Default: one per endpoint (one per
+    /// client when there are fewer clients than endpoints). Set it to
     /// --clients for one connection per client.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=CLIENTS_MAX))]
     conns: Option<u32>,
@@ -873,8 +874,10 @@ fn check_flags(args: &BenchArgs) -> Result<u32, String> {
         return Err("--serializable applies to reads: use it with --workload get or mixed".into());
     }
     let endpoints = args.endpoints.len() as u32;
-    let conns = args.conns.unwrap_or(endpoints);
-    if conns < endpoints {
+    // Fewer clients than endpoints: one connection each (a lone client
+    // can use only one endpoint).
+    let conns = args.conns.unwrap_or(endpoints.min(args.clients));
+    if conns < endpoints && conns < args.clients {
         return Err(format!(
             "--conns {conns} would leave some of the {endpoints} endpoints unused"
         ));
@@ -1150,6 +1153,9 @@ mod tests {
         }
         let ok = flags(&["--workload", "mixed", "--serializable", "--conns", "64"]).unwrap();
         assert_eq!(check_flags(&ok), Ok(64));
+        // One client over three endpoints: one connection, to the first.
+        let lone = flags(&["--clients", "1"]).unwrap();
+        assert_eq!(check_flags(&lone), Ok(1));
     }
 
     #[test]
