@@ -531,15 +531,28 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 _ => return self.expired().await,
             }
         };
-        let revision = node.status().revision;
+        self.connected(r, session, password, timeout, false).await
+    }
+
+    /// Ends a handshake that found its session: refuses a client that saw
+    /// more than this node has (ZooKeeper's rule: it must try another
+    /// server), else takes the session on and answers the ConnectRequest.
+    async fn connected(
+        &mut self,
+        r: &ConnectRequest,
+        session: i64,
+        password: Bytes,
+        timeout: i32,
+        read_only: bool,
+    ) -> Result<bool, String> {
+        let revision = self.shared.node.status().revision;
         if r.last_zxid_seen > revision {
-            // ZooKeeper refuses a client that saw more than this server
-            // has: it must try another server.
             return Err(format!(
                 "client has seen zxid {:#x}, this node only {revision:#x}",
                 r.last_zxid_seen
             ));
         }
+        self.read_only = read_only;
         self.session = session;
         self.timeout_ms = timeout;
         self.zxid = revision;
@@ -549,7 +562,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
             time_out: timeout,
             session_id: session,
             passwd: password,
-            read_only: false,
+            read_only,
         });
         self.send(&frame).await?;
         Ok(true)
@@ -580,26 +593,7 @@ impl<W: AsyncWrite + Unpin + Send> Conn<W> {
                 _ => return self.expired().await,
             }
         };
-        let revision = node.status().revision;
-        if r.last_zxid_seen > revision {
-            return Err(format!(
-                "client has seen zxid {:#x}, this read-only node only {revision:#x}",
-                r.last_zxid_seen
-            ));
-        }
-        self.read_only = true;
-        self.session = session;
-        self.timeout_ms = timeout;
-        self.zxid = revision;
-        let frame = encode_connect_response(&ConnectResponse {
-            protocol_version: 0,
-            time_out: timeout,
-            session_id: session,
-            passwd: password,
-            read_only: true,
-        });
-        self.send(&frame).await?;
-        Ok(true)
+        self.connected(r, session, password, timeout, true).await
     }
 
     /// Tells the client its session is gone, as ZooKeeper does: a

@@ -84,7 +84,9 @@ impl World {
         }
     }
 
-    fn agent_request(&mut self, to: NodeId, waiting: Waiting, request: Request) {
+    /// Sends an agent's request to node `to` (answers come back tagged
+    /// `waiting`).
+    pub(super) fn agent_request(&mut self, to: NodeId, waiting: Waiting, request: Request) {
         let i = self.node_index(to);
         let now = self.nodes[i].local_time(self.now);
         let node = &mut self.nodes[i];

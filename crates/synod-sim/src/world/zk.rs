@@ -35,7 +35,7 @@ use synod_kv::zk::mode;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::outcome::Result as OutcomeResult;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
-use synod_proto::synodpb::{ZkCreate, ZkOp, ZkOpenSession, ZkWrite};
+use synod_proto::synodpb::{ZkCreate, ZkOp, ZkOpenSession, ZkResult, ZkWrite};
 
 /// How often the agent creates.
 const AGENT_EVERY: Micros = 20 * MS;
@@ -88,28 +88,29 @@ impl World {
         };
         self.zk_agent.sent += 1;
         let n = self.zk_agent.sent;
-        let write = ZkWrite {
+        let write = self.sequential_create("/n-", n, mode::PERSISTENT_SEQUENTIAL, 0);
+        let to = self.nodes[i].id;
+        self.agent_request(to, Waiting::ZkCreate(n), write);
+        Ok(())
+    }
+
+    /// A sequential create under `/` named `prefix`, holding `n`, owned by
+    /// `session` (0: none).
+    fn sequential_create(&self, prefix: &str, n: u64, mode: i32, session: i64) -> Request {
+        Request::Write(Op::Zk(ZkWrite {
             time_ms: (self.now / MS) as i64,
+            session,
             ops: vec![ZkOp {
                 op: Some(ZkOpKind::Create(ZkCreate {
-                    path: "/n-".into(),
+                    path: prefix.into(),
                     data: Bytes::from(n.to_be_bytes().to_vec()),
                     acl: synod_kv::zk::acl::open(),
-                    mode: mode::PERSISTENT_SEQUENTIAL,
+                    mode,
                     ttl_ms: 0,
                 })),
             }],
             ..ZkWrite::default()
-        };
-        self.zk_request(i, Waiting::ZkCreate(n), Request::Write(Op::Zk(write)));
-        Ok(())
-    }
-
-    fn zk_request(&mut self, i: usize, waiting: Waiting, request: Request) {
-        let now = self.nodes[i].local_time(self.now);
-        let node = &mut self.nodes[i];
-        let ticket = node.ticket(waiting);
-        node.group().request(ticket, request, now);
+        }))
     }
 
     /// The session agent's step (every `SESSION_EVERY_TICKS` creates):
@@ -121,6 +122,7 @@ impl World {
         let Some(i) = self.random_running_node() else {
             return Ok(());
         };
+        let to = self.nodes[i].id;
         match self.zk_agent.session {
             None => {
                 self.zk_agent.sessions_opened += 1;
@@ -140,7 +142,7 @@ impl World {
                 };
                 // Lost if its node crashes: then the session never exists
                 // and its ephemerals are refused, which is harmless.
-                self.zk_request(i, Waiting::ZkSession, Request::Write(Op::Zk(open)));
+                self.agent_request(to, Waiting::ZkSession, Request::Write(Op::Zk(open)));
             }
             Some((id, 0)) => {
                 self.note(|| format!("ZooKeeper agent abandons session {id:#x}"));
@@ -149,26 +151,13 @@ impl World {
             Some((id, left)) => {
                 self.zk_agent.session = Some((id, left - 1));
                 let renew = Request::Lease { id, renew: true };
-                self.zk_request(i, Waiting::ZkSession, renew);
+                self.agent_request(to, Waiting::ZkSession, renew);
                 self.zk_agent.sent += 1;
                 let n = self.zk_agent.sent;
-                let create = ZkWrite {
-                    time_ms: (self.now / MS) as i64,
-                    session: id,
-                    ops: vec![ZkOp {
-                        op: Some(ZkOpKind::Create(ZkCreate {
-                            path: "/e-".into(),
-                            data: Bytes::from(n.to_be_bytes().to_vec()),
-                            acl: synod_kv::zk::acl::open(),
-                            mode: mode::EPHEMERAL_SEQUENTIAL,
-                            ttl_ms: 0,
-                        })),
-                    }],
-                    ..ZkWrite::default()
-                };
+                let create = self.sequential_create("/e-", n, mode::EPHEMERAL_SEQUENTIAL, id);
                 let i = self.random_running_node().unwrap_or(i);
-                let write = Request::Write(Op::Zk(create));
-                self.zk_request(i, Waiting::ZkEphemeral(n, id), write);
+                let to = self.nodes[i].id;
+                self.agent_request(to, Waiting::ZkEphemeral(n, id), create);
             }
         }
         Ok(())
@@ -181,13 +170,7 @@ impl World {
         session: i64,
         answer: Option<Answer>,
     ) -> Result<(), Violation> {
-        let Some(Answer::Write(outcome)) = answer else {
-            return Ok(());
-        };
-        let Some(OutcomeResult::Zk(z)) = outcome.result else {
-            return Ok(());
-        };
-        let Some(result) = z.results.first().filter(|r| r.err == 0) else {
+        let Some(result) = acknowledged_create(answer) else {
             return Ok(());
         };
         let czxid = result.stat.as_ref().map_or(0, |s| s.czxid);
@@ -240,13 +223,7 @@ impl World {
 
     /// A node answered a create: a name it acknowledged must be new.
     pub(super) fn on_zk_answer(&mut self, n: u64, answer: Option<Answer>) -> Result<(), Violation> {
-        let Some(Answer::Write(outcome)) = answer else {
-            return Ok(());
-        };
-        let Some(OutcomeResult::Zk(z)) = outcome.result else {
-            return Ok(());
-        };
-        let Some(result) = z.results.first().filter(|r| r.err == 0) else {
+        let Some(result) = acknowledged_create(answer) else {
             return Ok(());
         };
         if let Some(other) = self.zk_agent.acked.insert(result.path.clone(), n) {
@@ -307,4 +284,15 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// The result of a create its node acknowledged as done, if it was.
+fn acknowledged_create(answer: Option<Answer>) -> Option<ZkResult> {
+    let Some(Answer::Write(outcome)) = answer else {
+        return None;
+    };
+    let Some(OutcomeResult::Zk(z)) = outcome.result else {
+        return None;
+    };
+    z.results.into_iter().next().filter(|r| r.err == 0)
 }
