@@ -247,7 +247,9 @@ fn kv_status(e: &KvError) -> Status {
         KvError::LeaseExists => Status::failed_precondition(m),
         KvError::LeaseTtlTooLarge => Status::out_of_range(m),
         KvError::NoSpace | KvError::TooManyRequests => Status::resource_exhausted(m),
-        KvError::NoLeader | KvError::TimedOut => Status::unavailable(m),
+        KvError::NoLeader | KvError::TimedOut | KvError::StaleStamp { .. } => {
+            Status::unavailable(m)
+        }
         _ => Status::invalid_argument(m),
     }
 }

@@ -549,6 +549,7 @@ impl Group {
             .next()
             .map_or(key.1, |((_, seq), _)| (*seq).min(key.1));
         let command = Command {
+            stamp: 0,
             client: key.0,
             seq: key.1,
             answered_below,

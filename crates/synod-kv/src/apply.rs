@@ -20,6 +20,8 @@ use synod_proto::mvccpb::{event::EventType, Event, KeyValue};
 /// it wrote yet, and the events it produced.
 pub(crate) struct WriteTxn<'a> {
     pub(crate) mvcc: &'a mut Mvcc,
+    /// The revision reads see before the transaction writes.
+    pub(crate) base: i64,
     pub(crate) rev: i64,
     pub(crate) wrote: bool,
     pub(crate) events: Vec<Event>,
@@ -41,7 +43,7 @@ impl WriteTxn<'_> {
         if self.wrote {
             self.rev
         } else {
-            self.rev - 1
+            self.base
         }
     }
 

@@ -45,6 +45,14 @@ pub enum KvError {
     TimedOut,
     /// Refused by authentication or access control.
     Auth(crate::auth::AuthError),
+    /// A stamped write came at or below its shard's revision: nothing
+    /// changed; its node stamps it again (design 0011).
+    StaleStamp {
+        /// The command's stamp.
+        stamp: i64,
+        /// The shard's revision.
+        revision: i64,
+    },
 }
 
 impl KvError {
@@ -65,6 +73,9 @@ impl KvError {
             KvError::NoLeader => "etcdserver: no leader",
             KvError::TimedOut => "etcdserver: request timed out",
             KvError::Auth(e) => e.etcd_message(),
+            KvError::StaleStamp { .. } => {
+                "etcdserver: request timed out, possibly due to leader change"
+            }
         }
     }
 }

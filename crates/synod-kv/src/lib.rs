@@ -20,6 +20,7 @@
 //!         ..Default::default()
 //!     })),
 //!     caller: None,       // an etcd client's user, checked while auth is on
+//!     stamp: 0,           // a shard's write carries the oracle's revision
 //! };
 //! let applied = store.apply(&put);
 //! assert_eq!(applied.revision, 2); // etcd starts at revision 1

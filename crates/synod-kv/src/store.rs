@@ -337,10 +337,19 @@ impl KvStore {
             }
         }
         let op = command.op.as_ref();
+        let stamp = match Stamp::of(command, self.mvcc.revision()) {
+            Ok(stamp) => stamp,
+            Err(refused) => return self.refuse_stale(refused),
+        };
         let (outcome, events) = match self.permitted(command.caller.as_ref(), op) {
-            Ok(()) => self.execute(op),
+            Ok(()) => self.execute(op, stamp),
             Err(e) => (error_outcome(&e), Vec::new()),
         };
+        if let Stamp::Above(s) = stamp {
+            // The fence: whatever the command did, no stamp at or below
+            // its own applies after it (design 0011).
+            self.mvcc.set_revision(s);
+        }
         self.dirty.meta = true;
         let revision = self.mvcc.revision();
         self.remember(command, revision, &outcome);
@@ -408,7 +417,47 @@ impl KvStore {
         }
     }
 
-    fn execute(&mut self, op: Option<&Op>) -> (Outcome, Vec<Event>) {
+    /// A stamped command that may not apply any more: changes nothing and
+    /// is not remembered, so its node can stamp it again under the same
+    /// `(client, seq)`; every copy with the old stamp is refused alike.
+    fn refuse_stale(&self, e: KvError) -> Applied {
+        Applied {
+            outcome: error_outcome(&e),
+            events: Vec::new(),
+            revision: self.mvcc.revision(),
+            duplicate: true,
+            zk_events: Vec::new(),
+        }
+    }
+
+    fn execute(&mut self, op: Option<&Op>, stamp: Stamp) -> (Outcome, Vec<Event>) {
+        match stamp {
+            Stamp::None => {}
+            // Only Put, DeleteRange, Txn and Compact are stamped: other
+            // commands belong to the meta group, which numbers its own.
+            _ if !matches!(
+                op,
+                Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_))
+            ) =>
+            {
+                return (
+                    error_outcome(&KvError::InvalidArgument(
+                        "etcdserver: only key-value writes carry a stamp",
+                    )),
+                    Vec::new(),
+                )
+            }
+            Stamp::ReadAt(s) if s < self.mvcc.compact_revision() => {
+                let e = KvError::Compacted {
+                    requested: s,
+                    compact_revision: self.mvcc.compact_revision(),
+                };
+                return (error_outcome(&e), Vec::new());
+            }
+            // A compaction may name any revision up to its own stamp.
+            Stamp::Above(s) if matches!(op, Some(Op::Compact(_))) => self.mvcc.set_revision(s),
+            _ => {}
+        }
         if self.out_of_space() && adds_data(op) {
             return (error_outcome(&KvError::NoSpace), Vec::new());
         }
@@ -461,7 +510,7 @@ impl KvStore {
                     removed: Vec::new(),
                 }))
             }
-            _ => return self.write(op),
+            _ => return self.write(op, stamp),
         };
         match result {
             Ok(r) => (ok(r), Vec::new()),
@@ -533,7 +582,7 @@ impl KvStore {
             success: deletes,
             ..TxnRequest::default()
         };
-        let (outcome, events) = self.write(Some(&Op::Txn(txn)));
+        let (outcome, events) = self.write(Some(&Op::Txn(txn)), Stamp::None);
         assert!(
             !matches!(outcome.result, Some(outcome::Result::Error(_))),
             "deleting a lease's keys cannot fail"
@@ -652,13 +701,21 @@ impl KvStore {
     /// Runs a key-value write (put, delete, txn, compact) as one write
     /// transaction: one new revision if it changes anything, nothing if it
     /// fails.
-    fn write(&mut self, op: Option<&Op>) -> (Outcome, Vec<Event>) {
-        let rev = self.mvcc.revision() + 1;
+    fn write(&mut self, op: Option<&Op>, stamp: Stamp) -> (Outcome, Vec<Event>) {
+        // What reads before the first write see, and what writes carry.
+        let (base, rev) = match stamp {
+            Stamp::None => (self.mvcc.revision(), self.mvcc.revision() + 1),
+            // Nothing lies between the store's revision and the stamp.
+            Stamp::Above(s) => (s, s),
+            // Read-only (checked by `Stamp::of`): `rev` is never written.
+            Stamp::ReadAt(s) => (s, s + 1),
+        };
         let leases = &self.leases;
         let exists = |id: i64| leases.contains(id);
         let mark = self.mvcc.journal.mark();
         let mut txn = WriteTxn {
             mvcc: &mut self.mvcc,
+            base,
             rev,
             wrote: false,
             events: Vec::new(),
@@ -673,6 +730,10 @@ impl KvStore {
             _ => Err(KvError::InvalidArgument("etcdserver: empty command")),
         };
         let (wrote, events) = (txn.wrote, std::mem::take(&mut txn.events));
+        assert!(
+            !(wrote && matches!(stamp, Stamp::ReadAt(_))),
+            "a read at a past stamp wrote"
+        );
         match result {
             Ok(r) => {
                 if wrote {
@@ -1297,6 +1358,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::NoLeader => (Kind::NoLeader, 0, 0),
         KvError::TimedOut => (Kind::TimedOut, 0, 0),
         KvError::Auth(e) => (Kind::Auth, e.number(), 0),
+        KvError::StaleStamp { stamp, revision } => (Kind::StaleStamp, stamp, revision),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -1327,6 +1389,10 @@ pub fn outcome_error(e: &Error) -> KvError {
         Ok(Kind::TooManyRequests) => KvError::TooManyRequests,
         Ok(Kind::NoLeader) => KvError::NoLeader,
         Ok(Kind::TimedOut) => KvError::TimedOut,
+        Ok(Kind::StaleStamp) => KvError::StaleStamp {
+            stamp: e.a,
+            revision: e.b,
+        },
         Ok(Kind::Auth) => match crate::auth::AuthError::from_number(e.a) {
             Some(a) => KvError::Auth(a),
             None => KvError::InvalidArgument(invalid_message(&e.message)),
@@ -1342,4 +1408,47 @@ fn invalid_message(m: &str) -> &'static str {
         .copied()
         .find(|s| *s == m)
         .unwrap_or("etcdserver: invalid request")
+}
+
+/// How a command's stamp (design 0011) decides the revision it applies at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamp {
+    /// Unstamped: the store numbers it (revision + 1 if it writes).
+    None,
+    /// Above the store's revision: it writes at the stamp, and the store's
+    /// revision becomes the stamp whatever it did.
+    Above(i64),
+    /// At or below the store's revision, read-only: it reads at the stamp
+    /// (every stamp at or below it that will ever apply here has).
+    ReadAt(i64),
+}
+
+impl Stamp {
+    /// The stamp's meaning for `command` in a store at `revision`; a
+    /// writing command stamped at or below it is refused.
+    fn of(command: &Command, revision: i64) -> Result<Stamp, KvError> {
+        let stamp = command.stamp;
+        if stamp == 0 {
+            return Ok(Stamp::None);
+        }
+        if stamp > revision {
+            return Ok(Stamp::Above(stamp));
+        }
+        match &command.op {
+            Some(Op::Txn(t)) if stamp > 0 && read_only(t) => Ok(Stamp::ReadAt(stamp)),
+            _ => Err(KvError::StaleStamp { stamp, revision }),
+        }
+    }
+}
+
+/// A transaction that only reads, whichever branch runs.
+fn read_only(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(t)) => read_only(t),
+            _ => false,
+        })
 }

@@ -144,7 +144,7 @@ proptest! {
             };
             let c = client as usize;
             seqs[c] += 1;
-            let command = Command { client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None };
+            let command = Command { stamp: 0, client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None };
             let a = store.apply(&command);
             let b = shadow.apply(&command);
             prop_assert_eq!(&a, &b);
@@ -167,6 +167,7 @@ fn an_empty_disk_loads_as_no_store_and_damaged_rows_are_refused() {
     let mut store = KvStore::default();
     store.attach(rows.clone(), true);
     let put = Command {
+        stamp: 0,
         client: 1,
         seq: 1,
         answered_below: 1,

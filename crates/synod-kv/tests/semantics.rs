@@ -530,6 +530,7 @@ fn events_describe_every_change() {
     kv.put("a", "1");
     kv.seq += 1;
     let applied = kv.store.apply(&Command {
+        stamp: 0,
         client: 1,
         seq: kv.seq,
         answered_below: 0,
@@ -559,6 +560,7 @@ fn events_describe_every_change() {
 fn retried_commands_apply_once() {
     let mut store = KvStore::default();
     let c = Command {
+        stamp: 0,
         client: 5,
         seq: 1,
         answered_below: 0,
@@ -581,6 +583,7 @@ fn retried_commands_apply_once() {
 
 fn put_in_session(seq: u64, answered_below: u64, value: &str) -> Command {
     Command {
+        stamp: 0,
         client: 9,
         seq,
         answered_below,
@@ -637,6 +640,7 @@ fn an_idle_session_expires_through_the_log_unless_it_woke_up() {
     store.apply(&put_in_session(1, 1, "1"));
     let idle_at = store.sessions().find(|(c, _)| *c == 9).unwrap().1;
     let expire = |revision: i64| Command {
+        stamp: 0,
         client: 77,
         seq: 1,
         answered_below: 1,

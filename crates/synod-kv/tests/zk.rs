@@ -242,6 +242,7 @@ impl Zk {
     fn command(&mut self, op: Op) -> Command {
         self.seq += 1;
         Command {
+            stamp: 0,
             client: self.client,
             seq: self.seq,
             answered_below: self.seq,
@@ -1917,6 +1918,7 @@ fn store_equality_ignores_the_zookeeper_journal() {
     let mut store = KvStore::default();
     let write = |store: &mut KvStore, seq: u64, zw: ZkWrite| {
         store.apply(&Command {
+            stamp: 0,
             client: 1,
             seq,
             answered_below: seq,

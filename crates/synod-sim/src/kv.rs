@@ -150,6 +150,7 @@ mod tests {
 
     fn apply(store: &mut KvStore, seq: u64, input: &KvInput) -> Option<KvOutput> {
         let command = Command {
+            stamp: 0,
             client: 1,
             seq,
             answered_below: seq,

@@ -80,6 +80,7 @@ fn a_store_written_as_rows_loads_back_with_long_values_on_disk() {
         let mut kv = storage.load_store(group).unwrap();
         for seq in 1..=50u64 {
             let put = Command {
+                stamp: 0,
                 client: 3,
                 seq,
                 answered_below: seq.saturating_sub(4).max(1),
