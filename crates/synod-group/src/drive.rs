@@ -43,6 +43,7 @@ impl Group {
             || self.installed.is_some()
             || !self.snapshots_out.is_empty()
             || self.read_index_target().is_some()
+            || self.stamper.out.is_some()
     }
 
     /// Everything to send, persist and answer since the last call. Handle
@@ -97,6 +98,7 @@ impl Group {
             members_changed: std::mem::take(&mut self.members_changed) || membership.is_some(),
             membership,
             expired: std::mem::take(&mut self.expired),
+            stamps: self.stamper.out.take(),
             applied: std::mem::take(&mut self.applied_log),
             installed: self.installed.take(),
             snapshots: std::mem::take(&mut self.snapshots_out),
@@ -187,6 +189,9 @@ impl Group {
             self.events.append(&mut applied.events);
             self.zk_events.append(&mut applied.zk_events);
             let key = (command.client, command.seq);
+            if command.stamp != 0 && self.restamp(key, &applied.outcome) {
+                continue;
+            }
             if let Some(p) = self.writes.remove(&key) {
                 if let Some(ticket) = p.ticket {
                     self.answers.push((ticket, Answer::Write(applied.outcome)));

@@ -42,6 +42,9 @@ pub(crate) struct PendingWrite {
     pub(crate) leader_only: bool,
     /// When it was first submitted: past the deadline it is dropped.
     pub(crate) submitted_at: Time,
+    /// Its node stamped it (see `Request::WriteStamped`): proposed as it
+    /// is, never stamped by the leader.
+    pub(crate) prestamped: bool,
 }
 
 /// How a write is handled until it applies.
@@ -51,6 +54,8 @@ pub(crate) enum WriteKind {
     Plain,
     /// Proposed by this leader or not at all (see `issue_as_leader`).
     LeaderOnly,
+    /// Stamped by its node (see `Request::WriteStamped`).
+    Stamped(i64),
 }
 
 /// A range read waiting for a linearizable point.
@@ -158,6 +163,8 @@ pub struct Group {
     pub(crate) published_self_at: Time,
     /// The timestamp oracle (see `tso`).
     pub(crate) oracle: crate::tso::Oracle,
+    /// Writes waiting for stamps (see `stamps`).
+    pub(crate) stamper: crate::stamps::Stamper,
     /// Running totals for the shell's metrics.
     pub(crate) counters: crate::types::GroupCounters,
     /// The replica's role at the last `ready`, to count elections.
@@ -216,6 +223,7 @@ impl Group {
             sessions_expired: 0,
             published_self_at: now,
             oracle: crate::tso::Oracle::default(),
+            stamper: crate::stamps::Stamper::default(),
             counters: crate::types::GroupCounters::default(),
             last_role: RoleKind::Follower,
             sends: Vec::new(),
@@ -289,6 +297,7 @@ impl Group {
             + self.lease_queries.len()
             + self.index_reads()
             + self.timestamp_waiters()
+            + self.stamper.len()
     }
 
     /// The member table: the replicated one once a change recorded it,
@@ -326,12 +335,14 @@ impl Group {
                 Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                 Request::Lease { .. } => Answer::Lease(None),
                 Request::Timestamps { .. } => Answer::Timestamps(None),
+                Request::WriteStamped { .. } => Answer::Write(error_outcome(&KvError::NoLeader)),
             };
             self.answers.push((ticket, answer));
             return;
         }
         match request {
             Request::Write(op) => self.client_write(op, None, ticket),
+            Request::WriteStamped { op, stamp } => self.stamped_write(op, stamp, ticket),
             Request::WriteAs { op, caller } => self.client_write(op, Some(caller), ticket),
             Request::Read {
                 request,
@@ -350,7 +361,7 @@ impl Group {
             // Forwarded to us as the leader; if we no longer lead, the
             // sender forwards again to whoever does.
             PeerItem::Forward(command) => {
-                if self.replica.propose(command).is_ok() {
+                if self.propose_or_stamp(command, None, false).is_ok() {
                     self.counters.proposed += 1;
                 }
             }
@@ -385,6 +396,7 @@ impl Group {
         self.reforward();
         self.read_index_duties();
         self.oracle_duties();
+        self.stamp_duties();
         self.session_duties();
         self.lease_duties();
         self.publish_self();
@@ -508,6 +520,22 @@ impl Group {
         self.write(key, Some(op), caller, Some(ticket), WriteKind::Plain);
     }
 
+    /// A write its node stamped (see `Request::WriteStamped`).
+    fn stamped_write(&mut self, op: Op, stamp: i64, ticket: Ticket) {
+        if self.writes.len() >= PENDING_WRITES_MAX || stamp <= 0 {
+            let e = if stamp <= 0 {
+                KvError::InvalidArgument("etcdserver: a stamp is above 0")
+            } else {
+                KvError::TooManyRequests
+            };
+            self.answers
+                .push((ticket, Answer::Write(error_outcome(&e))));
+            return;
+        }
+        let key = self.next_key();
+        self.write(key, Some(op), None, Some(ticket), WriteKind::Stamped(stamp));
+    }
+
     /// The next `(session, seq)` of this incarnation.
     pub(crate) fn next_key(&mut self) -> (u64, u64) {
         let seq = self.next_seq;
@@ -549,7 +577,10 @@ impl Group {
             .next()
             .map_or(key.1, |((_, seq), _)| (*seq).min(key.1));
         let command = Command {
-            stamp: 0,
+            stamp: match kind {
+                WriteKind::Stamped(s) => s,
+                _ => 0,
+            },
             client: key.0,
             seq: key.1,
             answered_below,
@@ -562,6 +593,7 @@ impl Group {
             ticket,
             leader_only: kind == WriteKind::LeaderOnly,
             submitted_at: self.now,
+            prestamped: matches!(kind, WriteKind::Stamped(_)),
         };
         self.writes.insert(key, pending);
         self.submit(key);
@@ -574,7 +606,12 @@ impl Group {
         };
         let command = pending.command.clone();
         let leader_only = pending.leader_only;
-        match self.replica.propose(command.clone()) {
+        let prestamped = pending.prestamped;
+        let result = self.propose_or_stamp(command.clone(), Some(key), prestamped);
+        let Some(pending) = self.writes.get_mut(&key) else {
+            return;
+        };
+        match result {
             Ok(()) => {
                 pending.forwarded_at = None;
                 self.counters.proposed += 1;
@@ -587,14 +624,7 @@ impl Group {
                 self.sends.push((l, PeerItem::Forward(command)));
                 self.counters.forwarded += 1;
             }
-            Err(ProposeError::Busy) => {
-                if let Some(p) = self.writes.remove(&key) {
-                    if let Some(ticket) = p.ticket {
-                        let outcome = error_outcome(&KvError::TooManyRequests);
-                        self.answers.push((ticket, Answer::Write(outcome)));
-                    }
-                }
-            }
+            Err(ProposeError::Busy) => self.refuse_busy(key),
             Err(_) => pending.forwarded_at = Some(self.now),
         }
     }

@@ -36,6 +36,7 @@
 //!     initial_members: Vec::new(),
 //!     record_applied: false,
 //!     timestamp_oracle: false,
+//!     stamped: false,
 //! };
 //! let mut group = Group::new(config, replica, KvStore::default(), Time(0));
 //! let put = PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
@@ -63,6 +64,7 @@ mod leases;
 mod read_index;
 mod sessions;
 mod snapshots;
+mod stamps;
 mod tso;
 mod types;
 
@@ -72,6 +74,7 @@ pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
 pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
+pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,

@@ -52,6 +52,10 @@ pub struct GroupConfig {
     /// group will. Any other refuses timestamp requests and questions, so
     /// that nothing puts jumps into its revisions.
     pub timestamp_oracle: bool,
+    /// This group is a shard whose writes take their revisions from the
+    /// meta group's oracle (design 0011): its leader asks the shell for
+    /// stamps ([`GroupReady::stamps`]) before proposing a write.
+    pub stamped: bool,
 }
 
 /// A client request for the group.
@@ -88,6 +92,15 @@ pub enum Request {
     Timestamps {
         /// How many (1 to [`TIMESTAMPS_MAX`](crate::TIMESTAMPS_MAX)).
         count: u32,
+    },
+    /// A write its node already stamped: in a stamped group, a read-only
+    /// txn at a timestamp from the oracle (a read across shards), which
+    /// reads at `stamp` once nothing at or below it can still apply here.
+    WriteStamped {
+        /// The write.
+        op: Op,
+        /// Its stamp (above 0).
+        stamp: i64,
     },
 }
 
@@ -222,6 +235,11 @@ pub struct GroupReady {
     pub members_changed: bool,
     /// Leases an applied expiry removed.
     pub expired: Vec<i64>,
+    /// A question for the meta group's oracle: `(id, count)`. Ask it for
+    /// `count` timestamps, and hand the answer (or `None` when it fails)
+    /// to [`Group::stamps_granted`](crate::Group::stamps_granted) with
+    /// `id`. Only in a [stamped](GroupConfig::stamped) group.
+    pub stamps: Option<(u64, u32)>,
     /// Every value applied, with its slot (only with
     /// [`GroupConfig::record_applied`]).
     pub applied: Vec<(Slot, Value<Bytes>)>,
@@ -307,4 +325,6 @@ pub struct GroupCounters {
     pub read_index_answered: u64,
     /// Times this replica started phase 1 to lead.
     pub elections: u64,
+    /// Writes of this node refused for a stale stamp and stamped again.
+    pub restamped: u64,
 }

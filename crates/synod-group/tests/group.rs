@@ -29,6 +29,7 @@ fn config(node: NodeId, session_idle_ms: u64) -> GroupConfig {
         initial_members: Vec::new(),
         record_applied: false,
         timestamp_oracle: true,
+        stamped: false,
     }
 }
 
@@ -395,6 +396,7 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
     let replica = Replica::new(Config::majority(me, &[me]), Time(0)).unwrap();
     let config = GroupConfig {
         timestamp_oracle: false,
+        stamped: false,
         ..config(me, 0)
     };
     let mut group = Group::new(config, replica, KvStore::default(), Time(0));

@@ -501,7 +501,7 @@ impl Core {
             None => {
                 let reply = self.replies.remove(&ticket).expect("just issued");
                 let refusal = match request {
-                    Request::Write(_) | Request::WriteAs { .. } => {
+                    Request::Write(_) | Request::WriteAs { .. } | Request::WriteStamped { .. } => {
                         Answer::Write(error_outcome(&KvError::NoLeader))
                     }
                     Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),

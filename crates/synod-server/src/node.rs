@@ -66,6 +66,7 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         record_applied: false,
         // No group is the meta group yet (shards, issue 10).
         timestamp_oracle: false,
+        stamped: false,
     };
     let applied = replica.status().applied;
     if applied != rows_applied {

@@ -826,6 +826,7 @@ impl Cluster {
                     initial_members: Vec::new(),
                     record_applied: false,
                     timestamp_oracle: true,
+                    stamped: false,
                 };
                 let replica = Replica::new(Config::majority(id, &ids), Time(0)).expect("config");
                 (id, Group::new(config, replica, KvStore::default(), Time(0)))

@@ -312,6 +312,7 @@ impl SimNode {
             initial_members: Vec::new(),
             record_applied: true,
             timestamp_oracle: true,
+            stamped: false,
         };
         let mut group = Group::new(config, replica, kv, local);
         if cfg.options.unconfirmed_keepalives {

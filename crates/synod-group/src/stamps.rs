@@ -1,0 +1,256 @@
+//! A shard's leader stamps its writes with revisions from the timestamp
+//! oracle of another group (design 0011), so that revisions stay one
+//! order across every shard.
+//!
+//! ```text
+//!   write (local, or forwarded to us as leader) ─► queue
+//!   queue, no question out ─► GroupReady.stamps = (id, n) ─► shell asks the meta group
+//!   shell: stamps_granted(id, first..=last) ─► append stamp to each queued command ─► propose
+//!   applied with STALE_STAMP (a deposed leader's stamp) ─► the waiting node submits it again
+//! ```
+//!
+//! Why the order holds: a command is stamped only from a question asked
+//! after it reached the leader, so after every write acknowledged before
+//! its client sent it; the oracle answers each question above every
+//! answer it gave before the question arrived. Within the shard the
+//! leader proposes in stamp order, and the state machine refuses a stamp
+//! at or below its revision, which covers a takeover that re-proposes an
+//! older leader's stamps after newer ones. Stamps are never kept for
+//! later writes: a leftover would lie below a stamp another shard handed
+//! out since.
+
+use crate::group::Group;
+use crate::types::{Answer, Timestamps};
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+use std::collections::VecDeque;
+use synod_kv::{error_outcome, KvError};
+use synod_paxos::{Ballot, ProposeError, Time};
+use synod_proto::synodpb::Command;
+
+/// Commands a leader holds for stamps before refusing more with "too many
+/// requests" (forwarded ones are dropped: their node forwards again).
+pub const STAMP_QUEUE_MAX: usize = 16_384;
+/// A question the shell has not answered in this long is forgotten, and
+/// the queue asks again.
+pub const STAMP_QUESTION_MS: u64 = 1_000;
+
+/// The protobuf key of `Command.stamp` (field 18, varint).
+const STAMP_KEY: [u8; 2] = [0x90, 0x01];
+
+/// One command waiting for its stamp.
+struct Queued {
+    /// The encoded command, unstamped.
+    command: Bytes,
+    /// Its `(session, seq)` when it is this node's own pending write.
+    local: Option<(u64, u64)>,
+}
+
+/// The stamping state of a shard's replica.
+#[derive(Default)]
+pub(crate) struct Stamper {
+    queue: VecDeque<Queued>,
+    /// The question out: its id, how many of the queue's front it covers,
+    /// the ballot it was asked under, and when.
+    asked: Option<(u64, u32, Ballot, Time)>,
+    next_question: u64,
+    /// A question for the shell to send, taken by `ready`.
+    pub(crate) out: Option<(u64, u32)>,
+}
+
+impl Stamper {
+    /// Commands waiting or asked for.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// `command` with `stamp` appended: protobuf takes the last value of a
+/// field, and the command was encoded without one, so this is the
+/// command stamped, without decoding or encoding it again.
+pub(crate) fn with_stamp(command: &[u8], stamp: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(command.len() + 12);
+    out.put_slice(command);
+    out.put_slice(&STAMP_KEY);
+    prost::encoding::encode_varint(stamp as u64, &mut out);
+    out.freeze()
+}
+
+impl Group {
+    /// Whether this replica proposes `command` only once stamped: it leads
+    /// a stamped group and the command carries no stamp of its own (a
+    /// read at a stamp its node already took).
+    fn needs_stamp(&self, command: &[u8], local_stamp: bool) -> bool {
+        if !self.config.stamped || local_stamp {
+            return false;
+        }
+        // Forwarded bytes: only a stamped read carries a stamp already.
+        Command::decode(command).map_or(true, |c| c.stamp == 0)
+    }
+
+    /// A command for this replica to propose as the leader: stamped first
+    /// when the group needs it. `local` names this node's pending write.
+    /// Returns `false` when it could not even be queued.
+    pub(crate) fn propose_or_stamp(
+        &mut self,
+        command: Bytes,
+        local: Option<(u64, u64)>,
+        prestamped: bool,
+    ) -> Result<(), ProposeError> {
+        if !self.needs_stamp(&command, prestamped) {
+            return self.replica.propose(command);
+        }
+        // Stamping is for the leader only: anyone else forwards first.
+        let Some(ballot) = self.replica.leading_ballot() else {
+            return self.replica.propose(command);
+        };
+        if self.stamper.queue.len() >= STAMP_QUEUE_MAX {
+            return Err(ProposeError::Busy);
+        }
+        self.stamper.queue.push_back(Queued { command, local });
+        self.ask_stamps(ballot);
+        Ok(())
+    }
+
+    /// Asks for stamps for everything queued, unless a question is out.
+    fn ask_stamps(&mut self, ballot: Ballot) {
+        if self.stamper.asked.is_some() || self.stamper.queue.is_empty() {
+            return;
+        }
+        let count = self.stamper.queue.len().min(crate::TIMESTAMPS_MAX as usize) as u32;
+        let id = self.stamper.next_question;
+        self.stamper.next_question += 1;
+        self.stamper.asked = Some((id, count, ballot, self.now));
+        self.stamper.out = Some((id, count));
+    }
+
+    /// The shell's answer to question `id`: stamps `first..=last`, or
+    /// `None` when the oracle could not hand any out (asked again on the
+    /// next tick).
+    pub fn stamps_granted(&mut self, id: u64, range: Timestamps, now: Time) {
+        self.now = self.now.max(now);
+        let Some((asked, count, ballot, _)) = self.stamper.asked else {
+            return;
+        };
+        if asked != id {
+            return;
+        }
+        self.stamper.asked = None;
+        let Some((first, last)) = range else {
+            return;
+        };
+        let granted = (last - first + 1).clamp(0, count as i64);
+        let still_leading = self.replica.leading_ballot() == Some(ballot);
+        for stamp in first..first + granted {
+            let Some(q) = self.stamper.queue.pop_front() else {
+                break;
+            };
+            if !still_leading {
+                // The stamps came for a leadership that ended: a local
+                // write goes to the new leader unstamped, a forwarded
+                // one is forwarded again by its node.
+                if let Some(key) = q.local {
+                    self.submit(key);
+                }
+                continue;
+            }
+            let stamped = with_stamp(&q.command, stamp);
+            // Counted as proposed when queued.
+            if self.replica.propose(stamped).is_err() {
+                if let Some(key) = q.local {
+                    self.submit(key);
+                }
+            }
+        }
+        if let Some(ballot) = self.replica.leading_ballot() {
+            self.ask_stamps(ballot);
+        }
+    }
+
+    /// Each tick: a question unanswered too long is forgotten; a replica
+    /// that stopped leading hands its queue on; one that leads asks again.
+    pub(crate) fn stamp_duties(&mut self) {
+        if !self.config.stamped {
+            return;
+        }
+        if let Some((_, _, _, at)) = self.stamper.asked {
+            if self.now.0.saturating_sub(at.0) >= STAMP_QUESTION_MS {
+                self.stamper.asked = None;
+            }
+        }
+        match self.replica.leading_ballot() {
+            Some(ballot) => self.ask_stamps(ballot),
+            None => {
+                self.stamper.asked = None;
+                for q in std::mem::take(&mut self.stamper.queue) {
+                    if let Some(key) = q.local {
+                        self.submit(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A write of this node came back refused for a stale stamp: it is
+    /// submitted again (under the same `(session, seq)`, which the store
+    /// did not remember) rather than answered.
+    pub(crate) fn restamp(
+        &mut self,
+        key: (u64, u64),
+        outcome: &synod_proto::synodpb::Outcome,
+    ) -> bool {
+        let stale = matches!(
+            &outcome.result,
+            Some(synod_proto::synodpb::outcome::Result::Error(e))
+                if matches!(synod_kv::outcome_error(e), KvError::StaleStamp { .. })
+        );
+        if stale && self.writes.contains_key(&key) {
+            self.counters.restamped += 1;
+            self.submit(key);
+        }
+        stale
+    }
+
+    /// Refuses a local write the leader could not queue.
+    pub(crate) fn refuse_busy(&mut self, key: (u64, u64)) {
+        if let Some(p) = self.writes.remove(&key) {
+            if let Some(ticket) = p.ticket {
+                let outcome = error_outcome(&KvError::TooManyRequests);
+                self.answers.push((ticket, Answer::Write(outcome)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::etcdserverpb::PutRequest;
+    use synod_proto::synodpb::command::Op;
+
+    #[test]
+    fn an_appended_stamp_decodes_as_the_commands_stamp() {
+        let c = Command {
+            client: 3,
+            seq: 9,
+            op: Some(Op::Put(PutRequest {
+                key: "k".into(),
+                value: "v".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let bytes = c.encode_to_vec();
+        for stamp in [1, 127, 128, 1 << 40, i64::MAX] {
+            let stamped = Command::decode(with_stamp(&bytes, stamp)).unwrap();
+            assert_eq!(stamped.stamp, stamp);
+            assert_eq!(
+                Command {
+                    stamp: 0,
+                    ..stamped
+                },
+                c
+            );
+        }
+    }
+}
