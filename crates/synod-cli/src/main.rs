@@ -63,6 +63,10 @@ enum Command {
         /// ZooKeeper's `DigestAuthenticationProvider.superDigest`.
         #[arg(long)]
         zk_super_digest: Option<String>,
+        /// Cut the etcd key space into shards at these keys, each its own
+        /// Paxos group (see `synod server --help`).
+        #[arg(long, value_name = "KEY,KEY,...")]
+        split_at: Option<String>,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     #[command(
@@ -158,6 +162,7 @@ fn node_config(
         cluster_id_derived: true,
         join: false,
         groups: Vec::new(),
+        shards: None,
         data_dir,
         members,
         tick_ms: 10,
@@ -306,6 +311,7 @@ async fn dev(
     quota_bytes: u64,
     quick_repair: bool,
     zk_super_digest: Option<String>,
+    shards: Option<synod_server::shards::ShardMap>,
 ) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
@@ -329,6 +335,7 @@ async fn dev(
         let dir = data_dir.join(format!("node{}", id.0));
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
         config.quick_repair = quick_repair;
+        config.shards = shards.clone();
         starting.push(tokio::spawn(start(config, None)));
     }
     let mut running = Vec::new();
@@ -359,6 +366,18 @@ async fn dev(
         "synod dev cluster: {nodes} nodes, data in {}",
         data_dir.display()
     );
+    if let Some(map) = &shards {
+        let points: Vec<String> = map
+            .splits()
+            .iter()
+            .map(|s| s.escape_ascii().to_string())
+            .collect();
+        println!(
+            "  {} shards, split at {} (group 1 is the meta group)",
+            map.len(),
+            points.join(", ")
+        );
+    }
     for ((m, zk), h) in members.values().zip(&zk_servers).zip(&http) {
         println!(
             "  node {}: etcd API {}  ZooKeeper {}  peers {}  dashboard http://{h}/",
@@ -413,6 +432,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         peer_secret,
         client_tls,
         peer_tls,
+        shards,
     } = settings;
     let members = peers
         .iter()
@@ -436,6 +456,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.join = join;
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
+    config.shards = shards;
     config.max_request_bytes = max_request_bytes;
     config.auth_token = auth.token;
     config.auth_token_ttl_s = auth.token_ttl_s;
@@ -508,13 +529,16 @@ async fn main() -> Result<()> {
             quota_backend_bytes,
             quick_repair,
             zk_super_digest,
+            split_at,
         } => {
+            let shards = server_config::parse_split_at(split_at.as_deref())?;
             dev(
                 data_dir,
                 nodes,
                 quota_backend_bytes,
                 quick_repair,
                 zk_super_digest,
+                shards,
             )
             .await
         }

@@ -162,6 +162,14 @@ pub struct ServerArgs {
     /// core.
     #[arg(long)]
     pub peer_client_cert_auth: bool,
+    /// Cut the etcd key space into shards at these keys, each shard its
+    /// own Paxos group with revisions from one timestamp oracle (e.g.
+    /// `/registry/m,/registry/s` makes three shards). Every member must
+    /// give the same list, and a data dir keeps the list it was made
+    /// with. Not yet with keys that have leases, auth, multi-shard
+    /// transactions and watches, or membership changes (issue 10).
+    #[arg(long, value_name = "KEY,KEY,...")]
+    pub split_at: Option<String>,
 }
 
 /// The same settings as they appear in a config file.
@@ -200,6 +208,7 @@ struct FileConfig {
     peer_key_file: Option<PathBuf>,
     peer_trusted_ca_file: Option<PathBuf>,
     peer_client_cert_auth: Option<bool>,
+    split_at: Option<String>,
 }
 
 /// Settings after merging, all present and checked.
@@ -238,6 +247,8 @@ pub struct ServerSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// The largest etcd write request in bytes.
     pub max_request_bytes: usize,
+    /// The key space's shards (`None`: one group holds it).
+    pub shards: Option<synod_server::shards::ShardMap>,
     /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: AuthSettings,
     /// The cluster's peer secret, read from its file.
@@ -465,7 +476,9 @@ impl ServerArgs {
         if !(1024..=64 << 20).contains(&zk.max_buffer) {
             bail!("--zk-max-buffer must be between 1 KiB and 64 MiB");
         }
+        let shards = parse_split_at(self.split_at.as_deref().or(file.split_at.as_deref()))?;
         Ok(ServerSettings {
+            shards,
             zk_addr: self.zk_addr.or(file.zk_addr),
             zk_secure_addr,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
@@ -488,6 +501,21 @@ impl ServerArgs {
             snapshot_count,
         })
     }
+}
+
+/// `--split-at`: keys separated by commas (none, or an empty list: one
+/// group holds the whole key space).
+pub fn parse_split_at(text: Option<&str>) -> Result<Option<synod_server::shards::ShardMap>> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let splits = text
+        .split(',')
+        .map(|k| bytes::Bytes::copy_from_slice(k.as_bytes()))
+        .collect();
+    synod_server::shards::ShardMap::new(splits)
+        .map(Some)
+        .context("--split-at")
 }
 
 #[cfg(test)]

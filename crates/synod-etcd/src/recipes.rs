@@ -245,6 +245,7 @@ impl EtcdApi {
                     progress_notify: false,
                     fragment: false,
                     user: None,
+                    group: Default::default(),
                 },
             )
             .map_err(status)?;

@@ -31,6 +31,8 @@ pub(crate) fn spec(c: &WatchCreateRequest) -> WatchSpec {
         progress_notify: c.progress_notify,
         fragment: c.fragment,
         user: None,
+        // The node routes it.
+        group: Default::default(),
     }
 }
 

@@ -45,6 +45,8 @@ struct Cluster {
     nodes: BTreeMap<NodeId, Arc<Node>>,
     /// Groups hosted besides the main one.
     groups: Vec<u64>,
+    /// The key space's split points, when sharded.
+    shards: Option<synod_server::shards::ShardMap>,
 }
 
 impl Cluster {
@@ -52,7 +54,21 @@ impl Cluster {
         Cluster::start_with_groups(n, Vec::new()).await
     }
 
+    async fn start_sharded(n: u64, splits: &[&str]) -> Cluster {
+        let splits = splits.iter().map(|s| b(s)).collect();
+        let map = synod_server::shards::ShardMap::new(splits).unwrap();
+        Cluster::start_configured(n, Vec::new(), Some(map)).await
+    }
+
     async fn start_with_groups(n: u64, groups: Vec<u64>) -> Cluster {
+        Cluster::start_configured(n, groups, None).await
+    }
+
+    async fn start_configured(
+        n: u64,
+        groups: Vec<u64>,
+        shards: Option<synod_server::shards::ShardMap>,
+    ) -> Cluster {
         let members = (1..=n)
             .map(|i| {
                 let id = NodeId(i);
@@ -71,6 +87,7 @@ impl Cluster {
             members,
             nodes: BTreeMap::new(),
             groups,
+            shards,
         };
         for i in 1..=n {
             c.start_node(NodeId(i)).await;
@@ -79,7 +96,19 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, id: NodeId) {
-        let config = NodeConfig {
+        let config = self.clone_config(id);
+        let listener = synod_etcd::bind(self.members[&id].client_addr)
+            .await
+            .unwrap();
+        let node = Node::start(config).await.unwrap();
+        let api = node.clone();
+        tokio::spawn(async move { synod_etcd::serve(api, listener).await });
+        self.nodes.insert(id, node);
+    }
+
+    /// Node `id`'s configuration in this cluster.
+    fn clone_config(&self, id: NodeId) -> NodeConfig {
+        NodeConfig {
             id,
             cluster_id: 42,
             data_dir: self.dir.path().join(format!("node{}", id.0)),
@@ -93,6 +122,7 @@ impl Cluster {
             snapshot_chunk_bytes: 200,
             join: false,
             groups: self.groups.clone(),
+            shards: self.shards.clone(),
             cluster_id_derived: false,
             quick_repair: true,
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
@@ -103,14 +133,7 @@ impl Cluster {
             auth_token: "simple".into(),
             auth_token_ttl_s: synod_server::AUTH_TOKEN_TTL_S_DEFAULT,
             bcrypt_cost: synod_server::BCRYPT_COST_DEFAULT,
-        };
-        let listener = synod_etcd::bind(self.members[&id].client_addr)
-            .await
-            .unwrap();
-        let node = Node::start(config).await.unwrap();
-        let api = node.clone();
-        tokio::spawn(async move { synod_etcd::serve(api, listener).await });
-        self.nodes.insert(id, node);
+        }
     }
 
     fn stop_node(&mut self, id: NodeId) {
@@ -359,6 +382,256 @@ async fn groups_on_one_node_replicate_independently_and_survive_a_restart() {
         }
     };
     assert_eq!(found, 1, "group 3 restored from the data dir");
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
+/// A put retried until it goes through: right after start, each shard
+/// and the meta group's oracle elect on their own.
+async fn put_ready(c: &mut KvClient<Channel>, k: &str, v: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let request = PutRequest {
+            key: b(k),
+            value: b(v),
+            ..Default::default()
+        };
+        match c.put(request).await {
+            Ok(r) => return r.into_inner().header.unwrap().revision,
+            Err(e) if Instant::now() < deadline => {
+                println!("{k} not taken yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{k} never taken: {e}"),
+        }
+    }
+}
+
+fn keys_of(r: &RangeResponse) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.to_vec()).unwrap())
+        .collect()
+}
+
+fn everything() -> RangeRequest {
+    RangeRequest {
+        key: b("\0"),
+        range_end: b("\0"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_cluster_routes_every_key_and_keeps_one_revision_order() {
+    let cluster = Cluster::start_sharded(3, &["g", "p"]).await;
+    cluster.leader().await;
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(cluster.client(NodeId(id)).await);
+    }
+    for k in ["a", "h", "z"] {
+        put_ready(&mut clients[0], k, "0").await;
+    }
+    // One put after another, through every node, over every shard: each
+    // acknowledged put's revision lies above the one before.
+    let keys = ["a", "c", "g", "h", "o", "p", "z"];
+    let mut last = 0;
+    for (i, k) in keys.iter().cycle().take(21).enumerate() {
+        let revision = put(&mut clients[i % 3], k, &i.to_string()).await;
+        assert!(revision > last, "{k}: {revision} after {last}");
+        last = revision;
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(get(c, "z").await.as_deref(), Some("20"));
+        assert_eq!(get(c, "g").await.as_deref(), Some("16"));
+    }
+    // Each key is in its shard's group only.
+    let n3 = cluster.nodes[&NodeId(3)].clone();
+    let in_group = |group: u64, key: &str| {
+        let n = n3.clone();
+        let r = RangeRequest {
+            key: b(key),
+            ..Default::default()
+        };
+        async move { n.range_in(GroupId(group), r, true).await.unwrap().kvs.len() }
+    };
+    assert_eq!(in_group(2, "c").await, 1);
+    assert_eq!(in_group(3, "c").await, 0);
+    assert_eq!(in_group(3, "h").await, 1);
+    assert_eq!(in_group(4, "p").await, 1);
+    assert_eq!(in_group(1, "p").await, 0, "the meta group holds no keys");
+    // A range over every shard, read at one timestamp.
+    let all = clients[1].range(everything()).await.unwrap().into_inner();
+    assert_eq!(keys_of(&all), keys);
+    assert_eq!(all.count, 7);
+    assert!(all.header.unwrap().revision >= last);
+    let limited = clients[2]
+        .range(RangeRequest {
+            limit: 3,
+            ..everything()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys_of(&limited), ["a", "c", "g"]);
+    assert!(limited.more);
+    assert_eq!(limited.count, 7);
+    let newest_first = clients[0]
+        .range(RangeRequest {
+            sort_order: range_request::SortOrder::Descend as i32,
+            sort_target: range_request::SortTarget::Mod as i32,
+            limit: 2,
+            keys_only: true,
+            ..everything()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys_of(&newest_first), ["z", "p"]);
+    assert!(newest_first.kvs.iter().all(|kv| kv.value.is_empty()));
+    let serializable = clients[2]
+        .range(RangeRequest {
+            serializable: true,
+            count_only: true,
+            ..everything()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serializable.count, 7);
+    // A txn within one shard commits; one over two is refused whole.
+    let txn = |keys: &[&str]| TxnRequest {
+        success: keys
+            .iter()
+            .map(|k| RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: b(k),
+                    value: b("t"),
+                    ..Default::default()
+                })),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let one = clients[0].txn(txn(&["h", "i"])).await.unwrap().into_inner();
+    assert!(one.succeeded);
+    let two = clients[0].txn(txn(&["a", "h"])).await.unwrap_err();
+    assert_eq!(two.code(), tonic::Code::InvalidArgument);
+    assert!(two.message().contains("several shards"), "{two:?}");
+    assert_eq!(get(&mut clients[1], "a").await.as_deref(), Some("14"));
+    // A key with a lease is refused with a reason.
+    let leased = clients[0]
+        .put(PutRequest {
+            key: b("l"),
+            value: b("v"),
+            lease: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(leased.message().contains("lease"), "{leased:?}");
+    // A delete over every shard deletes each shard's keys.
+    let gone = clients[1]
+        .delete_range(DeleteRangeRequest {
+            key: b("\0"),
+            range_end: b("\0"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.deleted, 8);
+    let left = clients[2].range(everything()).await.unwrap().into_inner();
+    assert_eq!(left.count, 0);
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_watch_follows_its_shard_and_one_over_several_is_refused() {
+    use synod_proto::etcdserverpb::watch_client::WatchClient;
+    use synod_proto::etcdserverpb::watch_request::RequestUnion;
+    let cluster = Cluster::start_sharded(3, &["g", "p"]).await;
+    cluster.leader().await;
+    let mut kv = cluster.client(NodeId(1)).await;
+    let first = put_ready(&mut kv, "h1", "a").await;
+    put_ready(&mut kv, "a", "x").await;
+    let addr = cluster.members[&NodeId(2)].client_addr;
+    let mut watch = WatchClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let create = |key: &str, end: &str, start: i64| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b(key),
+            range_end: b(end),
+            start_revision: start,
+            ..Default::default()
+        })),
+    };
+    // From the first put on, over keys h..i (one shard).
+    tx.send(create("h", "i", first)).unwrap();
+    let mut events = watch
+        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let created = events.message().await.unwrap().unwrap();
+    assert!(created.created && !created.canceled);
+    let second = put(&mut kv, "h2", "b").await;
+    put(&mut kv, "b", "elsewhere").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let r = events.message().await.unwrap().unwrap();
+        for e in r.events {
+            let kv = e.kv.unwrap();
+            seen.push((String::from_utf8(kv.key.to_vec()).unwrap(), kv.mod_revision));
+        }
+    }
+    assert_eq!(
+        seen,
+        [("h1".to_string(), first), ("h2".to_string(), second)]
+    );
+    // Over two shards: created and cancelled at once, with the reason.
+    tx.send(create("a", "z", 0)).unwrap();
+    let refused = events.message().await.unwrap().unwrap();
+    assert!(refused.created && refused.canceled, "{refused:?}");
+    assert!(refused.cancel_reason.contains("shards"), "{refused:?}");
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_node_restarts_with_its_data_and_refuses_other_split_points() {
+    let mut cluster = Cluster::start_sharded(3, &["m"]).await;
+    cluster.leader().await;
+    let mut kv = cluster.client(NodeId(2)).await;
+    put_ready(&mut kv, "a", "1").await;
+    put_ready(&mut kv, "x", "2").await;
+    cluster.stop_node(NodeId(1));
+    // Two of three still take writes in both shards.
+    put_ready(&mut kv, "b", "3").await;
+    put_ready(&mut kv, "y", "4").await;
+    // Other split points than the data dir was made with: refused.
+    let mut other = cluster.clone_config(NodeId(1));
+    other.shards = Some(synod_server::shards::ShardMap::new(vec![b("n")]).unwrap());
+    let refused = Node::start(other).await.err().expect("refused");
+    assert!(refused.to_string().contains("split points"), "{refused}");
+    cluster.start_node(NodeId(1)).await;
+    let mut back = cluster.client(NodeId(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = back.range(everything()).await;
+        match r {
+            Ok(r) if r.get_ref().count == 4 => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("node 1 never served all four keys: {other:?}"),
+        }
+    }
     for n in cluster.nodes.values() {
         n.stop();
     }

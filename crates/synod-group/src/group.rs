@@ -524,7 +524,7 @@ impl Group {
     fn stamped_write(&mut self, op: Op, stamp: i64, ticket: Ticket) {
         if self.writes.len() >= PENDING_WRITES_MAX || stamp <= 0 {
             let e = if stamp <= 0 {
-                KvError::InvalidArgument("etcdserver: a stamp is above 0")
+                KvError::InvalidArgument(synod_kv::validate::STAMP_NOT_POSITIVE)
             } else {
                 KvError::TooManyRequests
             };

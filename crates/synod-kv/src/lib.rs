@@ -52,6 +52,7 @@ pub use lease::{Lease, Leases, LEASE_TTL_MAX};
 pub use lessor::{Lessor, LEASE_TTL_MIN_S};
 pub use mvcc::{Mvcc, ValueRow, Version, INITIAL_REVISION};
 pub use range::KeyRange;
+pub use read::sort_as_requested;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
     error_outcome, outcome_error, Applied, KvStore, RangeAnswer, RESERVE_REVISIONS_MAX,

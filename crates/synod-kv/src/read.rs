@@ -152,6 +152,20 @@ fn sort(kvs: &mut [(KeyValue, &Version)], order: SortOrder, target: SortTarget, 
     }
 }
 
+/// Sorts key-values in key order (as each store answers) into the order
+/// `r` asks for, as `range` does: how a read over several shards puts
+/// their answers together. The sort is stable, so ties keep key order.
+pub fn sort_as_requested(kvs: &mut [KeyValue], r: &RangeRequest) {
+    let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    let cmp = compare_by(target);
+    match (order, target) {
+        (SortOrder::None, SortTarget::Key) => {}
+        (SortOrder::Descend, _) => kvs.sort_by(|a, b| cmp(b, a)),
+        _ => kvs.sort_by(|a, b| cmp(a, b)),
+    }
+}
+
 /// Every change to keys in `range` from revision `from` through the store's
 /// current revision, in revision order (key order within one revision), each
 /// with the version it replaced: what a watcher that starts in the past must

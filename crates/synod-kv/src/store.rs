@@ -441,9 +441,7 @@ impl KvStore {
             ) =>
             {
                 return (
-                    error_outcome(&KvError::InvalidArgument(
-                        "etcdserver: only key-value writes carry a stamp",
-                    )),
+                    error_outcome(&KvError::InvalidArgument(crate::validate::STAMP_NOT_KV)),
                     Vec::new(),
                 )
             }

@@ -20,9 +20,28 @@ const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
 const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 
+/// A txn whose keys lie in several shards (until cross-shard
+/// transactions, issue 11).
+pub const SHARDED_TXN: &str =
+    "etcdserver: a transaction over keys of several shards is not supported yet (cross-shard transactions)";
+/// A put with a lease in a sharded cluster (leases live in the meta group).
+pub const SHARDED_LEASE: &str =
+    "etcdserver: keys with a lease are not supported in a sharded cluster yet";
+/// Turning auth on in a sharded cluster (the shards cannot check roles).
+pub const SHARDED_AUTH: &str = "etcdserver: auth is not supported in a sharded cluster yet";
+/// A stamp on a command that is not a key-value write.
+pub const STAMP_NOT_KV: &str = "etcdserver: only key-value writes carry a stamp";
+/// A stamp of 0 or below from a node.
+pub const STAMP_NOT_POSITIVE: &str = "etcdserver: a stamp is above 0";
+
 /// Every message validation can produce, so a refusal recorded in the log
 /// decodes back to the same text.
 pub const MESSAGES: &[&str] = &[
+    SHARDED_TXN,
+    SHARDED_LEASE,
+    SHARDED_AUTH,
+    STAMP_NOT_KV,
+    STAMP_NOT_POSITIVE,
     EMPTY_KEY,
     VALUE_PROVIDED,
     LEASE_PROVIDED,

@@ -58,6 +58,11 @@ pub struct NodeConfig {
     /// replicated by the same members. Shards will place groups; until
     /// then this is how a node is made to host several.
     pub groups: Vec<u64>,
+    /// The etcd key space cut into shards, each its own group (`None`:
+    /// one group, group 1, holds it all). Fixed when the data dir is made:
+    /// a node refuses to start with other split points than it was made
+    /// with.
+    pub shards: Option<crate::shards::ShardMap>,
     /// Every durable write also saves the database's allocator state, so a
     /// restart after a crash skips redb's full repair (seconds per GB) at
     /// some cost in write throughput.

@@ -79,6 +79,26 @@ pub enum Input {
         /// Where the outcome goes.
         reply: oneshot::Sender<Outcome>,
     },
+    /// A write its node stamped from the oracle: a read-only txn at a
+    /// timestamp, one shard's part of a read across shards.
+    WriteStamped {
+        /// The shard.
+        group: GroupId,
+        /// The read-only txn.
+        op: Op,
+        /// The oracle's timestamp.
+        stamp: i64,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// Timestamps from the meta group's oracle (`None`: none could be
+    /// handed out now).
+    Timestamps {
+        /// How many.
+        count: u32,
+        /// Where they go.
+        reply: oneshot::Sender<synod_group::Timestamps>,
+    },
     /// A client read.
     Read {
         /// The group that owns the keys.
@@ -156,6 +176,8 @@ impl Input {
         match self {
             Input::Peer(_) => Class::Peer,
             Input::Write { .. }
+            | Input::WriteStamped { .. }
+            | Input::Timestamps { .. }
             | Input::Read { .. }
             | Input::LeaseQuery { .. }
             | Input::Query(_)
@@ -180,6 +202,13 @@ enum Reply {
     Write(oneshot::Sender<Outcome>),
     Read(oneshot::Sender<Result<RangeResponse, KvError>>),
     Lease(oneshot::Sender<LeaseAnswer>),
+    Timestamps(oneshot::Sender<synod_group::Timestamps>),
+    /// A shard's question for stamps (see `GroupReady::stamps`): the
+    /// answer goes back to the shard, never to a client.
+    Stamps {
+        group: GroupId,
+        question: u64,
+    },
 }
 
 impl Reply {
@@ -188,6 +217,8 @@ impl Reply {
             Reply::Write(tx) => tx.is_closed(),
             Reply::Read(tx) => tx.is_closed(),
             Reply::Lease(tx) => tx.is_closed(),
+            Reply::Timestamps(tx) => tx.is_closed(),
+            Reply::Stamps { .. } => false,
         }
     }
 
@@ -209,6 +240,9 @@ impl Reply {
                 let _ = tx.send(result.map(RangeAnswer::fill));
             }
             (Reply::Lease(tx), Answer::Lease(answer)) => {
+                let _ = tx.send(answer);
+            }
+            (Reply::Timestamps(tx), Answer::Timestamps(answer)) => {
                 let _ = tx.send(answer);
             }
             (_, answer) => panic!("answer {answer:?} for a request of another kind"),
@@ -280,6 +314,9 @@ pub struct CoreParts {
     pub reports: crate::report::Reports,
     /// Signs the peer calls the loop opens.
     pub peer_auth: crate::peer_auth::PeerAuth,
+    /// The key space's shards, when it is sharded (`GROUP` is then the
+    /// meta group and holds no etcd keys).
+    pub shards: Option<crate::shards::ShardMap>,
 }
 
 /// The loop's state.
@@ -326,6 +363,7 @@ pub struct Core {
     /// Each group as the metrics last saw it.
     observed: BTreeMap<GroupId, Observed>,
     observed_at: Instant,
+    shards: Option<crate::shards::ShardMap>,
 }
 
 /// What the metrics last saw of a group: counters are exported as the
@@ -379,10 +417,21 @@ impl Core {
             peer_auth: parts.peer_auth,
             observed: BTreeMap::new(),
             observed_at: Instant::now(),
+            shards: parts.shards,
         }
     }
 
-    /// The group the etcd API serves (the whole key space until shards).
+    /// Whether `group` holds etcd keys (and so feeds watchers): `GROUP`
+    /// unless the key space is sharded, else the shards.
+    fn holds_keys(&self, group: GroupId) -> bool {
+        match &self.shards {
+            None => group == GROUP,
+            Some(map) => map.is_shard(group),
+        }
+    }
+
+    /// The meta group: members, leases, auth, ZooKeeper, the oracle; and
+    /// the whole etcd key space unless it is sharded.
     fn main(&mut self) -> &mut Group {
         self.groups.get_mut(&GROUP).expect("checked at start")
     }
@@ -450,6 +499,19 @@ impl Core {
                     None => Request::Write(op),
                 };
                 self.request(group, ticket, request, now);
+            }
+            Input::WriteStamped {
+                group,
+                op,
+                stamp,
+                reply,
+            } => {
+                let ticket = self.ticket(Reply::Write(reply));
+                self.request(group, ticket, Request::WriteStamped { op, stamp }, now);
+            }
+            Input::Timestamps { count, reply } => {
+                let ticket = self.ticket(Reply::Timestamps(reply));
+                self.request(GROUP, ticket, Request::Timestamps { count }, now);
             }
             Input::Read {
                 group,
@@ -557,12 +619,19 @@ impl Core {
     fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
         // Whatever the group applied or installed goes to the hub first.
         self.drive();
+        let Some(group) = self.groups.get_mut(&spec.group) else {
+            let _ = self.hub.send(HubInput::Refuse {
+                stream,
+                reason: format!("etcdserver: this node does not host {}", spec.group),
+            });
+            return;
+        };
         if spec.prev_kv {
             // From now on events carry previous values (read from disk
             // for long ones); until a watcher asks, they are not read.
-            self.main().set_prev_values_in_events(true);
+            group.set_prev_values_in_events(true);
         }
-        let kv = self.groups[&GROUP].kv();
+        let kv = group.kv();
         let current = kv.revision();
         let (after, history) = if spec.start_revision <= 0 {
             (current, Ok(Vec::new()))
@@ -740,20 +809,38 @@ impl Core {
         for to in ready.snapshots {
             self.stream_snapshot(id, to);
         }
+        let now = self.now();
         for (ticket, answer) in ready.answers {
-            if let Some(reply) = self.replies.remove(&ticket) {
-                reply.send(answer, &self.runtime);
+            match (self.replies.remove(&ticket), answer) {
+                (Some(Reply::Stamps { group, question }), Answer::Timestamps(range)) => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.stamps_granted(question, range, now);
+                    }
+                }
+                (Some(reply), answer) => reply.send(answer, &self.runtime),
+                (None, _) => {}
             }
         }
-        // Watchers follow the etcd key space, which is GROUP's.
-        if id != GROUP {
+        if let Some((question, count)) = ready.stamps {
+            let ticket = self.ticket(Reply::Stamps {
+                group: id,
+                question,
+            });
+            self.request(GROUP, ticket, Request::Timestamps { count }, now);
+        }
+        // Watchers follow the etcd key space.
+        if !self.holds_keys(id) {
             return;
         }
         if let Some(revision) = ready.jump {
-            let _ = self.hub.send(HubInput::Jump { revision });
+            let _ = self.hub.send(HubInput::Jump {
+                group: id,
+                revision,
+            });
         }
         if !ready.events.is_empty() {
             let _ = self.hub.send(HubInput::Events {
+                group: id,
                 revision: ready.revision,
                 events: ready.events,
             });

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use synod_kv::KeyRange;
 use synod_proto::etcdserverpb::{ResponseHeader, WatchResponse};
 use synod_proto::mvccpb::{event::EventType, Event};
+use synod_storage::GroupId;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Names one client watch stream on this node.
@@ -72,6 +73,9 @@ pub struct WatchSpec {
     /// The etcd user that opened it (while auth is on): when roles change,
     /// a watcher its user may no longer read is cancelled.
     pub user: Option<String>,
+    /// The group whose events it follows: the node sets it when it routes
+    /// the watch (front ends leave the default).
+    pub group: GroupId,
 }
 
 /// Where a stream's responses go; counts what is queued so a slow reader
@@ -145,8 +149,15 @@ pub(crate) enum HubInput {
     Open { stream: StreamId, sink: StreamSink },
     /// The client's stream ended: drop its watchers.
     Close { stream: StreamId },
-    /// Events applied by the core, the store now at `revision`.
-    Events { revision: i64, events: Vec<Event> },
+    /// Events applied by `group`, its store now at `revision`.
+    Events {
+        group: GroupId,
+        revision: i64,
+        events: Vec<Event>,
+    },
+    /// A watch create the node refused (answered created and cancelled,
+    /// with the reason, as etcd answers a refused create).
+    Refuse { stream: StreamId, reason: String },
     /// A watcher with its history, computed by the core at `current`.
     Register {
         stream: StreamId,
@@ -162,8 +173,9 @@ pub(crate) enum HubInput {
     Cancel { stream: StreamId, watch_id: i64 },
     /// The client asked for the current revision.
     Progress { stream: StreamId },
-    /// The store jumped to `revision` (snapshot install): resync everyone.
-    Jump { revision: i64 },
+    /// `group`'s store jumped to `revision` (snapshot install): resync
+    /// everyone.
+    Jump { group: GroupId, revision: i64 },
     /// Users or roles changed: cancel the watchers their users may no
     /// longer read.
     Auth(std::sync::Arc<synod_kv::AuthStore>),
@@ -194,7 +206,8 @@ struct Stream {
 
 /// The hub's state; runs on its own thread.
 pub(crate) struct Hub {
-    revision: i64,
+    /// Each key-holding group's revision as its last events left it.
+    revisions: BTreeMap<GroupId, i64>,
     streams: HashMap<StreamId, Stream>,
     exact: HashMap<Bytes, Vec<(StreamId, i64)>>,
     spans: Vec<(StreamId, i64)>,
@@ -205,13 +218,13 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(
-        revision: i64,
+        revisions: BTreeMap<GroupId, i64>,
         core: Sender<Input>,
         progress_every: Duration,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Hub {
         Hub {
-            revision,
+            revisions,
             streams: HashMap::new(),
             exact: HashMap::new(),
             spans: Vec::new(),
@@ -219,6 +232,21 @@ impl Hub {
             progress_every,
             metrics,
         }
+    }
+
+    /// `group`'s revision as the hub last saw it.
+    fn revision(&self, group: GroupId) -> i64 {
+        self.revisions.get(&group).copied().unwrap_or(0)
+    }
+
+    /// A stream's progress: what every one of its watchers has seen (its
+    /// groups' smallest revision; the newest when it has none).
+    fn progress(&self, s: &Stream) -> i64 {
+        s.watchers
+            .values()
+            .map(|w| self.revision(w.spec.group))
+            .min()
+            .unwrap_or_else(|| self.revisions.values().copied().max().unwrap_or(0))
     }
 
     /// Streams, watchers and the slowest watcher's lag, for the metrics: a
@@ -231,7 +259,7 @@ impl Hub {
             watchers += s.watchers.len();
             for w in s.watchers.values() {
                 if s.parked || matches!(w.state, State::Resyncing) {
-                    lag = lag.max(self.revision - w.after);
+                    lag = lag.max(self.revision(w.spec.group) - w.after);
                 }
             }
         }
@@ -270,7 +298,23 @@ impl Hub {
                 );
             }
             HubInput::Close { stream } => self.close(stream),
-            HubInput::Events { revision, events } => self.dispatch(revision, events),
+            HubInput::Events {
+                group,
+                revision,
+                events,
+            } => self.dispatch(group, revision, events),
+            HubInput::Refuse { stream, reason } => {
+                if let Some(s) = self.streams.get(&stream) {
+                    s.sink.send(WatchResponse {
+                        header: header(self.progress(s)),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: reason,
+                        ..WatchResponse::default()
+                    });
+                }
+            }
             HubInput::Register {
                 stream,
                 spec,
@@ -282,18 +326,18 @@ impl Hub {
             HubInput::Progress { stream } => {
                 if let Some(s) = self.streams.get(&stream) {
                     s.sink.send(WatchResponse {
-                        header: header(self.revision),
+                        header: header(self.progress(s)),
                         watch_id: -1,
                         ..WatchResponse::default()
                     });
                 }
             }
-            HubInput::Jump { revision } => {
+            HubInput::Jump { group, revision } => {
                 let streams: Vec<StreamId> = self.streams.keys().copied().collect();
                 for s in streams {
                     self.resync_stream(s);
                 }
-                self.revision = revision;
+                self.revisions.insert(group, revision);
             }
             HubInput::Auth(auth) => self.recheck(&auth),
             HubInput::Shutdown => {}
@@ -359,7 +403,7 @@ impl Hub {
         history: Result<Vec<Event>, i64>,
         announce: bool,
     ) {
-        let revision = self.revision.max(after);
+        let revision = self.revision(spec.group).max(after);
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -445,6 +489,7 @@ impl Hub {
     }
 
     fn cancel_with(&mut self, stream: StreamId, watch_id: i64, reason: &str) {
+        let revisions = &self.revisions;
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -452,7 +497,7 @@ impl Hub {
             return;
         };
         s.sink.send(WatchResponse {
-            header: header(self.revision),
+            header: header(revisions.get(&w.spec.group).copied().unwrap_or(0)),
             watch_id,
             canceled: true,
             cancel_reason: reason.to_string(),
@@ -465,9 +510,9 @@ impl Hub {
     }
 
     /// Fans one batch of applied events out.
-    fn dispatch(&mut self, revision: i64, events: Vec<Event>) {
-        let before = self.revision;
-        self.revision = revision;
+    fn dispatch(&mut self, group: GroupId, revision: i64, events: Vec<Event>) {
+        let before = self.revision(group);
+        self.revisions.insert(group, revision);
         if self.streams.is_empty() {
             return;
         }
@@ -521,7 +566,7 @@ impl Hub {
         }
         for stream in slow {
             if let Some(s) = self.streams.get_mut(&stream) {
-                for w in s.watchers.values_mut() {
+                for w in s.watchers.values_mut().filter(|w| w.spec.group == group) {
                     w.after = w.after.max(before);
                 }
             }
@@ -550,6 +595,7 @@ impl Hub {
             self.close(stream);
         }
         let now = Instant::now();
+        let revisions = &self.revisions;
         for s in self.streams.values_mut() {
             if s.parked {
                 continue;
@@ -561,7 +607,7 @@ impl Hub {
                 {
                     w.last_sent = now;
                     s.sink.send(WatchResponse {
-                        header: header(self.revision),
+                        header: header(revisions.get(&w.spec.group).copied().unwrap_or(0)),
                         watch_id: *id,
                         ..WatchResponse::default()
                     });
@@ -574,13 +620,20 @@ impl Hub {
     /// core to register it again from the first revision it has not
     /// received (history fills the gap).
     fn resync_stream(&mut self, stream: StreamId) {
-        let hub_revision = self.revision;
+        let revisions = &self.revisions;
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        // A live stream received everything up to the hub's revision; a
-        // parked one only what it had when it was parked.
-        let delivered = if s.parked { 0 } else { hub_revision };
+        // A live stream received everything up to its group's revision in
+        // the hub; a parked one only what it had when it was parked.
+        let parked = s.parked;
+        let delivered = |w: &Watcher| {
+            if parked {
+                0
+            } else {
+                revisions.get(&w.spec.group).copied().unwrap_or(0)
+            }
+        };
         s.parked = false;
         let mut requests = Vec::new();
         let mut unindex = Vec::new();
@@ -588,8 +641,8 @@ impl Hub {
             if matches!(w.state, State::Resyncing) {
                 continue;
             }
+            w.after = w.after.max(delivered(w));
             w.state = State::Resyncing;
-            w.after = w.after.max(delivered);
             unindex.push((*id, w.spec.range.clone()));
             requests.push(WatchSpec {
                 watch_id: Some(*id),
@@ -736,6 +789,7 @@ mod tests {
             progress_notify: false,
             fragment: false,
             user: None,
+            group: GroupId(1),
         }
     }
 
@@ -743,7 +797,7 @@ mod tests {
     fn slow_streams_park_and_resync_from_the_first_undelivered_revision() {
         let (core, inputs) = std::sync::mpsc::channel();
         let mut hub = Hub::new(
-            1,
+            BTreeMap::from([(GroupId(1), 1)]),
             core,
             Duration::from_secs(600),
             std::sync::Arc::new(crate::metrics::Metrics::new()),
@@ -764,6 +818,7 @@ mod tests {
         while hub.streams[&1].sink.queued() < QUEUED_MAX {
             rev += 1;
             hub.handle(HubInput::Events {
+                group: GroupId(1),
                 revision: rev,
                 events: vec![put("k", rev, 1)],
             });
@@ -772,6 +827,7 @@ mod tests {
         for _ in 0..3 {
             rev += 1;
             hub.handle(HubInput::Events {
+                group: GroupId(1),
                 revision: rev,
                 events: vec![put("k", rev, 1)],
             });
@@ -807,6 +863,7 @@ mod tests {
             announce: false,
         });
         hub.handle(HubInput::Events {
+            group: GroupId(1),
             revision: rev + 1,
             events: vec![put("k", rev + 1, 1)],
         });

@@ -33,3 +33,4 @@ pub use restore::{
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
 pub use synod_storage::{GroupId, Identity};
+pub mod shards;

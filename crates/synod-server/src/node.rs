@@ -64,9 +64,10 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
             .map(|m| m.info(config.client_tls, config.peer_tls.is_some()))
             .collect(),
         record_applied: false,
-        // No group is the meta group yet (shards, issue 10).
-        timestamp_oracle: false,
-        stamped: false,
+        // With shards, group 1 is the meta group: its oracle numbers
+        // every shard's writes, so revisions stay one order (design 0011).
+        timestamp_oracle: config.shards.is_some() && id == GROUP,
+        stamped: config.shards.as_ref().is_some_and(|m| m.is_shard(id)),
     };
     let applied = replica.status().applied;
     if applied != rows_applied {
@@ -80,6 +81,61 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
     // over a long value then reads nothing from disk.
     group.set_prev_values_in_events(false);
     Ok(group)
+}
+
+#[path = "route.rs"]
+mod route;
+
+/// The file in the data dir naming the split points it was made with.
+const SHARDS_FILE: &str = "shards";
+
+/// The shard map is fixed when the data dir is made: routing keys by
+/// other split points than their data was written under would lose them.
+/// A new data dir records the map; an existing one must match it (one made
+/// before shards, or without them, has no file and takes none).
+fn check_shards(config: &NodeConfig, existing: bool) -> Result<(), StartError> {
+    let path = config.data_dir.join(SHARDS_FILE);
+    let want = shards_text(config.shards.as_ref());
+    let have = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(StartError::Config(format!(
+                "reading {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    match (have, existing) {
+        (Some(have), _) if have == want => Ok(()),
+        (Some(have), _) => Err(StartError::Config(format!(
+            "the data dir was made with split points [{}], not [{}]: \
+             start with the same --split-at",
+            have.trim_end().replace('\n', ", "),
+            want.trim_end().replace('\n', ", ")
+        ))),
+        (None, true) if config.shards.is_some() => Err(StartError::Config(
+            "the data dir was made without --split-at: its keys are in one group".into(),
+        )),
+        (None, true) => Ok(()),
+        (None, false) => {
+            if config.shards.is_some() {
+                std::fs::write(&path, want)
+                    .map_err(|e| StartError::Config(format!("writing {}: {e}", path.display())))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Split points one per line, hex-escaped where not printable ASCII.
+fn shards_text(map: Option<&crate::shards::ShardMap>) -> String {
+    let mut out = String::new();
+    for s in map.map(|m| m.splits()).unwrap_or_default() {
+        out.push_str(&s.escape_ascii().to_string());
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs a thread's body; a panic in it ends the whole process.
@@ -188,8 +244,12 @@ fn open_and_load(
     };
     // Every group on disk, and those the configuration asks for.
     let mut hosted: std::collections::BTreeSet<GroupId> = storage.groups()?.into_iter().collect();
+    check_shards(&config, !hosted.is_empty())?;
     hosted.insert(GROUP);
     hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
+    if let Some(map) = &config.shards {
+        hosted.extend(map.groups());
+    }
     let mut storage = storage;
     storage.set_quick_repair(config.quick_repair);
     // A snapshot being received when the process stopped is gone with its
@@ -219,7 +279,14 @@ impl Node {
         let (config, storage, groups) = tokio::task::spawn_blocking(move || open_and_load(config))
             .await
             .map_err(|e| StartError::Config(format!("opening the data dir panicked: {e}")))??;
-        let revision = groups[&GROUP].kv().revision();
+        // The groups watchers follow: those that hold etcd keys.
+        let revisions: BTreeMap<GroupId, i64> = match &config.shards {
+            None => BTreeMap::from([(GROUP, groups[&GROUP].kv().revision())]),
+            Some(map) => map
+                .groups()
+                .map(|g| (g, groups[&g].kv().revision()))
+                .collect(),
+        };
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();
         let peer_auth = crate::peer_auth::PeerAuth::new(
@@ -299,7 +366,7 @@ impl Node {
         let storage_file = storage.file().to_path_buf();
         let (hub_tx, hub_rx) = std::sync::mpsc::channel();
         let hub = Hub::new(
-            revision,
+            revisions,
             inbox.sender(),
             Duration::from_millis(config.watch_progress_ms.max(1)),
             metrics.clone(),
@@ -329,6 +396,7 @@ impl Node {
             metrics: metrics.clone(),
             reports,
             peer_auth: peer_auth.clone(),
+            shards: config.shards.clone(),
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -421,11 +489,7 @@ impl Node {
     /// Creates a watcher on `stream`; its `created` response (or refusal)
     /// arrives on the stream.
     pub fn watch_create(&self, stream: StreamId, spec: WatchSpec) -> Result<(), RequestError> {
-        self.input(Input::Watch {
-            stream,
-            spec,
-            announce: true,
-        })
+        self.route_watch(stream, spec)
     }
 
     /// Cancels a watcher; the `canceled` response arrives on the stream.
@@ -551,33 +615,19 @@ impl Node {
     /// The core makes it a command of this incarnation's session, so a
     /// copy forwarded twice applies once.
     pub async fn write(&self, op: Op) -> Result<Outcome, RequestError> {
-        self.write_in(GROUP, op).await
+        self.route_write(op, None).await
     }
 
-    /// A write in one of the node's groups (the etcd API uses the main
-    /// one; shards will route by key).
+    /// A write in one group of the node, whatever keys it names.
     pub async fn write_in(&self, group: GroupId, op: Op) -> Result<Outcome, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.input(Input::Write {
-            group,
-            op,
-            caller: None,
-            reply,
-        })?;
-        self.wait(rx).await
+        self.write_to(group, op, None).await
     }
 
-    /// A write from an etcd client: where it applies, the state machine
-    /// checks that `caller` may make it (while auth is enabled).
+    /// A write from an etcd client, to the shard that owns its keys:
+    /// where it applies, the state machine checks that `caller` may make
+    /// it (while auth is enabled).
     pub async fn write_as(&self, op: Op, caller: Caller) -> Result<Outcome, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.input(Input::Write {
-            group: GROUP,
-            op,
-            caller: Some(caller),
-            reply,
-        })?;
-        self.wait(rx).await
+        self.route_write(op, Some(caller)).await
     }
 
     /// Users, roles and whether auth is on, as last applied on this node.
@@ -591,7 +641,7 @@ impl Node {
         request: RangeRequest,
         serializable: bool,
     ) -> Result<RangeResponse, RequestError> {
-        self.range_in(GROUP, request, serializable).await
+        self.route_range(request, serializable).await
     }
 
     /// A range read in one of the node's groups.
@@ -631,6 +681,13 @@ impl Node {
     /// and waits until it finished: the joint configuration and then the
     /// new one chosen.
     pub async fn change_membership(&self, target: Membership) -> Result<(), RequestError> {
+        if self.config.shards.is_some() {
+            // Every shard is replicated by every member: a change of the
+            // meta group alone would leave the shards behind.
+            return Err(RequestError::Refused(
+                "membership changes in a sharded cluster are not supported yet".into(),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         self.input(Input::ChangeMembership {
             target: target.clone(),

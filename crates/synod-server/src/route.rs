@@ -1,0 +1,301 @@
+//! Routing etcd requests to the shards that own their keys (issue 10,
+//! design 0015). Without a shard map everything goes to `GROUP`, as
+//! before.
+//!
+//! ```text
+//!   Put / DeleteRange / Txn ── keys in one shard ──► that shard's group (stamped there)
+//!                           └─ several: DeleteRange piece by piece; Txn refused
+//!   Range ── one shard ──► its group
+//!         └─ several ──► one timestamp T from the oracle ──► each piece read at T ──► merged
+//!   Compact ──► every shard     leases, auth, members ──► the meta group
+//! ```
+//!
+//! A read across shards at T is linearizable: T was handed out after the
+//! read began, so it lies above every write acknowledged before; and each
+//! piece is a read-only command stamped T in its shard's log, which reads
+//! once nothing stamped at or below T can still apply there.
+
+use super::{Node, RequestError};
+use crate::core::{Input, GROUP};
+use crate::hub::{HubInput, StreamId, WatchSpec};
+use crate::shards::{merge, piece, ShardMap};
+use std::time::{Duration, Instant};
+use synod_kv::{error_outcome, outcome_error, validate, KeyRange, KvError};
+use synod_proto::etcdserverpb::request_op::Request as TxnOp;
+use synod_proto::etcdserverpb::response_op::Response;
+use synod_proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, TxnRequest,
+};
+use synod_proto::synodpb::auth_write::Op as AuthOp;
+use synod_proto::synodpb::{command::Op, outcome, Caller, Outcome};
+use synod_storage::GroupId;
+use tokio::sync::oneshot;
+
+impl Node {
+    /// The shard map, when the key space is sharded.
+    pub fn shards(&self) -> Option<&ShardMap> {
+        self.config.shards.as_ref()
+    }
+
+    /// A write to the group owning its keys; one over several shards is
+    /// applied piece by piece (DeleteRange) or refused (Txn).
+    pub(super) async fn route_write(
+        &self,
+        op: Op,
+        caller: Option<Caller>,
+    ) -> Result<Outcome, RequestError> {
+        let Some(map) = self.config.shards.as_ref() else {
+            return self.write_to(GROUP, op, caller).await;
+        };
+        if let Some(refusal) = sharded_refusal(&op) {
+            return Ok(error_outcome(&KvError::InvalidArgument(refusal)));
+        }
+        match op {
+            Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) => match (map.owner(&op), op) {
+                (Some(group), op) => self.write_to(group, op, caller).await,
+                (None, Op::DeleteRange(r)) => self.delete_across(map, r, caller).await,
+                (None, _) => Ok(error_outcome(&KvError::InvalidArgument(
+                    validate::SHARDED_TXN,
+                ))),
+            },
+            Op::Compact(r) => self.compact_all(map, r, caller).await,
+            op => self.write_to(GROUP, op, caller).await,
+        }
+    }
+
+    /// One write to one group.
+    pub(super) async fn write_to(
+        &self,
+        group: GroupId,
+        op: Op,
+        caller: Option<Caller>,
+    ) -> Result<Outcome, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Write {
+            group,
+            op,
+            caller,
+            reply,
+        })?;
+        self.wait(rx).await
+    }
+
+    /// A DeleteRange over several shards: each shard deletes its piece
+    /// at a revision of its own (not one revision for all, as etcd would:
+    /// that waits for cross-shard transactions). Answered with the sum.
+    async fn delete_across(
+        &self,
+        map: &ShardMap,
+        r: DeleteRangeRequest,
+        caller: Option<Caller>,
+    ) -> Result<Outcome, RequestError> {
+        let pieces = map.cut(&KeyRange::from_etcd(&r.key, &r.range_end));
+        let writes = pieces.into_iter().map(|(group, keys)| {
+            let (key, range_end) = crate::shards::to_etcd(&keys);
+            let op = Op::DeleteRange(DeleteRangeRequest {
+                key,
+                range_end,
+                ..r.clone()
+            });
+            self.write_to(group, op, caller.clone())
+        });
+        let mut total = DeleteRangeResponse {
+            header: Some(ResponseHeader::default()),
+            ..DeleteRangeResponse::default()
+        };
+        for outcome in futures::future::join_all(writes).await {
+            match outcome?.result {
+                Some(outcome::Result::DeleteRange(d)) => {
+                    let revision = d.header.map_or(0, |h| h.revision);
+                    let header = total.header.get_or_insert_with(Default::default);
+                    header.revision = header.revision.max(revision);
+                    total.deleted += d.deleted;
+                    total.prev_kvs.extend(d.prev_kvs);
+                }
+                Some(outcome::Result::Error(e)) => return Err(outcome_error(&e).into()),
+                _ => {
+                    return Err(RequestError::Refused(
+                        "a delete came back as another answer".into(),
+                    ))
+                }
+            }
+        }
+        Ok(Outcome {
+            result: Some(outcome::Result::DeleteRange(total)),
+        })
+    }
+
+    /// A compaction of every shard at one revision (each shard keeps what
+    /// it holds at that revision). Answered like the first shard's.
+    async fn compact_all(
+        &self,
+        map: &ShardMap,
+        r: CompactionRequest,
+        caller: Option<Caller>,
+    ) -> Result<Outcome, RequestError> {
+        let writes = map
+            .groups()
+            .map(|group| self.write_to(group, Op::Compact(r), caller.clone()));
+        let mut first = None;
+        for outcome in futures::future::join_all(writes).await {
+            let outcome = outcome?;
+            if matches!(outcome.result, Some(outcome::Result::Error(_))) {
+                return Ok(outcome);
+            }
+            first.get_or_insert(outcome);
+        }
+        Ok(first.expect("at least one shard"))
+    }
+
+    /// A range read from the shards that hold its keys.
+    pub(super) async fn route_range(
+        &self,
+        request: RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, RequestError> {
+        let Some(map) = self.config.shards.as_ref() else {
+            return self.range_in(GROUP, request, serializable).await;
+        };
+        let mut pieces = map.cut(&KeyRange::from_etcd(&request.key, &request.range_end));
+        if pieces.len() == 1 {
+            let (group, _) = pieces.remove(0);
+            return self.range_in(group, request, serializable).await;
+        }
+        if serializable {
+            // Each shard as this node has it: no common revision, as
+            // serializable reads promise none.
+            let reads = pieces
+                .iter()
+                .map(|(group, keys)| self.range_in(*group, piece(&request, keys), true));
+            let parts = futures::future::join_all(reads)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            let revision = parts
+                .iter()
+                .filter_map(|p| p.header.as_ref().map(|h| h.revision))
+                .max()
+                .unwrap_or(0);
+            return Ok(merge(&request, parts, revision));
+        }
+        let stamp = self.timestamp().await?;
+        let reads = pieces
+            .iter()
+            .map(|(group, keys)| self.read_at(*group, piece(&request, keys), stamp));
+        let parts = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge(&request, parts, stamp))
+    }
+
+    /// One timestamp from the meta group's oracle, asked again while no
+    /// leader can hand one out, until the request timeout.
+    async fn timestamp(&self) -> Result<i64, RequestError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.input(Input::Timestamps { count: 1, reply })?;
+            if let Some((first, _)) = self.wait(rx).await? {
+                return Ok(first);
+            }
+            if Instant::now() >= deadline {
+                return Err(RequestError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.tick_ms.max(1) * 5)).await;
+        }
+    }
+
+    /// `request` read in `group` at `stamp`, through its log.
+    async fn read_at(
+        &self,
+        group: GroupId,
+        request: RangeRequest,
+        stamp: i64,
+    ) -> Result<RangeResponse, RequestError> {
+        let op = Op::Txn(TxnRequest {
+            success: vec![RequestOp {
+                request: Some(TxnOp::RequestRange(request)),
+            }],
+            ..TxnRequest::default()
+        });
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::WriteStamped {
+            group,
+            op,
+            stamp,
+            reply,
+        })?;
+        match self.wait(rx).await?.result {
+            Some(outcome::Result::Txn(mut t)) => match t.responses.pop().and_then(|r| r.response) {
+                Some(Response::ResponseRange(r)) => Ok(r),
+                _ => Err(RequestError::Refused(
+                    "a read came back without its range".into(),
+                )),
+            },
+            Some(outcome::Result::Error(e)) => Err(outcome_error(&e).into()),
+            _ => Err(RequestError::Refused(
+                "a read came back as another answer".into(),
+            )),
+        }
+    }
+
+    /// Sets the group a watch follows; one over several shards is
+    /// refused on its stream (merging shards' events in revision order
+    /// waits for their resolved revisions).
+    pub(super) fn route_watch(
+        &self,
+        stream: StreamId,
+        mut spec: WatchSpec,
+    ) -> Result<(), RequestError> {
+        let Some(map) = self.config.shards.as_ref() else {
+            spec.group = GROUP;
+            return self.input(Input::Watch {
+                stream,
+                spec,
+                announce: true,
+            });
+        };
+        let pieces = map.cut(&spec.range);
+        if pieces.len() == 1 {
+            spec.group = pieces[0].0;
+            return self.input(Input::Watch {
+                stream,
+                spec,
+                announce: true,
+            });
+        }
+        // Through the core, behind the stream's earlier creates.
+        let hub = self.hub.lock().expect("hub lock").clone();
+        let reason = format!(
+            "etcdserver: a watch over keys of {} shards is not supported yet; watch each shard's range",
+            pieces.len()
+        );
+        self.input(Input::Query(Box::new(move |_| {
+            let _ = hub.send(HubInput::Refuse { stream, reason });
+        })))
+    }
+}
+
+/// What a sharded cluster refuses outright: keys with leases (leases live
+/// in the meta group, which cannot yet delete a shard's keys), and turning
+/// auth on (the shards cannot check roles where they apply).
+fn sharded_refusal(op: &Op) -> Option<&'static str> {
+    fn txn_lease(t: &TxnRequest) -> bool {
+        t.success
+            .iter()
+            .chain(&t.failure)
+            .any(|op| match &op.request {
+                Some(TxnOp::RequestPut(p)) => p.lease != 0,
+                Some(TxnOp::RequestTxn(t)) => txn_lease(t),
+                _ => false,
+            })
+    }
+    match op {
+        Op::Put(p) if p.lease != 0 => Some(validate::SHARDED_LEASE),
+        Op::Txn(t) if txn_lease(t) => Some(validate::SHARDED_LEASE),
+        Op::Auth(a) if matches!(a.op, Some(AuthOp::Enable(_))) => Some(validate::SHARDED_AUTH),
+        _ => None,
+    }
+}

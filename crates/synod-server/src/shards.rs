@@ -1,0 +1,410 @@
+//! The shard map: which group owns which keys (issue 10, design 0015).
+//!
+//! ```text
+//!   split points  s1 < s2 < ... < sn
+//!   shards        ["", s1)  [s1, s2)  ...  [sn, ∞)
+//!   groups        2         3              n + 2       (group 1 is the meta group)
+//! ```
+//!
+//! Pure: routing decisions only, no I/O. A request whose keys lie in one
+//! shard goes to that shard's group whole; a range over several is cut at
+//! the split points, one piece per shard.
+
+use bytes::Bytes;
+use synod_kv::KeyRange;
+use synod_proto::etcdserverpb::range_request::SortTarget;
+use synod_proto::etcdserverpb::request_op::Request as TxnOp;
+use synod_proto::etcdserverpb::{
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
+};
+use synod_proto::synodpb::command::Op;
+use synod_storage::GroupId;
+
+/// The most split points a cluster may be started with.
+pub const SPLITS_MAX: usize = 1_024;
+/// The longest split point, in bytes (etcd keys are at most 1.5 MiB, but
+/// a split point is a boundary, not data).
+pub const SPLIT_BYTES_MAX: usize = 4_096;
+/// The first data shard's group; group 1 is the meta group.
+pub const FIRST_SHARD: u64 = 2;
+
+/// The key space cut at fixed points, each piece a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardMap {
+    splits: Vec<Bytes>,
+}
+
+/// Why split points were refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// Too many split points.
+    #[error("at most {SPLITS_MAX} split points, not {0}")]
+    TooMany(usize),
+    /// A split point is empty (the first shard starts at the empty key
+    /// already).
+    #[error("a split point may not be empty")]
+    Empty,
+    /// A split point is too long.
+    #[error("split point {0} is longer than {SPLIT_BYTES_MAX} bytes")]
+    TooLong(usize),
+    /// The split points are not strictly increasing.
+    #[error("split points must be strictly increasing: {0:?} is not above {1:?}")]
+    Unordered(String, String),
+}
+
+impl ShardMap {
+    /// The map cut at `splits`; refuses points that are empty, too long,
+    /// too many or not strictly increasing.
+    pub fn new(splits: Vec<Bytes>) -> Result<ShardMap, SplitError> {
+        if splits.len() > SPLITS_MAX {
+            return Err(SplitError::TooMany(splits.len()));
+        }
+        for (i, s) in splits.iter().enumerate() {
+            if s.is_empty() {
+                return Err(SplitError::Empty);
+            }
+            if s.len() > SPLIT_BYTES_MAX {
+                return Err(SplitError::TooLong(i + 1));
+            }
+            if i > 0 && splits[i - 1] >= *s {
+                let show = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                return Err(SplitError::Unordered(show(s), show(&splits[i - 1])));
+            }
+        }
+        Ok(ShardMap { splits })
+    }
+
+    /// The split points.
+    pub fn splits(&self) -> &[Bytes] {
+        &self.splits
+    }
+
+    /// How many shards.
+    pub fn len(&self) -> usize {
+        self.splits.len() + 1
+    }
+
+    /// Always false: there is at least one shard.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Every shard's group, in key order.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> {
+        (0..self.len() as u64).map(|i| GroupId(FIRST_SHARD + i))
+    }
+
+    /// Whether `group` is one of the shards.
+    pub fn is_shard(&self, group: GroupId) -> bool {
+        (FIRST_SHARD..FIRST_SHARD + self.len() as u64).contains(&group.0)
+    }
+
+    fn group(i: usize) -> GroupId {
+        GroupId(FIRST_SHARD + i as u64)
+    }
+
+    /// The shard holding `key`.
+    fn index_of(&self, key: &[u8]) -> usize {
+        self.splits.partition_point(|s| s.as_ref() <= key)
+    }
+
+    /// The group owning `key`.
+    pub fn group_of(&self, key: &[u8]) -> GroupId {
+        Self::group(self.index_of(key))
+    }
+
+    /// The keys shard `i` owns.
+    pub fn span(&self, i: usize) -> KeyRange {
+        KeyRange::Span {
+            start: if i == 0 {
+                Bytes::new()
+            } else {
+                self.splits[i - 1].clone()
+            },
+            end: self.splits.get(i).cloned(),
+        }
+    }
+
+    /// `range` cut at the split points: each shard it touches with the
+    /// part of it that shard owns, in key order. An empty range goes to
+    /// the shard of its start (it answers with nothing).
+    pub fn cut(&self, range: &KeyRange) -> Vec<(GroupId, KeyRange)> {
+        let (start, end) = match range {
+            KeyRange::Single(k) => return vec![(self.group_of(k), range.clone())],
+            KeyRange::Span { start, end } => (start, end),
+        };
+        let first = self.index_of(start);
+        let last = match end {
+            _ if range.is_empty() => first,
+            None => self.len() - 1,
+            Some(e) => self.splits.partition_point(|s| s < e),
+        };
+        (first..=last)
+            .map(|i| {
+                let piece = KeyRange::Span {
+                    start: if i == first {
+                        start.clone()
+                    } else {
+                        self.splits[i - 1].clone()
+                    },
+                    end: if i == last {
+                        end.clone()
+                    } else {
+                        Some(self.splits[i].clone())
+                    },
+                };
+                (Self::group(i), piece)
+            })
+            .collect()
+    }
+
+    /// The one shard every key `op` names lies in, or `None` when they lie
+    /// in several. `None` also for ops that are not the key space's
+    /// (leases, members, auth: the meta group's).
+    pub fn owner(&self, op: &Op) -> Option<GroupId> {
+        let mut groups = Vec::new();
+        match op {
+            Op::Put(r) => return Some(self.group_of(&r.key)),
+            Op::DeleteRange(r) => {
+                groups.extend(self.cut(&KeyRange::from_etcd(&r.key, &r.range_end)))
+            }
+            Op::Txn(t) => self.txn_ranges(t, &mut groups),
+            _ => return None,
+        }
+        let first = groups.first()?.0;
+        groups.iter().all(|(g, _)| *g == first).then_some(first)
+    }
+
+    fn txn_ranges(&self, t: &TxnRequest, out: &mut Vec<(GroupId, KeyRange)>) {
+        for c in &t.compare {
+            out.extend(self.cut(&KeyRange::from_etcd(&c.key, &c.range_end)));
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            self.op_ranges(op, out);
+        }
+    }
+
+    fn op_ranges(&self, op: &RequestOp, out: &mut Vec<(GroupId, KeyRange)>) {
+        match &op.request {
+            Some(TxnOp::RequestRange(r)) => {
+                out.extend(self.cut(&KeyRange::from_etcd(&r.key, &r.range_end)))
+            }
+            Some(TxnOp::RequestPut(r)) => out.push((self.group_of(&r.key), KeyRange::all())),
+            Some(TxnOp::RequestDeleteRange(r)) => {
+                out.extend(self.cut(&KeyRange::from_etcd(&r.key, &r.range_end)))
+            }
+            Some(TxnOp::RequestTxn(t)) => self.txn_ranges(t, out),
+            None => {}
+        }
+    }
+}
+
+/// A piece of a range as etcd names it: `(key, range_end)`.
+pub fn to_etcd(range: &KeyRange) -> (Bytes, Bytes) {
+    match range {
+        KeyRange::Single(k) => (k.clone(), Bytes::new()),
+        KeyRange::Span {
+            start,
+            end: Some(e),
+        } => (start.clone(), e.clone()),
+        KeyRange::Span { start, end: None } => (start.clone(), Bytes::from_static(&[0])),
+    }
+}
+
+/// `request` narrowed to one shard's piece of its keys; with `keys_only`
+/// and a sort by value, the piece asks for values (they order the parts
+/// together) and `merge` strips them.
+pub fn piece(request: &RangeRequest, keys: &KeyRange) -> RangeRequest {
+    let (key, range_end) = to_etcd(keys);
+    RangeRequest {
+        key,
+        range_end,
+        keys_only: request.keys_only && request.sort_target != SortTarget::Value as i32,
+        ..request.clone()
+    }
+}
+
+/// The answers of a range's pieces, in key order of the pieces, as one
+/// answer to `request` at `revision`: sorted as asked, cut at its limit,
+/// counts summed.
+pub fn merge(request: &RangeRequest, parts: Vec<RangeResponse>, revision: i64) -> RangeResponse {
+    let mut more = false;
+    let mut count = 0;
+    let mut kvs = Vec::new();
+    for p in parts {
+        more |= p.more;
+        count += p.count;
+        kvs.extend(p.kvs);
+    }
+    synod_kv::sort_as_requested(&mut kvs, request);
+    let limit = usize::try_from(request.limit).unwrap_or(0);
+    if limit > 0 && kvs.len() > limit {
+        kvs.truncate(limit);
+        more = true;
+    }
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value = Bytes::new();
+        }
+    }
+    RangeResponse {
+        header: Some(ResponseHeader {
+            revision,
+            ..ResponseHeader::default()
+        }),
+        kvs,
+        more,
+        count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_proto::etcdserverpb::{Compare, PutRequest};
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn map() -> ShardMap {
+        ShardMap::new(vec![b("g"), b("p")]).unwrap()
+    }
+
+    fn span(s: &str, e: Option<&str>) -> KeyRange {
+        KeyRange::Span {
+            start: b(s),
+            end: e.map(b),
+        }
+    }
+
+    #[test]
+    fn keys_go_to_the_shard_whose_span_holds_them() {
+        let m = map();
+        assert_eq!(m.group_of(b""), GroupId(2));
+        assert_eq!(m.group_of(b"a"), GroupId(2));
+        assert_eq!(m.group_of(b"g"), GroupId(3));
+        assert_eq!(m.group_of(b"o\xff"), GroupId(3));
+        assert_eq!(m.group_of(b"p"), GroupId(4));
+        assert_eq!(m.group_of(b"\xff\xff"), GroupId(4));
+        for (i, g) in m.groups().enumerate() {
+            assert!(m.span(i).contains(b"p") == (g == GroupId(4)));
+            assert!(m.is_shard(g));
+        }
+        assert!(!m.is_shard(GroupId(1)));
+    }
+
+    #[test]
+    fn a_range_is_cut_at_the_split_points() {
+        let m = map();
+        assert_eq!(
+            m.cut(&span("c", Some("h"))),
+            vec![
+                (GroupId(2), span("c", Some("g"))),
+                (GroupId(3), span("g", Some("h")))
+            ]
+        );
+        assert_eq!(
+            m.cut(&span("\0", None)),
+            vec![
+                (GroupId(2), span("\0", Some("g"))),
+                (GroupId(3), span("g", Some("p"))),
+                (GroupId(4), span("p", None))
+            ]
+        );
+        // An end at a split point does not reach the next shard.
+        assert_eq!(
+            m.cut(&span("a", Some("g"))),
+            vec![(GroupId(2), span("a", Some("g")))]
+        );
+        // Empty ranges stay whole.
+        assert_eq!(
+            m.cut(&span("z", Some("a"))),
+            vec![(GroupId(4), span("z", Some("a")))]
+        );
+        assert_eq!(to_etcd(&span("p", None)), (b("p"), b("\0")));
+    }
+
+    #[test]
+    fn a_txn_has_an_owner_only_when_every_key_is_in_one_shard() {
+        let m = map();
+        let put = |k: &str| RequestOp {
+            request: Some(TxnOp::RequestPut(PutRequest {
+                key: b(k),
+                ..Default::default()
+            })),
+        };
+        let txn = |keys: &[&str]| {
+            Op::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: b(keys[0]),
+                    ..Default::default()
+                }],
+                success: keys[1..].iter().map(|k| put(k)).collect(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(m.owner(&txn(&["a", "b", "c"])), Some(GroupId(2)));
+        assert_eq!(m.owner(&txn(&["a", "h"])), None);
+        assert_eq!(m.owner(&txn(&["q", "z"])), Some(GroupId(4)));
+    }
+
+    #[test]
+    fn bad_split_points_are_refused() {
+        assert_eq!(
+            ShardMap::new(vec![b("b"), b("a")]),
+            Err(SplitError::Unordered("a".into(), "b".into()))
+        );
+        assert_eq!(ShardMap::new(vec![b("")]), Err(SplitError::Empty));
+        assert!(ShardMap::new(vec![b("a"), b("a")]).is_err());
+        assert_eq!(ShardMap::new(Vec::new()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pieces_merge_in_the_order_and_limit_asked() {
+        use synod_proto::etcdserverpb::range_request::SortOrder;
+        use synod_proto::mvccpb::KeyValue;
+        let kv = |k: &str, m: i64| KeyValue {
+            key: b(k),
+            value: b("v"),
+            mod_revision: m,
+            ..Default::default()
+        };
+        let part = |kvs: Vec<KeyValue>, more: bool| RangeResponse {
+            count: kvs.len() as i64 + i64::from(more),
+            more,
+            kvs,
+            ..Default::default()
+        };
+        let parts = || {
+            vec![
+                part(vec![kv("a", 9), kv("b", 3)], true),
+                part(vec![kv("h", 5)], false),
+            ]
+        };
+        let keys =
+            |r: &RangeResponse| -> Vec<Bytes> { r.kvs.iter().map(|k| k.key.clone()).collect() };
+        let by_key = RangeRequest {
+            limit: 2,
+            ..Default::default()
+        };
+        let r = merge(&by_key, parts(), 10);
+        assert_eq!(keys(&r), vec![b("a"), b("b")]);
+        assert!(r.more);
+        assert_eq!(r.count, 4);
+        assert_eq!(r.header.unwrap().revision, 10);
+        let by_mod = RangeRequest {
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Mod as i32,
+            keys_only: true,
+            ..Default::default()
+        };
+        let r = merge(&by_mod, parts(), 10);
+        assert_eq!(keys(&r), vec![b("a"), b("h"), b("b")]);
+        assert!(r.kvs.iter().all(|k| k.value.is_empty()));
+        // A piece names only its shard's keys.
+        let p = piece(&by_mod, &span("c", Some("g")));
+        assert_eq!((p.key, p.range_end), (b("c"), b("g")));
+        assert!(p.keys_only);
+    }
+}
