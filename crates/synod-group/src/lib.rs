@@ -63,6 +63,7 @@ mod group;
 mod leases;
 mod read_index;
 mod sessions;
+pub mod shards;
 mod snapshots;
 mod stamps;
 mod tso;

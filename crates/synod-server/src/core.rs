@@ -426,7 +426,7 @@ impl Core {
     fn holds_keys(&self, group: GroupId) -> bool {
         match &self.shards {
             None => group == GROUP,
-            Some(map) => map.is_shard(group),
+            Some(map) => map.is_shard(group.0),
         }
     }
 

@@ -30,7 +30,7 @@ pub use report::REPORT_TIMEOUT;
 pub use restore::{
     restore_snapshot, restore_snapshot_with_progress, RestoreError, SnapshotFileWriter,
 };
+pub use synod_group::shards;
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
 pub use synod_storage::{GroupId, Identity};
-pub mod shards;

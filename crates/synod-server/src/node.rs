@@ -67,7 +67,7 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
         // With shards, group 1 is the meta group: its oracle numbers
         // every shard's writes, so revisions stay one order (design 0011).
         timestamp_oracle: config.shards.is_some() && id == GROUP,
-        stamped: config.shards.as_ref().is_some_and(|m| m.is_shard(id)),
+        stamped: config.shards.as_ref().is_some_and(|m| m.is_shard(id.0)),
     };
     let applied = replica.status().applied;
     if applied != rows_applied {
@@ -248,7 +248,7 @@ fn open_and_load(
     hosted.insert(GROUP);
     hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
     if let Some(map) = &config.shards {
-        hosted.extend(map.groups());
+        hosted.extend(map.groups().map(GroupId));
     }
     let mut storage = storage;
     storage.set_quick_repair(config.quick_repair);
@@ -284,7 +284,7 @@ impl Node {
             None => BTreeMap::from([(GROUP, groups[&GROUP].kv().revision())]),
             Some(map) => map
                 .groups()
-                .map(|g| (g, groups[&g].kv().revision()))
+                .map(|g| (GroupId(g), groups[&GroupId(g)].kv().revision()))
                 .collect(),
         };
         let started = Instant::now();

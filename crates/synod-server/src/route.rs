@@ -53,7 +53,7 @@ impl Node {
         }
         match op {
             Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) => match (map.owner(&op), op) {
-                (Some(group), op) => self.write_to(group, op, caller).await,
+                (Some(group), op) => self.write_to(GroupId(group), op, caller).await,
                 (None, Op::DeleteRange(r)) => self.delete_across(map, r, caller).await,
                 (None, _) => Ok(error_outcome(&KvError::InvalidArgument(
                     validate::SHARDED_TXN,
@@ -98,7 +98,7 @@ impl Node {
                 range_end,
                 ..r.clone()
             });
-            self.write_to(group, op, caller.clone())
+            self.write_to(GroupId(group), op, caller.clone())
         });
         let mut total = DeleteRangeResponse {
             header: Some(ResponseHeader::default()),
@@ -136,7 +136,7 @@ impl Node {
     ) -> Result<Outcome, RequestError> {
         let writes = map
             .groups()
-            .map(|group| self.write_to(group, Op::Compact(r), caller.clone()));
+            .map(|group| self.write_to(GroupId(group), Op::Compact(r), caller.clone()));
         let mut first = None;
         for outcome in futures::future::join_all(writes).await {
             let outcome = outcome?;
@@ -160,14 +160,14 @@ impl Node {
         let mut pieces = map.cut(&KeyRange::from_etcd(&request.key, &request.range_end));
         if pieces.len() == 1 {
             let (group, _) = pieces.remove(0);
-            return self.range_in(group, request, serializable).await;
+            return self.range_in(GroupId(group), request, serializable).await;
         }
         if serializable {
             // Each shard as this node has it: no common revision, as
             // serializable reads promise none.
             let reads = pieces
                 .iter()
-                .map(|(group, keys)| self.range_in(*group, piece(&request, keys), true));
+                .map(|(group, keys)| self.range_in(GroupId(*group), piece(&request, keys), true));
             let parts = futures::future::join_all(reads)
                 .await
                 .into_iter()
@@ -182,7 +182,7 @@ impl Node {
         let stamp = self.timestamp().await?;
         let reads = pieces
             .iter()
-            .map(|(group, keys)| self.read_at(*group, piece(&request, keys), stamp));
+            .map(|(group, keys)| self.read_at(GroupId(*group), piece(&request, keys), stamp));
         let parts = futures::future::join_all(reads)
             .await
             .into_iter()
@@ -259,7 +259,7 @@ impl Node {
         };
         let pieces = map.cut(&spec.range);
         if pieces.len() == 1 {
-            spec.group = pieces[0].0;
+            spec.group = GroupId(pieces[0].0);
             return self.input(Input::Watch {
                 stream,
                 spec,

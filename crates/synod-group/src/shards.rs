@@ -1,4 +1,5 @@
 //! The shard map: which group owns which keys (issue 10, design 0015).
+//! Pure, so the node and the simulator route with the same code.
 //!
 //! ```text
 //!   split points  s1 < s2 < ... < sn
@@ -18,7 +19,6 @@ use synod_proto::etcdserverpb::{
     RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
 };
 use synod_proto::synodpb::command::Op;
-use synod_storage::GroupId;
 
 /// The most split points a cluster may be started with.
 pub const SPLITS_MAX: usize = 1_024;
@@ -35,22 +35,36 @@ pub struct ShardMap {
 }
 
 /// Why split points were refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum SplitError {
     /// Too many split points.
-    #[error("at most {SPLITS_MAX} split points, not {0}")]
     TooMany(usize),
     /// A split point is empty (the first shard starts at the empty key
     /// already).
-    #[error("a split point may not be empty")]
     Empty,
-    /// A split point is too long.
-    #[error("split point {0} is longer than {SPLIT_BYTES_MAX} bytes")]
+    /// A split point (its position, from 1) is too long.
     TooLong(usize),
     /// The split points are not strictly increasing.
-    #[error("split points must be strictly increasing: {0:?} is not above {1:?}")]
     Unordered(String, String),
 }
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitError::TooMany(n) => write!(f, "at most {SPLITS_MAX} split points, not {n}"),
+            SplitError::Empty => f.write_str("a split point may not be empty"),
+            SplitError::TooLong(i) => {
+                write!(f, "split point {i} is longer than {SPLIT_BYTES_MAX} bytes")
+            }
+            SplitError::Unordered(a, b) => write!(
+                f,
+                "split points must be strictly increasing: {a:?} is not above {b:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SplitError {}
 
 impl ShardMap {
     /// The map cut at `splits`; refuses points that are empty, too long,
@@ -90,17 +104,17 @@ impl ShardMap {
     }
 
     /// Every shard's group, in key order.
-    pub fn groups(&self) -> impl Iterator<Item = GroupId> {
-        (0..self.len() as u64).map(|i| GroupId(FIRST_SHARD + i))
+    pub fn groups(&self) -> impl Iterator<Item = u64> {
+        (0..self.len() as u64).map(|i| FIRST_SHARD + i)
     }
 
     /// Whether `group` is one of the shards.
-    pub fn is_shard(&self, group: GroupId) -> bool {
-        (FIRST_SHARD..FIRST_SHARD + self.len() as u64).contains(&group.0)
+    pub fn is_shard(&self, group: u64) -> bool {
+        (FIRST_SHARD..FIRST_SHARD + self.len() as u64).contains(&group)
     }
 
-    fn group(i: usize) -> GroupId {
-        GroupId(FIRST_SHARD + i as u64)
+    fn group(i: usize) -> u64 {
+        FIRST_SHARD + i as u64
     }
 
     /// The shard holding `key`.
@@ -109,7 +123,7 @@ impl ShardMap {
     }
 
     /// The group owning `key`.
-    pub fn group_of(&self, key: &[u8]) -> GroupId {
+    pub fn group_of(&self, key: &[u8]) -> u64 {
         Self::group(self.index_of(key))
     }
 
@@ -128,7 +142,7 @@ impl ShardMap {
     /// `range` cut at the split points: each shard it touches with the
     /// part of it that shard owns, in key order. An empty range goes to
     /// the shard of its start (it answers with nothing).
-    pub fn cut(&self, range: &KeyRange) -> Vec<(GroupId, KeyRange)> {
+    pub fn cut(&self, range: &KeyRange) -> Vec<(u64, KeyRange)> {
         let (start, end) = match range {
             KeyRange::Single(k) => return vec![(self.group_of(k), range.clone())],
             KeyRange::Span { start, end } => (start, end),
@@ -161,7 +175,7 @@ impl ShardMap {
     /// The one shard every key `op` names lies in, or `None` when they lie
     /// in several. `None` also for ops that are not the key space's
     /// (leases, members, auth: the meta group's).
-    pub fn owner(&self, op: &Op) -> Option<GroupId> {
+    pub fn owner(&self, op: &Op) -> Option<u64> {
         let mut groups = Vec::new();
         match op {
             Op::Put(r) => return Some(self.group_of(&r.key)),
@@ -175,7 +189,7 @@ impl ShardMap {
         groups.iter().all(|(g, _)| *g == first).then_some(first)
     }
 
-    fn txn_ranges(&self, t: &TxnRequest, out: &mut Vec<(GroupId, KeyRange)>) {
+    fn txn_ranges(&self, t: &TxnRequest, out: &mut Vec<(u64, KeyRange)>) {
         for c in &t.compare {
             out.extend(self.cut(&KeyRange::from_etcd(&c.key, &c.range_end)));
         }
@@ -184,7 +198,7 @@ impl ShardMap {
         }
     }
 
-    fn op_ranges(&self, op: &RequestOp, out: &mut Vec<(GroupId, KeyRange)>) {
+    fn op_ranges(&self, op: &RequestOp, out: &mut Vec<(u64, KeyRange)>) {
         match &op.request {
             Some(TxnOp::RequestRange(r)) => {
                 out.extend(self.cut(&KeyRange::from_etcd(&r.key, &r.range_end)))
@@ -281,17 +295,17 @@ mod tests {
     #[test]
     fn keys_go_to_the_shard_whose_span_holds_them() {
         let m = map();
-        assert_eq!(m.group_of(b""), GroupId(2));
-        assert_eq!(m.group_of(b"a"), GroupId(2));
-        assert_eq!(m.group_of(b"g"), GroupId(3));
-        assert_eq!(m.group_of(b"o\xff"), GroupId(3));
-        assert_eq!(m.group_of(b"p"), GroupId(4));
-        assert_eq!(m.group_of(b"\xff\xff"), GroupId(4));
+        assert_eq!(m.group_of(b""), 2);
+        assert_eq!(m.group_of(b"a"), 2);
+        assert_eq!(m.group_of(b"g"), 3);
+        assert_eq!(m.group_of(b"o\xff"), 3);
+        assert_eq!(m.group_of(b"p"), 4);
+        assert_eq!(m.group_of(b"\xff\xff"), 4);
         for (i, g) in m.groups().enumerate() {
-            assert!(m.span(i).contains(b"p") == (g == GroupId(4)));
+            assert!(m.span(i).contains(b"p") == (g == 4));
             assert!(m.is_shard(g));
         }
-        assert!(!m.is_shard(GroupId(1)));
+        assert!(!m.is_shard(1));
     }
 
     #[test]
@@ -299,28 +313,25 @@ mod tests {
         let m = map();
         assert_eq!(
             m.cut(&span("c", Some("h"))),
-            vec![
-                (GroupId(2), span("c", Some("g"))),
-                (GroupId(3), span("g", Some("h")))
-            ]
+            vec![(2, span("c", Some("g"))), (3, span("g", Some("h")))]
         );
         assert_eq!(
             m.cut(&span("\0", None)),
             vec![
-                (GroupId(2), span("\0", Some("g"))),
-                (GroupId(3), span("g", Some("p"))),
-                (GroupId(4), span("p", None))
+                (2, span("\0", Some("g"))),
+                (3, span("g", Some("p"))),
+                (4, span("p", None))
             ]
         );
         // An end at a split point does not reach the next shard.
         assert_eq!(
             m.cut(&span("a", Some("g"))),
-            vec![(GroupId(2), span("a", Some("g")))]
+            vec![(2, span("a", Some("g")))]
         );
         // Empty ranges stay whole.
         assert_eq!(
             m.cut(&span("z", Some("a"))),
-            vec![(GroupId(4), span("z", Some("a")))]
+            vec![(4, span("z", Some("a")))]
         );
         assert_eq!(to_etcd(&span("p", None)), (b("p"), b("\0")));
     }
@@ -344,9 +355,9 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert_eq!(m.owner(&txn(&["a", "b", "c"])), Some(GroupId(2)));
+        assert_eq!(m.owner(&txn(&["a", "b", "c"])), Some(2));
         assert_eq!(m.owner(&txn(&["a", "h"])), None);
-        assert_eq!(m.owner(&txn(&["q", "z"])), Some(GroupId(4)));
+        assert_eq!(m.owner(&txn(&["q", "z"])), Some(4));
     }
 
     #[test]
