@@ -106,6 +106,10 @@ pub enum GroupMutation {
     FollowerReadsUnconfirmed,
     /// Hand out timestamps without confirming leadership first.
     UnconfirmedTimestamps,
+    /// A shard's leader asks the oracle for more stamps than it needs and
+    /// stamps later writes from what is left, without asking again: a
+    /// leftover lies below stamps other shards handed out since.
+    StampsFromLeftovers,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease

@@ -75,7 +75,7 @@ pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS};
 pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
-pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX};
+pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,

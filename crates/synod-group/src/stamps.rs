@@ -34,6 +34,9 @@ pub const STAMP_QUEUE_MAX: usize = 16_384;
 /// A question the shell has not answered in this long is forgotten, and
 /// the queue asks again.
 pub const STAMP_QUESTION_MS: u64 = 1_000;
+/// After the oracle could not answer (no meta leader), the queue waits
+/// this long before asking again.
+pub const STAMP_RETRY_MS: u64 = 20;
 
 /// The protobuf key of `Command.stamp` (field 18, varint).
 const STAMP_KEY: [u8; 2] = [0x90, 0x01];
@@ -54,8 +57,13 @@ pub(crate) struct Stamper {
     /// the ballot it was asked under, and when.
     asked: Option<(u64, u32, Ballot, Time)>,
     next_question: u64,
+    /// No question before this time (the last one found no oracle).
+    retry_at: Time,
     /// A question for the shell to send, taken by `ready`.
     pub(crate) out: Option<(u64, u32)>,
+    /// Stamps kept for later writes (only the negative control does).
+    #[cfg(feature = "mutations")]
+    leftovers: VecDeque<i64>,
 }
 
 impl Stamper {
@@ -107,6 +115,12 @@ impl Group {
         if self.stamper.queue.len() >= STAMP_QUEUE_MAX {
             return Err(ProposeError::Busy);
         }
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
+            if let Some(stamp) = self.stamper.leftovers.pop_front() {
+                return self.replica.propose(with_stamp(&command, stamp));
+            }
+        }
         self.stamper.queue.push_back(Queued { command, local });
         self.ask_stamps(ballot);
         Ok(())
@@ -114,13 +128,21 @@ impl Group {
 
     /// Asks for stamps for everything queued, unless a question is out.
     fn ask_stamps(&mut self, ballot: Ballot) {
-        if self.stamper.asked.is_some() || self.stamper.queue.is_empty() {
+        if self.stamper.asked.is_some()
+            || self.stamper.queue.is_empty()
+            || self.now < self.stamper.retry_at
+        {
             return;
         }
         let count = self.stamper.queue.len().min(crate::TIMESTAMPS_MAX as usize) as u32;
         let id = self.stamper.next_question;
         self.stamper.next_question += 1;
         self.stamper.asked = Some((id, count, ballot, self.now));
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
+            self.stamper.out = Some((id, count + 16));
+            return;
+        }
         self.stamper.out = Some((id, count));
     }
 
@@ -137,9 +159,14 @@ impl Group {
         }
         self.stamper.asked = None;
         let Some((first, last)) = range else {
+            self.stamper.retry_at = Time(self.now.0 + STAMP_RETRY_MS);
             return;
         };
         let granted = (last - first + 1).clamp(0, count as i64);
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
+            self.stamper.leftovers.extend(first + granted..=last);
+        }
         let still_leading = self.replica.leading_ballot() == Some(ballot);
         for stamp in first..first + granted {
             let Some(q) = self.stamper.queue.pop_front() else {

@@ -217,3 +217,64 @@ impl LeaseChecker {
         Ok(())
     }
 }
+
+/// "Revisions follow real time across shards" (design 0011), from the
+/// clients' acknowledged writes in a sharded run: a write that started
+/// after another was acknowledged carries a higher revision, whichever
+/// shards they went to, and no two writes share one (each stamp is handed
+/// out once). Every write of a sharded run is stamped, a failed compare
+/// included, so the order is strict.
+#[derive(Default)]
+pub struct RevisionOrder {
+    /// `(acknowledged at, revision)` in acknowledgement order, with the
+    /// highest revision acknowledged so far beside each.
+    acks: Vec<(u64, i64, i64)>,
+    /// Every revision acknowledged, to tell repeats.
+    seen: BTreeMap<i64, u64>,
+}
+
+impl RevisionOrder {
+    /// Client `client`'s write, invoked at `invoked`, acknowledged at `now`
+    /// with `revision`.
+    pub fn on_ack(
+        &mut self,
+        client: u64,
+        invoked: u64,
+        now: u64,
+        revision: i64,
+    ) -> Result<(), Violation> {
+        if let Some(other) = self.seen.insert(revision, client) {
+            return Err(violation(
+                "one revision per write across shards",
+                format!(
+                    "clients {other} and {client} were both acknowledged at revision {revision}"
+                ),
+            ));
+        }
+        // The writes acknowledged before this one was invoked.
+        let before = self.acks.partition_point(|(at, _, _)| *at < invoked);
+        if let Some((at, _, highest)) = before.checked_sub(1).map(|i| self.acks[i]) {
+            if highest >= revision {
+                return Err(violation(
+                    "revisions follow real time across shards",
+                    format!(
+                        "client {client}'s write invoked at {invoked}us got revision {revision}, \
+                         but revision {highest} was acknowledged by {at}us"
+                    ),
+                ));
+            }
+        }
+        let highest = self.acks.last().map_or(revision, |a| a.2.max(revision));
+        assert!(
+            self.acks.last().is_none_or(|a| a.0 <= now),
+            "acks in time order"
+        );
+        self.acks.push((now, revision, highest));
+        Ok(())
+    }
+
+    /// Writes checked.
+    pub fn checked(&self) -> u64 {
+        self.acks.len() as u64
+    }
+}

@@ -25,6 +25,8 @@ pub struct Outstanding {
     pub attempt: u64,
     /// The node (and its incarnation) that took the current attempt.
     pub taken: Option<(NodeId, u64)>,
+    /// The revision its write's answer carried.
+    pub revision: Option<i64>,
 }
 
 /// One simulated client.
@@ -88,6 +90,7 @@ impl Client {
             history: history.len() - 1,
             attempt: 0,
             taken: None,
+            revision: None,
         };
         self.outstanding = Some(op.clone());
         op

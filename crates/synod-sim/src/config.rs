@@ -69,6 +69,15 @@ pub struct SimOptions {
     /// promote, demote replicas; transfer leadership), with spare nodes that
     /// start empty and join.
     pub membership: bool,
+    /// Negative control: a shard's leader keeps stamps left over from one
+    /// answer of the oracle for later writes; the cross-shard revision
+    /// order check must catch it.
+    pub stamps_from_leftovers: bool,
+    /// Cut the clients' keys into this many shards, each its own group on
+    /// every node, stamped by the meta group's oracle (0: one group, as
+    /// before). A sharded run changes no membership (the node refuses
+    /// it too).
+    pub shards: usize,
 }
 
 impl SimOptions {
@@ -92,6 +101,8 @@ impl SimOptions {
             ack_before_fsync: false,
             excess_drift: false,
             membership: true,
+            shards: 0,
+            stamps_from_leftovers: false,
         }
     }
 }
@@ -137,12 +148,17 @@ pub struct SimConfig {
     pub liveness_bound: Micros,
     /// The caller's options.
     pub options: SimOptions,
+    /// Which group owns each client key, in a sharded run.
+    pub shard_map: Option<synod_group::shards::ShardMap>,
 }
 
 impl SimConfig {
     /// Draws a run's shape from its seed.
     pub fn from_seed(seed: u64, options: &SimOptions, rng: &mut ChaCha8Rng) -> SimConfig {
         let n = options.voters;
+        let mut options = options.clone();
+        options.membership &= options.shards == 0;
+        let options = &options;
         let observers = if rng.gen_bool(0.3) { 1 } else { 0 };
         let spares = if options.membership { 2 } else { 0 };
         let nodes: Vec<NodeId> = (1..=(n + observers + spares) as u64).map(NodeId).collect();
@@ -186,7 +202,20 @@ impl SimConfig {
             snapshot_chunk_bytes: [64, 512, 1 << 20][rng.gen_range(0..3)],
             compact_keep: 0,
             session_idle_ms: 0,
+            shard_map: None,
         };
+        if options.shards > 0 {
+            // Enough keys that every shard may hold some (split points in
+            // byte order: "k10" sorts before "k2").
+            let shards = options.shards as u64;
+            cfg.keys = cfg.keys.max(2 * shards);
+            let splits: std::collections::BTreeSet<bytes::Bytes> = (1..shards)
+                .map(|j| crate::kv::key(j * cfg.keys / shards))
+                .collect();
+            let splits = splits.into_iter().collect();
+            cfg.shard_map =
+                Some(synod_group::shards::ShardMap::new(splits).expect("increasing split points"));
+        }
         // Derived, not drawn: the seeds' other draws stay as they were.
         if cfg.snapshot_every != 8 {
             cfg.compact_keep = cfg.snapshot_every / 2;

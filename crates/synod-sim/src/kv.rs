@@ -18,7 +18,8 @@ pub fn lease_key(id: i64) -> Bytes {
     Bytes::from(format!("lk{id}"))
 }
 
-fn key(k: u64) -> Bytes {
+/// Register `k`'s etcd key.
+pub fn key(k: u64) -> Bytes {
     Bytes::from(format!("k{k}"))
 }
 
@@ -61,6 +62,17 @@ pub fn lease_put(id: i64) -> PutRequest {
         lease: id,
         ..Default::default()
     }
+}
+
+/// The revision a write's answer carries (a put's, or a txn's whether
+/// its compare held); `None` for a refusal.
+pub fn write_revision(outcome: &Outcome) -> Option<i64> {
+    let header = match &outcome.result {
+        Some(outcome::Result::Put(p)) => p.header.as_ref(),
+        Some(outcome::Result::Txn(t)) => t.header.as_ref(),
+        _ => None,
+    };
+    header.map(|h| h.revision)
 }
 
 /// The etcd write for a register write.

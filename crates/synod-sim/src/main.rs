@@ -50,6 +50,15 @@ struct Args {
     /// No lease agent (no leases granted, kept alive or expired).
     #[arg(long)]
     no_leases: bool,
+    /// Cut the clients' keys into N shards, each its own group on every
+    /// node stamped by the meta group's oracle; the checkers add "revisions
+    /// follow real time across shards" (implies --no-membership).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Negative control (with --shards): shard leaders stamp later writes
+    /// from stamps left over; the revision order check must catch it.
+    #[arg(long)]
+    stamps_from_leftovers: bool,
     /// Negative control: leaders renew leases without confirming they
     /// still lead; early expiries must be caught.
     #[arg(long)]
@@ -123,6 +132,8 @@ fn main() -> ExitCode {
     options.excess_drift = args.excess_drift;
     options.membership = !args.no_membership;
     options.leases = !args.no_leases;
+    options.shards = args.shards;
+    options.stamps_from_leftovers = args.stamps_from_leftovers;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;
@@ -181,7 +192,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -203,6 +214,7 @@ fn main() -> ExitCode {
         summary.auth_puts_ok,
         summary.auth_denied,
         summary.auth_old_revision,
+        summary.stamped_writes,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

@@ -21,8 +21,8 @@ pub struct Disk {
     identity: Identity,
 }
 
-/// The one group a simulated node hosts.
-const GROUP: GroupId = GroupId(1);
+/// The meta group (the only one unless the run is sharded).
+pub const GROUP: GroupId = GroupId(1);
 /// Rows of replaced stores deleted per write.
 const GARBAGE_ROWS_PER_WRITE: usize = 16;
 
@@ -49,21 +49,22 @@ impl Disk {
     /// S3). A storage error is a bug here (the file never fails): it
     /// panics.
     pub fn write(&mut self, write: &QueuedWrite, compact: Option<&Compaction>) {
+        let group = write.group;
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
-        batch.persist(GROUP, &write.persist).expect("persist");
+        batch.persist(group, &write.persist).expect("persist");
         if let Some(installed) = &write.installed {
             batch
-                .install_staged(GROUP, installed.stage)
+                .install_staged(group, installed.stage)
                 .expect("install the stage");
         }
         if !write.state.is_empty() || write.installed.is_some() {
-            batch.write_state(GROUP, &write.state).expect("state rows");
-            batch.set_applied(GROUP, write.applied).expect("applied");
+            batch.write_state(group, &write.state).expect("state rows");
+            batch.set_applied(group, write.applied).expect("applied");
         }
         if let Some(c) = compact {
             batch
-                .compact_to(GROUP, c.slot, c.membership.as_ref())
+                .compact_to(group, c.slot, c.membership.as_ref())
                 .expect("compaction");
         }
         // Few rows per round, so a replaced store takes many rounds to go
@@ -77,48 +78,55 @@ impl Disk {
     /// The old runtime's bug, for a negative control: an installed
     /// snapshot's rows and applied slot made durable at once, without the
     /// compaction (and the configuration) it implies.
-    pub fn write_install_alone(&mut self, stage: u64, state: &StateChanges, applied: Slot) {
+    pub fn write_install_alone(
+        &mut self,
+        group: GroupId,
+        stage: u64,
+        state: &StateChanges,
+        applied: Slot,
+    ) {
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
         batch
-            .install_staged(GROUP, stage)
+            .install_staged(group, stage)
             .expect("install the stage");
-        batch.write_state(GROUP, state).expect("state rows");
-        batch.set_applied(GROUP, applied).expect("applied");
+        batch.write_state(group, state).expect("state rows");
+        batch.set_applied(group, applied).expect("applied");
         batch.require_sync();
         batch.commit().expect("commit");
     }
 
     /// A reader of the committed rows, for a snapshot stream.
-    pub fn snapshot_reader(&mut self) -> synod_storage::SnapshotReader {
+    pub fn snapshot_reader(&mut self, group: GroupId) -> synod_storage::SnapshotReader {
         self.storage()
-            .snapshot_reader(GROUP)
+            .snapshot_reader(group)
             .expect("simulated read")
     }
 
     /// Writes a received snapshot chunk into the stage.
     pub fn receive_chunk(
         &mut self,
+        group: GroupId,
         slot: Slot,
         chunk: &synod_storage::StreamChunk,
     ) -> synod_storage::Received {
         self.storage()
-            .receive_chunk(GROUP, slot, chunk)
+            .receive_chunk(group, slot, chunk)
             .expect("simulated write")
     }
 
     /// The store in a complete stage; a stage that does not load is a
     /// bug (its rows came from a real store).
-    pub fn load_staged(&mut self, stage: u64) -> KvStore {
+    pub fn load_staged(&mut self, group: GroupId, stage: u64) -> KvStore {
         self.storage()
-            .load_staged(GROUP, stage)
+            .load_staged(group, stage)
             .unwrap_or_else(|e| panic!("a received snapshot does not load: {e}"))
     }
 
     /// Drops a stage the group did not install.
-    pub fn discard_stage(&mut self, stage: u64) {
+    pub fn discard_stage(&mut self, group: GroupId, stage: u64) {
         let mut batch = self.storage().batch().expect("batch");
-        batch.discard_stage(GROUP, stage).expect("discard");
+        batch.discard_stage(group, stage).expect("discard");
         batch.commit().expect("commit");
     }
 
@@ -132,12 +140,12 @@ impl Disk {
 
     /// What a restarting replica reads back, and the state machine it
     /// starts from (its rows, as the node loads them).
-    pub fn load(&mut self) -> (Durable<Bytes>, KvStore) {
+    pub fn load(&mut self, group: GroupId) -> (Durable<Bytes>, KvStore) {
         let storage = self.storage();
         storage.discard_stages().expect("discard stages");
-        let durable = storage.load(GROUP).expect("load");
+        let durable = storage.load(group).expect("load");
         let kv = storage
-            .load_store(GROUP)
+            .load_store(group)
             .unwrap_or_else(|e| panic!("own state rows do not load: {e}"));
         (durable, kv)
     }
@@ -175,10 +183,19 @@ pub enum Waiting {
     AuthFlip,
     /// The auth agent's put number `n`.
     AuthPut(u64),
+    /// A shard's question for stamps, asked of the node's meta group.
+    Stamps {
+        /// The shard.
+        group: GroupId,
+        /// Its question.
+        question: u64,
+    },
 }
 
 /// A round's write, queued until its simulated fsync completes.
 pub struct QueuedWrite {
+    /// The group that wrote it.
+    pub group: GroupId,
     /// Acknowledged to the group when durable.
     pub token: PersistToken,
     /// The replica's state.
@@ -199,8 +216,10 @@ pub struct SimNode {
     pub id: NodeId,
     /// Removed from the group and shut down for good by the operator.
     pub retired: bool,
-    /// The group while the node is up.
+    /// The meta group while the node is up.
     pub group: Option<Group>,
+    /// The shards' groups while the node is up (a sharded run only).
+    pub shards: BTreeMap<GroupId, Group>,
     /// Bumped on every crash, so stale timers and fsyncs are ignored.
     pub incarnation: u64,
     /// Durable state.
@@ -227,6 +246,7 @@ impl SimNode {
             id,
             retired: false,
             group: None,
+            shards: BTreeMap::new(),
             incarnation: 0,
             disk: Disk::new(id),
             persist_queue: VecDeque::new(),
@@ -263,6 +283,31 @@ impl SimNode {
         self.group.as_mut().expect("node is up")
     }
 
+    /// Group `id` (the meta group or a shard); `None` while down.
+    pub fn group_of(&mut self, id: GroupId) -> Option<&mut Group> {
+        if id == GROUP {
+            self.group.as_mut()
+        } else {
+            self.shards.get_mut(&id)
+        }
+    }
+
+    /// Group `id` as it stands; `None` while down.
+    pub fn group_ref(&self, id: GroupId) -> Option<&Group> {
+        if id == GROUP {
+            self.group.as_ref()
+        } else {
+            self.shards.get(&id)
+        }
+    }
+
+    /// Every group the node hosts: the meta group, then the shards.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        std::iter::once(GROUP)
+            .chain(self.shards.keys().copied())
+            .collect()
+    }
+
     /// The replica while up.
     pub fn replica(&self) -> Option<&Replica<Bytes>> {
         self.group.as_ref().map(Group::replica)
@@ -284,6 +329,7 @@ impl SimNode {
     /// Loses everything not durable; returns who was waiting here.
     pub fn crash(&mut self) -> Vec<Waiting> {
         self.group = None;
+        self.shards.clear();
         self.disk.crash();
         self.incarnation += 1;
         self.persist_queue.clear();
@@ -298,23 +344,7 @@ impl SimNode {
     }
 
     fn start(&mut self, cfg: &SimConfig, now: Micros) {
-        let local = self.local_time(now);
-        let (durable, kv) = self.disk.load();
-        let replica =
-            Replica::restore(cfg.paxos_for(self.id), durable, local).expect("valid config");
-        let config = GroupConfig {
-            node: self.id,
-            // Unique per incarnation, as a node's clock-derived one is.
-            session: (self.id.0 << 40) | self.incarnation,
-            snapshot_every: cfg.snapshot_every,
-            compact_keep: cfg.compact_keep,
-            session_idle_ms: cfg.session_idle_ms,
-            initial_members: Vec::new(),
-            record_applied: true,
-            timestamp_oracle: true,
-            stamped: false,
-        };
-        let mut group = Group::new(config, replica, kv, local);
+        let mut group = self.start_group(cfg, now, GROUP);
         if cfg.options.unconfirmed_keepalives {
             group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedKeepalives));
         }
@@ -325,5 +355,41 @@ impl SimNode {
             group.set_mutation(Some(synod_group::GroupMutation::FollowerReadsUnconfirmed));
         }
         self.group = Some(group);
+        if let Some(map) = &cfg.shard_map {
+            for id in map.groups().map(GroupId) {
+                let mut shard = self.start_group(cfg, now, id);
+                if cfg.options.stamps_from_leftovers {
+                    shard.set_mutation(Some(synod_group::GroupMutation::StampsFromLeftovers));
+                }
+                self.shards.insert(id, shard);
+            }
+        }
+    }
+
+    /// Group `id` restored from the disk: the meta group serves the
+    /// oracle, a shard is stamped by it.
+    fn start_group(&mut self, cfg: &SimConfig, now: Micros, id: GroupId) -> Group {
+        let local = self.local_time(now);
+        let (durable, kv) = self.disk.load(id);
+        let mut paxos = cfg.paxos_for(self.id);
+        // The meta group draws as an unsharded run's only group does.
+        if id != GROUP {
+            paxos.rng_seed ^= id.0.wrapping_mul(0x9e37_79b9);
+        }
+        let replica = Replica::restore(paxos, durable, local).expect("valid config");
+        let config = GroupConfig {
+            node: self.id,
+            // Unique per incarnation and group, as a node's clock-derived
+            // one is.
+            session: (self.id.0 << 40) | ((id.0 - 1) << 32) | self.incarnation,
+            snapshot_every: cfg.snapshot_every,
+            compact_keep: cfg.compact_keep,
+            session_idle_ms: cfg.session_idle_ms,
+            initial_members: Vec::new(),
+            record_applied: true,
+            timestamp_oracle: id == GROUP,
+            stamped: id != GROUP,
+        };
+        Group::new(config, replica, kv, local)
     }
 }

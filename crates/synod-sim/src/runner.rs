@@ -161,6 +161,8 @@ pub struct Summary {
     pub auth_denied: u64,
     /// The auth agents' puts refused with AuthOldRevision.
     pub auth_old_revision: u64,
+    /// Writes the cross-shard revision order checked, in all runs.
+    pub stamped_writes: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -213,6 +215,7 @@ pub fn run_seeds(
                         sum.auth_denied += r.auth_denied;
                         sum.auth_old_revision += r.auth_old_revision;
                         sum.slots += r.slots;
+                        sum.stamped_writes += r.stamped_writes;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {
                             sum.undecided_seeds.push(seed);

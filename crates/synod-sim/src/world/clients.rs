@@ -5,13 +5,16 @@
 //! crashes (a retry elsewhere would be a second write, as with etcd).
 
 use super::{Event, World};
+use crate::checker::Violation;
 use crate::config::MS;
 use crate::kv;
 use crate::linearizability::{KvInput, KvOutput};
 use crate::node::Waiting;
+use crate::node::GROUP;
 use rand::Rng;
 use synod_group::{Answer, Request};
 use synod_paxos::NodeId;
+use synod_storage::GroupId;
 
 /// A client whose read was refused waits this long before retrying.
 const RETRY_BACKOFF_MAX: u64 = 10 * MS;
@@ -106,6 +109,13 @@ impl World {
             None if !matches!(input, KvInput::Get { .. }) => return,
             None => {}
         }
+        let group = match (&self.cfg.shard_map, &input) {
+            (
+                Some(map),
+                KvInput::Get { key } | KvInput::Put { key, .. } | KvInput::Cas { key, .. },
+            ) => GroupId(map.group_of(&kv::key(*key))),
+            (None, _) => GROUP,
+        };
         let request = match &input {
             KvInput::Get { key } => Request::Read {
                 request: kv::read_request(*key),
@@ -119,7 +129,10 @@ impl World {
             seq,
             attempt,
         });
-        node.group().request(ticket, request, now);
+        match node.group_of(group) {
+            Some(g) => g.request(ticket, request, now),
+            None => unreachable!("a running node hosts every shard"),
+        }
     }
 
     /// A node answered a client's request (`None`: the node crashed with
@@ -151,6 +164,12 @@ impl World {
             }
             return;
         }
+        if let Some(Answer::Write(outcome)) = &answer {
+            let revision = kv::write_revision(outcome);
+            if let Some(op) = self.clients[(client - 1) as usize].outstanding.as_mut() {
+                op.revision = revision;
+            }
+        }
         let result = match answer {
             Some(Answer::Read(Ok(r))) => Some(kv::read_output(&r.fill())),
             Some(Answer::Write(outcome)) => kv::write_output(&input, &outcome),
@@ -175,11 +194,16 @@ impl World {
         seq: u64,
         _attempt: u64,
         result: Option<KvOutput>,
-    ) {
-        let c = &mut self.clients[(client - 1) as usize];
-        if c.outstanding.as_ref().is_none_or(|op| op.seq != seq) {
-            return;
+    ) -> Result<(), Violation> {
+        let c = &self.clients[(client - 1) as usize];
+        let Some(op) = c.outstanding.as_ref().filter(|op| op.seq == seq) else {
+            return Ok(());
+        };
+        let (invoked, revision) = (self.history[op.history].invoke, op.revision);
+        if let (Some(revision), Some(_), true) = (revision, &result, self.cfg.shard_map.is_some()) {
+            self.revisions.on_ack(client, invoked, self.now, revision)?;
         }
+        let c = &mut self.clients[(client - 1) as usize];
         match result {
             Some(output) => {
                 c.complete(output.clone(), self.now, &mut self.history);
@@ -193,6 +217,7 @@ impl World {
         }
         let think = self.rng.gen_range(0..THINK_MAX);
         self.schedule(think, Event::ClientStart(client));
+        Ok(())
     }
 
     /// The current attempt got no answer in time, or was refused

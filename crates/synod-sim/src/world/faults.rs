@@ -7,9 +7,11 @@ use super::{Event, World, CONVERGE_MAX};
 use crate::checker::{LeaseChecker, Violation};
 use crate::config::MS;
 use crate::linearizability::{check, CheckOutcome};
+use crate::node::GROUP;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use synod_paxos::{Membership, NodeId, RoleKind};
+use synod_paxos::{Membership, NodeId, RoleKind, Slot};
+use synod_storage::GroupId;
 
 /// Configurations the linearizability search may explore per key, unless
 /// `SYNOD_SIM_LIN_STATES` says otherwise (to decide a seed the default
@@ -263,8 +265,12 @@ impl World {
         if let Some(m) = self.cfg.options.mutation {
             self.nodes[i].group().replica_mut().set_mutation(Some(m));
         }
-        let applied = self.nodes[i].applied();
-        self.applied.on_restart(id, applied);
+        for gid in self.nodes[i].group_ids() {
+            let applied = self.nodes[i]
+                .group_ref(gid)
+                .map_or(Slot(0), |g| g.applied());
+            self.applied.entry(gid).or_default().on_restart(id, applied);
+        }
         let incarnation = self.nodes[i].incarnation;
         self.schedule(self.cfg.tick_every, Event::Tick(id, incarnation));
     }
@@ -286,20 +292,30 @@ impl World {
         self.clients.iter().all(|c| c.outstanding.is_none())
     }
 
+    /// At most one replica of each group holds its leader lease.
     pub(super) fn check_leases(&self) -> Result<(), Violation> {
-        let mut holders = Vec::new();
-        for node in &self.nodes {
-            let Some(replica) = node.replica() else {
-                continue;
-            };
-            if replica
-                .lease_until()
-                .is_some_and(|until| node.local_time(self.now) < until)
-            {
-                holders.push(node.id);
+        for gid in self.group_ids() {
+            let mut holders = Vec::new();
+            for node in &self.nodes {
+                let Some(replica) = node.group_ref(gid).map(|g| g.replica()) else {
+                    continue;
+                };
+                if replica
+                    .lease_until()
+                    .is_some_and(|until| node.local_time(self.now) < until)
+                {
+                    holders.push(node.id);
+                }
             }
+            LeaseChecker::check(self.now, &holders)?;
         }
-        LeaseChecker::check(self.now, &holders)
+        Ok(())
+    }
+
+    /// Every group of the run: the meta group, then the shards.
+    fn group_ids(&self) -> Vec<GroupId> {
+        let shards = self.cfg.shard_map.iter().flat_map(|m| m.groups());
+        std::iter::once(GROUP).chain(shards.map(GroupId)).collect()
     }
 
     pub(super) fn liveness_violation(&self) -> Violation {
@@ -326,33 +342,45 @@ impl World {
         }
     }
 
-    /// The members of the final configuration have applied the same slots
-    /// and hold the same state (spares never added and removed replicas may
-    /// lag: nobody sends them anything).
+    /// In every group, the members of the final configuration have
+    /// applied the same slots and hold the same state (spares never added
+    /// and removed replicas may lag: nobody sends them anything).
     fn converged(&self) -> Result<(), Violation> {
+        for gid in self.group_ids() {
+            self.group_converged(gid)?;
+        }
+        Ok(())
+    }
+
+    fn group_converged(&self, gid: GroupId) -> Result<(), Violation> {
+        let applied = |n: &crate::node::SimNode| n.group_ref(gid).map_or(Slot(0), |g| g.applied());
         let Some(furthest) = self
             .nodes
             .iter()
             .filter(|n| n.is_up())
-            .max_by_key(|n| (n.applied(), std::cmp::Reverse(n.id)))
+            .max_by_key(|n| (applied(n), std::cmp::Reverse(n.id)))
         else {
             return Ok(());
         };
-        let config = furthest.replica().and_then(|r| r.membership().cloned());
+        let config = furthest
+            .group_ref(gid)
+            .and_then(|g| g.replica().membership().cloned());
         let members: Vec<&crate::node::SimNode> = self
             .nodes
             .iter()
             .filter(|n| !n.retired && config.as_ref().is_none_or(|c| c.is_member(n.id)))
             .collect();
         let first = members[0];
-        let same_state =
-            |a: &crate::node::SimNode, b: &crate::node::SimNode| match (&a.group, &b.group) {
-                (Some(x), Some(y)) => x.kv() == y.kv(),
-                (x, y) => x.is_none() && y.is_none(),
-            };
+        let same_state = |a: &crate::node::SimNode, b: &crate::node::SimNode| match (
+            a.group_ref(gid),
+            b.group_ref(gid),
+        ) {
+            (Some(x), Some(y)) => x.kv() == y.kv(),
+            (x, y) => x.is_none() && y.is_none(),
+        };
         for node in &members[1..] {
-            if node.applied() != first.applied() || !same_state(node, first) {
-                let what = if node.applied() == first.applied() {
+            if applied(node) != applied(first) || !same_state(node, first) {
+                let what = if applied(node) == applied(first) {
                     "states differ"
                 } else {
                     "slots differ"
@@ -360,12 +388,12 @@ impl World {
                 return Err(Violation {
                     invariant: "replicas converge after healing",
                     detail: format!(
-                        "{}ms after clients finished: {} applied {} and {} applied {} ({what}); members of {}",
+                        "{}ms after clients finished: in {gid}, {} applied {} and {} applied {} ({what}); members of {}",
                         CONVERGE_MAX / MS,
                         first.id,
-                        first.applied(),
+                        applied(first),
                         node.id,
-                        node.applied(),
+                        applied(node),
                         config.as_ref().map_or("?".to_string(), |c| c.to_string())
                     ),
                 });
@@ -391,6 +419,7 @@ impl World {
         self.report.leases_granted = self.lease_agent.granted;
         self.report.leases_expired = self.lease_agent.expired;
         self.report.timestamps = self.oracle_agent.handed_out();
+        self.report.stamped_writes = self.revisions.checked();
         self.zk_final_check()?;
         self.report.zk_creates = self.zk_agent.acknowledged();
         (self.report.zk_sessions, self.report.zk_ephemerals) = self.zk_agent.sessions();

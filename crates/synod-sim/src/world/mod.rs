@@ -24,9 +24,10 @@ mod runtime;
 mod zk;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use synod_group::PeerItem;
 use synod_paxos::{Envelope, NodeId};
+use synod_storage::GroupId;
 
 /// Runtime-loop rounds per event; more means the replica never settles.
 const DRIVE_ROUNDS_MAX: usize = 1000;
@@ -44,6 +45,7 @@ enum Event {
     Deliver {
         from: NodeId,
         to: NodeId,
+        group: GroupId,
         item: PeerItem,
     },
     PersistDone(NodeId, u64),
@@ -52,6 +54,7 @@ enum Event {
     SnapshotChunk {
         from: NodeId,
         to: NodeId,
+        group: GroupId,
         slot: synod_paxos::Slot,
         membership: Option<synod_paxos::Configuration>,
         chunk: synod_storage::StreamChunk,
@@ -185,6 +188,8 @@ pub struct Report {
     /// The auth agent's puts refused for credentials judged before an
     /// auth change (AuthOldRevision).
     pub auth_old_revision: u64,
+    /// Acknowledged writes checked for cross-shard revision order.
+    pub stamped_writes: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -202,8 +207,11 @@ pub struct World {
     clients: Vec<Client>,
     history: Vec<Operation>,
     network: Network,
-    chosen: ChosenChecker,
-    applied: ApplyChecker,
+    /// Per group: what was chosen, and what each replica applied.
+    chosen: BTreeMap<GroupId, ChosenChecker>,
+    applied: BTreeMap<GroupId, ApplyChecker>,
+    /// Acknowledged writes' revisions in real-time order (sharded runs).
+    revisions: crate::checker::RevisionOrder,
     trace: Option<VecDeque<String>>,
     healed_at: Option<Micros>,
     finished: bool,
@@ -244,8 +252,9 @@ impl World {
             clients,
             history: Vec::new(),
             network: Network::default(),
-            chosen: ChosenChecker::default(),
-            applied: ApplyChecker::default(),
+            chosen: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            revisions: crate::checker::RevisionOrder::default(),
             trace: options.trace.then(VecDeque::new),
             healed_at: None,
             finished: false,
@@ -418,25 +427,33 @@ impl World {
         }
         match event {
             Event::Tick(id, incarnation) => self.on_tick(id, incarnation),
-            Event::Deliver { from, to, item } => {
+            Event::Deliver {
+                from,
+                to,
+                group,
+                item,
+            } => {
                 let i = self.node_index(to);
                 if let PeerItem::Paxos(message) = &item {
                     self.note(|| {
                         let message = message.clone();
-                        Envelope { from, to, message }.to_string()
+                        format!("{group} {}", Envelope { from, to, message })
                     });
                 }
                 let now = self.nodes[i].local_time(self.now);
-                self.nodes[i].group().step(from, item, now);
+                if let Some(g) = self.nodes[i].group_of(group) {
+                    g.step(from, item, now);
+                }
             }
             Event::PersistDone(id, incarnation) => self.on_persist_done(id, incarnation)?,
             Event::SnapshotChunk {
                 from,
                 to,
+                group,
                 slot,
                 membership,
                 chunk,
-            } => self.on_snapshot_chunk(from, to, slot, membership, chunk),
+            } => self.on_snapshot_chunk(from, to, group, slot, membership, chunk),
             Event::Request {
                 to,
                 client,
@@ -449,7 +466,7 @@ impl World {
                 seq,
                 attempt,
                 result,
-            } => self.on_reply(client, seq, attempt, result),
+            } => self.on_reply(client, seq, attempt, result)?,
             Event::ClientTimeout {
                 client,
                 seq,
@@ -481,8 +498,10 @@ impl World {
     fn tick_node(&mut self, id: NodeId) {
         let i = self.node_index(id);
         let now = self.nodes[i].local_time(self.now);
-        if let Some(g) = self.nodes[i].group.as_mut() {
-            g.tick(now);
+        for gid in self.nodes[i].group_ids() {
+            if let Some(g) = self.nodes[i].group_of(gid) {
+                g.tick(now);
+            }
         }
     }
 

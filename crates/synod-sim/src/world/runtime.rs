@@ -6,36 +6,54 @@
 
 use super::{Event, World, DRIVE_ROUNDS_MAX};
 use crate::checker::Violation;
-use crate::node::{QueuedWrite, Waiting};
+use crate::node::{QueuedWrite, Waiting, GROUP};
 use rand::Rng;
-use synod_group::{Answer, GroupReady, PeerItem};
+use synod_group::{Answer, GroupReady, PeerItem, Request};
 use synod_paxos::{Message, NodeId, RoleKind, Slot};
+use synod_storage::GroupId;
 
 impl World {
-    /// Runs the node's runtime loop until its group has nothing to hand
-    /// out.
+    /// Runs the node's runtime loop until none of its groups has anything
+    /// to hand out (a shard's question for stamps is work for the meta
+    /// group, whose answer is work for the shard).
     pub(super) fn drive(&mut self, id: NodeId) -> Result<(), Violation> {
         let i = self.node_index(id);
         for round in 0..DRIVE_ROUNDS_MAX {
-            let Some(group) = self.nodes[i].group.as_mut() else {
+            if !self.nodes[i].is_up() {
                 return Ok(());
-            };
-            if !group.has_ready() {
-                group.check_invariants();
+            }
+            let mut busy = false;
+            for gid in self.nodes[i].group_ids() {
+                let Some(group) = self.nodes[i].group_of(gid) else {
+                    continue;
+                };
+                if !group.has_ready() {
+                    group.check_invariants();
+                    continue;
+                }
+                busy = true;
+                let ready = group.ready();
+                self.handle_ready(i, gid, ready)?;
+            }
+            if !busy {
                 if round > 0 || self.auth_unchecked(i) {
                     self.auth_check_replica(i)?;
                 }
                 return Ok(());
             }
-            let ready = group.ready();
-            self.handle_ready(i, ready)?;
         }
-        panic!("{id}: group kept producing work for {DRIVE_ROUNDS_MAX} rounds");
+        panic!("{id}: groups kept producing work for {DRIVE_ROUNDS_MAX} rounds");
     }
 
-    fn handle_ready(&mut self, i: usize, mut ready: GroupReady) -> Result<(), Violation> {
+    fn handle_ready(
+        &mut self,
+        i: usize,
+        gid: GroupId,
+        mut ready: GroupReady,
+    ) -> Result<(), Violation> {
         let id = self.nodes[i].id;
-        self.note_proposals(i, &ready);
+        let meta = gid == GROUP;
+        self.note_proposals(i, gid, &ready);
         for (to, item) in std::mem::take(&mut ready.sends) {
             for delay in self.network.deliveries(id, to, &mut self.rng) {
                 self.schedule(
@@ -43,29 +61,35 @@ impl World {
                     Event::Deliver {
                         from: id,
                         to,
+                        group: gid,
                         item: item.clone(),
                     },
                 );
             }
         }
         for (slot, value) in &ready.applied {
-            let chosen = self.chosen.chosen(*slot).cloned();
-            self.applied.on_apply(id, *slot, value, chosen.as_ref())?;
-            self.auth_on_apply(*slot, value);
-            self.report.slots = self.report.slots.max(slot.0);
+            let chosen = self.chosen.entry(gid).or_default().chosen(*slot).cloned();
+            let applied = self.applied.entry(gid).or_default();
+            applied.on_apply(id, *slot, value, chosen.as_ref())?;
+            if meta {
+                self.auth_on_apply(*slot, value);
+                self.report.slots = self.report.slots.max(slot.0);
+            }
         }
         for to in std::mem::take(&mut ready.snapshots) {
-            self.stream_snapshot(i, to);
+            self.stream_snapshot(i, gid, to);
         }
         if let Some(installed) = ready.installed {
             let slot = installed.slot;
             self.report.snapshots += 1;
-            self.applied.on_snapshot(id, slot);
-            self.note(|| format!("{id} installed snapshot through {slot}"));
-            self.auth_check_puts(i, Slot(0)..=ready.applied_through)?;
-            self.auth_installed(i);
-        } else if let (Some((first, _)), Some((last, _))) =
-            (ready.applied.first(), ready.applied.last())
+            self.applied.entry(gid).or_default().on_snapshot(id, slot);
+            self.note(|| format!("{id} installed snapshot of {gid} through {slot}"));
+            if meta {
+                self.auth_check_puts(i, Slot(0)..=ready.applied_through)?;
+                self.auth_installed(i);
+            }
+        } else if let (true, Some((first, _)), Some((last, _))) =
+            (meta, ready.applied.first(), ready.applied.last())
         {
             self.auth_check_puts(i, *first..=*last)?;
         }
@@ -74,17 +98,27 @@ impl World {
         }
         for (ticket, answer) in std::mem::take(&mut ready.answers) {
             if let Some(waiting) = self.nodes[i].waiting.remove(&ticket) {
-                self.on_answer(waiting, Some(answer))?;
+                self.on_answer_at(i, waiting, Some(answer))?;
             }
         }
-        self.queue_write(i, ready);
+        if let Some((question, count)) = ready.stamps.take() {
+            let node = &mut self.nodes[i];
+            let ticket = node.ticket(Waiting::Stamps {
+                group: gid,
+                question,
+            });
+            let now = node.local_time(self.now);
+            node.group()
+                .request(ticket, Request::Timestamps { count }, now);
+        }
+        self.queue_write(i, gid, ready);
         Ok(())
     }
 
     /// The chosen-value checker needs the configuration each leader used
     /// for each slot it proposed, taken when the first accept leaves.
-    fn note_proposals(&mut self, i: usize, ready: &GroupReady) {
-        let Some(r) = self.nodes[i].replica() else {
+    fn note_proposals(&mut self, i: usize, gid: GroupId, ready: &GroupReady) {
+        let Some(r) = self.nodes[i].group_ref(gid).map(|g| g.replica()) else {
             return;
         };
         let (RoleKind::Leader, Some(cfg)) = (r.role_kind(), r.membership().cloned()) else {
@@ -98,8 +132,9 @@ impl World {
                 ..
             }) = item
             {
+                let chosen = self.chosen.entry(gid).or_default();
                 for k in 0..values.len() as u64 {
-                    self.chosen.on_proposed(Slot(first.0 + k), *ballot, &cfg);
+                    chosen.on_proposed(Slot(first.0 + k), *ballot, &cfg);
                 }
             }
         }
@@ -107,7 +142,7 @@ impl World {
 
     /// Queues the round's write behind earlier ones; it becomes durable
     /// when its simulated fsync completes.
-    fn queue_write(&mut self, i: usize, mut ready: GroupReady) {
+    fn queue_write(&mut self, i: usize, gid: GroupId, mut ready: GroupReady) {
         let id = self.nodes[i].id;
         if self.cfg.options.lose_auth_row {
             // The broken shell: the auth store's row never reaches the disk.
@@ -129,7 +164,7 @@ impl World {
             let state = std::mem::take(&mut ready.state);
             let installed = ready.installed.take().expect("checked above");
             node.disk
-                .write_install_alone(installed.stage, &state, ready.applied_through);
+                .write_install_alone(gid, installed.stage, &state, ready.applied_through);
             if self.rng.gen_bool(0.3) {
                 self.schedule(1, Event::Crash(id));
             }
@@ -143,7 +178,9 @@ impl World {
         if self.cfg.options.ack_before_fsync {
             // The broken shell: replies held for this write go out now.
             // The nemesis aims at the window it opens.
-            self.nodes[i].group().on_persisted(ready.token);
+            if let Some(g) = self.nodes[i].group_of(gid) {
+                g.on_persisted(ready.token);
+            }
             if ready.must_sync() && self.rng.gen_bool(0.02) {
                 self.schedule(1, Event::Crash(id));
             }
@@ -152,6 +189,7 @@ impl World {
         node.fsync_done_at = node.fsync_done_at.max(self.now + delay);
         let at = node.fsync_done_at - self.now;
         node.persist_queue.push_back(QueuedWrite {
+            group: gid,
             token: ready.token,
             persist: ready.persist,
             state: ready.state,
@@ -177,10 +215,13 @@ impl World {
             .pop_front()
             .expect("a write per completion");
         self.nodes[i].disk.write(&write, write.compact.as_ref());
+        let chosen = self.chosen.entry(write.group).or_default();
         for record in &write.persist.records {
-            self.chosen.on_durable(id, record)?;
+            chosen.on_durable(id, record)?;
         }
-        let group = self.nodes[i].group();
+        let group = self.nodes[i]
+            .group_of(write.group)
+            .expect("a running node hosts the groups it wrote for");
         group.on_written();
         if !self.cfg.options.ack_before_fsync {
             group.on_persisted(write.token);
@@ -192,11 +233,11 @@ impl World {
     /// from a read transaction: the chunks leave in order, one connection;
     /// a lost one ends the stream (the leader starts over later). Rows
     /// older than the log start (their write still queued) are not sent.
-    fn stream_snapshot(&mut self, i: usize, to: NodeId) {
+    fn stream_snapshot(&mut self, i: usize, gid: GroupId, to: NodeId) {
         let id = self.nodes[i].id;
-        let mut reader = self.nodes[i].disk.snapshot_reader();
+        let mut reader = self.nodes[i].disk.snapshot_reader(gid);
         let slot = reader.slot();
-        let group = self.nodes[i].group();
+        let group = self.nodes[i].group_of(gid).expect("the node is up");
         if slot < group.compacted() {
             return;
         }
@@ -220,6 +261,7 @@ impl World {
             let event = Event::SnapshotChunk {
                 from: id,
                 to,
+                group: gid,
                 slot,
                 membership: membership.clone(),
                 chunk,
@@ -235,12 +277,13 @@ impl World {
         &mut self,
         from: NodeId,
         to: NodeId,
+        gid: GroupId,
         slot: Slot,
         membership: Option<synod_paxos::Configuration>,
         chunk: synod_storage::StreamChunk,
     ) {
         let i = self.node_index(to);
-        let stage = match self.nodes[i].disk.receive_chunk(slot, &chunk) {
+        let stage = match self.nodes[i].disk.receive_chunk(gid, slot, &chunk) {
             synod_storage::Received::Complete { stage } => stage,
             synod_storage::Received::Partial => return,
             synod_storage::Received::Refused(why) => {
@@ -248,14 +291,34 @@ impl World {
                 return;
             }
         };
-        let kv = self.nodes[i].disk.load_staged(stage);
-        if !self.nodes[i]
-            .group()
-            .install_staged(slot, membership, kv, stage)
-        {
-            self.note(|| format!("{to} discards the snapshot through {slot}"));
-            self.nodes[i].disk.discard_stage(stage);
+        let kv = self.nodes[i].disk.load_staged(gid, stage);
+        let installed = self.nodes[i]
+            .group_of(gid)
+            .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
+        if !installed {
+            self.note(|| format!("{to} discards the snapshot of {gid} through {slot}"));
+            self.nodes[i].disk.discard_stage(gid, stage);
         }
+    }
+
+    /// Routes an answer of one of node `i`'s groups: a shard's stamps to
+    /// the shard, anything else to whoever waited.
+    fn on_answer_at(
+        &mut self,
+        i: usize,
+        waiting: Waiting,
+        answer: Option<Answer>,
+    ) -> Result<(), Violation> {
+        if let (Waiting::Stamps { group, question }, Some(Answer::Timestamps(range))) =
+            (waiting, &answer)
+        {
+            let now = self.nodes[i].local_time(self.now);
+            if let Some(shard) = self.nodes[i].group_of(group) {
+                shard.stamps_granted(question, *range, now);
+            }
+            return Ok(());
+        }
+        self.on_answer(waiting, answer)
     }
 
     /// Routes a group's answer (or a crash's silence, `None`) to whoever
@@ -288,6 +351,9 @@ impl World {
             Waiting::AuthSetup(step) => self.on_auth_setup_answer(step, answer),
             Waiting::AuthFlip => {}
             Waiting::AuthPut(n) => return self.on_auth_put_answer(n, answer),
+            // The shard asks again after its question times out; a crash
+            // took the shard with it.
+            Waiting::Stamps { .. } => {}
         }
         Ok(())
     }
