@@ -245,7 +245,7 @@ impl EtcdApi {
                     progress_notify: false,
                     fragment: false,
                     user: None,
-                    group: Default::default(),
+                    groups: Vec::new(),
                 },
             )
             .map_err(status)?;

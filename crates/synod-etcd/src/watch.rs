@@ -32,7 +32,7 @@ pub(crate) fn spec(c: &WatchCreateRequest) -> WatchSpec {
         fragment: c.fragment,
         user: None,
         // The node routes it.
-        group: Default::default(),
+        groups: Vec::new(),
     }
 }
 

@@ -551,14 +551,15 @@ async fn a_sharded_cluster_routes_every_key_and_keeps_one_revision_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sharded_watch_follows_its_shard_and_one_over_several_is_refused() {
+async fn a_sharded_watch_sees_every_shards_events_in_revision_order() {
     use synod_proto::etcdserverpb::watch_client::WatchClient;
     use synod_proto::etcdserverpb::watch_request::RequestUnion;
     let cluster = Cluster::start_sharded(3, &["g", "p"]).await;
     cluster.leader().await;
     let mut kv = cluster.client(NodeId(1)).await;
     let first = put_ready(&mut kv, "h1", "a").await;
-    put_ready(&mut kv, "a", "x").await;
+    put_ready(&mut kv, "a1", "x").await;
+    put_ready(&mut kv, "q1", "x").await;
     let addr = cluster.members[&NodeId(2)].client_addr;
     let mut watch = WatchClient::connect(format!("http://{addr}"))
         .await
@@ -572,34 +573,59 @@ async fn a_sharded_watch_follows_its_shard_and_one_over_several_is_refused() {
             ..Default::default()
         })),
     };
-    // From the first put on, over keys h..i (one shard).
+    // Over keys h..i (one shard), from the first put on.
     tx.send(create("h", "i", first)).unwrap();
     let mut events = watch
         .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
         .await
         .unwrap()
         .into_inner();
-    let created = events.message().await.unwrap().unwrap();
-    assert!(created.created && !created.canceled);
-    let second = put(&mut kv, "h2", "b").await;
-    put(&mut kv, "b", "elsewhere").await;
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let r = events.message().await.unwrap().unwrap();
+    // Over every shard, from the first put on: the past of all three.
+    tx.send(create("\0", "\0", first)).unwrap();
+    let (one, all) = (0, 1);
+    let mut written = vec![("h1".to_string(), first)];
+    // Writes that alternate shards, from every node.
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(cluster.client(NodeId(id)).await);
+    }
+    for (i, k) in ["b2", "h2", "z2", "c3", "i3", "r3"].iter().enumerate() {
+        let revision = put(&mut clients[i % 3], k, "v").await;
+        written.push((k.to_string(), revision));
+    }
+    let mut seen_one = Vec::new();
+    let mut seen_all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen_all.len() < 9 || seen_one.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(r) = tokio::time::timeout(left, events.message()).await else {
+            panic!("only {seen_all:?} and {seen_one:?}");
+        };
+        let r = r.unwrap().unwrap();
+        assert!(!r.canceled, "{r:?}");
         for e in r.events {
             let kv = e.kv.unwrap();
-            seen.push((String::from_utf8(kv.key.to_vec()).unwrap(), kv.mod_revision));
+            let event = (String::from_utf8(kv.key.to_vec()).unwrap(), kv.mod_revision);
+            if r.watch_id == one {
+                seen_one.push(event);
+            } else {
+                assert_eq!(r.watch_id, all);
+                seen_all.push(event);
+            }
         }
     }
+    let keys = |v: &[(String, i64)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&seen_one), ["h1", "h2"]);
+    // Every shard's events, each once, in revision order.
+    let revisions: Vec<i64> = seen_all.iter().map(|(_, r)| *r).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{seen_all:?}");
     assert_eq!(
-        seen,
-        [("h1".to_string(), first), ("h2".to_string(), second)]
+        keys(&seen_all),
+        ["h1", "a1", "q1", "b2", "h2", "z2", "c3", "i3", "r3"]
     );
-    // Over two shards: created and cancelled at once, with the reason.
-    tx.send(create("a", "z", 0)).unwrap();
-    let refused = events.message().await.unwrap().unwrap();
-    assert!(refused.created && refused.canceled, "{refused:?}");
-    assert!(refused.cancel_reason.contains("shards"), "{refused:?}");
+    for (k, r) in &written {
+        assert!(seen_all.contains(&(k.clone(), *r)), "{k}@{r} missing");
+    }
     for n in cluster.nodes.values() {
         n.stop();
     }

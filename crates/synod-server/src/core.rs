@@ -23,7 +23,8 @@ use synod_group::{Answer, Group, GroupReady, GroupStatus, PeerItem, Request, Tic
 use synod_kv::{error_outcome, KvError, KvStore, RangeAnswer, StateChanges};
 use synod_paxos::{Configuration, Membership, NodeId, Slot, Time};
 use synod_proto::etcdserverpb::Member as MemberInfo;
-use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use synod_proto::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest};
+use synod_proto::mvccpb::Event;
 use synod_proto::peerpb;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{Caller, Outcome};
@@ -165,6 +166,12 @@ pub enum Input {
         /// Whether the transfer was started.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Move a shard past every revision handed out so far (the watch
+    /// hub asks, for a watch over several shards).
+    Fence {
+        /// The shard.
+        group: GroupId,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -190,6 +197,7 @@ impl Input {
                 }
             }
             Input::ChangeMembership { .. }
+            | Input::Fence { .. }
             | Input::Transfer { .. }
             | Input::Staged { .. }
             | Input::Shutdown => Class::Internal,
@@ -203,6 +211,13 @@ enum Reply {
     Read(oneshot::Sender<Result<RangeResponse, KvError>>),
     Lease(oneshot::Sender<LeaseAnswer>),
     Timestamps(oneshot::Sender<synod_group::Timestamps>),
+    /// A fence's timestamp (see `Core::fence`): the answer becomes the
+    /// shard's stamped no-op.
+    Fence {
+        group: GroupId,
+    },
+    /// An answer nobody waits for (a fence's no-op).
+    Discard,
     /// A shard's question for stamps (see `GroupReady::stamps`): the
     /// answer goes back to the shard, never to a client.
     Stamps {
@@ -218,7 +233,7 @@ impl Reply {
             Reply::Read(tx) => tx.is_closed(),
             Reply::Lease(tx) => tx.is_closed(),
             Reply::Timestamps(tx) => tx.is_closed(),
-            Reply::Stamps { .. } => false,
+            Reply::Stamps { .. } | Reply::Fence { .. } | Reply::Discard => false,
         }
     }
 
@@ -245,6 +260,7 @@ impl Reply {
             (Reply::Timestamps(tx), Answer::Timestamps(answer)) => {
                 let _ = tx.send(answer);
             }
+            (Reply::Discard, _) => {}
             (_, answer) => panic!("answer {answer:?} for a request of another kind"),
         }
     }
@@ -364,6 +380,8 @@ pub struct Core {
     observed: BTreeMap<GroupId, Observed>,
     observed_at: Instant,
     shards: Option<crate::shards::ShardMap>,
+    /// Each shard's revision as last sent to the hub.
+    hub_revisions: BTreeMap<GroupId, i64>,
 }
 
 /// What the metrics last saw of a group: counters are exported as the
@@ -418,6 +436,7 @@ impl Core {
             observed: BTreeMap::new(),
             observed_at: Instant::now(),
             shards: parts.shards,
+            hub_revisions: BTreeMap::new(),
         }
     }
 
@@ -536,6 +555,7 @@ impl Core {
                 self.main()
                     .request(ticket, Request::Lease { id, renew }, now);
             }
+            Input::Fence { group } => self.fence(group, now),
             Input::Query(f) => f(self.main().kv()),
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
@@ -614,45 +634,69 @@ impl Core {
         self.main().check_quota(size, quota);
     }
 
-    /// Computes a new watcher's past from the store and hands it to the
-    /// hub, behind every event already handed over.
+    /// Computes a new watcher's past from the stores of the groups it
+    /// follows (merged in revision order) and hands it to the hub, behind
+    /// every event already handed over.
     fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
-        // Whatever the group applied or installed goes to the hub first.
+        // Whatever the groups applied or installed goes to the hub first.
         self.drive();
-        let Some(group) = self.groups.get_mut(&spec.group) else {
-            let _ = self.hub.send(HubInput::Refuse {
-                stream,
-                reason: format!("etcdserver: this node does not host {}", spec.group),
-            });
-            return;
-        };
-        if spec.prev_kv {
-            // From now on events carry previous values (read from disk
-            // for long ones); until a watcher asks, they are not read.
-            group.set_prev_values_in_events(true);
-        }
-        let kv = group.kv();
-        let current = kv.revision();
-        let (after, history) = if spec.start_revision <= 0 {
-            (current, Ok(Vec::new()))
-        } else if spec.start_revision > current {
-            (spec.start_revision - 1, Ok(Vec::new()))
-        } else {
-            match kv.history(&spec.range, spec.start_revision) {
-                Ok(events) => (current, Ok(events)),
-                Err(KvError::Compacted {
-                    compact_revision, ..
-                }) => (current, Err(compact_revision)),
-                Err(_) => (current, Ok(Vec::new())),
+        let mut seen = BTreeMap::new();
+        let mut history: Result<Vec<Event>, i64> = Ok(Vec::new());
+        for id in &spec.groups {
+            let Some(group) = self.groups.get_mut(id) else {
+                let _ = self.hub.send(HubInput::Refuse {
+                    stream,
+                    reason: format!("etcdserver: this node does not host {id}"),
+                });
+                return;
+            };
+            if spec.prev_kv {
+                // From now on events carry previous values (read from disk
+                // for long ones); until a watcher asks, they are not read.
+                group.set_prev_values_in_events(true);
             }
-        };
+            let kv = group.kv();
+            let current = kv.revision();
+            let past = if spec.start_revision <= 0 || spec.start_revision > current {
+                Ok(Vec::new())
+            } else {
+                match kv.history(&spec.range, spec.start_revision) {
+                    Ok(events) => Ok(events),
+                    Err(KvError::Compacted {
+                        compact_revision, ..
+                    }) => Err(compact_revision),
+                    Err(_) => Ok(Vec::new()),
+                }
+            };
+            seen.insert(*id, current.max(spec.start_revision - 1));
+            history = match (history, past) {
+                (Ok(mut all), Ok(events)) => {
+                    all.extend(events);
+                    Ok(all)
+                }
+                (Err(a), Err(b)) => Err(a.max(b)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        if let Ok(events) = &mut history {
+            // One group's events are in order already; several interleave.
+            events.sort_by_key(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision));
+        }
         let _ = self.hub.send(HubInput::Register {
             stream,
             spec,
-            after,
+            seen,
             history,
             announce,
         });
+    }
+
+    /// Moves shard `group` past every revision handed out so far: a
+    /// stamped no-op at a fresh timestamp, so that a watch over several
+    /// shards may deliver what it holds (see the hub's `release`).
+    fn fence(&mut self, group: GroupId, now: Time) {
+        let ticket = self.ticket(Reply::Fence { group });
+        self.request(GROUP, ticket, Request::Timestamps { count: 1 }, now);
     }
 
     fn on_peer(&mut self, batch: peerpb::Batch) {
@@ -817,6 +861,13 @@ impl Core {
                         g.stamps_granted(question, range, now);
                     }
                 }
+                (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)))) => {
+                    let ticket = self.ticket(Reply::Discard);
+                    let op = Op::Txn(TxnRequest::default());
+                    self.request(group, ticket, Request::WriteStamped { op, stamp }, now);
+                }
+                // No oracle now: the hub asks again.
+                (Some(Reply::Fence { .. }), _) => {}
                 (Some(reply), answer) => reply.send(answer, &self.runtime),
                 (None, _) => {}
             }
@@ -838,7 +889,11 @@ impl Core {
                 revision,
             });
         }
-        if !ready.events.is_empty() {
+        // A shard's revision moves without events too (a fence, a failed
+        // compare): watches over several shards wait for it.
+        let moved = self.shards.is_some() && self.hub_revisions.get(&id) != Some(&ready.revision);
+        if !ready.events.is_empty() || moved {
+            self.hub_revisions.insert(id, ready.revision);
             let _ = self.hub.send(HubInput::Events {
                 group: id,
                 revision: ready.revision,

@@ -73,9 +73,9 @@ pub struct WatchSpec {
     /// The etcd user that opened it (while auth is on): when roles change,
     /// a watcher its user may no longer read is cancelled.
     pub user: Option<String>,
-    /// The group whose events it follows: the node sets it when it routes
-    /// the watch (front ends leave the default).
-    pub group: GroupId,
+    /// The groups whose events it follows, in key order: the node sets
+    /// them when it routes the watch (front ends leave them empty).
+    pub groups: Vec<GroupId>,
 }
 
 /// Where a stream's responses go; counts what is queued so a slow reader
@@ -158,12 +158,12 @@ pub(crate) enum HubInput {
     /// A watch create the node refused (answered created and cancelled,
     /// with the reason, as etcd answers a refused create).
     Refuse { stream: StreamId, reason: String },
-    /// A watcher with its history, computed by the core at `current`.
+    /// A watcher with its history, computed by the core.
     Register {
         stream: StreamId,
         spec: WatchSpec,
-        /// Live events above this revision are the watcher's.
-        after: i64,
+        /// Per group: live events above this revision are the watcher's.
+        seen: BTreeMap<GroupId, i64>,
         /// Past events, or the compaction point that made them unavailable.
         history: Result<Vec<Event>, i64>,
         /// A client's create (answer `created`), not a resync.
@@ -184,15 +184,24 @@ pub(crate) enum HubInput {
 }
 
 enum State {
-    /// Receives live events above `after`.
+    /// Receives live events.
     Live,
-    /// Re-registration from `from` is on its way through the core.
+    /// Re-registration from `after + 1` is on its way through the core.
     Resyncing,
 }
 
 struct Watcher {
     spec: WatchSpec,
+    /// Every event at or below this revision has been delivered (or did
+    /// not concern the watcher): a resync starts above it.
     after: i64,
+    /// Per group: live events at or below this revision came with the
+    /// history (or before it), so they are not the watcher's.
+    seen: BTreeMap<GroupId, i64>,
+    /// Events held until every group the watcher follows has passed their
+    /// revision (design 0015): a watch over several shards receives them
+    /// in revision order. A watcher of one group releases at once.
+    pending: Vec<Event>,
     state: State,
     last_sent: Instant,
 }
@@ -204,6 +213,9 @@ struct Stream {
     parked: bool,
 }
 
+/// How long a group's fence may be outstanding before the hub asks again.
+const FENCE_AGAIN: Duration = Duration::from_millis(200);
+
 /// The hub's state; runs on its own thread.
 pub(crate) struct Hub {
     /// Each key-holding group's revision as its last events left it.
@@ -211,9 +223,23 @@ pub(crate) struct Hub {
     streams: HashMap<StreamId, Stream>,
     exact: HashMap<Bytes, Vec<(StreamId, i64)>>,
     spans: Vec<(StreamId, i64)>,
+    /// Watchers holding events for a group that has not passed them.
+    held: std::collections::BTreeSet<(StreamId, i64)>,
+    /// Groups asked to move past a revision, and when.
+    fences: BTreeMap<GroupId, Instant>,
     core: Sender<Input>,
     progress_every: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// The revision a watcher has every event of: the lowest of its groups'
+/// revisions (no event at or below it can still come from any of them).
+fn floor(revisions: &BTreeMap<GroupId, i64>, groups: &[GroupId]) -> i64 {
+    groups
+        .iter()
+        .map(|g| revisions.get(g).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
 }
 
 impl Hub {
@@ -228,38 +254,36 @@ impl Hub {
             streams: HashMap::new(),
             exact: HashMap::new(),
             spans: Vec::new(),
+            held: std::collections::BTreeSet::new(),
+            fences: BTreeMap::new(),
             core,
             progress_every,
             metrics,
         }
     }
 
-    /// `group`'s revision as the hub last saw it.
-    fn revision(&self, group: GroupId) -> i64 {
-        self.revisions.get(&group).copied().unwrap_or(0)
-    }
-
-    /// A stream's progress: what every one of its watchers has seen (its
-    /// groups' smallest revision; the newest when it has none).
+    /// A stream's progress: what every one of its watchers has seen (the
+    /// lowest floor; the newest revision when it has none).
     fn progress(&self, s: &Stream) -> i64 {
         s.watchers
             .values()
-            .map(|w| self.revision(w.spec.group))
+            .map(|w| floor(&self.revisions, &w.spec.groups))
             .min()
             .unwrap_or_else(|| self.revisions.values().copied().max().unwrap_or(0))
     }
 
     /// Streams, watchers and the slowest watcher's lag, for the metrics: a
-    /// watcher is behind only while its stream is parked (its client reads
-    /// slower than events come) or it is being resynced.
+    /// watcher is behind while its stream is parked (its client reads
+    /// slower than events come), it is being resynced, or it holds events
+    /// for a shard that has not passed them.
     fn observe(&self) {
         let mut watchers = 0;
         let mut lag = 0;
         for s in self.streams.values() {
             watchers += s.watchers.len();
             for w in s.watchers.values() {
-                if s.parked || matches!(w.state, State::Resyncing) {
-                    lag = lag.max(self.revision(w.spec.group) - w.after);
+                if s.parked || matches!(w.state, State::Resyncing) || !w.pending.is_empty() {
+                    lag = lag.max(floor(&self.revisions, &w.spec.groups) - w.after);
                 }
             }
         }
@@ -318,10 +342,10 @@ impl Hub {
             HubInput::Register {
                 stream,
                 spec,
-                after,
+                seen,
                 history,
                 announce,
-            } => self.register(stream, spec, after, history, announce),
+            } => self.register(stream, spec, seen, history, announce),
             HubInput::Cancel { stream, watch_id } => self.cancel(stream, watch_id),
             HubInput::Progress { stream } => {
                 if let Some(s) = self.streams.get(&stream) {
@@ -382,6 +406,7 @@ impl Hub {
     }
 
     fn unindex(&mut self, stream: StreamId, id: i64, range: &KeyRange) {
+        self.held.remove(&(stream, id));
         match range {
             KeyRange::Single(k) => {
                 if let Some(v) = self.exact.get_mut(k) {
@@ -395,15 +420,18 @@ impl Hub {
         }
     }
 
+    /// A watcher from the core: its history (every group's, merged in
+    /// revision order) and, per group, the revision live events start
+    /// above.
     fn register(
         &mut self,
         stream: StreamId,
         spec: WatchSpec,
-        after: i64,
+        seen: BTreeMap<GroupId, i64>,
         history: Result<Vec<Event>, i64>,
         announce: bool,
     ) {
-        let revision = self.revision(spec.group).max(after);
+        let now_floor = floor(&self.revisions, &spec.groups);
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -419,7 +447,7 @@ impl Hub {
             };
             if s.watchers.contains_key(&id) {
                 s.sink.send(WatchResponse {
-                    header: header(revision),
+                    header: header(now_floor),
                     watch_id: id,
                     created: true,
                     canceled: true,
@@ -430,7 +458,7 @@ impl Hub {
                 return;
             }
             s.sink.send(WatchResponse {
-                header: header(revision),
+                header: header(now_floor),
                 watch_id: id,
                 created: true,
                 ..WatchResponse::default()
@@ -451,7 +479,7 @@ impl Hub {
             Err(compact_revision) => {
                 s.watchers.remove(&id);
                 s.sink.send(WatchResponse {
-                    header: header(revision),
+                    header: header(now_floor),
                     watch_id: id,
                     canceled: true,
                     compact_revision,
@@ -463,25 +491,26 @@ impl Hub {
             }
         };
         let range = spec.range.clone();
+        let after = if spec.start_revision > 0 {
+            spec.start_revision - 1
+        } else {
+            seen.values().copied().min().unwrap_or(0)
+        };
         let mut w = Watcher {
             spec: WatchSpec {
                 watch_id: Some(id),
                 ..spec
             },
-            // History is all new to the watcher; live events above
-            // `after` follow it.
-            after: 0,
+            after,
+            seen,
+            pending: Vec::new(),
             state: State::Live,
             last_sent: Instant::now(),
         };
-        let events: Vec<Event> = history.into_iter().filter_map(|e| w.admit(&e)).collect();
-        w.after = after;
-        if !events.is_empty() {
-            respond(&s.sink, id, after, events, w.spec.fragment);
-            w.last_sent = Instant::now();
-        }
+        w.pending = history.into_iter().filter_map(|e| w.admit(&e)).collect();
         s.watchers.insert(id, w);
         self.index(stream, id, &range);
+        self.release(stream, id);
     }
 
     fn cancel(&mut self, stream: StreamId, watch_id: i64) {
@@ -497,7 +526,7 @@ impl Hub {
             return;
         };
         s.sink.send(WatchResponse {
-            header: header(revisions.get(&w.spec.group).copied().unwrap_or(0)),
+            header: header(floor(revisions, &w.spec.groups)),
             watch_id,
             canceled: true,
             cancel_reason: reason.to_string(),
@@ -509,10 +538,11 @@ impl Hub {
         }
     }
 
-    /// Fans one batch of applied events out.
+    /// Fans one batch of `group`'s applied events out: each watcher whose
+    /// range holds a key takes the event, and delivers what its floor
+    /// allows.
     fn dispatch(&mut self, group: GroupId, revision: i64, events: Vec<Event>) {
-        let before = self.revision(group);
-        self.revisions.insert(group, revision);
+        let before = self.revisions.insert(group, revision).unwrap_or(0);
         if self.streams.is_empty() {
             return;
         }
@@ -531,7 +561,9 @@ impl Hub {
                 let Some(w) = s.watchers.get(&id) else {
                     continue;
                 };
-                if !w.spec.range.contains(&kv.key) {
+                if !w.spec.range.contains(&kv.key)
+                    || kv.mod_revision <= w.seen.get(&group).copied().unwrap_or(0)
+                {
                     continue;
                 }
                 if let Some(e) = w.admit(e) {
@@ -539,10 +571,10 @@ impl Hub {
                 }
             }
         }
-        let mut slow = Vec::new();
-        let now = Instant::now();
+        // Watchers that waited for this group may deliver now too.
+        let mut touched: Vec<(StreamId, i64)> = self.held.iter().copied().collect();
         for ((stream, id), events) in out {
-            let Some(s) = self.streams.get_mut(&stream) else {
+            let Some(s) = self.streams.get(&stream) else {
                 continue;
             };
             if s.parked {
@@ -550,30 +582,115 @@ impl Hub {
             }
             if s.sink.queued() >= QUEUED_MAX {
                 // Nothing of this batch reached the stream: its watchers
-                // resume from the first revision of the batch.
-                s.parked = true;
-                slow.push(stream);
+                // resume from what they were last given.
+                self.park(stream, group, before);
                 continue;
             }
-            let Some(w) = s.watchers.get_mut(&id) else {
-                continue;
-            };
-            w.after = revision;
-            w.last_sent = now;
-            if !respond(&s.sink, id, revision, events, w.spec.fragment) {
-                slow.push(stream);
+            let s = self.streams.get_mut(&stream).expect("looked up above");
+            if let Some(w) = s.watchers.get_mut(&id) {
+                w.pending.extend(events);
+                touched.push((stream, id));
             }
         }
-        for stream in slow {
-            if let Some(s) = self.streams.get_mut(&stream) {
-                for w in s.watchers.values_mut().filter(|w| w.spec.group == group) {
-                    w.after = w.after.max(before);
-                }
-            }
+        touched.sort_unstable();
+        touched.dedup();
+        for (stream, id) in touched {
+            self.release(stream, id);
         }
     }
 
-    /// Resumes parked streams that drained and sends progress notices.
+    /// Stops delivering to `stream` until its client drained its queue;
+    /// `group` was at `before` when the batch that overfilled it came.
+    fn park(&mut self, stream: StreamId, group: GroupId, before: i64) {
+        let mut revisions = self.revisions.clone();
+        revisions.insert(group, before);
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.parked = true;
+        for (id, w) in s.watchers.iter_mut() {
+            // Everything up to its floor before this batch was delivered
+            // (a watcher releases all it may at each batch).
+            if w.pending.iter().all(|e| {
+                e.kv.as_ref()
+                    .is_some_and(|kv| kv.mod_revision > floor(&revisions, &w.spec.groups))
+            }) {
+                w.after = w.after.max(floor(&revisions, &w.spec.groups));
+            }
+            w.pending.clear();
+            self.held.remove(&(stream, *id));
+        }
+    }
+
+    /// Delivers a watcher's held events up to its floor, in revision
+    /// order; asks the groups behind its newest held event to move on.
+    fn release(&mut self, stream: StreamId, id: i64) {
+        let revisions = &self.revisions;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.parked {
+            return;
+        }
+        let Some(w) = s.watchers.get_mut(&id) else {
+            return;
+        };
+        let floor = floor(revisions, &w.spec.groups);
+        if !w.pending.is_empty() {
+            // Stable: one group's events keep their order within a revision.
+            w.pending
+                .sort_by_key(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision));
+            let due = w
+                .pending
+                .partition_point(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= floor));
+            if due > 0 {
+                let events: Vec<Event> = w.pending.drain(..due).collect();
+                w.last_sent = Instant::now();
+                if !respond(&s.sink, id, floor, events, w.spec.fragment) {
+                    s.parked = true;
+                }
+            }
+        }
+        if w.pending.is_empty() {
+            w.after = w.after.max(floor);
+            self.held.remove(&(stream, id));
+            return;
+        }
+        self.held.insert((stream, id));
+        let newest = w
+            .pending
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map_or(0, |kv| kv.mod_revision);
+        let behind: Vec<GroupId> = w
+            .spec
+            .groups
+            .iter()
+            .copied()
+            .filter(|g| revisions.get(g).copied().unwrap_or(0) < newest)
+            .collect();
+        for group in behind {
+            self.fence(group);
+        }
+    }
+
+    /// Asks the core to move `group` past every revision handed out so
+    /// far (a stamped no-op), unless it was asked a moment ago.
+    fn fence(&mut self, group: GroupId) {
+        let now = Instant::now();
+        if self
+            .fences
+            .get(&group)
+            .is_some_and(|at| now.duration_since(*at) < FENCE_AGAIN)
+        {
+            return;
+        }
+        self.fences.insert(group, now);
+        let _ = self.core.send(Input::Fence { group });
+    }
+
+    /// Resumes parked streams that drained, asks again for fences that
+    /// held watchers still wait on, and sends progress notices.
     fn tick(&mut self) {
         self.observe();
         let resumable: Vec<StreamId> = self
@@ -594,6 +711,10 @@ impl Hub {
         for stream in gone {
             self.close(stream);
         }
+        let held: Vec<(StreamId, i64)> = self.held.iter().copied().collect();
+        for (stream, id) in held {
+            self.release(stream, id);
+        }
         let now = Instant::now();
         let revisions = &self.revisions;
         for s in self.streams.values_mut() {
@@ -603,11 +724,12 @@ impl Hub {
             for (id, w) in s.watchers.iter_mut() {
                 if w.spec.progress_notify
                     && matches!(w.state, State::Live)
+                    && w.pending.is_empty()
                     && now.duration_since(w.last_sent) >= self.progress_every
                 {
                     w.last_sent = now;
                     s.sink.send(WatchResponse {
-                        header: header(revisions.get(&w.spec.group).copied().unwrap_or(0)),
+                        header: header(floor(revisions, &w.spec.groups)),
                         watch_id: *id,
                         ..WatchResponse::default()
                     });
@@ -624,16 +746,7 @@ impl Hub {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        // A live stream received everything up to its group's revision in
-        // the hub; a parked one only what it had when it was parked.
         let parked = s.parked;
-        let delivered = |w: &Watcher| {
-            if parked {
-                0
-            } else {
-                revisions.get(&w.spec.group).copied().unwrap_or(0)
-            }
-        };
         s.parked = false;
         let mut requests = Vec::new();
         let mut unindex = Vec::new();
@@ -641,7 +754,12 @@ impl Hub {
             if matches!(w.state, State::Resyncing) {
                 continue;
             }
-            w.after = w.after.max(delivered(w));
+            // A live stream was given everything up to its floor, except
+            // what it holds.
+            if !parked && w.pending.is_empty() {
+                w.after = w.after.max(floor(revisions, &w.spec.groups));
+            }
+            w.pending.clear();
             w.state = State::Resyncing;
             unindex.push((*id, w.spec.range.clone()));
             requests.push(WatchSpec {
@@ -789,7 +907,7 @@ mod tests {
             progress_notify: false,
             fragment: false,
             user: None,
-            group: GroupId(1),
+            groups: vec![GroupId(1)],
         }
     }
 
@@ -807,7 +925,7 @@ mod tests {
         hub.handle(HubInput::Register {
             stream: 1,
             spec: spec(KeyRange::Single(Bytes::from_static(b"k")), 0),
-            after: 1,
+            seen: BTreeMap::from([(GroupId(1), 1)]),
             history: Ok(Vec::new()),
             announce: true,
         });
@@ -858,7 +976,7 @@ mod tests {
                 watch_id: Some(0),
                 ..spec(KeyRange::Single(Bytes::from_static(b"k")), parked_at + 1)
             },
-            after: rev,
+            seen: BTreeMap::from([(GroupId(1), rev)]),
             history: Ok(((parked_at + 1)..=rev).map(|r| put("k", r, 1)).collect()),
             announce: false,
         });

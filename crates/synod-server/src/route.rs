@@ -17,7 +17,7 @@
 
 use super::{Node, RequestError};
 use crate::core::{Input, GROUP};
-use crate::hub::{HubInput, StreamId, WatchSpec};
+use crate::hub::{StreamId, WatchSpec};
 use crate::shards::{merge, piece, ShardMap};
 use std::time::{Duration, Instant};
 use synod_kv::{error_outcome, outcome_error, validate, KeyRange, KvError};
@@ -241,40 +241,26 @@ impl Node {
         }
     }
 
-    /// Sets the group a watch follows; one over several shards is
-    /// refused on its stream (merging shards' events in revision order
-    /// waits for their resolved revisions).
+    /// Sets the groups a watch follows: `GROUP` unsharded, else every
+    /// shard its range touches (their events merged in revision order).
     pub(super) fn route_watch(
         &self,
         stream: StreamId,
         mut spec: WatchSpec,
     ) -> Result<(), RequestError> {
-        let Some(map) = self.config.shards.as_ref() else {
-            spec.group = GROUP;
-            return self.input(Input::Watch {
-                stream,
-                spec,
-                announce: true,
-            });
+        spec.groups = match self.config.shards.as_ref() {
+            None => vec![GROUP],
+            Some(map) => map
+                .cut(&spec.range)
+                .into_iter()
+                .map(|(g, _)| GroupId(g))
+                .collect(),
         };
-        let pieces = map.cut(&spec.range);
-        if pieces.len() == 1 {
-            spec.group = GroupId(pieces[0].0);
-            return self.input(Input::Watch {
-                stream,
-                spec,
-                announce: true,
-            });
-        }
-        // Through the core, behind the stream's earlier creates.
-        let hub = self.hub.lock().expect("hub lock").clone();
-        let reason = format!(
-            "etcdserver: a watch over keys of {} shards is not supported yet; watch each shard's range",
-            pieces.len()
-        );
-        self.input(Input::Query(Box::new(move |_| {
-            let _ = hub.send(HubInput::Refuse { stream, reason });
-        })))
+        self.input(Input::Watch {
+            stream,
+            spec,
+            announce: true,
+        })
     }
 }
 
