@@ -16,6 +16,7 @@ use synod_server::{
 mod bench;
 mod lab;
 mod server_config;
+mod shards;
 
 /// The allocator: glibc's malloc took a fifth of a put's server CPU
 /// (docs/perf/README.md); mimalloc's thread-local free lists cost less for
@@ -109,6 +110,13 @@ enum Command {
         synod propose x B     prints <ok, A>: x was already chosen\n  \
         synod propose x A --endpoints 127.0.0.1:2379,127.0.0.1:22379")]
     Propose(lab::ProposeArgs),
+    /// List the key space's shards as a node sees them: each shard's keys,
+    /// its group, leader, revision and replicas (from the node's HTTP
+    /// endpoint, --metrics-addr).
+    #[command(after_help = "Examples:\n  \
+        synod shards                              the first node of `synod dev`\n  \
+        synod shards --endpoint 10.0.0.1:2381 --json")]
+    Shards(shards::ShardsArgs),
 }
 
 /// Flags of `synod restore`.
@@ -547,5 +555,6 @@ async fn main() -> Result<()> {
         Command::Restore(args) => restore(args),
         Command::Lab(args) => lab::lab(args).await,
         Command::Propose(args) => lab::propose(args).await,
+        Command::Shards(args) => shards::run(args).await,
     }
 }

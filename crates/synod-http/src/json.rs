@@ -19,6 +19,38 @@ fn group(g: &GroupReport) -> Value {
     })
 }
 
+/// The shard map as this node sees it: each shard's keys and its group's
+/// state on this node (`synod shards` prints it).
+pub fn shards(node: &Node) -> Value {
+    let Some(map) = node.shards() else {
+        return json!({ "sharded": false, "shards": [] });
+    };
+    let report = node.report();
+    let mut shards = Vec::new();
+    for (i, id) in map.groups().enumerate() {
+        let (start, end) = match map.span(i) {
+            synod_kv::KeyRange::Span { start, end } => (start, end),
+            synod_kv::KeyRange::Single(k) => (k.clone(), Some(k)),
+        };
+        let mut shard = json!({
+            "group": id,
+            "start": start.escape_ascii().to_string(),
+            "end": end.map(|e| e.escape_ascii().to_string()),
+        });
+        if let Some(g) = report.groups.iter().find(|g| g.group == id) {
+            shard["leader"] = json!(g.leader);
+            shard["role_here"] = json!(g.role);
+            shard["revision"] = json!(g.revision);
+            shard["applied"] = json!(g.applied);
+            shard["voters"] = json!(g.voters);
+            shard["observers"] = json!(g.observers);
+        }
+        shards.push(shard);
+    }
+    let meta = report.groups.iter().find(|g| g.group == 1).map(group);
+    json!({ "sharded": true, "node": report.id, "meta": meta, "shards": shards })
+}
+
 fn event(node: u64, e: &NodeEvent) -> Value {
     json!({
         "node": node,

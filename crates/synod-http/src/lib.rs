@@ -49,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/api/cluster", get(cluster))
+        .route("/api/shards", get(shards))
         .route("/api/stream", get(stream))
         .route("/api/lab", get(lab::list))
         .route("/api/lab/{protocol}/{scenario}", get(lab::run))
@@ -190,6 +191,11 @@ async fn readyz(
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {
     let body = json::cluster(&node).await.to_string();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn shards(State(node): State<Arc<Node>>) -> Response {
+    let body = json::shards(&node).to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -225,8 +225,8 @@ pub(crate) struct Hub {
     spans: Vec<(StreamId, i64)>,
     /// Watchers holding events for a group that has not passed them.
     held: std::collections::BTreeSet<(StreamId, i64)>,
-    /// Groups asked to move past a revision, and when.
-    fences: BTreeMap<GroupId, Instant>,
+    /// Groups asked to move on: when, and their revision then.
+    fences: BTreeMap<GroupId, (Instant, i64)>,
     core: Sender<Input>,
     progress_every: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -678,14 +678,17 @@ impl Hub {
     /// far (a stamped no-op), unless it was asked a moment ago.
     fn fence(&mut self, group: GroupId) {
         let now = Instant::now();
+        let revision = self.revisions.get(&group).copied().unwrap_or(0);
+        // One fence at a time per group: until the group moved, or for a
+        // while if the fence was lost (no oracle, a leader change).
         if self
             .fences
             .get(&group)
-            .is_some_and(|at| now.duration_since(*at) < FENCE_AGAIN)
+            .is_some_and(|(at, from)| *from == revision && now.duration_since(*at) < FENCE_AGAIN)
         {
             return;
         }
-        self.fences.insert(group, now);
+        self.fences.insert(group, (now, revision));
         let _ = self.core.send(Input::Fence { group });
     }
 

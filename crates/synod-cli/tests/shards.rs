@@ -1,0 +1,241 @@
+//! A sharded cluster (`synod server --split-at`) as etcd's tools see it:
+//! etcdctl and the etcd-client crate put, read, watch and delete across
+//! shards without knowing of them; what is not supported yet is refused
+//! with a reason; `synod shards` lists the map; a node killed with -9
+//! while writes run loses no acknowledged write.
+
+mod common;
+
+use common::{etcdctl, etcdctl_json, etcdctl_output, synod_bin, Cluster};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const SPLITS: &str = "/g,/p";
+
+async fn sharded() -> Cluster {
+    let mut c = Cluster::start_with(3, &["--split-at", SPLITS]);
+    c.wait_ready().await;
+    c
+}
+
+/// A put through etcdctl, retried while the shards elect (right after
+/// start each shard and the oracle elect on their own).
+fn put_ready(endpoints: &[String], key: &str, value: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = etcdctl_output(endpoints, &["put", key, value, "-w", "json"], None);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+            return v["header"]["revision"].as_i64().expect("revision");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never taken: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_reads_writes_and_watches_across_shards() {
+    let c = sharded().await;
+    let eps = c.host_ports();
+    // One key per shard first, so every shard has elected.
+    for k in ["/a", "/h", "/q"] {
+        put_ready(&eps, k, "0");
+    }
+    // A watch over every key, from the start: every shard's history and
+    // live events, in revision order.
+    let mut watch = std::process::Command::new("etcdctl");
+    watch
+        .args([
+            "--endpoints",
+            &eps[1],
+            "watch",
+            "--prefix",
+            "/",
+            "--rev",
+            "1",
+        ])
+        .env("ETCDCTL_API", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let watcher = watch.spawn().expect("etcdctl watch");
+    let mut revisions = Vec::new();
+    for (i, k) in ["/b", "/i", "/z", "/c", "/j", "/y"].iter().enumerate() {
+        let out = etcdctl_json(&eps[i % 3..i % 3 + 1], &["put", k, "v"], None);
+        revisions.push(out["header"]["revision"].as_i64().unwrap());
+    }
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    // Reads over all shards, at one timestamp.
+    let all = etcdctl_json(&eps, &["get", "/", "--prefix", "--keys-only"], None);
+    assert_eq!(all["count"], 9);
+    let limited = etcdctl(
+        &eps,
+        &["get", "/", "--prefix", "--keys-only", "--limit", "4"],
+        None,
+    );
+    assert_eq!(
+        limited.split_whitespace().collect::<Vec<_>>(),
+        ["/a", "/b", "/c", "/h"]
+    );
+    // A txn in one shard commits; over two it is refused whole.
+    // etcdctl's txn reads compares, success ops, failure ops, each ended
+    // by an empty line.
+    let one = etcdctl(&eps, &["txn"], Some("\nput /k 1\nput /l 1\n\n\n"));
+    assert!(one.starts_with("SUCCESS"), "{one}");
+    let two = etcdctl_output(&eps, &["txn"], Some("\nput /a 2\nput /z 2\n\n\n"));
+    let err = String::from_utf8_lossy(&two.stderr);
+    assert!(
+        !two.status.success() && err.contains("several shards"),
+        "{err}"
+    );
+    assert_eq!(
+        etcdctl(&eps, &["get", "/a", "--print-value-only"], None).trim(),
+        "0"
+    );
+    // A key with a lease is refused with the reason.
+    let lease = etcdctl(&eps, &["lease", "grant", "60"], None);
+    let id = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    let leased = etcdctl_output(&eps, &["put", "/leased", "v", "--lease", &id], None);
+    let err = String::from_utf8_lossy(&leased.stderr);
+    assert!(err.contains("lease"), "{err}");
+    // The watch saw every put, in revision order (a shard that lags is
+    // fenced first: within a second or two in a debug build).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut watcher = watcher;
+    let _ = watcher.kill();
+    let out = watcher.wait_with_output().expect("watch output");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    let keys: Vec<&str> = lines
+        .chunks(3)
+        .filter(|c| c[0] == "PUT")
+        .map(|c| c[1].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["/a", "/h", "/q", "/b", "/i", "/z", "/c", "/j", "/y", "/k", "/l"],
+        "{lines:?}"
+    );
+    // A delete over every shard.
+    let deleted = etcdctl(&eps, &["del", "/", "--prefix"], None);
+    assert_eq!(deleted.trim(), "11");
+    assert_eq!(
+        etcdctl_json(&eps, &["get", "/", "--prefix"], None)["count"].as_i64(),
+        None,
+        "nothing left (etcdctl omits a zero count)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synod_shards_lists_the_map() {
+    let c = sharded().await;
+    put_ready(&c.host_ports(), "/x", "1");
+    let http = c.http_url(1).trim_start_matches("http://").to_string();
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(synod_bin());
+        cmd.args(["shards", "--endpoint", &http]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = common::run(&mut cmd, Duration::from_secs(20));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(false);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("GROUP"));
+    assert!(
+        lines[1].contains("\"/g\"") && lines[3].contains("(end)"),
+        "{table}"
+    );
+    let map: Value = serde_json::from_str(&run(true)).unwrap();
+    let shards = map["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    assert_eq!(shards[2]["start"], "/p");
+    assert!(shards[2]["revision"].as_i64().unwrap() > 0, "{map}");
+    // A node that is not sharded says so.
+    let plain = Cluster::start(1);
+    let http = plain.http_url(1).trim_start_matches("http://").to_string();
+    common::wait_listening(http.parse().unwrap(), Duration::from_secs(20));
+    let out = common::run(
+        std::process::Command::new(synod_bin()).args(["shards", "--endpoint", &http]),
+        Duration::from_secs(20),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("not sharded"));
+}
+
+/// Writes through every node into every shard while node 1 is killed with
+/// -9 and restarted: every acknowledged put is there afterwards, on every
+/// node, and a restart with other split points is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_writing_loses_no_acknowledged_write() {
+    let mut c = sharded().await;
+    let eps = c.host_ports();
+    for k in ["/a", "/h", "/q"] {
+        put_ready(&eps, k, "0");
+    }
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(c.client(id).await);
+    }
+    let keys = ["/b", "/i", "/z", "/c", "/j", "/y"];
+    let mut acknowledged = Vec::new();
+    for round in 0..60 {
+        if round == 20 {
+            c.kill(1);
+        }
+        if round == 40 {
+            c.spawn(1);
+        }
+        let key = format!("{}{round}", keys[round % keys.len()]);
+        // Nodes 2 and 3 stay up; node 1's client fails while it is down.
+        let client = &mut clients[1 + round % 2];
+        match tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), "v", None))
+            .await
+        {
+            Ok(Ok(r)) => acknowledged.push((key, r.header().unwrap().revision())),
+            other => println!("{key}: {other:?}"),
+        }
+    }
+    assert!(
+        acknowledged.len() >= 50,
+        "too few puts went through: {acknowledged:?}"
+    );
+    c.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in 1..=3 {
+        let mut client = c.client(id).await;
+        for (key, revision) in &acknowledged {
+            loop {
+                let r =
+                    tokio::time::timeout(Duration::from_secs(5), client.get(key.as_str(), None))
+                        .await;
+                match r {
+                    Ok(Ok(r)) if r.kvs().len() == 1 => {
+                        assert_eq!(r.kvs()[0].mod_revision(), *revision, "{key} on node {id}");
+                        break;
+                    }
+                    other if Instant::now() < deadline => {
+                        println!("{key} on node {id}: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => panic!("{key} lost on node {id}: {other:?}"),
+                }
+            }
+        }
+    }
+    // The data dir keeps its split points.
+    c.kill(1);
+    let refusal = common::start_refusal(&c.data_dir(1), &["--split-at", "/m"]);
+    assert!(refusal.contains("split points"), "{refusal}");
+}
