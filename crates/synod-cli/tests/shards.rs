@@ -105,6 +105,12 @@ async fn etcdctl_reads_writes_and_watches_across_shards() {
     let leased = etcdctl_output(&eps, &["put", "/leased", "v", "--lease", &id], None);
     let err = String::from_utf8_lossy(&leased.stderr);
     assert!(err.contains("lease"), "{err}");
+    // A snapshot would hold no keys: refused, not silently partial.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.db").display().to_string();
+    let snap = etcdctl_output(&eps[..1], &["snapshot", "save", &file], None);
+    let err = String::from_utf8_lossy(&snap.stderr);
+    assert!(!snap.status.success() && err.contains("sharded"), "{err}");
     // The watch saw every put, in revision order (a shard that lags is
     // fenced first: within a second or two in a debug build).
     std::thread::sleep(Duration::from_secs(3));

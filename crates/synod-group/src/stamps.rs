@@ -26,6 +26,7 @@ use prost::Message as _;
 use std::collections::VecDeque;
 use synod_kv::{error_outcome, KvError};
 use synod_paxos::{Ballot, ProposeError, Time};
+use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::Command;
 
 /// Commands a leader holds for stamps before refusing more with "too many
@@ -85,15 +86,26 @@ pub(crate) fn with_stamp(command: &[u8], stamp: i64) -> Bytes {
 }
 
 impl Group {
-    /// Whether this replica proposes `command` only once stamped: it leads
-    /// a stamped group and the command carries no stamp of its own (a
-    /// read at a stamp its node already took).
-    fn needs_stamp(&self, command: &[u8], local_stamp: bool) -> bool {
-        if !self.config.stamped || local_stamp {
+    /// Whether this replica proposes `command` only once stamped: the
+    /// group is stamped, the command is a key-value write (the only ones
+    /// that take a revision here; a session expiry or the member table
+    /// does not), and it carries no stamp of its own (a read at a stamp
+    /// its node already took).
+    fn needs_stamp(&self, command: &[u8], prestamped: bool) -> bool {
+        if !self.config.stamped || prestamped {
             return false;
         }
-        // Forwarded bytes: only a stamped read carries a stamp already.
-        Command::decode(command).map_or(true, |c| c.stamp == 0)
+        match Command::decode(command) {
+            Ok(c) => {
+                c.stamp == 0
+                    && matches!(
+                        c.op,
+                        Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_))
+                    )
+            }
+            // Undecodable: the state machine skips it anyway.
+            Err(_) => false,
+        }
     }
 
     /// A command for this replica to propose as the leader: stamped first
@@ -253,7 +265,6 @@ impl Group {
 mod tests {
     use super::*;
     use synod_proto::etcdserverpb::PutRequest;
-    use synod_proto::synodpb::command::Op;
 
     #[test]
     fn an_appended_stamp_decodes_as_the_commands_stamp() {

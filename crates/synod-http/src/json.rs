@@ -109,6 +109,36 @@ fn leader_of(reports: &[(u64, Result<NodeReport, String>)], group: u64) -> Optio
 
 /// What `/api/cluster` answers: every member's report, the leader of each
 /// group, and which node answered.
+/// The keys group `group` holds, as `[start, end)`: all of them for group
+/// 1 unsharded; none for the meta group of a sharded cluster.
+fn keys_of(node: &Node, group: u64) -> String {
+    let Some(map) = node.shards() else {
+        return if group == 1 {
+            "every key".into()
+        } else {
+            "–".into()
+        };
+    };
+    let Some(i) = map.groups().position(|g| g == group) else {
+        return if group == 1 {
+            "meta (no keys)".into()
+        } else {
+            "–".into()
+        };
+    };
+    match map.span(i) {
+        synod_kv::KeyRange::Span { start, end } => format!(
+            "[{:?}, {})",
+            start.escape_ascii().to_string(),
+            end.map_or("∞".to_string(), |e| format!(
+                "{:?}",
+                e.escape_ascii().to_string()
+            ))
+        ),
+        synod_kv::KeyRange::Single(k) => format!("{:?}", k.escape_ascii().to_string()),
+    }
+}
+
 pub(crate) async fn cluster(node: &Node) -> Value {
     let reports = node.cluster_report().await;
     let mut groups: Vec<u64> = reports
@@ -120,7 +150,9 @@ pub(crate) async fn cluster(node: &Node) -> Value {
     groups.dedup();
     let leaders: Vec<Value> = groups
         .iter()
-        .map(|g| json!({ "group": g, "leader": leader_of(&reports, *g) }))
+        .map(
+            |g| json!({ "group": g, "leader": leader_of(&reports, *g), "keys": keys_of(node, *g) }),
+        )
         .collect();
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
