@@ -14,7 +14,8 @@
 #
 # Needs perf (Debian's linux-perf) and the right to profile (root, or
 # kernel.perf_event_paranoid <= 1). Environment: WORKLOAD=put (or zk-set, ...) VALUE_SIZE=256
-# KEYS=10000 CLIENTS=64 PROFILE_SECONDS=8 OUT_DIR=/tmp/synod-profile-<time>.
+# KEYS=10000 CLIENTS=64 PROFILE_SECONDS=8 OUT_DIR=/tmp/synod-profile-<time>
+# DEV_FLAGS (more `synod dev` flags).
 
 set -euo pipefail
 
@@ -34,7 +35,9 @@ setup_tmp synod-profile
 build_synod
 mkdir -p "$OUT_DIR"
 
-"$SYNOD" dev --data-dir "$TMP/data" >"$TMP/synod.log" 2>&1 &
+# DEV_FLAGS: more `synod dev` flags, e.g. DEV_FLAGS="--split-at bench/5000".
+# shellcheck disable=SC2086
+"$SYNOD" dev --data-dir "$TMP/data" ${DEV_FLAGS:-} >"$TMP/synod.log" 2>&1 &
 SYNOD_PID=$!
 PIDS+=("$SYNOD_PID")
 for _ in $(seq 200); do

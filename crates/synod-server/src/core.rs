@@ -396,6 +396,10 @@ struct Observed {
     snapshots_installed: u64,
 }
 
+/// Passes over the groups' readies gathered into one write (see
+/// `drive`): a stamped write takes three (question, answer, proposal).
+const GATHER_PASSES_MAX: usize = 4;
+
 /// How often the metrics look at every group.
 const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 
@@ -744,29 +748,78 @@ impl Core {
     /// acknowledge, answer and publish events.
     fn drive(&mut self) {
         loop {
-            let mut readies: Vec<(GroupId, GroupReady)> = self
-                .groups
-                .iter_mut()
-                .filter(|(_, g)| g.has_ready())
-                .map(|(id, g)| (*id, g.ready()))
-                .collect();
+            // Work between groups that needs nothing durable (a shard's
+            // question for stamps and the meta group's answer) is passed
+            // on at once, and the groups' readies gathered again, so that
+            // a stamped write is proposed in the round it arrived: one
+            // write for all of them, not one per step.
+            let mut readies: Vec<(GroupId, GroupReady)> = Vec::new();
+            for _ in 0..GATHER_PASSES_MAX {
+                let mut pass: Vec<(GroupId, GroupReady)> = self
+                    .groups
+                    .iter_mut()
+                    .filter(|(_, g)| g.has_ready())
+                    .map(|(id, g)| (*id, g.ready()))
+                    .collect();
+                if pass.is_empty() {
+                    break;
+                }
+                for (id, ready) in &mut pass {
+                    if ready.membership.is_some() || ready.members_changed {
+                        // A configuration changed, or an address may have
+                        // (member update).
+                        self.connect_peers();
+                    }
+                    self.members_dirty |= ready.members_changed;
+                    let sends = std::mem::take(&mut ready.sends);
+                    self.send_all(*id, sends);
+                    self.pass_stamps(*id, ready);
+                }
+                readies.extend(pass);
+            }
             if readies.is_empty() {
                 return;
-            }
-            for (id, ready) in &mut readies {
-                if ready.membership.is_some() || ready.members_changed {
-                    // A configuration changed, or an address may have
-                    // (member update).
-                    self.connect_peers();
-                }
-                self.members_dirty |= ready.members_changed;
-                let sends = std::mem::take(&mut ready.sends);
-                self.send_all(*id, sends);
             }
             self.write(&mut readies);
             self.publish_auth();
             for (id, ready) in readies {
                 self.finish(id, ready);
+            }
+        }
+    }
+
+    /// Passes a ready's stamp traffic on before the round's write: a
+    /// shard's question to the meta group, the meta group's answers to
+    /// their shards. Neither waits for anything durable: the question
+    /// changes nothing, and an answer comes from a reservation already
+    /// chosen, at a confirmed point of the meta leader's leadership.
+    fn pass_stamps(&mut self, id: GroupId, ready: &mut GroupReady) {
+        let now = self.now();
+        if let Some((question, count)) = ready.stamps.take() {
+            let ticket = self.ticket(Reply::Stamps {
+                group: id,
+                question,
+            });
+            self.request(GROUP, ticket, Request::Timestamps { count }, now);
+        }
+        if id != GROUP {
+            return;
+        }
+        let replies = &mut self.replies;
+        let mut granted = Vec::new();
+        ready
+            .answers
+            .retain(|(ticket, answer)| match (replies.get(ticket), answer) {
+                (Some(Reply::Stamps { group, question }), Answer::Timestamps(range)) => {
+                    granted.push((*group, *question, *range));
+                    replies.remove(ticket);
+                    false
+                }
+                _ => true,
+            });
+        for (group, question, range) in granted {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.stamps_granted(question, range, now);
             }
         }
     }
@@ -856,11 +909,6 @@ impl Core {
         let now = self.now();
         for (ticket, answer) in ready.answers {
             match (self.replies.remove(&ticket), answer) {
-                (Some(Reply::Stamps { group, question }), Answer::Timestamps(range)) => {
-                    if let Some(g) = self.groups.get_mut(&group) {
-                        g.stamps_granted(question, range, now);
-                    }
-                }
                 (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)))) => {
                     let ticket = self.ticket(Reply::Discard);
                     let op = Op::Txn(TxnRequest::default());
@@ -871,13 +919,6 @@ impl Core {
                 (Some(reply), answer) => reply.send(answer, &self.runtime),
                 (None, _) => {}
             }
-        }
-        if let Some((question, count)) = ready.stamps {
-            let ticket = self.ticket(Reply::Stamps {
-                group: id,
-                question,
-            });
-            self.request(GROUP, ticket, Request::Timestamps { count }, now);
         }
         // Watchers follow the etcd key space.
         if !self.holds_keys(id) {
