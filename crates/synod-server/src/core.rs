@@ -219,10 +219,13 @@ enum Reply {
     /// An answer nobody waits for (a fence's no-op).
     Discard,
     /// A shard's question for stamps (see `GroupReady::stamps`): the
-    /// answer goes back to the shard, never to a client.
+    /// answer goes back to the shard, never to a client. Asked at `at`: a
+    /// question lost on the way to the meta leader is given up after
+    /// `STAMPS_ABANDON` (the shard has asked again long before).
     Stamps {
         group: GroupId,
         question: u64,
+        at: Instant,
     },
 }
 
@@ -233,7 +236,8 @@ impl Reply {
             Reply::Read(tx) => tx.is_closed(),
             Reply::Lease(tx) => tx.is_closed(),
             Reply::Timestamps(tx) => tx.is_closed(),
-            Reply::Stamps { .. } | Reply::Fence { .. } | Reply::Discard => false,
+            Reply::Stamps { at, .. } => at.elapsed() > STAMPS_ABANDON,
+            Reply::Fence { .. } | Reply::Discard => false,
         }
     }
 
@@ -395,6 +399,10 @@ struct Observed {
     applied: u64,
     snapshots_installed: u64,
 }
+
+/// A shard's question for stamps unanswered this long is given up (the
+/// shard asked again after `STAMP_QUESTION_MS`).
+const STAMPS_ABANDON: Duration = Duration::from_secs(5);
 
 /// Passes over the groups' readies gathered into one write (see
 /// `drive`): a stamped write takes three (question, answer, proposal).
@@ -799,6 +807,7 @@ impl Core {
             let ticket = self.ticket(Reply::Stamps {
                 group: id,
                 question,
+                at: Instant::now(),
             });
             self.request(GROUP, ticket, Request::Timestamps { count }, now);
         }
@@ -810,7 +819,12 @@ impl Core {
         ready
             .answers
             .retain(|(ticket, answer)| match (replies.get(ticket), answer) {
-                (Some(Reply::Stamps { group, question }), Answer::Timestamps(range)) => {
+                (
+                    Some(Reply::Stamps {
+                        group, question, ..
+                    }),
+                    Answer::Timestamps(range),
+                ) => {
                     granted.push((*group, *question, *range));
                     replies.remove(ticket);
                     false
