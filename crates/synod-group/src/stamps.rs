@@ -109,8 +109,9 @@ impl Group {
     }
 
     /// A command for this replica to propose as the leader: stamped first
-    /// when the group needs it. `local` names this node's pending write.
-    /// Returns `false` when it could not even be queued.
+    /// when the group needs it (queued for stamps, `Ok`). `local` names
+    /// this node's pending write. `Busy` when the queue is full; a replica
+    /// that does not lead answers as `propose` does.
     pub(crate) fn propose_or_stamp(
         &mut self,
         command: Bytes,
@@ -159,8 +160,8 @@ impl Group {
     }
 
     /// The shell's answer to question `id`: stamps `first..=last`, or
-    /// `None` when the oracle could not hand any out (asked again on the
-    /// next tick).
+    /// `None` when the oracle could not hand any out (asked again
+    /// `STAMP_RETRY_MS` later).
     pub fn stamps_granted(&mut self, id: u64, range: Timestamps, now: Time) {
         self.now = self.now.max(now);
         let Some((asked, count, ballot, _)) = self.stamper.asked else {
