@@ -26,7 +26,6 @@ use prost::Message as _;
 use std::collections::VecDeque;
 use synod_kv::{error_outcome, KvError};
 use synod_paxos::{Ballot, ProposeError, Time};
-use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::Command;
 
 /// Commands a leader holds for stamps before refusing more with "too many
@@ -96,13 +95,7 @@ impl Group {
             return false;
         }
         match Command::decode(command) {
-            Ok(c) => {
-                c.stamp == 0
-                    && matches!(
-                        c.op,
-                        Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_))
-                    )
-            }
+            Ok(c) => c.stamp == 0 && c.op.as_ref().is_some_and(synod_kv::takes_stamp),
             // Undecodable: the state machine skips it anyway.
             Err(_) => false,
         }
@@ -266,6 +259,7 @@ impl Group {
 mod tests {
     use super::*;
     use synod_proto::etcdserverpb::PutRequest;
+    use synod_proto::synodpb::command::Op;
 
     #[test]
     fn an_appended_stamp_decodes_as_the_commands_stamp() {

@@ -55,6 +55,6 @@ pub use range::KeyRange;
 pub use read::sort_as_requested;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
-    error_outcome, outcome_error, Applied, KvStore, RangeAnswer, RESERVE_REVISIONS_MAX,
-    SESSIONS_MAX, SESSION_OUTCOMES_MAX,
+    error_outcome, outcome_error, takes_stamp, txn_requests, Applied, KvStore, RangeAnswer,
+    RESERVE_REVISIONS_MAX, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
 };

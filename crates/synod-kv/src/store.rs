@@ -433,13 +433,7 @@ impl KvStore {
     fn execute(&mut self, op: Option<&Op>, stamp: Stamp) -> (Outcome, Vec<Event>) {
         match stamp {
             Stamp::None => {}
-            // Only Put, DeleteRange, Txn and Compact are stamped: other
-            // commands belong to the meta group, which numbers its own.
-            _ if !matches!(
-                op,
-                Some(Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_))
-            ) =>
-            {
+            _ if !op.is_some_and(takes_stamp) => {
                 return (
                     error_outcome(&KvError::InvalidArgument(crate::validate::STAMP_NOT_KV)),
                     Vec::new(),
@@ -1313,16 +1307,7 @@ fn check_txn(
 /// data. Deletes, compaction, revocation and reads still run, which is how
 /// an operator frees space.
 fn adds_data(op: Option<&Op>) -> bool {
-    fn txn_puts(t: &TxnRequest) -> bool {
-        t.success
-            .iter()
-            .chain(&t.failure)
-            .any(|o| match &o.request {
-                Some(Request::RequestPut(_)) => true,
-                Some(Request::RequestTxn(t)) => txn_puts(t),
-                _ => false,
-            })
-    }
+    let txn_puts = |t: &TxnRequest| txn_requests(t).any(|r| matches!(r, Request::RequestPut(_)));
     match op {
         Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
         Some(Op::Zk(w)) => w.ops.iter().any(|o| {
@@ -1441,12 +1426,34 @@ impl Stamp {
 
 /// A transaction that only reads, whichever branch runs.
 fn read_only(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(_)) => true,
-            Some(Request::RequestTxn(t)) => read_only(t),
-            _ => false,
-        })
+    // A nested txn reads only if its own requests do (walked too).
+    txn_requests(t).all(|r| matches!(r, Request::RequestRange(_) | Request::RequestTxn(_)))
+}
+
+/// Whether `op` is a command a shard's leader stamps (design 0015): the
+/// key-value writes, the only commands that take a revision in a shard.
+/// Others belong to the meta group, which numbers its own.
+pub fn takes_stamp(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_)
+    )
+}
+
+/// Every request of `t`'s two branches, nested txns walked into (a nested
+/// txn is itself among them, before its own requests).
+pub fn txn_requests(t: &TxnRequest) -> Box<dyn Iterator<Item = &Request> + '_> {
+    Box::new(
+        t.success
+            .iter()
+            .chain(&t.failure)
+            .filter_map(|op| op.request.as_ref())
+            .flat_map(|r| {
+                let nested = match r {
+                    Request::RequestTxn(t) => Some(txn_requests(t)),
+                    _ => None,
+                };
+                std::iter::once(r).chain(nested.into_iter().flatten())
+            }),
+    )
 }

@@ -268,16 +268,9 @@ impl Node {
 /// in the meta group, which cannot yet delete a shard's keys), and turning
 /// auth on (the shards cannot check roles where they apply).
 fn sharded_refusal(op: &Op) -> Option<&'static str> {
-    fn txn_lease(t: &TxnRequest) -> bool {
-        t.success
-            .iter()
-            .chain(&t.failure)
-            .any(|op| match &op.request {
-                Some(TxnOp::RequestPut(p)) => p.lease != 0,
-                Some(TxnOp::RequestTxn(t)) => txn_lease(t),
-                _ => false,
-            })
-    }
+    let txn_lease = |t: &TxnRequest| {
+        synod_kv::txn_requests(t).any(|r| matches!(r, TxnOp::RequestPut(p) if p.lease != 0))
+    };
     match op {
         Op::Put(p) if p.lease != 0 => Some(validate::SHARDED_LEASE),
         Op::Txn(t) if txn_lease(t) => Some(validate::SHARDED_LEASE),
