@@ -68,6 +68,14 @@ enum Command {
         /// Paxos group (see `synod server --help`).
         #[arg(long, value_name = "KEY,KEY,...")]
         split_at: Option<String>,
+        /// `auto`: shard the etcd key space, starting from one shard (or
+        /// those of --split-at) that split by themselves as they grow.
+        #[arg(long, value_name = "auto")]
+        shards: Option<String>,
+        /// A shard splits in two at its middle key once its data passes
+        /// this many bytes (0: only `synod split` splits).
+        #[arg(long, value_name = "BYTES", default_value_t = server_config::SPLIT_SIZE_DEFAULT)]
+        split_size: u64,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     #[command(
@@ -117,6 +125,13 @@ enum Command {
         synod shards                              the first node of `synod dev`\n  \
         synod shards --endpoint 10.0.0.1:2381 --json")]
     Shards(shards::ShardsArgs),
+    /// Split the shard holding KEY at KEY: the keys from there on become a
+    /// new shard, its own Paxos group on the same nodes (sharded clusters
+    /// only; shards also split by themselves past --split-size).
+    #[command(after_help = "Examples:\n  \
+        synod split user/5000                     through the first node of `synod dev`\n  \
+        synod split m --endpoint 10.0.0.1:2381")]
+    Split(shards::SplitArgs),
 }
 
 /// Flags of `synod restore`.
@@ -171,6 +186,7 @@ fn node_config(
         join: false,
         groups: Vec::new(),
         shards: None,
+        split_bytes: 0,
         data_dir,
         members,
         tick_ms: 10,
@@ -320,6 +336,7 @@ async fn dev(
     quick_repair: bool,
     zk_super_digest: Option<String>,
     shards: Option<synod_server::shards::ShardMap>,
+    split_bytes: u64,
 ) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
@@ -344,6 +361,7 @@ async fn dev(
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
         config.quick_repair = quick_repair;
         config.shards = shards.clone();
+        config.split_bytes = split_bytes;
         starting.push(tokio::spawn(start(config, None)));
     }
     let mut running = Vec::new();
@@ -380,10 +398,19 @@ async fn dev(
             .iter()
             .map(|s| s.escape_ascii().to_string())
             .collect();
+        let size = if split_bytes == 0 {
+            "only by `synod split`".to_string()
+        } else {
+            format!("past {split_bytes} bytes each, and by `synod split`")
+        };
         println!(
-            "  {} shards, split at {} (group 1 is the meta group)",
+            "  {} shard(s){}; they split {size} (group 1 is the meta group; `synod shards` lists them)",
             map.len(),
-            points.join(", ")
+            if points.is_empty() {
+                String::new()
+            } else {
+                format!(", split at {}", points.join(", "))
+            },
         );
     }
     for ((m, zk), h) in members.values().zip(&zk_servers).zip(&http) {
@@ -441,6 +468,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         client_tls,
         peer_tls,
         shards,
+        split_bytes,
     } = settings;
     let members = peers
         .iter()
@@ -465,6 +493,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
     config.shards = shards;
+    config.split_bytes = split_bytes;
     config.max_request_bytes = max_request_bytes;
     config.auth_token = auth.token;
     config.auth_token_ttl_s = auth.token_ttl_s;
@@ -538,8 +567,10 @@ async fn main() -> Result<()> {
             quick_repair,
             zk_super_digest,
             split_at,
+            shards,
+            split_size,
         } => {
-            let shards = server_config::parse_split_at(split_at.as_deref())?;
+            let shards = server_config::parse_shards(shards.as_deref(), split_at.as_deref())?;
             dev(
                 data_dir,
                 nodes,
@@ -547,6 +578,7 @@ async fn main() -> Result<()> {
                 quick_repair,
                 zk_super_digest,
                 shards,
+                split_size,
             )
             .await
         }
@@ -556,5 +588,6 @@ async fn main() -> Result<()> {
         Command::Lab(args) => lab::lab(args).await,
         Command::Propose(args) => lab::propose(args).await,
         Command::Shards(args) => shards::run(args).await,
+        Command::Split(args) => shards::split(args).await,
     }
 }

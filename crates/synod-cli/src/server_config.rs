@@ -170,6 +170,16 @@ pub struct ServerArgs {
     /// transactions and watches, or membership changes (issue 10).
     #[arg(long, value_name = "KEY,KEY,...")]
     pub split_at: Option<String>,
+    /// `auto`: shard the etcd key space, starting from one shard (or
+    /// those of --split-at) that split by themselves as they grow past
+    /// --split-size. Every member must give the same.
+    #[arg(long, value_name = "auto")]
+    pub shards: Option<String>,
+    /// A shard whose data (keys, values and their history) passes this
+    /// many bytes splits in two at its middle key; 0: only `synod split`
+    /// splits.
+    #[arg(long, value_name = "BYTES")]
+    pub split_size: Option<u64>,
 }
 
 /// The same settings as they appear in a config file.
@@ -209,6 +219,8 @@ struct FileConfig {
     peer_trusted_ca_file: Option<PathBuf>,
     peer_client_cert_auth: Option<bool>,
     split_at: Option<String>,
+    shards: Option<String>,
+    split_size: Option<u64>,
 }
 
 /// Settings after merging, all present and checked.
@@ -249,6 +261,8 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// The key space's shards (`None`: one group holds it).
     pub shards: Option<synod_server::shards::ShardMap>,
+    /// Split a shard past this many bytes (0: never by size).
+    pub split_bytes: u64,
     /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: AuthSettings,
     /// The cluster's peer secret, read from its file.
@@ -476,9 +490,17 @@ impl ServerArgs {
         if !(1024..=64 << 20).contains(&zk.max_buffer) {
             bail!("--zk-max-buffer must be between 1 KiB and 64 MiB");
         }
-        let shards = parse_split_at(self.split_at.as_deref().or(file.split_at.as_deref()))?;
+        let shards = parse_shards(
+            self.shards.as_deref().or(file.shards.as_deref()),
+            self.split_at.as_deref().or(file.split_at.as_deref()),
+        )?;
+        let split_bytes = self
+            .split_size
+            .or(file.split_size)
+            .unwrap_or(SPLIT_SIZE_DEFAULT);
         Ok(ServerSettings {
             shards,
+            split_bytes,
             zk_addr: self.zk_addr.or(file.zk_addr),
             zk_secure_addr,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
@@ -500,6 +522,26 @@ impl ServerArgs {
             cluster_id,
             snapshot_count,
         })
+    }
+}
+
+/// A shard splits past this many bytes unless told otherwise (the size
+/// the issue and TiKV's region split both start from).
+pub const SPLIT_SIZE_DEFAULT: u64 = 64 << 20;
+
+/// `--shards` and `--split-at`: sharded with `--shards auto` (one shard
+/// to start, or the split points given) or with split points; else one
+/// group holds the whole key space.
+pub fn parse_shards(
+    mode: Option<&str>,
+    split_at: Option<&str>,
+) -> Result<Option<synod_server::shards::ShardMap>> {
+    match mode {
+        None | Some("off") => parse_split_at(split_at),
+        Some("auto") => Ok(Some(parse_split_at(split_at)?.unwrap_or_else(|| {
+            synod_server::shards::ShardMap::new(Vec::new()).expect("no split points")
+        }))),
+        Some(other) => bail!("--shards takes `auto` or `off`, not {other:?}"),
     }
 }
 

@@ -20,6 +20,37 @@ pub struct ShardsArgs {
 /// The largest answer read (a map of 1,024 shards is well below).
 const ANSWER_MAX: usize = 16 << 20;
 
+/// Flags of `synod split`.
+#[derive(clap::Args, Debug)]
+pub struct SplitArgs {
+    /// The split point: the first key of the new shard. It must lie
+    /// strictly inside a shard (not at its start).
+    key: String,
+    /// A node's HTTP address (its --metrics-addr; `synod dev` serves the
+    /// first node's on 127.0.0.1:2381).
+    #[arg(long, default_value = "127.0.0.1:2381")]
+    endpoint: String,
+}
+
+/// `synod split KEY`: one node asks the shard holding KEY to split there,
+/// and prints the range that stayed and the new shard's group.
+pub async fn split(args: SplitArgs) -> Result<()> {
+    let (status, body) = http(&args.endpoint, "POST", "/api/split", args.key.as_bytes()).await?;
+    let answer: Value = serde_json::from_str(&body)
+        .with_context(|| format!("{} did not answer with JSON", args.endpoint))?;
+    if status != 200 {
+        bail!(
+            "the split was refused: {}",
+            answer["error"].as_str().unwrap_or(&body)
+        );
+    }
+    println!(
+        "split at {:?}: keys from there on are group {}'s (epoch {})",
+        args.key, answer["new_group"], answer["epoch"]
+    );
+    Ok(())
+}
+
 pub async fn run(args: ShardsArgs) -> Result<()> {
     let body = get(&args.endpoint, "/api/shards").await?;
     let map: Value = serde_json::from_str(&body)
@@ -82,9 +113,19 @@ fn table(map: &Value) -> String {
     out
 }
 
-/// One HTTP/1.0 GET: the node's endpoint is plain HTTP on a private
-/// address, and one request needs no client library.
+/// One HTTP/1.0 GET that must answer 200.
 async fn get(endpoint: &str, path: &str) -> Result<String> {
+    let (status, body) = http(endpoint, "GET", path, &[]).await?;
+    if status != 200 {
+        bail!("{endpoint} answered {status}");
+    }
+    Ok(body)
+}
+
+/// One HTTP/1.0 request: the node's endpoint is plain HTTP on a private
+/// address, and one request needs no client library. The status and the
+/// body.
+async fn http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, String)> {
     let connect = tokio::net::TcpStream::connect(endpoint);
     let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
         .await
@@ -92,8 +133,12 @@ async fn get(endpoint: &str, path: &str) -> Result<String> {
         .with_context(|| {
             format!("cannot connect to {endpoint} (is it a node's --metrics-addr?)")
         })?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {endpoint}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut answer = Vec::new();
     let mut limited = (&mut stream).take(ANSWER_MAX as u64);
     let read = limited.read_to_end(&mut answer);
@@ -104,14 +149,14 @@ async fn get(endpoint: &str, path: &str) -> Result<String> {
     let Some((head, body)) = answer.split_once("\r\n\r\n") else {
         bail!("{endpoint} sent no HTTP answer");
     };
-    let status = head.split_whitespace().nth(1);
-    if !head.starts_with("HTTP/1.") || status != Some("200") {
-        bail!(
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    match status {
+        Some(status) if head.starts_with("HTTP/1.") => Ok((status, body.to_string())),
+        _ => bail!(
             "{endpoint} answered {}",
             head.lines().next().unwrap_or_default()
-        );
+        ),
     }
-    Ok(body.to_string())
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ impl Group {
             || !self.snapshots_out.is_empty()
             || self.read_index_target().is_some()
             || self.stamper.out.is_some()
+            || !self.splits.is_empty()
     }
 
     /// Everything to send, persist and answer since the last call. Handle
@@ -102,6 +103,7 @@ impl Group {
             applied: std::mem::take(&mut self.applied_log),
             installed: self.installed.take(),
             snapshots: std::mem::take(&mut self.snapshots_out),
+            splits: std::mem::take(&mut self.splits),
         }
     }
 
@@ -178,6 +180,9 @@ impl Group {
             let existed = self.leases_expiring(&command);
             let mut applied = self.kv.apply(&command);
             self.counters.applied_commands += 1;
+            if let Some(split) = self.kv.take_split() {
+                self.splits.push(split);
+            }
             if !applied.duplicate {
                 self.reservation_applied((command.client, command.seq), &applied.outcome);
                 self.follow_leases(&command, existed);

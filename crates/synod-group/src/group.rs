@@ -20,6 +20,9 @@ use synod_proto::synodpb::{Caller, Command, MemberTable};
 /// new client writes are refused with "too many requests". Each holds its
 /// encoded command, so this bounds memory too.
 pub const PENDING_WRITES_MAX: usize = 16_384;
+/// The slot a group made by a split starts from: its state at the split
+/// stands for the log through here.
+pub const SPLIT_SLOT: Slot = Slot(1);
 /// A forwarded command not yet applied is forwarded again after this long.
 pub const REFORWARD_MS: u64 = 300;
 /// How often a member that joined checks that the table shows its own
@@ -185,6 +188,8 @@ pub struct Group {
     pub(crate) expired: Vec<i64>,
     pub(crate) installed: Option<crate::types::Installed>,
     pub(crate) applied_log: Vec<(Slot, synod_paxos::Value<Bytes>)>,
+    /// Groups applied splits cut off since the last ready.
+    pub(crate) splits: Vec<(u64, KvStore)>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<GroupMutation>,
 }
@@ -241,10 +246,34 @@ impl Group {
             expired: Vec::new(),
             installed: None,
             applied_log: Vec::new(),
+            splits: Vec::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         };
         group.reset_sessions();
+        group
+    }
+
+    /// A group a split of another cut off on this node (design 0016): its
+    /// store holds the keys from the split point with their history, as
+    /// of the split's slot; its log starts after [`SPLIT_SLOT`], which
+    /// stands for that state (a replica of it that was not there at the
+    /// split catches up by a snapshot). `membership` is the parent's.
+    /// Persist its first ready in the same write as the parent's split.
+    pub fn from_split(
+        config: GroupConfig,
+        mut replica: Replica<Bytes>,
+        membership: Configuration,
+        kv: KvStore,
+        now: Time,
+    ) -> Group {
+        let installed = replica.install_snapshot_with_membership(SPLIT_SLOT, membership.clone());
+        assert!(installed, "a new replica takes its first state");
+        let mut group = Group::new(config, replica, kv, now);
+        group.compact_out = Some(crate::types::Compaction {
+            slot: SPLIT_SLOT,
+            membership: Some(membership),
+        });
         group
     }
 
@@ -286,6 +315,12 @@ impl Group {
     /// history, hashes, snapshots for backups).
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+
+    /// Records the range of a shard the cluster was started with, unless
+    /// its store records one already (see `KvStore::set_shard_if_unset`).
+    pub fn set_shard_if_unset(&mut self, shard: synod_kv::Shard) {
+        self.kv.set_shard_if_unset(shard);
     }
 
     /// Slots applied to the state machine.

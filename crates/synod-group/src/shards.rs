@@ -28,10 +28,14 @@ pub const SPLIT_BYTES_MAX: usize = 4_096;
 /// The first data shard's group; group 1 is the meta group.
 pub const FIRST_SHARD: u64 = 2;
 
-/// The key space cut at fixed points, each piece a group.
+/// The key space cut into shards, each a group: at fixed points when the
+/// cluster starts, and further by splits (design 0016).
+///
+/// Invariant: `shards` is in strictly increasing key order of the starts,
+/// the first start is the empty key, and no group appears twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardMap {
-    splits: Vec<Bytes>,
+    shards: Vec<(Bytes, u64)>,
 }
 
 /// Why split points were refused.
@@ -67,8 +71,8 @@ impl std::fmt::Display for SplitError {
 impl std::error::Error for SplitError {}
 
 impl ShardMap {
-    /// The map cut at `splits`; refuses points that are empty, too long,
-    /// too many or not strictly increasing.
+    /// The map a cluster starts with, cut at `splits`; refuses points
+    /// that are empty, too long, too many or not strictly increasing.
     pub fn new(splits: Vec<Bytes>) -> Result<ShardMap, SplitError> {
         if splits.len() > SPLITS_MAX {
             return Err(SplitError::TooMany(splits.len()));
@@ -85,17 +89,35 @@ impl ShardMap {
                 return Err(SplitError::Unordered(show(s), show(&splits[i - 1])));
             }
         }
-        Ok(ShardMap { splits })
+        let shards = std::iter::once(Bytes::new())
+            .chain(splits)
+            .enumerate()
+            .map(|(i, start)| (start, FIRST_SHARD + i as u64))
+            .collect();
+        Ok(ShardMap { shards })
     }
 
-    /// The split points.
-    pub fn splits(&self) -> &[Bytes] {
-        &self.splits
+    /// A map from each shard's start and group (as the node's shards
+    /// record them after splits), sorted here; `None` unless the starts
+    /// are distinct, one is the empty key, and no group repeats.
+    pub fn from_starts(mut shards: Vec<(Bytes, u64)>) -> Option<ShardMap> {
+        shards.sort();
+        let distinct = shards.windows(2).all(|w| w[0].0 < w[1].0);
+        let mut groups: Vec<u64> = shards.iter().map(|(_, g)| *g).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let whole = shards.first().is_some_and(|(s, _)| s.is_empty());
+        (distinct && whole && groups.len() == shards.len()).then_some(ShardMap { shards })
+    }
+
+    /// The points where shards start, but the first (the empty key).
+    pub fn splits(&self) -> Vec<Bytes> {
+        self.shards[1..].iter().map(|(s, _)| s.clone()).collect()
     }
 
     /// How many shards.
     pub fn len(&self) -> usize {
-        self.splits.len() + 1
+        self.shards.len()
     }
 
     /// Always false: there is at least one shard.
@@ -104,42 +126,38 @@ impl ShardMap {
     }
 
     /// Every shard's group, in key order.
-    pub fn groups(&self) -> impl Iterator<Item = u64> {
-        (0..self.len() as u64).map(|i| FIRST_SHARD + i)
+    pub fn groups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.shards.iter().map(|(_, g)| *g)
     }
 
     /// Whether `group` is one of the shards.
     pub fn is_shard(&self, group: u64) -> bool {
-        (FIRST_SHARD..FIRST_SHARD + self.len() as u64).contains(&group)
+        self.shards.iter().any(|(_, g)| *g == group)
     }
 
-    fn group(i: usize) -> u64 {
-        FIRST_SHARD + i as u64
+    fn group(&self, i: usize) -> u64 {
+        self.shards[i].1
     }
 
     /// The shard holding `key`.
     fn index_of(&self, key: &[u8]) -> usize {
-        self.splits.partition_point(|s| s.as_ref() <= key)
+        self.shards.partition_point(|(s, _)| s.as_ref() <= key) - 1
     }
 
     /// The group owning `key`.
     pub fn group_of(&self, key: &[u8]) -> u64 {
-        Self::group(self.index_of(key))
+        self.group(self.index_of(key))
     }
 
     /// The keys shard `i` owns.
     pub fn span(&self, i: usize) -> KeyRange {
         KeyRange::Span {
-            start: if i == 0 {
-                Bytes::new()
-            } else {
-                self.splits[i - 1].clone()
-            },
-            end: self.splits.get(i).cloned(),
+            start: self.shards[i].0.clone(),
+            end: self.shards.get(i + 1).map(|(s, _)| s.clone()),
         }
     }
 
-    /// `range` cut at the split points: each shard it touches with the
+    /// `range` cut at the shards' starts: each shard it touches with the
     /// part of it that shard owns, in key order. An empty range goes to
     /// the shard of its start (it answers with nothing).
     pub fn cut(&self, range: &KeyRange) -> Vec<(u64, KeyRange)> {
@@ -151,7 +169,7 @@ impl ShardMap {
         let last = match end {
             _ if range.is_empty() => first,
             None => self.len() - 1,
-            Some(e) => self.splits.partition_point(|s| s < e),
+            Some(e) => self.shards.partition_point(|(s, _)| s < e) - 1,
         };
         (first..=last)
             .map(|i| {
@@ -159,15 +177,15 @@ impl ShardMap {
                     start: if i == first {
                         start.clone()
                     } else {
-                        self.splits[i - 1].clone()
+                        self.shards[i].0.clone()
                     },
                     end: if i == last {
                         end.clone()
                     } else {
-                        Some(self.splits[i].clone())
+                        Some(self.shards[i + 1].0.clone())
                     },
                 };
-                (Self::group(i), piece)
+                (self.group(i), piece)
             })
             .collect()
     }

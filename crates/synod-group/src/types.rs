@@ -250,6 +250,11 @@ pub struct GroupReady {
     /// the slot they hold, after this write), and report the slot with
     /// [`Group::snapshot_started`](crate::Group::snapshot_started).
     pub snapshots: Vec<NodeId>,
+    /// Splits applied: each new group's id and store. Host each with
+    /// [`Group::from_split`](crate::Group::from_split) and write its first
+    /// ready in this write, so the split and the new group are durable
+    /// together (design 0016).
+    pub splits: Vec<(u64, synod_kv::KvStore)>,
 }
 
 impl GroupReady {

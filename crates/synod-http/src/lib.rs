@@ -50,6 +50,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/cluster", get(cluster))
         .route("/api/shards", get(shards))
+        .route("/api/split", axum::routing::post(split))
         .route("/api/stream", get(stream))
         .route("/api/lab", get(lab::list))
         .route("/api/lab/{protocol}/{scenario}", get(lab::run))
@@ -197,6 +198,46 @@ async fn cluster(State(node): State<Arc<Node>>) -> Response {
 async fn shards(State(node): State<Arc<Node>>) -> Response {
     let body = json::shards(&node).to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `POST /api/split` with a key as the body: splits the shard holding it
+/// there (`synod split`). 200 with the range that stayed; 400 when the
+/// key cannot split (outside or at a shard's start, not sharded); 503
+/// when no answer came in time.
+async fn split(State(node): State<Arc<Node>>, body: axum::body::Bytes) -> Response {
+    use synod_proto::synodpb::outcome::Result as Done;
+    let at = bytes::Bytes::from(body.to_vec());
+    let (status, body) = match node.split(at).await {
+        Ok(outcome) => match outcome.result {
+            Some(Done::Split(left)) => (
+                axum::http::StatusCode::OK,
+                serde_json::json!({
+                    "start": left.start.escape_ascii().to_string(),
+                    "end": left.end.escape_ascii().to_string(),
+                    "new_group": left.right,
+                    "epoch": left.epoch,
+                }),
+            ),
+            Some(Done::Error(e)) => (
+                axum::http::StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": synod_kv::outcome_error(&e).to_string() }),
+            ),
+            _ => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": "a split came back as another answer" }),
+            ),
+        },
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e.to_string() }),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn stream(

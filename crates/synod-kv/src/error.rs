@@ -53,6 +53,10 @@ pub enum KvError {
         /// The shard's revision.
         revision: i64,
     },
+    /// The command or read names keys outside its shard: the shard split
+    /// since the node routed it. Nothing changed; the node routes it again
+    /// (design 0016).
+    WrongShard,
 }
 
 impl KvError {
@@ -76,6 +80,7 @@ impl KvError {
             KvError::StaleStamp { .. } => {
                 "etcdserver: request timed out, possibly due to leader change"
             }
+            KvError::WrongShard => "etcdserver: the shard moved, retry the request",
         }
     }
 }

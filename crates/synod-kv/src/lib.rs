@@ -41,6 +41,7 @@ mod lessor;
 mod mvcc;
 mod range;
 mod read;
+pub mod shard;
 pub mod state;
 mod store;
 pub mod validate;
@@ -53,6 +54,7 @@ pub use lessor::{Lessor, LEASE_TTL_MIN_S};
 pub use mvcc::{Mvcc, ValueRow, Version, INITIAL_REVISION};
 pub use range::KeyRange;
 pub use read::sort_as_requested;
+pub use shard::Shard;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
     error_outcome, outcome_error, takes_stamp, txn_requests, Applied, KvStore, RangeAnswer,

@@ -84,6 +84,31 @@ impl KeyRange {
         }
     }
 
+    /// True when every key of `other` lies in this range (an empty range
+    /// lies in any).
+    pub fn covers(&self, other: &KeyRange) -> bool {
+        match other {
+            KeyRange::Single(k) => self.contains(k),
+            _ if other.is_empty() => true,
+            KeyRange::Span { start, end } => match self {
+                KeyRange::Single(k) => end.as_ref().is_some_and(|e| {
+                    start == k && e.len() == k.len() + 1 && e.starts_with(k) && e[k.len()] == 0
+                }),
+                KeyRange::Span {
+                    start: s,
+                    end: mine,
+                } => {
+                    start >= s
+                        && match (end, mine) {
+                            (_, None) => true,
+                            (None, Some(_)) => false,
+                            (Some(e), Some(m)) => e <= m,
+                        }
+                }
+            },
+        }
+    }
+
     /// True when the two ranges share a key.
     pub fn overlaps(&self, other: &KeyRange) -> bool {
         match (self, other) {

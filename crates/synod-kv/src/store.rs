@@ -9,6 +9,7 @@ use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
+use crate::shard::Shard;
 use crate::state::{
     self, StateChanges, StateSource, TAG_AUTH, TAG_LEASE, TAG_META, TAG_SESSION, TAG_ZK_SESSION,
     TAG_ZNODE,
@@ -30,8 +31,8 @@ use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, AuthDone, AuthState, Caller, Command, Error, KeyHistory,
-    Lease, MemberTable, Outcome, Reserved, Session, SessionExpire, SessionOutcome, Snapshot, ZNode,
-    ZkOutcome, ZkResult, ZkSession, ZkWrite,
+    Lease, MemberTable, Outcome, Reserved, Session, SessionExpire, SessionOutcome, Snapshot,
+    SplitShard, ZNode, ZkOutcome, ZkResult, ZkSession, ZkWrite,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -114,6 +115,12 @@ pub struct KvStore {
     zk_events: Vec<ZkEvent>,
     /// Users, roles and whether they are enforced.
     auth: AuthStore,
+    /// The keys this store holds, when it is a shard (design 0016);
+    /// `None`: every key (an unsharded cluster's group, the meta group).
+    shard: Option<Shard>,
+    /// What the last split command cut off: the new group's id and store,
+    /// for the runtime to take (`take_split`).
+    split_off: Option<Box<(u64, KvStore)>>,
 }
 
 /// Equal state: the journal and where values are kept do not count.
@@ -127,10 +134,81 @@ impl PartialEq for KvStore {
             && self.session_order == other.session_order
             && self.zk == other.zk
             && self.auth == other.auth
+            && self.shard == other.shard
     }
 }
 
 impl KvStore {
+    /// The keys this store holds, when it is a shard (`None`: every key).
+    pub fn shard(&self) -> Option<&Shard> {
+        self.shard.as_ref()
+    }
+
+    /// Records the range of a shard the cluster was started with (its
+    /// split points are the cluster's, the same on every replica); a
+    /// range the store recorded already, by a split, stays.
+    pub fn set_shard_if_unset(&mut self, shard: Shard) {
+        if self.shard.is_none() {
+            self.shard = Some(shard);
+            self.dirty.meta = true;
+        }
+    }
+
+    /// The new group and store the last applied split cut off, once: the
+    /// runtime hosts it from the same write as the split's slot.
+    pub fn take_split(&mut self) -> Option<(u64, KvStore)> {
+        self.split_off.take().map(|b| *b)
+    }
+
+    /// Refuses a read of keys outside this shard (it split since the
+    /// node routed the read).
+    fn check_shard(&self, r: &RangeRequest) -> Result<(), KvError> {
+        match &self.shard {
+            Some(s) if !s.holds(&KeyRange::from_etcd(&r.key, &r.range_end)) => {
+                Err(KvError::WrongShard)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts this shard at `s.at`: the keys from there on, with every
+    /// version, become the store of new group `s.child`, which starts at
+    /// this store's revision and compaction point (K1, K2 in `shard`).
+    fn split(&mut self, s: &SplitShard) -> Result<outcome::Result, KvError> {
+        let Some(shard) = &self.shard else {
+            return Err(KvError::InvalidArgument(crate::validate::SPLIT_NOT_SHARD));
+        };
+        if s.child == 0 || !shard.may_split_at(&s.at) {
+            return Err(KvError::InvalidArgument(crate::validate::SPLIT_OUTSIDE));
+        }
+        let moving = KeyRange::Span {
+            start: s.at.clone(),
+            end: shard.end.clone(),
+        };
+        if self
+            .mvcc
+            .scan(&moving, self.mvcc.revision())
+            .any(|(_, v)| v.lease != 0)
+        {
+            // Leases live in the meta group of a sharded cluster, which
+            // refuses keys with leases; a store that has some keeps them.
+            return Err(KvError::InvalidArgument(crate::validate::SPLIT_LEASED));
+        }
+        let (left, right) = shard.split(s.at.clone(), s.child);
+        let moved = self.mvcc.split_off(&s.at);
+        let mvcc = Mvcc::from_parts(moved, self.mvcc.revision(), self.mvcc.compact_revision())
+            .expect("a shard's own versions are well formed");
+        let child = KvStore {
+            mvcc,
+            shard: Some(right),
+            ..KvStore::default()
+        };
+        let done = left.to_proto();
+        self.shard = Some(left);
+        self.split_off = Some(Box::new((s.child, child)));
+        Ok(outcome::Result::Split(done))
+    }
+
     /// The revision of the last write.
     pub fn revision(&self) -> i64 {
         self.mvcc.revision()
@@ -192,6 +270,9 @@ impl KvStore {
     /// match the live keys); panics naming the broken one.
     pub fn check_invariants(&self) {
         self.mvcc.check_invariants();
+        if let Err(broken) = self.check_shard_keys() {
+            panic!("shard invariant K1 broken: {broken}");
+        }
         let mut attached: BTreeMap<i64, BTreeSet<Bytes>> = BTreeMap::new();
         for (key, v) in self.mvcc.scan(&KeyRange::all(), self.mvcc.revision()) {
             if v.lease != 0 {
@@ -291,6 +372,7 @@ impl KvStore {
 
     /// Serves a range read at the store's current state.
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, KvError> {
+        self.check_shard(r)?;
         read::range(&self.mvcc, r, self.mvcc.revision())
     }
 
@@ -299,6 +381,7 @@ impl KvStore {
     /// run on another thread while this store applies on: it reads from a
     /// view of the disk pinned now.
     pub fn range_deferred(&self, r: &RangeRequest) -> Result<RangeAnswer, KvError> {
+        self.check_shard(r)?;
         let (response, fetch) = read::range_deferred(&self.mvcc, r, self.mvcc.revision())?;
         let source = if fetch.is_empty() {
             None
@@ -337,6 +420,13 @@ impl KvStore {
             }
         }
         let op = command.op.as_ref();
+        if let (Some(shard), Some(op)) = (&self.shard, op) {
+            if !shard.holds_op(op) {
+                // Routed before a split: refused unremembered, the node
+                // routes it again (design 0016).
+                return self.refuse_stale(KvError::WrongShard);
+            }
+        }
         let stamp = match Stamp::of(command, self.mvcc.revision()) {
             Ok(stamp) => stamp,
             Err(refused) => return self.refuse_stale(refused),
@@ -488,6 +578,7 @@ impl KvStore {
                 Err(e) => Err(e.into()),
             },
             Some(Op::ReserveRevisions(r)) => self.reserve_revisions(r.count),
+            Some(Op::Split(r)) => self.split(r),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
                 for m in &t.members {
@@ -827,6 +918,7 @@ impl KvStore {
             znodes: self.zk.records().0,
             zk_sessions: self.zk.records().1,
             auth: Some(self.auth.to_state()),
+            shard: self.shard.as_ref().map(Shard::to_proto),
         }
     }
 
@@ -859,6 +951,13 @@ impl KvStore {
             store.leases.grant(l.id, l.ttl);
         }
         store.attach_lease_keys().map_err(|e| bad(&e))?;
+        store.shard = snapshot
+            .shard
+            .as_ref()
+            .map(Shard::from_proto)
+            .transpose()
+            .map_err(|e| bad(&e))?;
+        store.check_shard_keys().map_err(|e| bad(&e))?;
         store.members = snapshot.members;
         store.members.sort_by_key(|m| m.id);
         store.alarms = snapshot
@@ -887,6 +986,21 @@ impl KvStore {
         let snapshot =
             Snapshot::decode(data).map_err(|e| format!("snapshot does not decode: {e}"))?;
         KvStore::restore(snapshot)
+    }
+
+    /// Refuses a store holding keys outside its own shard (K1).
+    fn check_shard_keys(&self) -> Result<(), String> {
+        let Some(shard) = &self.shard else {
+            return Ok(());
+        };
+        match self
+            .mvcc
+            .versions(&KeyRange::all())
+            .find(|(k, _)| !shard.holds_key(k))
+        {
+            Some((k, _)) => Err(format!("key {k:?} lies outside its shard")),
+            None => Ok(()),
+        }
     }
 
     /// Refuses ZooKeeper sessions without their lease.
@@ -980,6 +1094,13 @@ impl KvStore {
         store.zk = ZkTree::from_records(znodes, zk_sessions).map_err(bad)?;
         store.check_zk_leases().map_err(bad)?;
         store.attach_lease_keys().map_err(bad)?;
+        store.shard = meta
+            .shard
+            .as_ref()
+            .map(Shard::from_proto)
+            .transpose()
+            .map_err(|e| bad(format!("meta row: {e}")))?;
+        store.check_shard_keys().map_err(bad)?;
         store.members = meta.members;
         store.members.sort_by_key(|m| m.id);
         store.alarms = meta.alarms.iter().map(|a| (a.member_id, a.alarm)).collect();
@@ -1059,6 +1180,7 @@ impl KvStore {
                 .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
                 .collect(),
             members: self.members.clone(),
+            shard: self.shard.as_ref().map(Shard::to_proto),
             ..Snapshot::default()
         });
         let journal = &mut self.mvcc.journal;
@@ -1342,6 +1464,7 @@ pub fn error_outcome(e: &KvError) -> Outcome {
         KvError::TimedOut => (Kind::TimedOut, 0, 0),
         KvError::Auth(e) => (Kind::Auth, e.number(), 0),
         KvError::StaleStamp { stamp, revision } => (Kind::StaleStamp, stamp, revision),
+        KvError::WrongShard => (Kind::WrongShard, 0, 0),
     };
     Outcome {
         result: Some(outcome::Result::Error(Error {
@@ -1376,6 +1499,7 @@ pub fn outcome_error(e: &Error) -> KvError {
             stamp: e.a,
             revision: e.b,
         },
+        Ok(Kind::WrongShard) => KvError::WrongShard,
         Ok(Kind::Auth) => match crate::auth::AuthError::from_number(e.a) {
             Some(a) => KvError::Auth(a),
             None => KvError::InvalidArgument(invalid_message(&e.message)),

@@ -34,6 +34,14 @@ pub const STAMP_NOT_KV: &str = "etcdserver: only key-value writes carry a stamp"
 /// A stamp of 0 or below from a node.
 pub const STAMP_NOT_POSITIVE: &str = "etcdserver: a stamp is above 0";
 
+/// A split command in a group that is not a shard.
+pub const SPLIT_NOT_SHARD: &str = "etcdserver: only a shard of a sharded cluster splits";
+/// A split point outside the shard (or at its start), or no new group.
+pub const SPLIT_OUTSIDE: &str =
+    "etcdserver: a split point must lie strictly inside its shard, and name a new group";
+/// A split that would move keys attached to leases.
+pub const SPLIT_LEASED: &str = "etcdserver: a shard holding keys with leases does not split";
+
 /// Every message validation can produce, so a refusal recorded in the log
 /// decodes back to the same text.
 pub const MESSAGES: &[&str] = &[
@@ -42,6 +50,9 @@ pub const MESSAGES: &[&str] = &[
     SHARDED_AUTH,
     STAMP_NOT_KV,
     STAMP_NOT_POSITIVE,
+    SPLIT_NOT_SHARD,
+    SPLIT_OUTSIDE,
+    SPLIT_LEASED,
     EMPTY_KEY,
     VALUE_PROVIDED,
     LEASE_PROVIDED,

@@ -63,6 +63,10 @@ pub struct NodeConfig {
     /// a node refuses to start with other split points than it was made
     /// with.
     pub shards: Option<crate::shards::ShardMap>,
+    /// A shard whose data passes this many bytes is split in two by its
+    /// leader, at its middle key (design 0016); 0: shards split only when
+    /// an operator asks (`synod split`). Only with `shards`.
+    pub split_bytes: u64,
     /// Every durable write also saves the database's allocator state, so a
     /// restart after a crash skips redb's full repair (seconds per GB) at
     /// some cost in write throughput.

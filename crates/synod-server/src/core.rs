@@ -172,6 +172,15 @@ pub enum Input {
         /// The shard.
         group: GroupId,
     },
+    /// Split the shard holding `at` there (an operator's request, design
+    /// 0016): this node asks the oracle for the new group's id and
+    /// proposes the split in the shard's log.
+    Split {
+        /// The split point: the first key of the new shard.
+        at: bytes::Bytes,
+        /// The split's outcome (the shard that stayed) or a refusal.
+        reply: oneshot::Sender<Outcome>,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -197,6 +206,7 @@ impl Input {
                 }
             }
             Input::ChangeMembership { .. }
+            | Input::Split { .. }
             | Input::Fence { .. }
             | Input::Transfer { .. }
             | Input::Staged { .. }
@@ -227,6 +237,14 @@ enum Reply {
         question: u64,
         at: Instant,
     },
+    /// A split waiting for its new group's id (a timestamp, unique in the
+    /// cluster): the answer becomes the split command.
+    SplitId {
+        group: GroupId,
+        at: bytes::Bytes,
+        /// `None`: the loop's own split (by size), nobody waits.
+        reply: Option<oneshot::Sender<Outcome>>,
+    },
 }
 
 impl Reply {
@@ -237,6 +255,7 @@ impl Reply {
             Reply::Lease(tx) => tx.is_closed(),
             Reply::Timestamps(tx) => tx.is_closed(),
             Reply::Stamps { at, .. } => at.elapsed() > STAMPS_ABANDON,
+            Reply::SplitId { reply, .. } => reply.as_ref().is_some_and(|r| r.is_closed()),
             Reply::Fence { .. } | Reply::Discard => false,
         }
     }
@@ -334,10 +353,32 @@ pub struct CoreParts {
     pub reports: crate::report::Reports,
     /// Signs the peer calls the loop opens.
     pub peer_auth: crate::peer_auth::PeerAuth,
-    /// The key space's shards, when it is sharded (`GROUP` is then the
-    /// meta group and holds no etcd keys).
-    pub shards: Option<crate::shards::ShardMap>,
+    /// The key space's shards as this node's replicas hold them, when it
+    /// is sharded (`GROUP` is then the meta group and holds no etcd
+    /// keys); the loop changes it as shards split.
+    pub shards: Option<Arc<crate::shard_view::ShardView>>,
+    /// The shards the cluster was started with (their ranges, for stores
+    /// that do not record one yet).
+    pub first_map: Option<crate::shards::ShardMap>,
+    /// Makes the groups a split adds.
+    pub maker: GroupMaker,
+    /// Split a shard this node leads once its data passes this many
+    /// bytes (0: never by size).
+    pub split_bytes: u64,
 }
+
+/// Makes a group's settings and replica from its durable state (empty for
+/// a new group): the node's recipe, so the loop can host groups that
+/// splits make (design 0016).
+pub type GroupMaker = Arc<
+    dyn Fn(
+            &Storage,
+            GroupId,
+        )
+            -> Result<(synod_group::GroupConfig, synod_paxos::Replica<bytes::Bytes>), String>
+        + Send
+        + Sync,
+>;
 
 /// The loop's state.
 pub struct Core {
@@ -383,9 +424,12 @@ pub struct Core {
     /// Each group as the metrics last saw it.
     observed: BTreeMap<GroupId, Observed>,
     observed_at: Instant,
-    shards: Option<crate::shards::ShardMap>,
+    shards: Option<Arc<crate::shard_view::ShardView>>,
     /// Each shard's revision as last sent to the hub.
     hub_revisions: BTreeMap<GroupId, i64>,
+    /// Splits: the first map, the group maker, sizes and what was asked
+    /// (see `splits`).
+    splitting: splits::Splitting,
 }
 
 /// What the metrics last saw of a group: counters are exported as the
@@ -408,6 +452,9 @@ const STAMPS_ABANDON: Duration = Duration::from_secs(5);
 /// `drive`): a stamped write takes three (question, answer, proposal).
 const GATHER_PASSES_MAX: usize = 4;
 
+#[path = "splits.rs"]
+mod splits;
+
 /// How often the metrics look at every group.
 const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 
@@ -415,7 +462,7 @@ impl Core {
     /// Builds the loop around a restored group and the store.
     pub fn new(parts: CoreParts) -> Core {
         assert!(parts.groups.contains_key(&GROUP), "the node hosts {GROUP}");
-        Core {
+        let mut core = Core {
             id: parts.id,
             groups: parts.groups,
             storage: parts.storage,
@@ -449,7 +496,12 @@ impl Core {
             observed_at: Instant::now(),
             shards: parts.shards,
             hub_revisions: BTreeMap::new(),
-        }
+            splitting: splits::Splitting::new(parts.first_map, parts.maker, parts.split_bytes),
+        };
+        core.adopt_ranges();
+        core.discover_groups();
+        core.refresh_map();
+        core
     }
 
     /// Whether `group` holds etcd keys (and so feeds watchers): `GROUP`
@@ -457,7 +509,7 @@ impl Core {
     fn holds_keys(&self, group: GroupId) -> bool {
         match &self.shards {
             None => group == GROUP,
-            Some(map) => map.is_shard(group.0),
+            Some(_) => group != GROUP,
         }
     }
 
@@ -501,6 +553,7 @@ impl Core {
             }
             self.abandon();
             self.check_quota();
+            self.split_by_size();
             self.drive();
             if !self.zk_queries.is_empty() {
                 let kv = self.groups[&GROUP].kv();
@@ -568,6 +621,7 @@ impl Core {
                     .request(ticket, Request::Lease { id, renew }, now);
             }
             Input::Fence { group } => self.fence(group, now),
+            Input::Split { at, reply } => self.split_at(at, reply, now),
             Input::Query(f) => f(self.main().kv()),
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
@@ -590,15 +644,23 @@ impl Core {
     /// Hands a client request to its group; a group this node does not
     /// host answers at once.
     fn request(&mut self, group: GroupId, ticket: Ticket, request: Request, now: Time) {
+        let blank = self.is_blank(group);
         match self.groups.get_mut(&group) {
-            Some(g) => g.request(ticket, request, now),
-            None => {
+            Some(g) if !blank => g.request(ticket, request, now),
+            hosted => {
+                // A shard this node knows of but holds no state for yet
+                // (a snapshot is on its way): the router tries again.
+                let e = if hosted.is_some() {
+                    KvError::WrongShard
+                } else {
+                    KvError::NoLeader
+                };
                 let reply = self.replies.remove(&ticket).expect("just issued");
                 let refusal = match request {
                     Request::Write(_) | Request::WriteAs { .. } | Request::WriteStamped { .. } => {
-                        Answer::Write(error_outcome(&KvError::NoLeader))
+                        Answer::Write(error_outcome(&e))
                     }
-                    Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
+                    Request::Read { .. } => Answer::Read(Err(e)),
                     Request::Lease { .. } => Answer::Lease(None),
                     Request::Timestamps { .. } => Answer::Timestamps(None),
                 };
@@ -652,6 +714,17 @@ impl Core {
     fn on_watch(&mut self, stream: StreamId, spec: WatchSpec, announce: bool) {
         // Whatever the groups applied or installed goes to the hub first.
         self.drive();
+        let mut spec = spec;
+        if let Some(view) = &self.shards {
+            // The shards as they are now (a resync after a split follows
+            // the new ones too).
+            spec.groups = view
+                .get()
+                .cut(&spec.range)
+                .into_iter()
+                .map(|(g, _)| GroupId(g))
+                .collect();
+        }
         let mut seen = BTreeMap::new();
         let mut history: Result<Vec<Event>, i64> = Ok(Vec::new());
         for id in &spec.groups {
@@ -772,7 +845,10 @@ impl Core {
                 if pass.is_empty() {
                     break;
                 }
+                let mut born = Vec::new();
                 for (id, ready) in &mut pass {
+                    // A split's new group is written with the split.
+                    born.extend(self.host_splits(*id, ready));
                     if ready.membership.is_some() || ready.members_changed {
                         // A configuration changed, or an address may have
                         // (member update).
@@ -784,11 +860,19 @@ impl Core {
                     self.pass_stamps(*id, ready);
                 }
                 readies.extend(pass);
+                readies.extend(born);
             }
             if readies.is_empty() {
                 return;
             }
             self.write(&mut readies);
+            if readies.iter().any(|(_, r)| r.installed.is_some()) {
+                // A snapshot may have shrunk a shard: its new neighbour
+                // may be one this node has not heard of.
+                self.adopt_ranges();
+                self.discover_groups();
+                self.refresh_map();
+            }
             self.publish_auth();
             for (id, ready) in readies {
                 self.finish(id, ready);
@@ -930,6 +1014,9 @@ impl Core {
                 }
                 // No oracle now: the hub asks again.
                 (Some(Reply::Fence { .. }), _) => {}
+                (Some(Reply::SplitId { group, at, reply }), answer) => {
+                    self.propose_split(group, at, answer, reply, now)
+                }
                 (Some(reply), answer) => reply.send(answer, &self.runtime),
                 (None, _) => {}
             }

@@ -176,6 +176,13 @@ pub(crate) enum HubInput {
     /// `group`'s store jumped to `revision` (snapshot install): resync
     /// everyone.
     Jump { group: GroupId, revision: i64 },
+    /// Shard `parent` split: `child` holds part of its keys from
+    /// `revision` on, and every watcher of the parent follows it too.
+    Split {
+        parent: GroupId,
+        child: GroupId,
+        revision: i64,
+    },
     /// Users or roles changed: cancel the watchers their users may no
     /// longer read.
     Auth(std::sync::Arc<synod_kv::AuthStore>),
@@ -363,8 +370,28 @@ impl Hub {
                 }
                 self.revisions.insert(group, revision);
             }
+            HubInput::Split {
+                parent,
+                child,
+                revision,
+            } => self.split(parent, child, revision),
             HubInput::Auth(auth) => self.recheck(&auth),
             HubInput::Shutdown => {}
+        }
+    }
+
+    /// A shard split: the new group's events above `revision` (the
+    /// parent's revision at the split) go to the parent's watchers, and
+    /// their floor waits for it too (design 0016).
+    fn split(&mut self, parent: GroupId, child: GroupId, revision: i64) {
+        self.revisions.insert(child, revision);
+        for s in self.streams.values_mut() {
+            for w in s.watchers.values_mut() {
+                if w.spec.groups.contains(&parent) && !w.spec.groups.contains(&child) {
+                    w.spec.groups.push(child);
+                    w.seen.insert(child, revision);
+                }
+            }
         }
     }
 

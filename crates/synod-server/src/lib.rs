@@ -13,6 +13,7 @@ mod node;
 mod peer_auth;
 mod report;
 mod restore;
+mod shard_view;
 mod streams;
 pub mod tls;
 mod transport;
@@ -30,6 +31,7 @@ pub use report::REPORT_TIMEOUT;
 pub use restore::{
     restore_snapshot, restore_snapshot_with_progress, RestoreError, SnapshotFileWriter,
 };
+pub use shard_view::ShardView;
 pub use synod_group::shards;
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};

@@ -75,6 +75,10 @@ pub struct Metrics {
     pub(crate) elections: IntCounter,
     pub(crate) batch_records: Histogram,
     pub(crate) snapshots_sent: IntCounter,
+    /// Requests routed again because their shard split (design 0016).
+    pub(crate) rerouted: IntCounter,
+    /// Splits this node's replicas applied.
+    pub(crate) splits: IntCounter,
     pub(crate) snapshot_sent_bytes: IntCounter,
     pub(crate) snapshot_send_seconds: Histogram,
     pub(crate) snapshots_installed: IntCounter,
@@ -188,6 +192,8 @@ impl Metrics {
             elections: counter(&r, "synod_elections_total", "Times this node started phase 1 to lead a group."),
             batch_records: histogram(&r, "synod_storage_batch_records", "Log records (accepts, promises) written per storage batch.", prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets")),
             snapshots_sent: counter(&r, "synod_snapshots_sent_total", "Snapshot streams this node sent to replicas behind its log."),
+            rerouted: counter(&r, "synod_requests_rerouted_total", "Requests routed again because the shard they were sent to had split."),
+            splits: counter(&r, "synod_shard_splits_total", "Shard splits this node's replicas applied."),
             snapshot_sent_bytes: counter(&r, "synod_snapshot_sent_bytes_total", "Bytes of rows sent in snapshot streams."),
             snapshot_send_seconds: histogram(&r, "synod_snapshot_send_duration_seconds", "How long a snapshot stream took.", prometheus::exponential_buckets(0.01, 2.0, 16).expect("valid buckets")),
             snapshots_installed: counter(&r, "synod_snapshots_installed_total", "Snapshots received from a leader and installed."),

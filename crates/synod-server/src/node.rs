@@ -5,6 +5,7 @@ use crate::config::NodeConfig;
 use crate::core::{Core, CoreParts, Input, LeaseAnswer, Published, GROUP};
 use crate::hub::{stream_channel, Hub, HubInput, StreamId, WatchReceiver, WatchSpec};
 use crate::transport::{run_sender, PeerService, PEER_QUEUE_MAX};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,21 +38,23 @@ pub(crate) fn incarnation_base(node: u64, salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Restores one group from storage: its replica from the log, its state
-/// machine from its rows (which hold the log through the durable applied
-/// slot; the replica replays only what follows). Every group starts with
-/// the node's member list; a group's own configuration, once its log
-/// recorded one, comes back with its log.
-fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<Group, StartError> {
+/// How this node makes a group: its settings and its replica restored
+/// from the log (empty for a group never written). Used at start for
+/// every group on disk, and by the core for a group a split made
+/// (design 0016).
+pub(crate) fn group_parts(
+    config: &NodeConfig,
+    storage: &Storage,
+    id: GroupId,
+) -> Result<(GroupConfig, Replica<Bytes>), StartError> {
     let durable = storage.load(id)?;
-    let rows_applied = durable.applied;
-    let kv = storage.load_store(id)?;
     let voters: Vec<NodeId> = config.members.keys().copied().collect();
     let mut paxos = Config::majority(config.id, &voters);
     paxos.rng_seed = config.id.0 ^ 0x5eed ^ id.0.wrapping_mul(0x9e37_79b9);
     paxos.join = config.join;
     let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let sharded = config.shards.is_some();
     let group = GroupConfig {
         node: config.id,
         session: incarnation_base(config.id.0, 1 + id.0),
@@ -65,10 +68,27 @@ fn restore_group(config: &NodeConfig, storage: &Storage, id: GroupId) -> Result<
             .collect(),
         record_applied: false,
         // With shards, group 1 is the meta group: its oracle numbers
-        // every shard's writes, so revisions stay one order (design 0011).
-        timestamp_oracle: config.shards.is_some() && id == GROUP,
-        stamped: config.shards.as_ref().is_some_and(|m| m.is_shard(id.0)),
+        // every shard's writes, so revisions stay one order (design 0011);
+        // every other group is a shard.
+        timestamp_oracle: sharded && id == GROUP,
+        stamped: sharded && id != GROUP,
     };
+    Ok((group, replica))
+}
+
+/// Restores one group from storage: its replica from the log, its state
+/// machine from its rows (which hold the log through the durable applied
+/// slot; the replica replays only what follows). Every group starts with
+/// the node's member list; a group's own configuration, once its log
+/// recorded one, comes back with its log.
+pub(crate) fn restore_group(
+    config: &NodeConfig,
+    storage: &Storage,
+    id: GroupId,
+) -> Result<Group, StartError> {
+    let rows_applied = storage.load(id)?.applied;
+    let kv = storage.load_store(id)?;
+    let (group, replica) = group_parts(config, storage, id)?;
     let applied = replica.status().applied;
     if applied != rows_applied {
         return Err(StartError::Config(format!(
@@ -215,6 +235,8 @@ pub struct Node {
     next_lease: AtomicU64,
     zk_listener: crate::core::ZkListenerSlot,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The shard map as this node's replicas hold it (sharded only).
+    shard_view: Option<Arc<crate::shard_view::ShardView>>,
     reporter: crate::report::Reporter,
     report_clients: crate::report::ReportClients,
     peer_auth: crate::peer_auth::PeerAuth,
@@ -282,11 +304,20 @@ impl Node {
         // The groups watchers follow: those that hold etcd keys.
         let revisions: BTreeMap<GroupId, i64> = match &config.shards {
             None => BTreeMap::from([(GROUP, groups[&GROUP].kv().revision())]),
-            Some(map) => map
-                .groups()
-                .map(|g| (GroupId(g), groups[&GroupId(g)].kv().revision()))
+            Some(_) => groups
+                .iter()
+                .filter(|(id, _)| **id != GROUP)
+                .map(|(id, g)| (*id, g.kv().revision()))
                 .collect(),
         };
+        let shard_view = config
+            .shards
+            .clone()
+            .map(|m| Arc::new(crate::shard_view::ShardView::new(m)));
+        let maker_config = config.clone();
+        let maker: crate::core::GroupMaker = Arc::new(move |storage: &Storage, id: GroupId| {
+            group_parts(&maker_config, storage, id).map_err(|e| e.to_string())
+        });
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();
         let peer_auth = crate::peer_auth::PeerAuth::new(
@@ -396,7 +427,10 @@ impl Node {
             metrics: metrics.clone(),
             reports,
             peer_auth: peer_auth.clone(),
-            shards: config.shards.clone(),
+            shards: shard_view.clone(),
+            first_map: config.shards.clone(),
+            maker,
+            split_bytes: config.split_bytes,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))
@@ -417,6 +451,7 @@ impl Node {
             next_stream: AtomicU64::new(1),
             next_lease: AtomicU64::new(incarnation_base(config_id, 3)),
             metrics,
+            shard_view,
             reporter,
             report_clients: crate::report::ReportClients::default(),
             peer_auth,

@@ -10,6 +10,11 @@
 //!   Compact ──► every shard     leases, auth, members ──► the meta group
 //! ```
 //!
+//! A shard that split after this node routed a request refuses the keys
+//! it no longer holds (`WRONG_SHARD`, design 0016): the request is routed
+//! again by the map as the node's replicas hold it then, until the
+//! request timeout. The client never sees the refusal.
+//!
 //! A read across shards at T is linearizable: T was handed out after the
 //! read began, so it lies above every write acknowledged before; and each
 //! piece is a read-only command stamped T in its shard's log, which reads
@@ -32,25 +37,111 @@ use synod_proto::synodpb::{command::Op, outcome, Caller, Outcome};
 use synod_storage::GroupId;
 use tokio::sync::oneshot;
 
+/// How long a request refused for a shard that moved waits before it is
+/// routed again, when the node's map has not changed yet (its replica of
+/// the shard has not applied the split, or waits for a snapshot).
+const REROUTE_WAIT: Duration = Duration::from_millis(10);
+
+/// Whether an answer says the shard no longer holds the keys.
+fn wrong_shard<T>(result: &Result<T, RequestError>, outcome: impl Fn(&T) -> bool) -> bool {
+    match result {
+        Err(RequestError::Kv(KvError::WrongShard)) => true,
+        Ok(t) => outcome(t),
+        Err(_) => false,
+    }
+}
+
+fn outcome_wrong_shard(o: &Outcome) -> bool {
+    matches!(&o.result, Some(outcome::Result::Error(e)) if matches!(outcome_error(e), KvError::WrongShard))
+}
+
 impl Node {
-    /// The shard map, when the key space is sharded.
-    pub fn shards(&self) -> Option<&ShardMap> {
-        self.config.shards.as_ref()
+    /// The shard map as this node's replicas hold it, when the key space
+    /// is sharded.
+    pub fn shards(&self) -> Option<std::sync::Arc<ShardMap>> {
+        self.shard_view.as_ref().map(|v| v.get())
+    }
+
+    /// Waits before routing a refused request again: until the map
+    /// changes from `version`, at most `REROUTE_WAIT`. False once the
+    /// request timeout has passed.
+    async fn reroute(&self, version: u64, deadline: Instant) -> bool {
+        let Some(view) = &self.shard_view else {
+            return false;
+        };
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let waited = Instant::now();
+        while view.version() == version && waited.elapsed() < REROUTE_WAIT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.metrics.rerouted.inc();
+        true
+    }
+
+    fn route_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// Splits the shard holding `at` there: the keys from `at` on become a
+    /// new shard (design 0016). Answered with the range of the shard that
+    /// stayed, once the split applied on this node; routed again while
+    /// the shard moves.
+    pub async fn split(&self, at: bytes::Bytes) -> Result<Outcome, RequestError> {
+        let Some(view) = self.shard_view.as_ref() else {
+            return Ok(error_outcome(&KvError::InvalidArgument(
+                validate::SPLIT_NOT_SHARD,
+            )));
+        };
+        let deadline = self.route_deadline();
+        loop {
+            let version = view.version();
+            let (reply, rx) = oneshot::channel();
+            self.input(Input::Split {
+                at: at.clone(),
+                reply,
+            })?;
+            let result = self.wait(rx).await;
+            if !wrong_shard(&result, outcome_wrong_shard) || !self.reroute(version, deadline).await
+            {
+                return result;
+            }
+        }
     }
 
     /// A write to the group owning its keys; one over several shards is
-    /// applied piece by piece (DeleteRange) or refused (Txn).
+    /// applied piece by piece (DeleteRange) or refused (Txn). Routed again
+    /// while the shard refuses it as moved.
     pub(super) async fn route_write(
         &self,
         op: Op,
         caller: Option<Caller>,
     ) -> Result<Outcome, RequestError> {
-        let Some(map) = self.config.shards.as_ref() else {
+        let Some(view) = self.shard_view.as_ref() else {
             return self.write_to(GROUP, op, caller).await;
         };
         if let Some(refusal) = sharded_refusal(&op) {
             return Ok(error_outcome(&KvError::InvalidArgument(refusal)));
         }
+        let deadline = self.route_deadline();
+        loop {
+            let version = view.version();
+            let map = view.get();
+            let result = self.route_write_by(&map, op.clone(), caller.clone()).await;
+            if !wrong_shard(&result, outcome_wrong_shard) || !self.reroute(version, deadline).await
+            {
+                return result;
+            }
+        }
+    }
+
+    async fn route_write_by(
+        &self,
+        map: &ShardMap,
+        op: Op,
+        caller: Option<Caller>,
+    ) -> Result<Outcome, RequestError> {
         match op {
             Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) => match (map.owner(&op), op) {
                 (Some(group), op) => self.write_to(GroupId(group), op, caller).await,
@@ -148,15 +239,33 @@ impl Node {
         Ok(first.expect("at least one shard"))
     }
 
-    /// A range read from the shards that hold its keys.
+    /// A range read from the shards that hold its keys, routed again while
+    /// a shard refuses it as moved.
     pub(super) async fn route_range(
         &self,
         request: RangeRequest,
         serializable: bool,
     ) -> Result<RangeResponse, RequestError> {
-        let Some(map) = self.config.shards.as_ref() else {
+        let Some(view) = self.shard_view.as_ref() else {
             return self.range_in(GROUP, request, serializable).await;
         };
+        let deadline = self.route_deadline();
+        loop {
+            let version = view.version();
+            let map = view.get();
+            let result = self.range_by(&map, request.clone(), serializable).await;
+            if !wrong_shard(&result, |_| false) || !self.reroute(version, deadline).await {
+                return result;
+            }
+        }
+    }
+
+    async fn range_by(
+        &self,
+        map: &ShardMap,
+        request: RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, RequestError> {
         let mut pieces = map.cut(&KeyRange::from_etcd(&request.key, &request.range_end));
         if pieces.len() == 1 {
             let (group, _) = pieces.remove(0);
@@ -248,7 +357,7 @@ impl Node {
         stream: StreamId,
         mut spec: WatchSpec,
     ) -> Result<(), RequestError> {
-        spec.groups = match self.config.shards.as_ref() {
+        spec.groups = match self.shards() {
             None => vec![GROUP],
             Some(map) => map
                 .cut(&spec.range)

@@ -1,0 +1,311 @@
+//! Shards splitting on this node (issue 10, design 0016): the core loop's
+//! part. The split itself is a command in the shard's own log, applied
+//! by the state machine; here the loop hosts the group it made, keeps the
+//! node's shard map in step with its replicas, and decides when a shard
+//! it leads is big enough to split.
+//!
+//! ```text
+//!   operator / size check ─► oracle: a timestamp T (the new group's id,
+//!       unique in the cluster) ─► Split{at, SPLIT_GROUP_BASE + T} in the shard's log
+//!   applied here ─► GroupReady.splits ─► host the new group; its first
+//!       ready (its rows, its log start) goes into the same write as the split
+//!   a snapshot shrank a shard ─► the group to its right, if unknown, is
+//!       hosted empty and catches up from its peers by snapshot
+//! ```
+
+use super::{Answer, Core, GroupMaker, Reply, Request, Time, GROUP};
+use crate::hub::HubInput;
+use crate::shards::ShardMap;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use synod_group::{Group, GroupReady};
+use synod_kv::{error_outcome, KeyRange, KvError, Shard};
+use synod_paxos::RoleKind;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{Outcome, SplitShard};
+use synod_storage::GroupId;
+use tokio::sync::oneshot;
+
+/// Groups made by splits take their ids from here up: this plus a
+/// timestamp from the oracle, unique in the cluster and above every group
+/// the cluster was started with.
+pub const SPLIT_GROUP_BASE: u64 = 1 << 32;
+/// How often the loop weighs the shards it leads.
+const SPLIT_CHECK: Duration = Duration::from_secs(1);
+/// A shard asked to split by size is not asked again for this long while
+/// its range has not changed (the split is on its way through the oracle
+/// and the log; it may also have been refused).
+const SPLIT_AGAIN: Duration = Duration::from_secs(10);
+
+/// What the loop keeps for splits.
+pub(super) struct Splitting {
+    /// The shards the cluster was started with.
+    first_map: Option<ShardMap>,
+    maker: GroupMaker,
+    split_bytes: u64,
+    /// Shards this node asked to split by size: when, and their epoch
+    /// then.
+    asked: BTreeMap<GroupId, (Instant, u64)>,
+    checked: Instant,
+}
+
+impl Splitting {
+    pub(super) fn new(first_map: Option<ShardMap>, maker: GroupMaker, split_bytes: u64) -> Self {
+        Splitting {
+            first_map,
+            maker,
+            split_bytes,
+            asked: BTreeMap::new(),
+            checked: Instant::now(),
+        }
+    }
+}
+
+impl Core {
+    /// A shard this node knows of but holds no state for yet: its
+    /// snapshot is on its way, and until then it answers nothing.
+    pub(super) fn is_blank(&self, id: GroupId) -> bool {
+        self.shards.is_some()
+            && id != GROUP
+            && self
+                .groups
+                .get(&id)
+                .is_some_and(|g| g.kv().shard().is_none())
+    }
+
+    /// Gives every shard the cluster was started with its range, unless
+    /// its store records one (every replica derives the same from the
+    /// same split points, which the data dir pins).
+    pub(super) fn adopt_ranges(&mut self) {
+        let Some(map) = &self.splitting.first_map else {
+            return;
+        };
+        for (i, id) in map.groups().enumerate() {
+            let (Some(group), KeyRange::Span { start, end }) =
+                (self.groups.get_mut(&GroupId(id)), map.span(i))
+            else {
+                continue;
+            };
+            group.set_shard_if_unset(Shard::new(start, end));
+        }
+    }
+
+    /// Hosts, empty, every group a shard here names as its right
+    /// neighbour and this node does not host: a split this node learned
+    /// of by a snapshot, not by applying it. The group catches up from
+    /// its peers (its leader sees it behind its log start).
+    pub(super) fn discover_groups(&mut self) {
+        if self.shards.is_none() {
+            return;
+        }
+        loop {
+            let missing: Vec<GroupId> = self
+                .groups
+                .values()
+                .filter_map(|g| g.kv().shard())
+                .map(|s| GroupId(s.right))
+                .filter(|r| r.0 != 0 && !self.groups.contains_key(r))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            for id in missing {
+                let group = self.make_empty(id);
+                self.groups.insert(id, group);
+                self.metrics.event(
+                    id.0,
+                    "shard",
+                    "hosting a shard a snapshot named; its state follows".to_string(),
+                );
+            }
+        }
+    }
+
+    fn make_empty(&self, id: GroupId) -> Group {
+        let (config, replica) = (self.splitting.maker)(&self.storage, id)
+            .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
+        let kv = self
+            .storage
+            .load_store(id)
+            .unwrap_or_else(|e| panic!("reading {id} failed, stopping the node: {e}"));
+        let mut group = Group::new(config, replica, kv, self.now());
+        group.set_prev_values_in_events(false);
+        group
+    }
+
+    /// Publishes the shard map as this node's replicas hold it: each
+    /// shard from its own range; one still empty from the end of the
+    /// shard that names it.
+    pub(super) fn refresh_map(&mut self) {
+        let Some(view) = &self.shards else {
+            return;
+        };
+        let mut starts = Vec::new();
+        let mut named = BTreeMap::new();
+        for (id, g) in &self.groups {
+            if *id == GROUP {
+                continue;
+            }
+            if let Some(s) = g.kv().shard() {
+                starts.push((s.start.clone(), id.0));
+                if let (r, Some(end)) = (s.right, &s.end) {
+                    if r != 0 {
+                        named.insert(r, end.clone());
+                    }
+                }
+            }
+        }
+        for (id, g) in &self.groups {
+            if *id != GROUP && g.kv().shard().is_none() {
+                if let Some(start) = named.get(&id.0) {
+                    starts.push((start.clone(), id.0));
+                }
+            }
+        }
+        match ShardMap::from_starts(starts.clone()) {
+            Some(map) => view.set(map),
+            None => tracing::error!(?starts, "the shards here do not tile the key space"),
+        }
+    }
+
+    /// Hosts the groups `parent`'s applied splits made; returns their
+    /// first readies, to write with the parent's (the split and the new
+    /// group are durable together, or neither is).
+    pub(super) fn host_splits(
+        &mut self,
+        parent: GroupId,
+        ready: &mut GroupReady,
+    ) -> Vec<(GroupId, GroupReady)> {
+        let mut born = Vec::new();
+        for (child, mut kv) in std::mem::take(&mut ready.splits) {
+            let id = GroupId(child);
+            assert!(
+                !self.groups.contains_key(&id),
+                "{parent} split off {id}, which this node hosts already"
+            );
+            let (config, replica) = (self.splitting.maker)(&self.storage, id)
+                .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
+            let source = self
+                .storage
+                .state(id)
+                .unwrap_or_else(|e| panic!("reading {id} failed, stopping the node: {e}"));
+            kv.attach(source, true);
+            let membership = self.groups[&parent]
+                .replica()
+                .membership()
+                .cloned()
+                .expect("a replica that applies has a configuration");
+            let mut group = Group::from_split(config, replica, membership, kv, self.now());
+            group.set_prev_values_in_events(false);
+            let revision = group.kv().revision();
+            let first = group.ready();
+            self.groups.insert(id, group);
+            self.metrics.splits.inc();
+            self.metrics.event(
+                parent.0,
+                "split",
+                format!("split; the keys from the split point went to {id} at revision {revision}"),
+            );
+            // Watchers of the parent follow the new group from its first
+            // revision on (the hub takes this before any of its events).
+            let _ = self.hub.send(HubInput::Split {
+                parent,
+                child: id,
+                revision,
+            });
+            self.hub_revisions.insert(id, revision);
+            born.push((id, first));
+        }
+        if !born.is_empty() {
+            self.refresh_map();
+        }
+        born
+    }
+
+    /// An operator's split of the shard holding `at`: a timestamp from
+    /// the oracle first, for the new group's id.
+    pub(super) fn split_at(&mut self, at: Bytes, reply: oneshot::Sender<Outcome>, now: Time) {
+        let Some(view) = &self.shards else {
+            let refused = KvError::InvalidArgument(synod_kv::validate::SPLIT_NOT_SHARD);
+            let _ = reply.send(error_outcome(&refused));
+            return;
+        };
+        let group = GroupId(view.get().group_of(&at));
+        self.ask_split(group, at, Some(reply), now);
+    }
+
+    fn ask_split(
+        &mut self,
+        group: GroupId,
+        at: Bytes,
+        reply: Option<oneshot::Sender<Outcome>>,
+        now: Time,
+    ) {
+        let ticket = self.ticket(Reply::SplitId { group, at, reply });
+        self.request(GROUP, ticket, Request::Timestamps { count: 1 }, now);
+    }
+
+    /// The oracle answered a split's question: the split goes into the
+    /// shard's log with the new group's id.
+    pub(super) fn propose_split(
+        &mut self,
+        group: GroupId,
+        at: Bytes,
+        answer: Answer,
+        reply: Option<oneshot::Sender<Outcome>>,
+        now: Time,
+    ) {
+        let Answer::Timestamps(Some((stamp, _))) = answer else {
+            if let Some(reply) = reply {
+                let _ = reply.send(error_outcome(&KvError::NoLeader));
+            }
+            return;
+        };
+        let child = SPLIT_GROUP_BASE + stamp as u64;
+        let ticket = match reply {
+            Some(reply) => self.ticket(Reply::Write(reply)),
+            None => self.ticket(Reply::Discard),
+        };
+        let op = Op::Split(SplitShard { at, child });
+        self.request(group, ticket, Request::Write(op), now);
+    }
+
+    /// Splits, at their middle key, the shards this node leads whose data
+    /// passed the size limit.
+    pub(super) fn split_by_size(&mut self) {
+        let limit = self.splitting.split_bytes;
+        if self.shards.is_none() || limit == 0 || self.splitting.checked.elapsed() < SPLIT_CHECK {
+            return;
+        }
+        self.splitting.checked = Instant::now();
+        let asked = &self.splitting.asked;
+        let wanted: Vec<(GroupId, Bytes)> = self
+            .groups
+            .iter()
+            .filter(|(id, g)| {
+                **id != GROUP
+                    && g.replica().role_kind() == RoleKind::Leader
+                    && g.kv().mvcc().bytes() >= limit
+                    && asked.get(id).is_none_or(|(t, epoch)| {
+                        t.elapsed() >= SPLIT_AGAIN
+                            || g.kv().shard().is_some_and(|s| s.epoch != *epoch)
+                    })
+            })
+            .filter_map(|(id, g)| Some((*id, g.kv().mvcc().middle_key()?)))
+            .filter(|(id, at)| {
+                self.groups[id]
+                    .kv()
+                    .shard()
+                    .is_some_and(|s| s.may_split_at(at))
+            })
+            .collect();
+        let now = self.now();
+        for (id, at) in wanted {
+            tracing::info!(group = %id, at = ?at, "splitting a shard past its size limit");
+            let epoch = self.groups[&id].kv().shard().map_or(0, |s| s.epoch);
+            self.splitting.asked.insert(id, (Instant::now(), epoch));
+            self.ask_split(id, at, None, now);
+        }
+    }
+}
