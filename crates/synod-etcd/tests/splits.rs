@@ -253,6 +253,15 @@ async fn a_node_down_during_splits_catches_up_by_snapshots() {
             split(&cluster, 2, "t").await;
         }
     }
+    // A sharded data dir (made with no split points) started unsharded:
+    // refused, its keys would be hidden.
+    let mut unsharded = cluster.clone_config(NodeId(3));
+    unsharded.shards = None;
+    let refused = synod_server::Node::start(unsharded)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("is sharded"), "{refused}");
     cluster.start_node(NodeId(3)).await;
     maps_settle(&cluster, &["m", "t"]).await;
     let have = contents(&cluster, 3, true, want.len()).await;

@@ -113,6 +113,10 @@ pub enum GroupMutation {
     /// stamps later writes from what is left, without asking again: a
     /// leftover lies below stamps other shards handed out since.
     StampsFromLeftovers,
+    /// A shard keeps applying writes of keys a split gave away (its
+    /// state machine does not refuse them): they are lost to the new
+    /// shard that owns them.
+    SplitUnfenced,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -286,6 +290,8 @@ impl Group {
     /// Turns this group into a deliberately broken variant.
     #[cfg(feature = "mutations")]
     pub fn set_mutation(&mut self, mutation: Option<GroupMutation>) {
+        self.kv
+            .set_unfenced(mutation == Some(GroupMutation::SplitUnfenced));
         self.mutation = mutation;
     }
 

@@ -110,6 +110,38 @@ impl ShardMap {
         (distinct && whole && groups.len() == shards.len()).then_some(ShardMap { shards })
     }
 
+    /// The map a node's replicas describe (design 0016): each shard from
+    /// the range its store records; one that holds no state yet (`None`:
+    /// a snapshot is on its way) from the end of the shard that names it
+    /// as its right neighbour. `None` when they do not tile the key space
+    /// (a bug: a node's shards never overlap).
+    pub fn from_replicas<'a>(
+        replicas: impl IntoIterator<Item = (u64, Option<&'a synod_kv::Shard>)>,
+    ) -> Option<ShardMap> {
+        let mut starts = Vec::new();
+        let mut named = std::collections::BTreeMap::new();
+        let mut empty = Vec::new();
+        for (group, shard) in replicas {
+            match shard {
+                Some(s) => {
+                    starts.push((s.start.clone(), group));
+                    if let (r, Some(end)) = (s.right, &s.end) {
+                        if r != 0 {
+                            named.insert(r, end.clone());
+                        }
+                    }
+                }
+                None => empty.push(group),
+            }
+        }
+        for group in empty {
+            if let Some(start) = named.get(&group) {
+                starts.push((start.clone(), group));
+            }
+        }
+        ShardMap::from_starts(starts)
+    }
+
     /// The points where shards start, but the first (the empty key).
     pub fn splits(&self) -> Vec<Bytes> {
         self.shards[1..].iter().map(|(s, _)| s.clone()).collect()
@@ -376,6 +408,27 @@ mod tests {
         assert_eq!(m.owner(&txn(&["a", "b", "c"])), Some(2));
         assert_eq!(m.owner(&txn(&["a", "h"])), None);
         assert_eq!(m.owner(&txn(&["q", "z"])), Some(4));
+    }
+
+    #[test]
+    fn replicas_describe_the_map_after_splits() {
+        use synod_kv::Shard;
+        let whole = Shard::new(b(""), None);
+        let (left, right) = whole.split(b("m"), 9);
+        let (mid, last) = right.split(b("t"), 11);
+        // Every half known: three shards.
+        let m = ShardMap::from_replicas([(2, Some(&left)), (9, Some(&mid)), (11, Some(&last))])
+            .unwrap();
+        assert_eq!(m.splits(), vec![b("m"), b("t")]);
+        assert_eq!(m.group_of(b"p"), 9);
+        // Group 9 still empty here (its snapshot on the way): it owns
+        // everything from its parent's end, 11 unknown yet.
+        let m = ShardMap::from_replicas([(2, Some(&left)), (9, None)]).unwrap();
+        assert_eq!(m.splits(), vec![b("m")]);
+        assert_eq!(m.group_of(b"z"), 9);
+        // Overlapping ranges do not make a map.
+        assert!(ShardMap::from_replicas([(2, Some(&whole)), (9, Some(&mid))]).is_none());
+        assert!(ShardMap::from_starts(vec![(b("a"), 2)]).is_none());
     }
 
     #[test]

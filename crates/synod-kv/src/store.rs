@@ -121,6 +121,9 @@ pub struct KvStore {
     /// What the last split command cut off: the new group's id and store,
     /// for the runtime to take (`take_split`).
     split_off: Option<Box<(u64, KvStore)>>,
+    /// Negative control: a shard keeps taking the keys a split gave away.
+    #[cfg(feature = "mutations")]
+    unfenced: bool,
 }
 
 /// Equal state: the journal and where values are kept do not count.
@@ -158,6 +161,21 @@ impl KvStore {
     /// runtime hosts it from the same write as the split's slot.
     pub fn take_split(&mut self) -> Option<(u64, KvStore)> {
         self.split_off.take().map(|b| *b)
+    }
+
+    /// Turns this store into the broken variant that keeps taking writes
+    /// of keys it split off (the simulator's negative control); kept
+    /// across snapshots installed into it.
+    #[cfg(feature = "mutations")]
+    pub fn set_unfenced(&mut self, on: bool) {
+        self.unfenced = on;
+    }
+
+    fn is_unfenced(&self) -> bool {
+        #[cfg(feature = "mutations")]
+        return self.unfenced;
+        #[cfg(not(feature = "mutations"))]
+        false
     }
 
     /// Refuses a read of keys outside this shard (it split since the
@@ -421,7 +439,7 @@ impl KvStore {
         }
         let op = command.op.as_ref();
         if let (Some(shard), Some(op)) = (&self.shard, op) {
-            if !shard.holds_op(op) {
+            if !shard.holds_op(op) && !self.is_unfenced() {
                 // Routed before a split: refused unremembered, the node
                 // routes it again (design 0016).
                 return self.refuse_stale(KvError::WrongShard);
@@ -1141,6 +1159,10 @@ impl KvStore {
         // store and must not release the new store's values.
         new.flushing = self.flushing.iter().map(|_| Vec::new()).collect();
         new.prev_values_off = self.prev_values_off;
+        #[cfg(feature = "mutations")]
+        {
+            new.unfenced = self.unfenced;
+        }
         *self = new;
     }
 
@@ -1150,6 +1172,10 @@ impl KvStore {
     pub fn install(&mut self, mut new: KvStore) {
         new.flushing = self.flushing.iter().map(|_| Vec::new()).collect();
         new.prev_values_off = self.prev_values_off;
+        #[cfg(feature = "mutations")]
+        {
+            new.unfenced = self.unfenced;
+        }
         *self = new;
     }
 

@@ -109,10 +109,16 @@ mod route;
 /// The file in the data dir naming the split points it was made with.
 const SHARDS_FILE: &str = "shards";
 
-/// The shard map is fixed when the data dir is made: routing keys by
-/// other split points than their data was written under would lose them.
-/// A new data dir records the map; an existing one must match it (one made
-/// before shards, or without them, has no file and takes none).
+/// The first line of the data dir's `shards` file: a sharded data dir,
+/// whatever its split points (`--shards auto` starts with none).
+const SHARDS_HEADER: &str = "# sharded; the split points it started with:\n";
+
+/// The shard map the cluster starts from is fixed when the data dir is
+/// made: routing keys by other split points than their data was written
+/// under would lose them (splits since are recorded in the shards
+/// themselves). A new data dir records the map; an existing one must
+/// match it (one made before shards, or without them, has no file and
+/// takes none).
 fn check_shards(config: &NodeConfig, existing: bool) -> Result<(), StartError> {
     let path = config.data_dir.join(SHARDS_FILE);
     let want = shards_text(config.shards.as_ref());
@@ -126,16 +132,29 @@ fn check_shards(config: &NodeConfig, existing: bool) -> Result<(), StartError> {
             )))
         }
     };
+    let show = |text: &str| {
+        let points = text.strip_prefix(SHARDS_HEADER).unwrap_or(text);
+        format!("[{}]", points.trim_end().replace('\n', ", "))
+    };
+    // Files written before the header held the points alone (at least one).
+    let same =
+        |have: &str| have == want || (!have.is_empty() && format!("{SHARDS_HEADER}{have}") == want);
     match (have, existing) {
-        (Some(have), _) if have == want => Ok(()),
+        (Some(have), _) if same(&have) => Ok(()),
+        (Some(have), _) if config.shards.is_none() => Err(StartError::Config(format!(
+            "the data dir is sharded (split points {}): start with the same \
+             --split-at, or --shards auto if it had none",
+            show(&have)
+        ))),
         (Some(have), _) => Err(StartError::Config(format!(
-            "the data dir was made with split points [{}], not [{}]: \
+            "the data dir was made with split points {}, not {}: \
              start with the same --split-at",
-            have.trim_end().replace('\n', ", "),
-            want.trim_end().replace('\n', ", ")
+            show(&have),
+            show(&want)
         ))),
         (None, true) if config.shards.is_some() => Err(StartError::Config(
-            "the data dir was made without --split-at: its keys are in one group".into(),
+            "the data dir was made without --split-at or --shards auto: its keys are in one group"
+                .into(),
         )),
         (None, true) => Ok(()),
         (None, false) => {
@@ -148,10 +167,14 @@ fn check_shards(config: &NodeConfig, existing: bool) -> Result<(), StartError> {
     }
 }
 
-/// Split points one per line, hex-escaped where not printable ASCII.
+/// The header, then split points one per line, hex-escaped where not
+/// printable ASCII; nothing when not sharded.
 fn shards_text(map: Option<&crate::shards::ShardMap>) -> String {
-    let mut out = String::new();
-    for s in map.map(|m| m.splits()).unwrap_or_default() {
+    let Some(map) = map else {
+        return String::new();
+    };
+    let mut out = SHARDS_HEADER.to_string();
+    for s in map.splits() {
         out.push_str(&s.escape_ascii().to_string());
         out.push('\n');
     }

@@ -141,31 +141,14 @@ impl Core {
         let Some(view) = &self.shards else {
             return;
         };
-        let mut starts = Vec::new();
-        let mut named = BTreeMap::new();
-        for (id, g) in &self.groups {
-            if *id == GROUP {
-                continue;
-            }
-            if let Some(s) = g.kv().shard() {
-                starts.push((s.start.clone(), id.0));
-                if let (r, Some(end)) = (s.right, &s.end) {
-                    if r != 0 {
-                        named.insert(r, end.clone());
-                    }
-                }
-            }
-        }
-        for (id, g) in &self.groups {
-            if *id != GROUP && g.kv().shard().is_none() {
-                if let Some(start) = named.get(&id.0) {
-                    starts.push((start.clone(), id.0));
-                }
-            }
-        }
-        match ShardMap::from_starts(starts.clone()) {
+        let replicas = self
+            .groups
+            .iter()
+            .filter(|(id, _)| **id != GROUP)
+            .map(|(id, g)| (id.0, g.kv().shard()));
+        match ShardMap::from_replicas(replicas) {
             Some(map) => view.set(map),
-            None => tracing::error!(?starts, "the shards here do not tile the key space"),
+            None => tracing::error!("the shards here do not tile the key space"),
         }
     }
 

@@ -78,6 +78,15 @@ pub struct SimOptions {
     /// before). A sharded run changes no membership (the node refuses
     /// it too).
     pub shards: usize,
+    /// With `shards`: split shards at random keys during the fault phase
+    /// (a split command in the shard's log, design 0016); the checkers
+    /// add "no key owned by two shards" and "one range per shard and
+    /// epoch".
+    pub splits: bool,
+    /// Negative control (with `splits`): a shard's state machine keeps
+    /// applying writes of keys it split off; the history checker must see
+    /// them lost.
+    pub split_unfenced: bool,
 }
 
 impl SimOptions {
@@ -103,6 +112,8 @@ impl SimOptions {
             membership: true,
             shards: 0,
             stamps_from_leftovers: false,
+            splits: false,
+            split_unfenced: false,
         }
     }
 }
@@ -215,6 +226,10 @@ impl SimConfig {
             let splits = splits.into_iter().collect();
             cfg.shard_map =
                 Some(synod_group::shards::ShardMap::new(splits).expect("increasing split points"));
+            if options.splits {
+                // Keys enough that splits have somewhere to cut.
+                cfg.keys = cfg.keys.max(6);
+            }
         }
         // Derived, not drawn: the seeds' other draws stay as they were.
         if cfg.snapshot_every != 8 {

@@ -115,7 +115,7 @@ pub fn refused_unproposed(outcome: &Outcome) -> bool {
     match &outcome.result {
         Some(outcome::Result::Error(e)) => matches!(
             Kind::try_from(e.kind),
-            Ok(Kind::NoLeader) | Ok(Kind::TooManyRequests)
+            Ok(Kind::NoLeader) | Ok(Kind::TooManyRequests) | Ok(Kind::WrongShard)
         ),
         _ => false,
     }

@@ -59,6 +59,13 @@ struct Args {
     /// from stamps left over; the revision order check must catch it.
     #[arg(long)]
     stamps_from_leftovers: bool,
+    /// With --shards: split shards at random keys while faults run.
+    #[arg(long)]
+    splits: bool,
+    /// Negative control (with --splits): shards keep applying writes of
+    /// keys they split off; lost writes must be caught.
+    #[arg(long)]
+    split_unfenced: bool,
     /// Negative control: leaders renew leases without confirming they
     /// still lead; early expiries must be caught.
     #[arg(long)]
@@ -134,6 +141,8 @@ fn main() -> ExitCode {
     options.leases = !args.no_leases;
     options.shards = args.shards;
     options.stamps_from_leftovers = args.stamps_from_leftovers;
+    options.splits = args.splits || args.split_unfenced;
+    options.split_unfenced = args.split_unfenced;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;
@@ -192,7 +201,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} splits={} splits_learned={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -215,6 +224,8 @@ fn main() -> ExitCode {
         summary.auth_denied,
         summary.auth_old_revision,
         summary.stamped_writes,
+        summary.splits,
+        summary.splits_learned,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

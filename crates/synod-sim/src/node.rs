@@ -49,9 +49,24 @@ impl Disk {
     /// S3). A storage error is a bug here (the file never fails): it
     /// panics.
     pub fn write(&mut self, write: &QueuedWrite, compact: Option<&Compaction>) {
-        let group = write.group;
         let storage = self.storage();
         let mut batch = storage.batch().expect("batch");
+        Disk::add(&mut batch, write, compact);
+        // The groups a split made, in the same batch as the split (their
+        // first state stands for the split's slot).
+        for born in &write.also {
+            Disk::add(&mut batch, born, born.compact.as_ref());
+        }
+        // Few rows per round, so a replaced store takes many rounds to go
+        // and crashes meet it half deleted.
+        batch
+            .collect_garbage(GARBAGE_ROWS_PER_WRITE)
+            .expect("garbage");
+        batch.commit().expect("commit");
+    }
+
+    fn add(batch: &mut synod_storage::Batch, write: &QueuedWrite, compact: Option<&Compaction>) {
+        let group = write.group;
         batch.persist(group, &write.persist).expect("persist");
         if let Some(installed) = &write.installed {
             batch
@@ -67,12 +82,16 @@ impl Disk {
                 .compact_to(group, c.slot, c.membership.as_ref())
                 .expect("compaction");
         }
-        // Few rows per round, so a replaced store takes many rounds to go
-        // and crashes meet it half deleted.
-        batch
-            .collect_garbage(GARBAGE_ROWS_PER_WRITE)
-            .expect("garbage");
-        batch.commit().expect("commit");
+    }
+
+    /// Every group with state on disk.
+    pub fn groups(&mut self) -> Vec<GroupId> {
+        self.storage().groups().expect("simulated read")
+    }
+
+    /// Group `group`'s rows, for a store the node makes (a split's).
+    pub fn source(&mut self, group: GroupId) -> std::sync::Arc<synod_storage::StateRows> {
+        self.storage().state(group).expect("simulated read")
     }
 
     /// The old runtime's bug, for a negative control: an installed
@@ -142,7 +161,6 @@ impl Disk {
     /// starts from (its rows, as the node loads them).
     pub fn load(&mut self, group: GroupId) -> (Durable<Bytes>, KvStore) {
         let storage = self.storage();
-        storage.discard_stages().expect("discard stages");
         let durable = storage.load(group).expect("load");
         let kv = storage
             .load_store(group)
@@ -183,6 +201,8 @@ pub enum Waiting {
     AuthFlip,
     /// The auth agent's put number `n`.
     AuthPut(u64),
+    /// The split agent's split into new group `n`.
+    Split(u64),
     /// A shard's question for stamps, asked of the node's meta group.
     Stamps {
         /// The shard.
@@ -208,6 +228,19 @@ pub struct QueuedWrite {
     pub compact: Option<Compaction>,
     /// A received snapshot to make live first.
     pub installed: Option<Installed>,
+    /// The first writes of groups a split in this write made: durable
+    /// with it, in one batch.
+    pub also: Vec<QueuedWrite>,
+}
+
+/// A shard's deliberate bug, for the negative controls that ask for one.
+fn shard_mutation(cfg: &SimConfig, group: &mut Group) {
+    if cfg.options.stamps_from_leftovers {
+        group.set_mutation(Some(synod_group::GroupMutation::StampsFromLeftovers));
+    }
+    if cfg.options.split_unfenced {
+        group.set_mutation(Some(synod_group::GroupMutation::SplitUnfenced));
+    }
 }
 
 /// One node of the simulated cluster.
@@ -344,6 +377,12 @@ impl SimNode {
     }
 
     fn start(&mut self, cfg: &SimConfig, now: Micros) {
+        // A snapshot being received when the process stopped is gone with
+        // its stream (as the node discards them at open).
+        self.disk
+            .storage()
+            .discard_stages()
+            .expect("discard stages");
         let mut group = self.start_group(cfg, now, GROUP);
         if cfg.options.unconfirmed_keepalives {
             group.set_mutation(Some(synod_group::GroupMutation::UnconfirmedKeepalives));
@@ -355,15 +394,103 @@ impl SimNode {
             group.set_mutation(Some(synod_group::GroupMutation::FollowerReadsUnconfirmed));
         }
         self.group = Some(group);
-        if let Some(map) = &cfg.shard_map {
-            for id in map.groups().map(GroupId) {
-                let mut shard = self.start_group(cfg, now, id);
-                if cfg.options.stamps_from_leftovers {
-                    shard.set_mutation(Some(synod_group::GroupMutation::StampsFromLeftovers));
-                }
+        let Some(map) = &cfg.shard_map else {
+            return;
+        };
+        // The shards the run started with, those splits made (on disk),
+        // and those their ranges name (design 0016).
+        let mut ids: Vec<GroupId> = map.groups().map(GroupId).collect();
+        ids.extend(self.disk.groups().into_iter().filter(|g| *g != GROUP));
+        for id in ids {
+            if !self.shards.contains_key(&id) {
+                let shard = self.start_group(cfg, now, id);
                 self.shards.insert(id, shard);
             }
         }
+        self.adopt_ranges(cfg);
+        self.discover(cfg, now);
+    }
+
+    /// Gives each shard the run started with its range, unless its store
+    /// records one (as the node does at start and after a snapshot).
+    pub fn adopt_ranges(&mut self, cfg: &SimConfig) {
+        let Some(map) = &cfg.shard_map else {
+            return;
+        };
+        for (i, id) in map.groups().enumerate() {
+            if let (Some(shard), synod_kv::KeyRange::Span { start, end }) =
+                (self.shards.get_mut(&GroupId(id)), map.span(i))
+            {
+                shard.set_shard_if_unset(synod_kv::Shard::new(start, end));
+            }
+        }
+    }
+
+    /// Hosts, empty, every group a shard here names as its right
+    /// neighbour and this node does not host (it learned of the split by
+    /// a snapshot); returns them.
+    pub fn discover(&mut self, cfg: &SimConfig, now: Micros) -> Vec<GroupId> {
+        let mut made = Vec::new();
+        loop {
+            let missing: Vec<GroupId> = self
+                .shards
+                .values()
+                .filter_map(|g| g.kv().shard())
+                .map(|s| GroupId(s.right))
+                .filter(|r| r.0 != 0 && !self.shards.contains_key(r))
+                .collect();
+            if missing.is_empty() {
+                return made;
+            }
+            for id in missing {
+                let group = self.start_group(cfg, now, id);
+                self.shards.insert(id, group);
+                made.push(id);
+            }
+        }
+    }
+
+    /// The shard map as this node's replicas hold it (sharded runs).
+    pub fn shard_map(&self) -> Option<synod_group::shards::ShardMap> {
+        let replicas = self.shards.iter().map(|(id, g)| (id.0, g.kv().shard()));
+        synod_group::shards::ShardMap::from_replicas(replicas)
+    }
+
+    /// A shard this node knows of but holds no state for yet.
+    pub fn is_blank(&self, id: GroupId) -> bool {
+        self.shards
+            .get(&id)
+            .is_some_and(|g| g.kv().shard().is_none())
+    }
+
+    /// Hosts the group a split of `parent` applied here made, with the
+    /// store it cut off; returns its first ready, to write with the
+    /// parent's.
+    pub fn host_split(
+        &mut self,
+        cfg: &SimConfig,
+        now: Micros,
+        parent: GroupId,
+        child: GroupId,
+        mut kv: KvStore,
+    ) -> synod_group::GroupReady {
+        assert!(
+            !self.shards.contains_key(&child),
+            "{parent} split off {child}, which {} hosts already",
+            self.id
+        );
+        let local = self.local_time(now);
+        let (config, replica) = self.group_parts(cfg, local, child, Durable::empty());
+        kv.attach(self.disk.source(child), true);
+        let membership = self
+            .group_ref(parent)
+            .and_then(|g| g.replica().membership().cloned())
+            .expect("a replica that applies has a configuration");
+        let mut group = Group::from_split(config, replica, membership, kv, local);
+        shard_mutation(cfg, &mut group);
+        let ready = group.ready();
+        self.shards.insert(child, group);
+        ready
     }
 
     /// Group `id` restored from the disk: the meta group serves the
@@ -371,6 +498,23 @@ impl SimNode {
     fn start_group(&mut self, cfg: &SimConfig, now: Micros, id: GroupId) -> Group {
         let local = self.local_time(now);
         let (durable, kv) = self.disk.load(id);
+        let (config, replica) = self.group_parts(cfg, local, id, durable);
+        let mut group = Group::new(config, replica, kv, local);
+        if id != GROUP {
+            shard_mutation(cfg, &mut group);
+        }
+        group
+    }
+
+    fn group_parts(
+        &self,
+        cfg: &SimConfig,
+        local: Time,
+        id: GroupId,
+        durable: Durable<Bytes>,
+    ) -> (GroupConfig, Replica<Bytes>) {
+        // The session below keeps the group in 8 bits.
+        assert!(id.0 <= 256, "simulated groups are numbered below 256");
         let mut paxos = cfg.paxos_for(self.id);
         // The meta group draws as an unsharded run's only group does.
         if id != GROUP {
@@ -390,6 +534,6 @@ impl SimNode {
             timestamp_oracle: id == GROUP,
             stamped: id != GROUP,
         };
-        Group::new(config, replica, kv, local)
+        (config, replica)
     }
 }

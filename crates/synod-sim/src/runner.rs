@@ -163,6 +163,10 @@ pub struct Summary {
     pub auth_old_revision: u64,
     /// Writes the cross-shard revision order checked, in all runs.
     pub stamped_writes: u64,
+    /// Shards made by splits, summed over runs.
+    pub splits: u64,
+    /// Shards hosted empty because a snapshot named them, summed.
+    pub splits_learned: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -216,6 +220,8 @@ pub fn run_seeds(
                         sum.auth_old_revision += r.auth_old_revision;
                         sum.slots += r.slots;
                         sum.stamped_writes += r.stamped_writes;
+                        sum.splits += r.splits;
+                        sum.splits_learned += r.splits_learned;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {
                             sum.undecided_seeds.push(seed);

@@ -109,7 +109,13 @@ impl World {
             None if !matches!(input, KvInput::Get { .. }) => return,
             None => {}
         }
-        let group = match (&self.cfg.shard_map, &input) {
+        // The node routes by its shards as its replicas hold them.
+        let map = self.cfg.shard_map.as_ref().map(|_| {
+            self.nodes[i]
+                .shard_map()
+                .expect("a node's shards tile the key space")
+        });
+        let group = match (map, &input) {
             (
                 Some(map),
                 KvInput::Get { key } | KvInput::Put { key, .. } | KvInput::Cas { key, .. },
@@ -123,6 +129,15 @@ impl World {
             },
             write => Request::Write(kv::write_op(write)),
         };
+        if self.nodes[i].is_blank(group) {
+            // Its state is on its way: refused, the client tries again.
+            let refusal = match request {
+                Request::Read { .. } => Answer::Read(Err(synod_kv::KvError::WrongShard)),
+                _ => Answer::Write(synod_kv::error_outcome(&synod_kv::KvError::WrongShard)),
+            };
+            self.client_answer(client, seq, attempt, Some(refusal));
+            return;
+        }
         let node = &mut self.nodes[i];
         let ticket = node.ticket(Waiting::Client {
             client,

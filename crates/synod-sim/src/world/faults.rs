@@ -315,7 +315,9 @@ impl World {
     /// Every group of the run: the meta group, then the shards.
     fn group_ids(&self) -> Vec<GroupId> {
         let shards = self.cfg.shard_map.iter().flat_map(|m| m.groups());
-        std::iter::once(GROUP).chain(shards.map(GroupId)).collect()
+        let mut ids: Vec<GroupId> = std::iter::once(GROUP).chain(shards.map(GroupId)).collect();
+        ids.extend(self.split_groups.iter().copied());
+        ids
     }
 
     pub(super) fn liveness_violation(&self) -> Violation {
@@ -420,6 +422,7 @@ impl World {
         self.report.leases_expired = self.lease_agent.expired;
         self.report.timestamps = self.oracle_agent.handed_out();
         self.report.stamped_writes = self.revisions.checked();
+        self.report.splits = self.split_groups.len() as u64;
         self.zk_final_check()?;
         self.report.zk_creates = self.zk_agent.acknowledged();
         (self.report.zk_sessions, self.report.zk_ephemerals) = self.zk_agent.sessions();

@@ -21,6 +21,7 @@ mod faults;
 mod leases;
 mod oracle;
 mod runtime;
+mod splits;
 mod zk;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -92,6 +93,7 @@ enum Event {
     OracleAgent,
     ZkAgent,
     AuthAgent,
+    SplitAgent,
     OracleReply {
         asked: Micros,
         first: i64,
@@ -190,6 +192,11 @@ pub struct Report {
     pub auth_old_revision: u64,
     /// Acknowledged writes checked for cross-shard revision order.
     pub stamped_writes: u64,
+    /// Shards splits made (groups hosted by a split somewhere).
+    pub splits: u64,
+    /// Shards a node hosted empty because a snapshot named them (it
+    /// learned of their split without applying it).
+    pub splits_learned: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -223,6 +230,12 @@ pub struct World {
     oracle_agent: oracle::OracleAgent,
     zk_agent: zk::ZkAgent,
     auth_agent: auth::AuthAgent,
+    /// Groups splits made, on any node.
+    split_groups: std::collections::BTreeSet<GroupId>,
+    /// The split agent's next new group.
+    next_split_group: u64,
+    /// Each shard's range at each epoch, as the first replica showed it.
+    shard_epochs: BTreeMap<(GroupId, u64), synod_kv::Shard>,
 }
 
 impl World {
@@ -270,6 +283,9 @@ impl World {
             oracle_agent: oracle::OracleAgent::default(),
             zk_agent: zk::ZkAgent::default(),
             auth_agent: auth::AuthAgent::default(),
+            split_groups: std::collections::BTreeSet::new(),
+            next_split_group: splits::FIRST_SPLIT_GROUP,
+            shard_epochs: BTreeMap::new(),
             cfg,
         };
         world.schedule_start();
@@ -302,6 +318,9 @@ impl World {
         }
         if self.cfg.options.auth {
             self.schedule(120 * MS, Event::AuthAgent);
+        }
+        if self.cfg.options.splits && self.cfg.shard_map.is_some() {
+            self.schedule(200 * MS, Event::SplitAgent);
         }
         self.schedule(self.cfg.options.fault_phase, Event::Heal);
     }
@@ -383,6 +402,7 @@ impl World {
             Event::OracleAgent => 6800,
             Event::ZkAgent => 6850,
             Event::AuthAgent => 6860,
+            Event::SplitAgent => 6870,
             Event::OracleReply { .. } => 6900,
             Event::Nemesis => 7000,
             Event::MembershipNemesis => 7001,
@@ -480,6 +500,7 @@ impl World {
             Event::OracleAgent => self.on_oracle_agent(),
             Event::ZkAgent => self.on_zk_agent()?,
             Event::AuthAgent => self.on_auth_agent(),
+            Event::SplitAgent => self.on_split_agent(),
             Event::OracleReply { asked, first, last } => {
                 self.on_oracle_reply(asked, first, last)?
             }

@@ -39,6 +39,9 @@ impl World {
                 if round > 0 || self.auth_unchecked(i) {
                     self.auth_check_replica(i)?;
                 }
+                if round > 0 && !self.split_groups.is_empty() {
+                    self.check_shards(i)?;
+                }
                 return Ok(());
             }
         }
@@ -54,19 +57,8 @@ impl World {
         let id = self.nodes[i].id;
         let meta = gid == GROUP;
         self.note_proposals(i, gid, &ready);
-        for (to, item) in std::mem::take(&mut ready.sends) {
-            for delay in self.network.deliveries(id, to, &mut self.rng) {
-                self.schedule(
-                    delay,
-                    Event::Deliver {
-                        from: id,
-                        to,
-                        group: gid,
-                        item: item.clone(),
-                    },
-                );
-            }
-        }
+        let sends = std::mem::take(&mut ready.sends);
+        self.send_items(id, gid, sends);
         for (slot, value) in &ready.applied {
             let chosen = self.chosen.entry(gid).or_default().chosen(*slot).cloned();
             let applied = self.applied.entry(gid).or_default();
@@ -111,8 +103,57 @@ impl World {
             node.group()
                 .request(ticket, Request::Timestamps { count }, now);
         }
-        self.queue_write(i, gid, ready);
+        let also = self.host_splits(i, gid, &mut ready);
+        self.queue_write(i, gid, ready, also);
         Ok(())
+    }
+
+    fn send_items(&mut self, id: NodeId, gid: GroupId, sends: Vec<(NodeId, PeerItem)>) {
+        for (to, item) in sends {
+            for delay in self.network.deliveries(id, to, &mut self.rng) {
+                self.schedule(
+                    delay,
+                    Event::Deliver {
+                        from: id,
+                        to,
+                        group: gid,
+                        item: item.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Hosts the groups the ready's splits made on node `i` (as the
+    /// node's shell does); returns their first writes, which go into the
+    /// same batch as the split's.
+    fn host_splits(&mut self, i: usize, gid: GroupId, ready: &mut GroupReady) -> Vec<QueuedWrite> {
+        let id = self.nodes[i].id;
+        let mut also = Vec::new();
+        for (child, kv) in std::mem::take(&mut ready.splits) {
+            let child = GroupId(child);
+            let mut first = self.nodes[i].host_split(&self.cfg, self.now, gid, child, kv);
+            self.applied
+                .entry(child)
+                .or_default()
+                .on_snapshot(id, synod_group::SPLIT_SLOT);
+            self.split_groups.insert(child);
+            self.note(|| format!("{id}: {gid} split off {child}"));
+            let sends = std::mem::take(&mut first.sends);
+            self.send_items(id, child, sends);
+            assert!(first.answers.is_empty() && first.installed.is_none());
+            also.push(QueuedWrite {
+                group: child,
+                token: first.token,
+                persist: first.persist,
+                state: first.state,
+                applied: first.applied_through,
+                compact: first.compact,
+                installed: None,
+                also: Vec::new(),
+            });
+        }
+        also
     }
 
     /// The chosen-value checker needs the configuration each leader used
@@ -142,7 +183,13 @@ impl World {
 
     /// Queues the round's write behind earlier ones; it becomes durable
     /// when its simulated fsync completes.
-    fn queue_write(&mut self, i: usize, gid: GroupId, mut ready: GroupReady) {
+    fn queue_write(
+        &mut self,
+        i: usize,
+        gid: GroupId,
+        mut ready: GroupReady,
+        also: Vec<QueuedWrite>,
+    ) {
         let id = self.nodes[i].id;
         if self.cfg.options.lose_auth_row {
             // The broken shell: the auth store's row never reaches the disk.
@@ -196,6 +243,7 @@ impl World {
             applied: ready.applied_through,
             compact: ready.compact,
             installed: ready.installed,
+            also,
         });
         let incarnation = node.incarnation;
         self.schedule(at, Event::PersistDone(id, incarnation));
@@ -219,12 +267,14 @@ impl World {
         for record in &write.persist.records {
             chosen.on_durable(id, record)?;
         }
-        let group = self.nodes[i]
-            .group_of(write.group)
-            .expect("a running node hosts the groups it wrote for");
-        group.on_written();
-        if !self.cfg.options.ack_before_fsync {
-            group.on_persisted(write.token);
+        for w in std::iter::once(&write).chain(&write.also) {
+            let group = self.nodes[i]
+                .group_of(w.group)
+                .expect("a running node hosts the groups it wrote for");
+            group.on_written();
+            if !self.cfg.options.ack_before_fsync || w.group != write.group {
+                group.on_persisted(w.token);
+            }
         }
         Ok(())
     }
@@ -295,7 +345,14 @@ impl World {
         let installed = self.nodes[i]
             .group_of(gid)
             .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
-        if !installed {
+        if installed {
+            // The snapshot may name a split this node never applied.
+            self.nodes[i].adopt_ranges(&self.cfg);
+            for made in self.nodes[i].discover(&self.cfg, self.now) {
+                self.report.splits_learned += 1;
+                self.note(|| format!("{to} hosts {made}, named by {gid}'s snapshot"));
+            }
+        } else {
             self.note(|| format!("{to} discards the snapshot of {gid} through {slot}"));
             self.nodes[i].disk.discard_stage(gid, stage);
         }
@@ -350,6 +407,7 @@ impl World {
             }
             Waiting::AuthSetup(step) => self.on_auth_setup_answer(step, answer),
             Waiting::AuthFlip => {}
+            Waiting::Split(child) => self.on_split_answer(child, answer),
             Waiting::AuthPut(n) => return self.on_auth_put_answer(n, answer),
             // The shard asks again after its question times out; a crash
             // took the shard with it.
