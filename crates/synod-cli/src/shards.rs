@@ -69,7 +69,7 @@ fn table(map: &Value) -> String {
         return "not sharded: group 1 holds every key (start nodes with --split-at)\n".into();
     }
     let mut rows = vec![[
-        "GROUP", "START", "END", "LEADER", "REVISION", "APPLIED", "VOTERS",
+        "GROUP", "START", "END", "LEADER", "REVISION", "APPLIED", "BYTES", "EPOCH", "VOTERS",
     ]
     .map(String::from)];
     for s in map["shards"].as_array().into_iter().flatten() {
@@ -94,10 +94,12 @@ fn table(map: &Value) -> String {
             text(&s["leader"]),
             text(&s["revision"]),
             text(&s["applied"]),
+            text(&s["bytes"]),
+            text(&s["epoch"]),
             text(&s["voters"]),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

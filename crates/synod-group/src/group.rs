@@ -264,15 +264,22 @@ impl Group {
     /// stands for that state (a replica of it that was not there at the
     /// split catches up by a snapshot). `membership` is the parent's.
     /// Persist its first ready in the same write as the parent's split.
+    /// With `lead` (this node leads the parent), the new replica runs for
+    /// leader at once instead of waiting out an election timeout: writes
+    /// to the moved keys stall for one round, not for a timeout.
     pub fn from_split(
         config: GroupConfig,
         mut replica: Replica<Bytes>,
         membership: Configuration,
         kv: KvStore,
         now: Time,
+        lead: bool,
     ) -> Group {
         let installed = replica.install_snapshot_with_membership(SPLIT_SLOT, membership.clone());
         assert!(installed, "a new replica takes its first state");
+        if lead && membership.voters().contains(&config.node) {
+            replica.campaign_now();
+        }
         let mut group = Group::new(config, replica, kv, now);
         group.compact_out = Some(crate::types::Compaction {
             slot: SPLIT_SLOT,
@@ -538,6 +545,8 @@ impl Group {
             applied: self.applied.0,
             revision: self.kv.revision(),
             compact_revision: self.kv.compact_revision(),
+            data_bytes: self.kv.mvcc().bytes(),
+            shard_epoch: self.kv.shard().map_or(0, |s| s.epoch),
             snapshot_slot: self.compacted.0,
             snapshots_installed: self.snapshots_installed,
             sessions_expired: self.sessions_expired,

@@ -285,6 +285,11 @@ pub struct GroupStatus {
     pub revision: i64,
     /// Compaction point.
     pub compact_revision: i64,
+    /// Bytes of the state machine's retained versions (what a shard
+    /// splits by).
+    pub data_bytes: u64,
+    /// Splits the shard's range went through (0 unsharded).
+    pub shard_epoch: u64,
     /// The log is compacted through this slot.
     pub snapshot_slot: u64,
     /// Snapshots received from a leader and installed since start.

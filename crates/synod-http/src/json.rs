@@ -44,6 +44,8 @@ pub fn shards(node: &Node) -> Value {
             shard["applied"] = json!(g.applied);
             shard["voters"] = json!(g.voters);
             shard["observers"] = json!(g.observers);
+            shard["bytes"] = json!(g.data_bytes);
+            shard["epoch"] = json!(g.shard_epoch);
         }
         shards.push(shard);
     }

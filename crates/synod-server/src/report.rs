@@ -67,6 +67,8 @@ pub(crate) fn group_report(
         log_start: status.snapshot_slot,
         voters,
         observers,
+        data_bytes: status.data_bytes,
+        shard_epoch: status.shard_epoch,
     }
 }
 

@@ -179,7 +179,8 @@ impl Core {
                 .membership()
                 .cloned()
                 .expect("a replica that applies has a configuration");
-            let mut group = Group::from_split(config, replica, membership, kv, self.now());
+            let lead = self.groups[&parent].replica().role_kind() == RoleKind::Leader;
+            let mut group = Group::from_split(config, replica, membership, kv, self.now(), lead);
             group.set_prev_values_in_events(false);
             let revision = group.kv().revision();
             let first = group.ready();

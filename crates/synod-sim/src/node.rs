@@ -486,7 +486,10 @@ impl SimNode {
             .group_ref(parent)
             .and_then(|g| g.replica().membership().cloned())
             .expect("a replica that applies has a configuration");
-        let mut group = Group::from_split(config, replica, membership, kv, local);
+        let lead = self
+            .group_ref(parent)
+            .is_some_and(|g| g.replica().role_kind() == synod_paxos::RoleKind::Leader);
+        let mut group = Group::from_split(config, replica, membership, kv, local, lead);
         shard_mutation(cfg, &mut group);
         let ready = group.ready();
         self.shards.insert(child, group);
