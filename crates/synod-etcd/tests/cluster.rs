@@ -226,7 +226,8 @@ async fn a_sharded_cluster_routes_every_key_and_keeps_one_revision_order() {
         assert_eq!(get(c, "z").await.as_deref(), Some("20"));
         assert_eq!(get(c, "g").await.as_deref(), Some("16"));
     }
-    // Each key is in its shard's group only.
+    // Each key is in its shard's group only; another shard refuses to
+    // read it (design 0016).
     let n3 = cluster.nodes[&NodeId(3)].clone();
     let in_group = |group: u64, key: &str| {
         let n = n3.clone();
@@ -234,13 +235,26 @@ async fn a_sharded_cluster_routes_every_key_and_keeps_one_revision_order() {
             key: b(key),
             ..Default::default()
         };
-        async move { n.range_in(GroupId(group), r, true).await.unwrap().kvs.len() }
+        async move {
+            n.range_in(GroupId(group), r, true)
+                .await
+                .map(|r| r.kvs.len())
+        }
     };
-    assert_eq!(in_group(2, "c").await, 1);
-    assert_eq!(in_group(3, "c").await, 0);
-    assert_eq!(in_group(3, "h").await, 1);
-    assert_eq!(in_group(4, "p").await, 1);
-    assert_eq!(in_group(1, "p").await, 0, "the meta group holds no keys");
+    assert_eq!(in_group(2, "c").await.unwrap(), 1);
+    assert!(matches!(
+        in_group(3, "c").await,
+        Err(synod_server::RequestError::Kv(
+            synod_kv::KvError::WrongShard
+        ))
+    ));
+    assert_eq!(in_group(3, "h").await.unwrap(), 1);
+    assert_eq!(in_group(4, "p").await.unwrap(), 1);
+    assert_eq!(
+        in_group(1, "p").await.unwrap(),
+        0,
+        "the meta group holds no keys"
+    );
     // A range over every shard, read at one timestamp.
     let all = clients[1].range(everything()).await.unwrap().into_inner();
     assert_eq!(keys_of(&all), keys);

@@ -859,6 +859,11 @@ impl Core {
                     self.send_all(*id, sends);
                     self.pass_stamps(*id, ready);
                 }
+                // A new group's first messages (its leader's campaign).
+                for (id, ready) in &mut born {
+                    let sends = std::mem::take(&mut ready.sends);
+                    self.send_all(*id, sends);
+                }
                 readies.extend(pass);
                 readies.extend(born);
             }
