@@ -118,13 +118,14 @@ impl ShardMap {
     pub fn from_replicas<'a>(
         replicas: impl IntoIterator<Item = (u64, Option<&'a synod_kv::Shard>)>,
     ) -> Option<ShardMap> {
-        let mut starts = Vec::new();
+        // (start, group, end when the store records it).
+        let mut shards: Vec<(Bytes, u64, Option<Option<Bytes>>)> = Vec::new();
         let mut named = std::collections::BTreeMap::new();
         let mut empty = Vec::new();
         for (group, shard) in replicas {
             match shard {
                 Some(s) => {
-                    starts.push((s.start.clone(), group));
+                    shards.push((s.start.clone(), group, Some(s.end.clone())));
                     if let (r, Some(end)) = (s.right, &s.end) {
                         if r != 0 {
                             named.insert(r, end.clone());
@@ -136,10 +137,19 @@ impl ShardMap {
         }
         for group in empty {
             if let Some(start) = named.get(&group) {
-                starts.push((start.clone(), group));
+                shards.push((start.clone(), group, None));
             }
         }
-        ShardMap::from_starts(starts)
+        shards.sort();
+        // Each recorded end is where the next shard starts (no overlap,
+        // no gap), and only the last shard has none.
+        for (i, (_, _, end)) in shards.iter().enumerate() {
+            let next = shards.get(i + 1).map(|(s, _, _)| s.clone());
+            if end.as_ref().is_some_and(|end| *end != next) {
+                return None;
+            }
+        }
+        ShardMap::from_starts(shards.into_iter().map(|(s, g, _)| (s, g)).collect())
     }
 
     /// The points where shards start, but the first (the empty key).
