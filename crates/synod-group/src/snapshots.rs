@@ -24,7 +24,7 @@ use synod_paxos::{Configuration, Slot};
 pub const SNAPSHOT_HOLD_MS: u64 = 120_000;
 /// Bytes of applied commands past which compaction goes on despite a hold:
 /// the log lives in memory.
-pub const SNAPSHOT_HOLD_LOG_BYTES: u64 = 4 * crate::drive::COMPACT_LOG_BYTES;
+pub const SNAPSHOT_HOLD_LOG_BYTES: u64 = 256 << 20;
 
 impl Group {
     /// The shell started streaming this group's rows at `slot` to a
