@@ -152,6 +152,23 @@ impl ShardMap {
         ShardMap::from_starts(shards.into_iter().map(|(s, g, _)| (s, g)).collect())
     }
 
+    /// The groups `replicas` name as their right neighbours that are not
+    /// among them: shards made by splits the node learned of by a
+    /// snapshot, which it must host (empty, until their own snapshot).
+    pub fn unknown_neighbours<'a>(
+        replicas: impl IntoIterator<Item = (u64, Option<&'a synod_kv::Shard>)>,
+    ) -> Vec<u64> {
+        let replicas: Vec<(u64, Option<&synod_kv::Shard>)> = replicas.into_iter().collect();
+        let mut unknown: Vec<u64> = replicas
+            .iter()
+            .filter_map(|(_, s)| Some(s.as_ref()?.right))
+            .filter(|r| *r != 0 && !replicas.iter().any(|(g, _)| g == r))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        unknown
+    }
+
     /// The points where shards start, but the first (the empty key).
     pub fn splits(&self) -> Vec<Bytes> {
         self.shards[1..].iter().map(|(s, _)| s.clone()).collect()
@@ -436,6 +453,9 @@ mod tests {
         let m = ShardMap::from_replicas([(2, Some(&left)), (9, None)]).unwrap();
         assert_eq!(m.splits(), vec![b("m")]);
         assert_eq!(m.group_of(b"z"), 9);
+        // A node that hosts only the parent must host its named neighbour.
+        assert_eq!(ShardMap::unknown_neighbours([(2, Some(&left))]), vec![9]);
+        assert!(ShardMap::unknown_neighbours([(2, Some(&left)), (9, None)]).is_empty());
         // Overlapping ranges do not make a map.
         assert!(ShardMap::from_replicas([(2, Some(&whole)), (9, Some(&mid))]).is_none());
         assert!(ShardMap::from_starts(vec![(b("a"), 2)]).is_none());

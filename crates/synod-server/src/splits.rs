@@ -100,17 +100,12 @@ impl Core {
             return;
         }
         loop {
-            let missing: Vec<GroupId> = self
-                .groups
-                .values()
-                .filter_map(|g| g.kv().shard())
-                .map(|s| GroupId(s.right))
-                .filter(|r| r.0 != 0 && !self.groups.contains_key(r))
-                .collect();
+            let replicas = self.groups.iter().map(|(id, g)| (id.0, g.kv().shard()));
+            let missing = ShardMap::unknown_neighbours(replicas);
             if missing.is_empty() {
                 return;
             }
-            for id in missing {
+            for id in missing.into_iter().map(GroupId) {
                 let group = self.make_empty(id);
                 self.groups.insert(id, group);
                 self.metrics.event(

@@ -432,17 +432,12 @@ impl SimNode {
     pub fn discover(&mut self, cfg: &SimConfig, now: Micros) -> Vec<GroupId> {
         let mut made = Vec::new();
         loop {
-            let missing: Vec<GroupId> = self
-                .shards
-                .values()
-                .filter_map(|g| g.kv().shard())
-                .map(|s| GroupId(s.right))
-                .filter(|r| r.0 != 0 && !self.shards.contains_key(r))
-                .collect();
+            let replicas = self.shards.iter().map(|(id, g)| (id.0, g.kv().shard()));
+            let missing = synod_group::shards::ShardMap::unknown_neighbours(replicas);
             if missing.is_empty() {
                 return made;
             }
-            for id in missing {
+            for id in missing.into_iter().map(GroupId) {
                 let group = self.start_group(cfg, now, id);
                 self.shards.insert(id, group);
                 made.push(id);
