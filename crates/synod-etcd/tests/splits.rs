@@ -270,8 +270,19 @@ async fn a_node_down_during_splits_catches_up_by_snapshots() {
     assert_eq!(have, want, "node 3, linearizable");
     // It caught up by snapshots (the shards' logs no longer held the
     // splits), not by replaying them.
-    let installed = metric(&cluster, 3, "synod_snapshots_installed_total");
-    assert!(installed >= 2.0, "node 3 installed {installed} snapshots");
+    // The metrics are refreshed every 100 ms, after the data is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let installed = metric(&cluster, 3, "synod_snapshots_installed_total");
+        if installed >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 installed {installed} snapshots"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(metric(&cluster, 3, "synod_shard_splits_total"), 0.0);
     // Its replicas take part: with node 1 down, 2 and 3 still write.
     cluster.stop_node(NodeId(1));
