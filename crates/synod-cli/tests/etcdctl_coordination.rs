@@ -4,22 +4,9 @@
 
 mod common;
 
-use common::{bounded, etcdctl, etcdctl_output, run, synod_bin, Cluster, Proc};
+use common::{bounded, etcdctl, etcdctl_for, etcdctl_output, run, synod_bin, Cluster, Proc};
 use std::process::Command;
 use std::time::Duration;
-
-/// Runs a long-running etcdctl command (watch, elect) for `secs` seconds
-/// and returns what it printed.
-fn etcdctl_for(endpoints: &[String], secs: u32, args: &[&str]) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("{secs}s"))
-        .arg("etcdctl")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .args(args);
-    let out = run(&mut cmd, Duration::from_secs(secs as u64 + 10));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_watch_lease_lock_elect_hashkv_snapshot() {

@@ -1,12 +1,13 @@
 //! A sharded cluster (`synod server --split-at`) as etcd's tools see it:
 //! etcdctl and the etcd-client crate put, read, watch and delete across
-//! shards without knowing of them; what is not supported yet is refused
+//! shards without knowing of them, with keys attached to leases, locks
+//! and elections (design 0017); what is not supported yet is refused
 //! with a reason; `synod shards` lists the map; a node killed with -9
 //! while writes run loses no acknowledged write.
 
 mod common;
 
-use common::{etcdctl, etcdctl_json, etcdctl_output, synod_bin, Cluster};
+use common::{etcdctl, etcdctl_for, etcdctl_json, etcdctl_output, synod_bin, Cluster, Proc};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -95,16 +96,6 @@ async fn etcdctl_reads_writes_and_watches_across_shards() {
         etcdctl(&eps, &["get", "/a", "--print-value-only"], None).trim(),
         "0"
     );
-    // A key with a lease is refused with the reason.
-    let lease = etcdctl(&eps, &["lease", "grant", "60"], None);
-    let id = lease
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
-    let leased = etcdctl_output(&eps, &["put", "/leased", "v", "--lease", &id], None);
-    let err = String::from_utf8_lossy(&leased.stderr);
-    assert!(err.contains("lease"), "{err}");
     // A snapshot would hold no keys: refused, not silently partial.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.db").display().to_string();
@@ -139,6 +130,89 @@ async fn etcdctl_reads_writes_and_watches_across_shards() {
         None,
         "nothing left (etcdctl omits a zero count)"
     );
+}
+
+/// Keys attached to one lease in every shard: listed by `timetolive
+/// --keys`, all gone once `lease revoke` answers, gone by themselves when
+/// the lease expires; a put naming a revoked lease is refused as etcd
+/// refuses it; `etcdctl lock` and `elect` work as on one group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_leases_locks_and_elections_across_shards() {
+    let c = sharded().await;
+    let eps = c.host_ports();
+    for k in ["/a", "/h", "/q"] {
+        put_ready(&eps, k, "0");
+    }
+    let grant = |ttl: &str| {
+        let out = etcdctl(&eps, &["lease", "grant", ttl], None);
+        out.split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("lease grant printed {out}"))
+            .to_string()
+    };
+    let id = grant("60");
+    for (i, k) in ["/a/l", "/h/l", "/q/l"].iter().enumerate() {
+        etcdctl(&eps[i..i + 1], &["put", "--lease", &id, k, "v"], None);
+    }
+    let out = etcdctl(&eps[2..], &["lease", "timetolive", "--keys", &id], None);
+    assert!(
+        out.contains("granted with TTL(60s)") && out.contains("attached keys([/a/l /h/l /q/l])"),
+        "{out}"
+    );
+    let out = etcdctl(&eps[1..2], &["lease", "revoke", &id], None);
+    assert!(out.contains(&format!("lease {id} revoked")), "{out}");
+    // Answered once every shard deleted its keys: read through any node.
+    for ep in eps.chunks(1) {
+        let left = etcdctl(ep, &["get", "/", "--prefix", "--keys-only"], None);
+        assert_eq!(
+            left.split_whitespace().collect::<Vec<_>>(),
+            ["/a", "/h", "/q"],
+            "{left}"
+        );
+    }
+    let late = etcdctl_output(&eps, &["put", "--lease", &id, "/z/l", "v"], None);
+    let err = String::from_utf8_lossy(&late.stderr);
+    assert!(
+        !late.status.success() && err.contains("requested lease not found"),
+        "{err}"
+    );
+    // Expiry: a 2 s lease's keys in two shards go by themselves.
+    let short = grant("2");
+    for k in ["/b/e", "/z/e"] {
+        etcdctl(&eps, &["put", "--lease", &short, k, "v"], None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = etcdctl(&eps, &["get", "/", "--prefix", "--keys-only"], None);
+        if !left.contains("/e") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired keys stayed: {left}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // lock: runs the command while holding the lock.
+    let out = etcdctl(&eps, &["lock", "/q/lock", "echo", "held"], None);
+    assert!(out.contains("held"), "{out}");
+    // elect: a campaigner, then a listener through another node.
+    let log = std::env::temp_dir().join(format!("elect-sharded-{}.log", std::process::id()));
+    let mut campaigner = Proc::spawn(
+        std::path::Path::new("etcdctl"),
+        &[
+            format!("--endpoints={}", eps[0]),
+            "elect".into(),
+            "/h/E".into(),
+            "p1".into(),
+        ],
+        &log,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = etcdctl_for(&eps[2..], 2, &["elect", "-l", "/h/E"]);
+    assert!(
+        out.starts_with("/h/E/") && out.contains("\np1"),
+        "elect -l printed {out:?}"
+    );
+    campaigner.kill();
+    let _ = std::fs::remove_file(&log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,7 +54,20 @@ impl Lease for EtcdApi {
         // write each (checked where it applies).
         let caller = self.caller(&request)?;
         let r = request.into_inner();
+        let id = r.id;
         let o = self.propose(Op::LeaseRevoke(r), &caller).await?;
+        // In a sharded cluster the shards delete the lease's keys after
+        // the meta group revoked it (design 0017): answered once they
+        // have, as etcd answers once the keys are gone. A retry of a
+        // revocation still under way waits for it too.
+        let not_found = matches!(&o.result, Some(outcome::Result::Error(e))
+            if matches!(outcome_error(e), synod_kv::KvError::LeaseNotFound(_)));
+        let waited = self.node.await_revocation(id).await.map_err(status)?;
+        if not_found && waited {
+            return Ok(Response::new(LeaseRevokeResponse {
+                header: self.header(0),
+            }));
+        }
         let outcome::Result::LeaseRevoke(mut resp) = result(o)? else {
             return Err(unexpected());
         };
@@ -109,16 +122,7 @@ impl Lease for EtcdApi {
             }));
         };
         let keys = if r.keys {
-            let id = r.id;
-            self.node
-                .query(move |kv| {
-                    kv.leases()
-                        .get(id)
-                        .map(|l| l.keys.iter().cloned().collect())
-                        .unwrap_or_default()
-                })
-                .await
-                .map_err(status)?
+            self.node.lease_keys(r.id).await.map_err(status)?
         } else {
             Vec::new()
         };

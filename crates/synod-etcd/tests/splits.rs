@@ -334,3 +334,86 @@ async fn shards_split_by_themselves_past_the_size_limit() {
         n.stop();
     }
 }
+
+/// Keys of one lease in a shard that then splits twice (design 0017):
+/// the keys' lease stubs move with them, `LeaseTimeToLive` lists them
+/// from every shard, `LeaseRevoke` answers once every shard deleted them
+/// (a linearizable read through any node sees none), and a put naming
+/// the revoked lease is refused as etcd refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_keys_move_with_splits_and_go_with_their_lease() {
+    use synod_proto::etcdserverpb::lease_client::LeaseClient;
+    let cluster = Cluster::start_splitting(3, 0).await;
+    cluster.leader().await;
+    let mut kv = cluster.client(NodeId(1)).await;
+    put_ready(&mut kv, "a", "plain").await;
+    let addr = cluster.members[&NodeId(2)].client_addr;
+    let mut leases = LeaseClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let lease = leases
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let leased = ["b", "k", "q", "x"];
+    for key in leased {
+        kv.put(PutRequest {
+            key: b(key),
+            value: b("leased"),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    split(&cluster, 1, "m").await;
+    split(&cluster, 3, "t").await;
+    maps_settle(&cluster, &["m", "t"]).await;
+    let listed = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: lease,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys, leased.map(b).to_vec(), "{listed:?}");
+    assert!(listed.ttl > 0 && listed.granted_ttl == 60, "{listed:?}");
+    leases
+        .lease_revoke(LeaseRevokeRequest { id: lease })
+        .await
+        .unwrap();
+    for node in 1..=3 {
+        let have = contents(&cluster, node, false, 1).await;
+        assert_eq!(have.keys().collect::<Vec<_>>(), ["a"], "node {node}");
+        // Every replica deletes them in the end (serializable reads).
+        contents(&cluster, node, true, 1).await;
+    }
+    let refused = kv
+        .put(PutRequest {
+            key: b("z"),
+            value: b("late"),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("requested lease not found"),
+        "{refused:?}"
+    );
+    let gone = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: lease,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.ttl, -1, "{gone:?}");
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}

@@ -131,7 +131,11 @@ impl Group {
                     },
                 )),
                 // Handed out at once: the confirmation is all they need.
-                Some(Waiter::Timestamps { count, reply }) => self.serve_timestamps(count, reply),
+                Some(Waiter::Timestamps {
+                    count,
+                    leases,
+                    reply,
+                }) => self.serve_timestamps(count, leases, reply),
                 Some(w) => self.wait_for_slot(read.slot, w),
                 None => {}
             }
@@ -144,7 +148,11 @@ impl Group {
                 Some(Waiter::Index { to, token }) => self
                     .sends
                     .push((to, PeerItem::ReadIndexAnswer { token, slot: None })),
-                Some(Waiter::Timestamps { count, reply }) => self.timestamps(count, reply),
+                Some(Waiter::Timestamps {
+                    count,
+                    leases,
+                    reply,
+                }) => self.timestamps(count, leases, reply),
                 // Not leading any more: the next leader decides.
                 Some(Waiter::Expire(_)) | None => {}
             }
@@ -276,7 +284,11 @@ impl Group {
             Waiter::Lease { id, renew, reply } => self.answer_lease(id, renew, reply),
             Waiter::Expire(ids) => self.issue_as_leader(Op::LeaseExpire(LeaseExpire { ids })),
             Waiter::Index { .. } => unreachable!("read-index questions are answered, not queued"),
-            Waiter::Timestamps { count, reply } => self.serve_timestamps(count, reply),
+            Waiter::Timestamps {
+                count,
+                leases,
+                reply,
+            } => self.serve_timestamps(count, leases, reply),
         }
     }
 

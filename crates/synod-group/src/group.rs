@@ -93,6 +93,7 @@ pub(crate) enum Waiter {
     /// Timestamps, handed out once leadership is confirmed.
     Timestamps {
         count: u32,
+        leases: Vec<i64>,
         reply: ReplyTo,
     },
 }
@@ -117,6 +118,10 @@ pub enum GroupMutation {
     /// state machine does not refuse them): they are lost to the new
     /// shard that owns them.
     SplitUnfenced,
+    /// A shard's leader attaches keys to every lease its writes name,
+    /// without the oracle's word that they are live: a put stamped after
+    /// a revocation keeps its key forever.
+    LeasesUnchecked,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -336,6 +341,12 @@ impl Group {
         self.kv.set_shard_if_unset(shard);
     }
 
+    /// Makes this the meta group of a sharded cluster, whose leases'
+    /// keys live in the shards (see `KvStore::set_lease_keys_in_shards`).
+    pub fn set_lease_keys_in_shards(&mut self) {
+        self.kv.set_lease_keys_in_shards();
+    }
+
     /// Slots applied to the state machine.
     pub fn applied(&self) -> Slot {
         self.applied
@@ -386,7 +397,7 @@ impl Group {
                 }
                 Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                 Request::Lease { .. } => Answer::Lease(None),
-                Request::Timestamps { .. } => Answer::Timestamps(None),
+                Request::Timestamps { .. } => Answer::Timestamps(None, Vec::new()),
                 Request::WriteStamped { .. } => Answer::Write(error_outcome(&KvError::NoLeader)),
             };
             self.answers.push((ticket, answer));
@@ -401,7 +412,9 @@ impl Group {
                 serializable,
             } => self.read(WaitingRead { request, ticket }, serializable),
             Request::Lease { id, renew } => self.lease_query(id, renew, ReplyTo::Local(ticket)),
-            Request::Timestamps { count } => self.timestamps(count, ReplyTo::Local(ticket)),
+            Request::Timestamps { count, leases } => {
+                self.timestamps(count, leases, ReplyTo::Local(ticket))
+            }
         }
     }
 
@@ -426,12 +439,14 @@ impl Group {
                 }
             }
             PeerItem::ReadIndex { token } => self.answer_read_index(from, token),
-            PeerItem::TimestampQuery { token, count } => {
-                self.timestamps(count, ReplyTo::Remote { to: from, token })
-            }
-            PeerItem::TimestampAnswer { token, range } => {
+            PeerItem::TimestampQuery {
+                token,
+                count,
+                leases,
+            } => self.timestamps(count, leases, ReplyTo::Remote { to: from, token }),
+            PeerItem::TimestampAnswer { token, range, live } => {
                 if let Some(ticket) = self.oracle.asked.remove(&token) {
-                    self.answers.push((ticket, Answer::Timestamps(range)));
+                    self.answers.push((ticket, Answer::Timestamps(range, live)));
                 }
             }
             PeerItem::ReadIndexAnswer { token, slot } => {
@@ -640,6 +655,8 @@ impl Group {
             answered_below,
             op,
             caller,
+            // Appended by the stamper (design 0017).
+            live_leases: Vec::new(),
         };
         let pending = PendingWrite {
             command: Bytes::from(command.encode_to_vec()),

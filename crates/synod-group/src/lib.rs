@@ -79,5 +79,5 @@ pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
     Answer, Compaction, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,
-    LeaseAnswer, PeerItem, Request, Ticket, Timestamps,
+    LeaseAnswer, PeerItem, Request, StampQuestion, Ticket, Timestamps,
 };

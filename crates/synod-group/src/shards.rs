@@ -216,6 +216,30 @@ impl ShardMap {
         }
     }
 
+    /// The detaches a revocation still needs (design 0017): for each
+    /// revoking lease, each shard of this map whose range no shard has
+    /// reported clean yet, as `(lease, group)`; at most `max`. The same
+    /// for the node and the simulator, which carry them out.
+    pub fn detaches(
+        &self,
+        revoking: &std::collections::BTreeMap<i64, synod_kv::revoking::Covered>,
+        max: usize,
+    ) -> Vec<(i64, u64)> {
+        let mut work = Vec::new();
+        for (lease, covered) in revoking {
+            for (i, (start, group)) in self.shards.iter().enumerate() {
+                if work.len() >= max {
+                    return work;
+                }
+                let end = self.shards.get(i + 1).map(|(s, _)| s.clone());
+                if !covered.covers(&synod_kv::Shard::new(start.clone(), end)) {
+                    work.push((*lease, *group));
+                }
+            }
+        }
+        work
+    }
+
     /// `range` cut at the shards' starts: each shard it touches with the
     /// part of it that shard owns, in key order. An empty range goes to
     /// the shard of its start (it answers with nothing).
@@ -367,6 +391,24 @@ mod tests {
             start: b(s),
             end: e.map(b),
         }
+    }
+
+    #[test]
+    fn detaches_name_the_shards_not_yet_reported_clean() {
+        let m = map();
+        let mut revoking = std::collections::BTreeMap::new();
+        let mut covered = synod_kv::revoking::Covered::default();
+        covered.add(b("g"), Some(b("p")));
+        revoking.insert(7, covered);
+        revoking.insert(9, Default::default());
+        assert_eq!(
+            m.detaches(&revoking, 100),
+            vec![(7, 2), (7, 4), (9, 2), (9, 3), (9, 4)]
+        );
+        assert_eq!(m.detaches(&revoking, 2), vec![(7, 2), (7, 4)]);
+        // A shard that split after it reported: both halves are covered.
+        let split = ShardMap::new(vec![b("g"), b("k"), b("p")]).unwrap();
+        assert_eq!(split.detaches(&revoking, 2), vec![(7, 2), (7, 5)]);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!   write (local, or forwarded to us as leader) ─► queue
-//!   queue, no question out ─► GroupReady.stamps = (id, n) ─► shell asks the meta group
-//!   shell: stamps_granted(id, first..=last) ─► append stamp to each queued command ─► propose
+//!   queue, no question out ─► GroupReady.stamps = (id, n, leases) ─► shell asks the meta group
+//!   shell: stamps_granted(id, first..=last, live) ─► append stamp (and live leases) ─► propose
 //!   applied with STALE_STAMP (a deposed leader's stamp) ─► the waiting node submits it again
 //! ```
 //!
@@ -18,9 +18,18 @@
 //! older leader's stamps after newer ones. Stamps are never kept for
 //! later writes: a leftover would lie below a stamp another shard handed
 //! out since.
+//!
+//! Keys with leases (design 0017): the question names the leases the
+//! queued writes attach keys to, and the oracle answers which of them
+//! are live at the moment it hands the stamps out; each command carries
+//! the live ones it names (`live_leases`), and the shard's state machine
+//! attaches a key to no other. A lease revoked after that moment has its
+//! keys detached by a command stamped from a later question, so above
+//! every such write: it deletes them, and a copy of the write that comes
+//! later is refused as stale and checked again.
 
 use crate::group::Group;
-use crate::types::{Answer, Timestamps};
+use crate::types::{Answer, StampQuestion, Timestamps};
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 use std::collections::VecDeque;
@@ -40,6 +49,8 @@ pub const STAMP_RETRY_MS: u64 = 20;
 
 /// The protobuf key of `Command.stamp` (field 18, varint).
 const STAMP_KEY: [u8; 2] = [0x90, 0x01];
+/// The protobuf key of `Command.live_leases` (field 22, packed varints).
+const LIVE_LEASES_KEY: [u8; 2] = [0xb2, 0x01];
 
 /// One command waiting for its stamp.
 struct Queued {
@@ -47,6 +58,8 @@ struct Queued {
     command: Bytes,
     /// Its `(session, seq)` when it is this node's own pending write.
     local: Option<(u64, u64)>,
+    /// The leases it attaches keys to (usually none).
+    leases: Vec<i64>,
 }
 
 /// The stamping state of a shard's replica.
@@ -60,7 +73,7 @@ pub(crate) struct Stamper {
     /// No question before this time (the last one found no oracle).
     retry_at: Time,
     /// A question for the shell to send, taken by `ready`.
-    pub(crate) out: Option<(u64, u32)>,
+    pub(crate) out: Option<StampQuestion>,
     /// Stamps kept for later writes (only the negative control does).
     #[cfg(feature = "mutations")]
     leftovers: VecDeque<i64>,
@@ -76,12 +89,50 @@ impl Stamper {
 /// `command` with `stamp` appended: protobuf takes the last value of a
 /// field, and the command was encoded without one, so this is the
 /// command stamped, without decoding or encoding it again.
+#[cfg(any(test, feature = "mutations"))]
 pub(crate) fn with_stamp(command: &[u8], stamp: i64) -> Bytes {
-    let mut out = BytesMut::with_capacity(command.len() + 12);
+    with_stamp_and_leases(command, stamp, std::iter::empty())
+}
+
+/// `command` with `stamp` and the live leases it names appended (none:
+/// nothing appended for them).
+fn with_stamp_and_leases(command: &[u8], stamp: i64, live: impl Iterator<Item = i64>) -> Bytes {
+    let live: Vec<i64> = live.collect();
+    let mut out = BytesMut::with_capacity(command.len() + 12 + live.len() * 10);
     out.put_slice(command);
     out.put_slice(&STAMP_KEY);
     prost::encoding::encode_varint(stamp as u64, &mut out);
+    if !live.is_empty() {
+        let len: usize = live
+            .iter()
+            .map(|l| prost::encoding::encoded_len_varint(*l as u64))
+            .sum();
+        out.put_slice(&LIVE_LEASES_KEY);
+        prost::encoding::encode_varint(len as u64, &mut out);
+        for l in live {
+            prost::encoding::encode_varint(l as u64, &mut out);
+        }
+    }
     out.freeze()
+}
+
+/// The leases a command attaches keys to: its put's, or its txn's puts'.
+fn named_leases(command: &Command) -> Vec<i64> {
+    use synod_proto::etcdserverpb::request_op::Request;
+    use synod_proto::synodpb::command::Op;
+    let mut leases = match &command.op {
+        Some(Op::Put(p)) if p.lease != 0 => vec![p.lease],
+        Some(Op::Txn(t)) => synod_kv::txn_requests(t)
+            .filter_map(|r| match r {
+                Request::RequestPut(p) if p.lease != 0 => Some(p.lease),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    leases.sort_unstable();
+    leases.dedup();
+    leases
 }
 
 impl Group {
@@ -90,14 +141,17 @@ impl Group {
     /// that take a revision here; a session expiry or the member table
     /// does not), and it carries no stamp of its own (a read at a stamp
     /// its node already took).
-    fn needs_stamp(&self, command: &[u8], prestamped: bool) -> bool {
+    /// Returns the leases it names when it does.
+    fn needs_stamp(&self, command: &[u8], prestamped: bool) -> Option<Vec<i64>> {
         if !self.config.stamped || prestamped {
-            return false;
+            return None;
         }
         match Command::decode(command) {
-            Ok(c) => c.stamp == 0 && c.op.as_ref().is_some_and(synod_kv::takes_stamp),
+            Ok(c) if c.stamp == 0 && c.op.as_ref().is_some_and(synod_kv::takes_stamp) => {
+                Some(named_leases(&c))
+            }
             // Undecodable: the state machine skips it anyway.
-            Err(_) => false,
+            _ => None,
         }
     }
 
@@ -111,9 +165,9 @@ impl Group {
         local: Option<(u64, u64)>,
         prestamped: bool,
     ) -> Result<(), ProposeError> {
-        if !self.needs_stamp(&command, prestamped) {
+        let Some(leases) = self.needs_stamp(&command, prestamped) else {
             return self.replica.propose(command);
-        }
+        };
         // Stamping is for the leader only: anyone else forwards first.
         let Some(ballot) = self.replica.leading_ballot() else {
             return self.replica.propose(command);
@@ -127,7 +181,11 @@ impl Group {
                 return self.replica.propose(with_stamp(&command, stamp));
             }
         }
-        self.stamper.queue.push_back(Queued { command, local });
+        self.stamper.queue.push_back(Queued {
+            command,
+            local,
+            leases,
+        });
         self.ask_stamps(ballot);
         Ok(())
     }
@@ -144,18 +202,29 @@ impl Group {
         let id = self.stamper.next_question;
         self.stamper.next_question += 1;
         self.stamper.asked = Some((id, count, ballot, self.now));
+        let mut leases: Vec<i64> = self
+            .stamper
+            .queue
+            .iter()
+            .take(count as usize)
+            .flat_map(|q| q.leases.iter().copied())
+            .collect();
+        leases.sort_unstable();
+        leases.dedup();
         #[cfg(feature = "mutations")]
         if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
-            self.stamper.out = Some((id, count + 16));
+            let count = count + 16;
+            self.stamper.out = Some(StampQuestion { id, count, leases });
             return;
         }
-        self.stamper.out = Some((id, count));
+        self.stamper.out = Some(StampQuestion { id, count, leases });
     }
 
     /// The shell's answer to question `id`: stamps `first..=last`, or
     /// `None` when the oracle could not hand any out (asked again
-    /// `STAMP_RETRY_MS` later).
-    pub fn stamps_granted(&mut self, id: u64, range: Timestamps, now: Time) {
+    /// `STAMP_RETRY_MS` later), and the asked leases live when they were
+    /// handed out.
+    pub fn stamps_granted(&mut self, id: u64, range: Timestamps, live: &[i64], now: Time) {
         self.now = self.now.max(now);
         let Some((asked, count, ballot, _)) = self.stamper.asked else {
             return;
@@ -174,6 +243,10 @@ impl Group {
             self.stamper.leftovers.extend(first + granted..=last);
         }
         let still_leading = self.replica.leading_ballot() == Some(ballot);
+        #[cfg(feature = "mutations")]
+        let unchecked = self.mutated(crate::group::GroupMutation::LeasesUnchecked);
+        #[cfg(not(feature = "mutations"))]
+        let unchecked = false;
         for stamp in first..first + granted {
             let Some(q) = self.stamper.queue.pop_front() else {
                 break;
@@ -187,7 +260,12 @@ impl Group {
                 }
                 continue;
             }
-            let stamped = with_stamp(&q.command, stamp);
+            let named = q.leases.iter().copied();
+            let stamped = with_stamp_and_leases(
+                &q.command,
+                stamp,
+                named.filter(|l| unchecked || live.contains(l)),
+            );
             // Counted as proposed when queued.
             if self.replica.propose(stamped).is_err() {
                 if let Some(key) = q.local {
@@ -283,6 +361,13 @@ mod tests {
                     ..stamped
                 },
                 c
+            );
+            let live = [1, 300, i64::MAX];
+            let with = Command::decode(with_stamp_and_leases(&bytes, stamp, live.into_iter()));
+            let with = with.unwrap();
+            assert_eq!(
+                (with.stamp, with.live_leases.as_slice()),
+                (stamp, &live[..])
             );
         }
     }

@@ -48,7 +48,7 @@ pub(crate) struct Oracle {
     /// the ballot it was proposed under.
     reserving: Option<((u64, u64), Ballot)>,
     /// Confirmed requests waiting for a window.
-    waiting: VecDeque<(u32, ReplyTo)>,
+    waiting: VecDeque<(u32, Vec<i64>, ReplyTo)>,
     /// Questions forwarded to the leader, by token.
     pub(crate) asked: BTreeMap<u64, Ticket>,
 }
@@ -58,30 +58,41 @@ impl Oracle {
     pub(crate) fn abandon(&mut self, tickets: &BTreeSet<Ticket>) {
         self.asked.retain(|_, t| !tickets.contains(t));
         self.waiting
-            .retain(|(_, r)| !matches!(r, ReplyTo::Local(t) if tickets.contains(t)));
+            .retain(|(_, _, r)| !matches!(r, ReplyTo::Local(t) if tickets.contains(t)));
     }
 }
 
 impl Group {
     /// Timestamps for a client here (`reply` local) or for a member that
     /// asked us as its leader.
-    pub(crate) fn timestamps(&mut self, count: u32, reply: ReplyTo) {
-        if !self.config.timestamp_oracle || count == 0 || count > TIMESTAMPS_MAX {
-            self.route_timestamps(reply, None);
+    pub(crate) fn timestamps(&mut self, count: u32, leases: Vec<i64>, reply: ReplyTo) {
+        if !self.config.timestamp_oracle
+            || count == 0
+            || count > TIMESTAMPS_MAX
+            || leases.len() > TIMESTAMPS_MAX as usize
+        {
+            self.route_timestamps(reply, None, &[]);
             return;
         }
         #[cfg(feature = "mutations")]
         if self.mutated(crate::group::GroupMutation::UnconfirmedTimestamps)
             && self.replica.leading_ballot().is_some()
         {
-            self.serve_timestamps(count, reply);
+            self.serve_timestamps(count, leases, reply);
             return;
         }
         let rid = ReadId(self.next_read);
         self.next_read += 1;
         match self.replica.read(rid, self.now) {
             Ok(()) => {
-                self.reads.insert(rid, Waiter::Timestamps { count, reply });
+                self.reads.insert(
+                    rid,
+                    Waiter::Timestamps {
+                        count,
+                        leases,
+                        reply,
+                    },
+                );
             }
             Err(ProposeError::NotLeader { leader: Some(l) })
                 if l != self.config.node && matches!(reply, ReplyTo::Local(_)) =>
@@ -92,27 +103,34 @@ impl Group {
                 let token = self.next_token;
                 self.next_token += 1;
                 self.oracle.asked.insert(token, ticket);
-                self.sends
-                    .push((l, PeerItem::TimestampQuery { token, count }));
+                self.sends.push((
+                    l,
+                    PeerItem::TimestampQuery {
+                        token,
+                        count,
+                        leases,
+                    },
+                ));
             }
             // No leader known, busy, or asked as a leader we are not: the
             // asker tries again.
-            Err(_) => self.route_timestamps(reply, None),
+            Err(_) => self.route_timestamps(reply, None, &[]),
         }
     }
 
     /// At a confirmed point of this leadership: hand out from the window,
     /// or wait for the next reservation.
-    pub(crate) fn serve_timestamps(&mut self, count: u32, reply: ReplyTo) {
+    pub(crate) fn serve_timestamps(&mut self, count: u32, leases: Vec<i64>, reply: ReplyTo) {
         let ballot = self.replica.leading_ballot();
         match &mut self.oracle.window {
             Some((b, next, last)) if Some(*b) == ballot && *last - *next + 1 >= count as i64 => {
                 let first = *next;
                 *next += count as i64;
-                self.route_timestamps(reply, Some((first, first + count as i64 - 1)));
+                let range = Some((first, first + count as i64 - 1));
+                self.route_timestamps(reply, range, &leases);
             }
             _ => {
-                self.oracle.waiting.push_back((count, reply));
+                self.oracle.waiting.push_back((count, leases, reply));
                 self.reserve_timestamps();
             }
         }
@@ -127,7 +145,7 @@ impl Group {
         if self.oracle.reserving.is_some_and(|(_, b)| b == ballot) {
             return;
         }
-        let needed: u64 = self.oracle.waiting.iter().map(|(c, _)| *c as u64).sum();
+        let needed: u64 = self.oracle.waiting.iter().map(|(c, _, _)| *c as u64).sum();
         let count = needed.clamp(TIMESTAMP_BATCH, RESERVE_REVISIONS_MAX);
         let key = self.next_key();
         self.oracle.reserving = Some((key, ballot));
@@ -159,8 +177,8 @@ impl Group {
         }
         self.oracle.window = Some((ballot, r.first, r.last));
         let waiting = std::mem::take(&mut self.oracle.waiting);
-        for (count, reply) in waiting {
-            self.serve_timestamps(count, reply);
+        for (count, leases, reply) in waiting {
+            self.serve_timestamps(count, leases, reply);
         }
     }
 
@@ -184,20 +202,28 @@ impl Group {
             self.oracle.reserving = None;
         }
         if ballot.is_none() {
-            for (_, reply) in std::mem::take(&mut self.oracle.waiting) {
-                self.route_timestamps(reply, None);
+            for (_, _, reply) in std::mem::take(&mut self.oracle.waiting) {
+                self.route_timestamps(reply, None, &[]);
             }
         } else if !self.oracle.waiting.is_empty() {
             self.reserve_timestamps();
         }
     }
 
-    fn route_timestamps(&mut self, reply: ReplyTo, range: Timestamps) {
+    /// Hands out `range` (or says none could be), with the asked leases
+    /// live at this moment: a confirmed point of this leadership, so a
+    /// lease found live here was not revoked before these timestamps were
+    /// handed out (design 0017).
+    fn route_timestamps(&mut self, reply: ReplyTo, range: Timestamps, leases: &[i64]) {
+        let live = match range {
+            Some(_) if !leases.is_empty() => self.kv.live_leases(leases),
+            _ => Vec::new(),
+        };
         match reply {
-            ReplyTo::Local(ticket) => self.answers.push((ticket, Answer::Timestamps(range))),
+            ReplyTo::Local(ticket) => self.answers.push((ticket, Answer::Timestamps(range, live))),
             ReplyTo::Remote { to, token } => self
                 .sends
-                .push((to, PeerItem::TimestampAnswer { token, range })),
+                .push((to, PeerItem::TimestampAnswer { token, range, live })),
         }
     }
 

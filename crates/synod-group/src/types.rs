@@ -21,6 +21,17 @@ pub type LeaseAnswer = Option<(i64, i64)>;
 /// when no leader could hand them out now (ask again).
 pub type Timestamps = Option<(i64, i64)>;
 
+/// A stamped group's question for the timestamp oracle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StampQuestion {
+    /// Names the answer.
+    pub id: u64,
+    /// Timestamps wanted.
+    pub count: u32,
+    /// The leases the writes to stamp name, sorted, once each.
+    pub leases: Vec<i64>,
+}
+
 /// How a group is set up; fixed for the life of one incarnation.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -92,6 +103,9 @@ pub enum Request {
     Timestamps {
         /// How many (1 to [`TIMESTAMPS_MAX`](crate::TIMESTAMPS_MAX)).
         count: u32,
+        /// Leases the stamped writes name: the answer lists those live
+        /// when the timestamps were handed out (design 0017).
+        leases: Vec<i64>,
     },
     /// A write its node already stamped: in a stamped group, a read-only
     /// txn at a timestamp from the oracle (a read across shards), which
@@ -114,8 +128,9 @@ pub enum Answer {
     Read(Result<RangeAnswer, KvError>),
     /// A lease question's answer.
     Lease(LeaseAnswer),
-    /// The timestamps.
-    Timestamps(Timestamps),
+    /// The timestamps, and the asked leases live when they were handed
+    /// out (none when no timestamps were).
+    Timestamps(Timestamps, Vec<i64>),
 }
 
 /// Something one replica of a group sends another. The shell encodes these
@@ -149,6 +164,8 @@ pub enum PeerItem {
         token: u64,
         /// How many.
         count: u32,
+        /// Leases to check.
+        leases: Vec<i64>,
     },
     /// The leader's answer to a timestamp question.
     TimestampAnswer {
@@ -156,6 +173,8 @@ pub enum PeerItem {
         token: u64,
         /// The timestamps, or `None` (ask again).
         range: Timestamps,
+        /// The asked leases live when they were handed out.
+        live: Vec<i64>,
     },
     /// A follower's question for the leader: a slot at which it surely
     /// led, for the linearizable reads that wait on the follower.
@@ -235,11 +254,12 @@ pub struct GroupReady {
     pub members_changed: bool,
     /// Leases an applied expiry removed.
     pub expired: Vec<i64>,
-    /// A question for the meta group's oracle: `(id, count)`. Ask it for
-    /// `count` timestamps, and hand the answer (or `None` when it fails)
-    /// to [`Group::stamps_granted`](crate::Group::stamps_granted) with
-    /// `id`. Only in a [stamped](GroupConfig::stamped) group.
-    pub stamps: Option<(u64, u32)>,
+    /// A question for the meta group's oracle. Ask it for `count`
+    /// timestamps and `leases` checked, and hand the answer (or `None`
+    /// when it fails) to
+    /// [`Group::stamps_granted`](crate::Group::stamps_granted) with `id`.
+    /// Only in a [stamped](GroupConfig::stamped) group.
+    pub stamps: Option<StampQuestion>,
     /// Every value applied, with its slot (only with
     /// [`GroupConfig::record_applied`]).
     pub applied: Vec<(Slot, Value<Bytes>)>,

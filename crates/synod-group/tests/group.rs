@@ -247,10 +247,17 @@ fn a_cut_off_follower_holds_its_read_until_it_can_serve_it_fresh() {
 }
 
 fn timestamps(c: &mut Cluster, at: NodeId, ticket: Ticket, count: u32) -> (i64, i64) {
-    c.request(at, ticket, Request::Timestamps { count });
+    c.request(
+        at,
+        ticket,
+        Request::Timestamps {
+            count,
+            leases: Vec::new(),
+        },
+    );
     c.run_ms(50);
     match c.answer(at, ticket) {
-        Some(Answer::Timestamps(Some(range))) => *range,
+        Some(Answer::Timestamps(Some(range), _)) => *range,
         other => panic!("no timestamps at {at}: {other:?}"),
     }
 }
@@ -403,7 +410,14 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
     let mut answers = Vec::new();
     for ms in (0..3_000).step_by(10) {
         if ms == 2_000 {
-            group.request(1, Request::Timestamps { count: 4 }, Time(ms));
+            group.request(
+                1,
+                Request::Timestamps {
+                    count: 4,
+                    leases: Vec::new(),
+                },
+                Time(ms),
+            );
         }
         group.tick(Time(ms));
         while group.has_ready() {
@@ -414,6 +428,6 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
         }
     }
     assert!(group.status().is_leader);
-    assert_eq!(answers, vec![(1, Answer::Timestamps(None))]);
+    assert_eq!(answers, vec![(1, Answer::Timestamps(None, Vec::new()))]);
     assert_eq!(group.kv().revision(), 1, "a reservation applied");
 }

@@ -97,33 +97,33 @@ impl Cluster {
                         }
                         for (ticket, answer) in ready.answers {
                             match (ticket >= SHELL, answer) {
-                                (true, Answer::Timestamps(range)) => {
+                                (true, Answer::Timestamps(range, live)) => {
                                     let (shard, q) = node.questions.remove(&ticket).unwrap();
-                                    granted.push((shard, q, range));
+                                    granted.push((shard, q, range, live));
                                 }
                                 (false, answer) => self.answers.push((id, ticket, answer)),
                                 (true, other) => panic!("the oracle answered {other:?}"),
                             }
                         }
-                        if let Some((q, count)) = ready.stamps {
+                        if let Some(q) = ready.stamps {
                             assert_ne!(gid, META, "only shards ask for stamps");
-                            asks.push((gid, q, count));
+                            asks.push((gid, q.id, q.count, q.leases));
                         }
                         group.on_written();
                         group.on_persisted(ready.token);
                     }
                     group.check_invariants();
                 }
-                for (shard, q, count) in asks {
+                for (shard, q, count, leases) in asks {
                     let ticket = node.next;
                     node.next += 1;
                     node.questions.insert(ticket, (shard, q));
                     let meta = node.groups.get_mut(&META).unwrap();
-                    meta.request(ticket, Request::Timestamps { count }, now);
+                    meta.request(ticket, Request::Timestamps { count, leases }, now);
                 }
-                for (shard, q, range) in granted {
+                for (shard, q, range, live) in granted {
                     let g = node.groups.get_mut(&shard).unwrap();
-                    g.stamps_granted(q, range, now);
+                    g.stamps_granted(q, range, &live, now);
                 }
             }
             let quiet = self

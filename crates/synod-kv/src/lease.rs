@@ -70,31 +70,52 @@ impl Leases {
         self.by_id.remove(&id)
     }
 
-    pub(crate) fn attach(&mut self, id: i64, key: &Bytes) {
+    /// Attaches `key` to lease `id`. With `stubs` (a shard, design
+    /// 0017: the lease itself lives in the meta group) a lease not known
+    /// here gets a stub, which only lists its keys here.
+    pub(crate) fn attach(&mut self, id: i64, key: &Bytes, stubs: bool) {
         if id == 0 {
             return;
         }
-        self.by_id
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("key attached to missing lease {id:x}"))
-            .keys
-            .insert(key.clone());
+        let lease = if stubs {
+            self.by_id.entry(id).or_default()
+        } else {
+            self.by_id
+                .get_mut(&id)
+                .unwrap_or_else(|| panic!("key attached to missing lease {id:x}"))
+        };
+        lease.keys.insert(key.clone());
+    }
+
+    /// Detaches `key` from stub `id`, forgetting the stub once it lists
+    /// no key (its keys left with a split).
+    pub(crate) fn detach(&mut self, id: i64, key: &Bytes) {
+        if let Some(l) = self.by_id.get_mut(&id) {
+            l.keys.remove(key);
+            if l.keys.is_empty() {
+                self.by_id.remove(&id);
+            }
+        }
     }
 
     /// Follows the attachments through one committed write's events, in
     /// order: the previous version leaves its lease, a put joins its own.
-    pub(crate) fn follow(&mut self, events: &[Event]) {
+    /// With `stubs`, a stub left without keys is forgotten.
+    pub(crate) fn follow(&mut self, events: &[Event], stubs: bool) {
         for e in events {
             let Some(kv) = &e.kv else { continue };
             if let Some(prev) = &e.prev_kv {
                 if prev.lease != 0 {
                     if let Some(l) = self.by_id.get_mut(&prev.lease) {
                         l.keys.remove(&kv.key);
+                        if stubs && l.keys.is_empty() {
+                            self.by_id.remove(&prev.lease);
+                        }
                     }
                 }
             }
             if e.r#type == EventType::Put as i32 {
-                self.attach(kv.lease, &kv.key);
+                self.attach(kv.lease, &kv.key, stubs);
             }
         }
     }

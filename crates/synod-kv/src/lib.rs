@@ -21,6 +21,7 @@
 //!     })),
 //!     caller: None,       // an etcd client's user, checked while auth is on
 //!     stamp: 0,           // a shard's write carries the oracle's revision
+//!     live_leases: vec![], // and the leases the oracle found live
 //! };
 //! let applied = store.apply(&put);
 //! assert_eq!(applied.revision, 2); // etcd starts at revision 1
@@ -41,6 +42,7 @@ mod lessor;
 mod mvcc;
 mod range;
 mod read;
+pub mod revoking;
 pub mod shard;
 pub mod state;
 mod store;

@@ -58,6 +58,9 @@ pub const TAG_ZNODE: u8 = b'z';
 pub const TAG_AUTH: u8 = b'a';
 /// First byte of ZooKeeper session rows.
 pub const TAG_ZK_SESSION: u8 = b'y';
+/// A revoked lease whose keys the shards are still deleting (design
+/// 0017): `r` + id (8 bytes, big-endian) → its covered ranges (`Revoking`).
+pub const TAG_REVOKING: u8 = b'r';
 
 /// Read access to the rows this store wrote, as committed on disk. The
 /// runtime implements it over its storage; reads see every committed

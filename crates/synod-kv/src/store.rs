@@ -9,10 +9,11 @@ use crate::lease::{Leases, LEASE_TTL_MAX};
 use crate::mvcc::Mvcc;
 use crate::range::KeyRange;
 use crate::read;
+use crate::revoking::Covered;
 use crate::shard::Shard;
 use crate::state::{
-    self, StateChanges, StateSource, TAG_AUTH, TAG_LEASE, TAG_META, TAG_SESSION, TAG_ZK_SESSION,
-    TAG_ZNODE,
+    self, StateChanges, StateSource, TAG_AUTH, TAG_LEASE, TAG_META, TAG_REVOKING, TAG_SESSION,
+    TAG_ZK_SESSION, TAG_ZNODE,
 };
 use crate::zk::{ZkEvent, ZkTree};
 use bytes::Bytes;
@@ -31,8 +32,8 @@ use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{
     command::Op, error::Kind, outcome, AuthDone, AuthState, Caller, Command, Error, KeyHistory,
-    Lease, MemberTable, Outcome, Reserved, Session, SessionExpire, SessionOutcome, Snapshot,
-    SplitShard, ZNode, ZkOutcome, ZkResult, ZkSession, ZkWrite,
+    Lease, LeaseDetached, MemberTable, Outcome, Reserved, Revoking, Session, SessionExpire,
+    SessionOutcome, Snapshot, SplitShard, ZNode, ZkOutcome, ZkResult, ZkSession, ZkWrite,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -86,6 +87,7 @@ struct Dirty {
     /// window of outcomes.
     sessions: BTreeSet<u64>,
     leases: BTreeSet<i64>,
+    revoking: BTreeSet<i64>,
     auth: bool,
 }
 
@@ -118,6 +120,12 @@ pub struct KvStore {
     /// The keys this store holds, when it is a shard (design 0016);
     /// `None`: every key (an unsharded cluster's group, the meta group).
     shard: Option<Shard>,
+    /// The meta group of a sharded cluster (design 0017): leases live
+    /// here, their keys in the shards, so a revocation is recorded in
+    /// `revoking` until every shard deleted the lease's keys.
+    lease_keys_in_shards: bool,
+    /// Revoked leases whose keys some shard may still hold.
+    revoking: BTreeMap<i64, Covered>,
     /// What the last split command cut off: the new group's id and store,
     /// for the runtime to take (`take_split`).
     split_off: Option<Box<(u64, KvStore)>>,
@@ -138,6 +146,8 @@ impl PartialEq for KvStore {
             && self.zk == other.zk
             && self.auth == other.auth
             && self.shard == other.shard
+            && self.lease_keys_in_shards == other.lease_keys_in_shards
+            && self.revoking == other.revoking
     }
 }
 
@@ -155,6 +165,45 @@ impl KvStore {
             self.shard = Some(shard);
             self.dirty.meta = true;
         }
+    }
+
+    /// Makes this store the meta group of a sharded cluster, whose
+    /// leases' keys live in the shards (design 0017); kept on disk.
+    pub fn set_lease_keys_in_shards(&mut self) {
+        if !self.lease_keys_in_shards {
+            self.lease_keys_in_shards = true;
+            self.dirty.meta = true;
+        }
+    }
+
+    /// Revoked leases whose keys some shard may still hold, with the
+    /// ranges known clean: the work of whoever drives revocations.
+    pub fn revoking(&self) -> &BTreeMap<i64, Covered> {
+        &self.revoking
+    }
+
+    /// Whether lease `id` may still have keys attached in some shard:
+    /// a client's revocation is answered once it is not.
+    pub fn is_revoking(&self, id: i64) -> bool {
+        self.revoking.contains_key(&id)
+    }
+
+    /// The leases of `asked` a stamped write may attach keys to now: those
+    /// granted and not revoked (a ZooKeeper session's lease is not one:
+    /// its end deletes no shard's keys).
+    pub fn live_leases(&self, asked: &[i64]) -> Vec<i64> {
+        asked
+            .iter()
+            .copied()
+            .filter(|id| self.leases.contains(*id) && self.zk.session(*id).is_none())
+            .collect()
+    }
+
+    /// Whether leases here are stubs: a shard lists the keys attached to
+    /// each lease it holds keys of, the lease itself lives in the meta
+    /// group.
+    fn lease_stubs(&self) -> bool {
+        self.shard.is_some()
     }
 
     /// The new group and store the last applied split cut off, once: the
@@ -203,24 +252,26 @@ impl KvStore {
             start: s.at.clone(),
             end: shard.end.clone(),
         };
-        if self
+        // The stubs of the leases with keys that move go with them.
+        let moved_leased: Vec<(i64, Bytes)> = self
             .mvcc
             .scan(&moving, self.mvcc.revision())
-            .any(|(_, v)| v.lease != 0)
-        {
-            // Leases live in the meta group of a sharded cluster, which
-            // refuses keys with leases; a store that has some keeps them.
-            return Err(KvError::InvalidArgument(crate::validate::SPLIT_LEASED));
-        }
+            .filter(|(_, v)| v.lease != 0)
+            .map(|(k, v)| (v.lease, k.clone()))
+            .collect();
         let (left, right) = shard.split(s.at.clone(), s.child);
         let moved = self.mvcc.split_off(&s.at);
         let mvcc = Mvcc::from_parts(moved, self.mvcc.revision(), self.mvcc.compact_revision())
             .expect("a shard's own versions are well formed");
-        let child = KvStore {
+        let mut child = KvStore {
             mvcc,
             shard: Some(right),
             ..KvStore::default()
         };
+        for (lease, key) in &moved_leased {
+            self.leases.detach(*lease, key);
+            child.leases.attach(*lease, key, true);
+        }
         let done = left.to_proto();
         self.shard = Some(left);
         self.split_off = Some(Box::new((s.child, child)));
@@ -450,7 +501,7 @@ impl KvStore {
             Err(refused) => return self.refuse_stale(refused),
         };
         let (outcome, events) = match self.permitted(command.caller.as_ref(), op) {
-            Ok(()) => self.execute(op, stamp),
+            Ok(()) => self.execute(op, stamp, &command.live_leases),
             Err(e) => (error_outcome(&e), Vec::new()),
         };
         if let Stamp::Above(s) = stamp {
@@ -538,7 +589,7 @@ impl KvStore {
         }
     }
 
-    fn execute(&mut self, op: Option<&Op>, stamp: Stamp) -> (Outcome, Vec<Event>) {
+    fn execute(&mut self, op: Option<&Op>, stamp: Stamp, live: &[i64]) -> (Outcome, Vec<Event>) {
         match stamp {
             Stamp::None => {}
             _ if !op.is_some_and(takes_stamp) => {
@@ -596,6 +647,18 @@ impl KvStore {
                 Err(e) => Err(e.into()),
             },
             Some(Op::ReserveRevisions(r)) => self.reserve_revisions(r.count),
+            Some(Op::LeaseDetach(d)) => {
+                let Some(shard) = &self.shard else {
+                    return (
+                        error_outcome(&KvError::InvalidArgument(crate::validate::DETACH_NOT_SHARD)),
+                        Vec::new(),
+                    );
+                };
+                let range = shard.to_proto();
+                let events = self.delete_lease_keys(d.id, stamp);
+                return (ok(outcome::Result::Detached(range)), events);
+            }
+            Some(Op::LeaseDetached(d)) => self.lease_detached(d),
             Some(Op::Split(r)) => self.split(r),
             Some(Op::Alarm(r)) => Ok(outcome::Result::Alarm(self.alarm(r))),
             Some(Op::MemberTable(t)) => {
@@ -611,7 +674,7 @@ impl KvStore {
                     removed: Vec::new(),
                 }))
             }
-            _ => return self.write(op, stamp),
+            _ => return self.write(op, stamp, live),
         };
         match result {
             Ok(r) => (ok(r), Vec::new()),
@@ -646,7 +709,13 @@ impl KvStore {
                 "etcdserver: lease id must be picked before proposing",
             ));
         }
-        if self.leases.contains(r.id) {
+        if self.lease_stubs() {
+            return Err(KvError::InvalidArgument(crate::validate::LEASE_IN_SHARD));
+        }
+        if self.leases.contains(r.id) || self.revoking.contains_key(&r.id) {
+            // A lease whose keys the shards are still deleting cannot be
+            // granted again yet: a put checked against the new grant
+            // could be deleted as the old one's.
             return Err(KvError::LeaseExists);
         }
         if r.ttl > LEASE_TTL_MAX {
@@ -663,8 +732,54 @@ impl KvStore {
     }
 
     /// Deletes every key attached to lease `id` at one new revision, then
-    /// forgets the lease.
+    /// forgets the lease; the meta group of a sharded cluster records it
+    /// as revoking until the shards deleted its keys there.
     fn revoke(&mut self, id: i64) -> Vec<Event> {
+        let events = self.delete_lease_keys(id, Stamp::None);
+        let gone = self.leases.remove(id).expect("revoked lease exists");
+        self.dirty.leases.insert(id);
+        assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
+        // A ZooKeeper session is a lease: its ephemerals go with it, at
+        // one revision of their own.
+        let zk_session = self.zk.session(id).is_some();
+        let zxid = self.mvcc.revision() + 1;
+        let zk_events = self.zk.end_session(id, zxid);
+        if !zk_events.is_empty() {
+            self.mvcc.set_revision(zxid);
+        }
+        self.zk_events.extend(zk_events);
+        if self.lease_keys_in_shards && !zk_session {
+            self.revoking.insert(id, Covered::default());
+            self.dirty.revoking.insert(id);
+        }
+        events
+    }
+
+    /// A shard recorded that its range holds no key of revoked lease
+    /// `d.id`: once such ranges cover the key space, the revocation is
+    /// complete (design 0017).
+    fn lease_detached(&mut self, d: &LeaseDetached) -> Result<outcome::Result, KvError> {
+        if !self.lease_keys_in_shards {
+            return Err(KvError::InvalidArgument(crate::validate::DETACHED_NOT_META));
+        }
+        let range = d
+            .range
+            .as_ref()
+            .and_then(|r| Shard::from_proto(r).ok())
+            .ok_or(KvError::InvalidArgument(crate::validate::DETACHED_RANGE))?;
+        if let Some(covered) = self.revoking.get_mut(&d.id) {
+            covered.add(range.start.clone(), range.end.clone());
+            if covered.is_full() {
+                self.revoking.remove(&d.id);
+            }
+            self.dirty.revoking.insert(d.id);
+        }
+        Ok(outcome::Result::Detached(range.to_proto()))
+    }
+
+    /// Deletes every key attached to lease `id` here at one revision (the
+    /// stamp's, when stamped); a stub is forgotten with its last key.
+    fn delete_lease_keys(&mut self, id: i64, stamp: Stamp) -> Vec<Event> {
         let keys: Vec<Bytes> = self
             .leases
             .get(id)
@@ -683,22 +798,15 @@ impl KvStore {
             success: deletes,
             ..TxnRequest::default()
         };
-        let (outcome, events) = self.write(Some(&Op::Txn(txn)), Stamp::None);
+        let (outcome, events) = self.write(Some(&Op::Txn(txn)), stamp, &[]);
         assert!(
             !matches!(outcome.result, Some(outcome::Result::Error(_))),
             "deleting a lease's keys cannot fail"
         );
-        let gone = self.leases.remove(id).expect("revoked lease exists");
-        self.dirty.leases.insert(id);
-        assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
-        // A ZooKeeper session is a lease: its ephemerals go with it, at
-        // one revision of their own.
-        let zxid = self.mvcc.revision() + 1;
-        let zk_events = self.zk.end_session(id, zxid);
-        if !zk_events.is_empty() {
-            self.mvcc.set_revision(zxid);
-        }
-        self.zk_events.extend(zk_events);
+        assert!(
+            self.leases.get(id).is_none_or(|l| l.keys.is_empty()),
+            "lease {id:x} keys left after deleting them"
+        );
         events
     }
 
@@ -802,7 +910,10 @@ impl KvStore {
     /// Runs a key-value write (put, delete, txn, compact) as one write
     /// transaction: one new revision if it changes anything, nothing if it
     /// fails.
-    fn write(&mut self, op: Option<&Op>, stamp: Stamp) -> (Outcome, Vec<Event>) {
+    ///
+    /// A shard (design 0017) attaches keys only to the leases in `live`,
+    /// those the timestamp oracle found live when it stamped the command.
+    fn write(&mut self, op: Option<&Op>, stamp: Stamp, live: &[i64]) -> (Outcome, Vec<Event>) {
         // What reads before the first write see, and what writes carry.
         let (base, rev) = match stamp {
             Stamp::None => (self.mvcc.revision(), self.mvcc.revision() + 1),
@@ -812,7 +923,14 @@ impl KvStore {
             Stamp::ReadAt(s) => (s, s + 1),
         };
         let leases = &self.leases;
-        let exists = |id: i64| leases.contains(id);
+        let stubs = self.lease_stubs();
+        let exists = |id: i64| {
+            if stubs {
+                live.contains(&id)
+            } else {
+                leases.contains(id)
+            }
+        };
         let mark = self.mvcc.journal.mark();
         let mut txn = WriteTxn {
             mvcc: &mut self.mvcc,
@@ -840,7 +958,7 @@ impl KvStore {
                 if wrote {
                     self.mvcc.set_revision(rev);
                 }
-                self.leases.follow(&events);
+                self.leases.follow(&events, stubs);
                 (ok(r), events)
             }
             Err(e) => {
@@ -926,11 +1044,17 @@ impl KvStore {
                     ..Session::default()
                 })
                 .collect(),
-            leases: self
-                .leases
-                .iter()
-                .map(|(id, l)| Lease { id, ttl: l.ttl })
-                .collect(),
+            // A shard's stubs follow from its keys.
+            leases: if self.lease_stubs() {
+                Vec::new()
+            } else {
+                self.leases
+                    .iter()
+                    .map(|(id, l)| Lease { id, ttl: l.ttl })
+                    .collect()
+            },
+            revoking: self.revoking_records(),
+            lease_keys_in_shards: self.lease_keys_in_shards,
             alarms: self.alarms(),
             members: self.members.clone(),
             znodes: self.zk.records().0,
@@ -962,6 +1086,15 @@ impl KvStore {
                 .map_err(|broken| bad(&broken))?,
             ..KvStore::default()
         };
+        store.shard = snapshot
+            .shard
+            .as_ref()
+            .map(Shard::from_proto)
+            .transpose()
+            .map_err(|e| bad(&e))?;
+        if store.lease_stubs() && !snapshot.leases.is_empty() {
+            return Err(bad("a shard lists leases (they live in the meta group)"));
+        }
         for l in &snapshot.leases {
             if l.id <= 0 || store.leases.contains(l.id) {
                 return Err(bad(&format!("lease {} is invalid or repeated", l.id)));
@@ -969,12 +1102,10 @@ impl KvStore {
             store.leases.grant(l.id, l.ttl);
         }
         store.attach_lease_keys().map_err(|e| bad(&e))?;
-        store.shard = snapshot
-            .shard
-            .as_ref()
-            .map(Shard::from_proto)
-            .transpose()
-            .map_err(|e| bad(&e))?;
+        store.lease_keys_in_shards = snapshot.lease_keys_in_shards;
+        for r in &snapshot.revoking {
+            store.restore_revoking(r).map_err(|e| bad(&e))?;
+        }
         store.check_shard_keys().map_err(|e| bad(&e))?;
         store.members = snapshot.members;
         store.members.sort_by_key(|m| m.id);
@@ -1029,8 +1160,32 @@ impl KvStore {
         }
     }
 
+    /// Revoking leases as recorded in the state and snapshots.
+    fn revoking_records(&self) -> Vec<Revoking> {
+        self.revoking
+            .iter()
+            .map(|(id, c)| Revoking {
+                id: *id,
+                covered: c.to_proto(),
+            })
+            .collect()
+    }
+
+    /// One revoking lease from a row or a peer's snapshot, checked: only
+    /// a sharded cluster's meta group has any, never a live lease.
+    fn restore_revoking(&mut self, r: &Revoking) -> Result<(), String> {
+        if !self.lease_keys_in_shards || r.id <= 0 || self.leases.contains(r.id) {
+            return Err(format!("revoking lease {:x} where none can be", r.id));
+        }
+        let covered = Covered::from_proto(&r.covered)?;
+        if covered.is_full() || self.revoking.insert(r.id, covered).is_some() {
+            return Err(format!("revoking lease {:x} is done or repeated", r.id));
+        }
+        Ok(())
+    }
+
     /// Attaches every live key to its lease, refusing a key that names a
-    /// lease that does not exist.
+    /// lease that does not exist (a shard makes stubs instead).
     fn attach_lease_keys(&mut self) -> Result<(), String> {
         let live: Vec<(i64, Bytes)> = self
             .mvcc
@@ -1038,11 +1193,12 @@ impl KvStore {
             .filter(|(_, v)| v.lease != 0)
             .map(|(key, v)| (v.lease, key.clone()))
             .collect();
+        let stubs = self.lease_stubs();
         for (lease, key) in live {
-            if !self.leases.contains(lease) {
+            if !stubs && !self.leases.contains(lease) {
                 return Err(format!("key {key:?} names missing lease {lease:x}"));
             }
-            self.leases.attach(lease, &key);
+            self.leases.attach(lease, &key, stubs);
         }
         Ok(())
     }
@@ -1102,7 +1258,7 @@ impl KvStore {
                 _ => broken = Some(format!("ZooKeeper session row {row:?}")),
             },
         );
-        if let Some(e) = broken {
+        if let Some(e) = broken.take() {
             return Err(bad(e));
         }
         if let Some(row) = source.get(&[TAG_AUTH]) {
@@ -1111,13 +1267,35 @@ impl KvStore {
         }
         store.zk = ZkTree::from_records(znodes, zk_sessions).map_err(bad)?;
         store.check_zk_leases().map_err(bad)?;
-        store.attach_lease_keys().map_err(bad)?;
         store.shard = meta
             .shard
             .as_ref()
             .map(Shard::from_proto)
             .transpose()
             .map_err(|e| bad(format!("meta row: {e}")))?;
+        if store.lease_stubs() && !store.leases.is_empty() {
+            return Err(bad(
+                "a shard has lease rows (they live in the meta group)".into()
+            ));
+        }
+        store.attach_lease_keys().map_err(bad)?;
+        store.lease_keys_in_shards = meta.lease_keys_in_shards;
+        let mut revoking = Vec::new();
+        source.scan(
+            &[TAG_REVOKING],
+            &mut |row, value| match Revoking::decode(value) {
+                Ok(r) if row.len() == 9 && state::be_u64(&row[1..], 0) == Some(r.id as u64) => {
+                    revoking.push(r)
+                }
+                _ => broken = Some(format!("revoking row {row:?}")),
+            },
+        );
+        if let Some(e) = broken.take() {
+            return Err(bad(e));
+        }
+        for r in &revoking {
+            store.restore_revoking(r).map_err(bad)?;
+        }
         store.check_shard_keys().map_err(bad)?;
         store.members = meta.members;
         store.members.sort_by_key(|m| m.id);
@@ -1137,9 +1315,12 @@ impl KvStore {
             self.dirty.meta = true;
             self.dirty.auth = true;
             self.dirty.sessions.extend(self.sessions.keys().copied());
-            self.dirty
-                .leases
-                .extend(self.leases.iter().map(|(id, _)| id));
+            if !self.lease_stubs() {
+                self.dirty
+                    .leases
+                    .extend(self.leases.iter().map(|(id, _)| id));
+            }
+            self.dirty.revoking.extend(self.revoking.keys().copied());
             self.zk.dirty_all();
         }
     }
@@ -1207,6 +1388,7 @@ impl KvStore {
                 .collect(),
             members: self.members.clone(),
             shard: self.shard.as_ref().map(Shard::to_proto),
+            lease_keys_in_shards: self.lease_keys_in_shards,
             ..Snapshot::default()
         });
         let journal = &mut self.mvcc.journal;
@@ -1217,6 +1399,19 @@ impl KvStore {
             let row = state::numbered_row(TAG_SESSION, client, None);
             match self.sessions.get(&client) {
                 Some(s) => journal.put(row, encode_session(s)),
+                None => journal.delete(row),
+            }
+        }
+        for id in dirty.revoking {
+            let row = state::numbered_row(TAG_REVOKING, id as u64, None);
+            match self.revoking.get(&id) {
+                Some(c) => {
+                    let record = Revoking {
+                        id,
+                        covered: c.to_proto(),
+                    };
+                    journal.put(row, Bytes::from(record.encode_to_vec()))
+                }
                 None => journal.delete(row),
             }
         }
@@ -1586,7 +1781,7 @@ fn read_only(t: &TxnRequest) -> bool {
 pub fn takes_stamp(op: &Op) -> bool {
     matches!(
         op,
-        Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_)
+        Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compact(_) | Op::LeaseDetach(_)
     )
 }
 

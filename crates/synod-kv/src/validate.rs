@@ -24,7 +24,8 @@ const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 /// transactions, issue 11).
 pub const SHARDED_TXN: &str =
     "etcdserver: a transaction over keys of several shards is not supported yet (cross-shard transactions)";
-/// A put with a lease in a sharded cluster (leases live in the meta group).
+/// A put with a lease in a sharded cluster, refused before design 0017;
+/// kept so that refusals recorded then decode to their text.
 pub const SHARDED_LEASE: &str =
     "etcdserver: keys with a lease are not supported in a sharded cluster yet";
 /// Turning auth on in a sharded cluster (the shards cannot check roles).
@@ -39,8 +40,19 @@ pub const SPLIT_NOT_SHARD: &str = "etcdserver: only a shard of a sharded cluster
 /// A split point outside the shard (or at its start), or no new group.
 pub const SPLIT_OUTSIDE: &str =
     "etcdserver: a split point must lie strictly inside its shard, and name a new group";
-/// A split that would move keys attached to leases.
+/// A split that would move keys attached to leases, refused before
+/// design 0017 (kept for the refusals recorded then).
 pub const SPLIT_LEASED: &str = "etcdserver: a shard holding keys with leases does not split";
+/// A lease's keys detached in a group that is not a shard.
+pub const DETACH_NOT_SHARD: &str = "etcdserver: only a shard deletes a revoked lease's keys";
+/// A shard's detachment recorded in a group that is not a sharded
+/// cluster's meta group.
+pub const DETACHED_NOT_META: &str =
+    "etcdserver: only the meta group of a sharded cluster records revocations";
+/// A lease granted in a shard (leases live in the meta group).
+pub const LEASE_IN_SHARD: &str = "etcdserver: leases live in the meta group, not in a shard";
+/// A detachment without a well-formed shard range.
+pub const DETACHED_RANGE: &str = "etcdserver: a detachment names a malformed shard range";
 
 /// Every message validation can produce, so a refusal recorded in the log
 /// decodes back to the same text.
@@ -53,6 +65,10 @@ pub const MESSAGES: &[&str] = &[
     SPLIT_NOT_SHARD,
     SPLIT_OUTSIDE,
     SPLIT_LEASED,
+    DETACH_NOT_SHARD,
+    DETACHED_NOT_META,
+    DETACHED_RANGE,
+    LEASE_IN_SHARD,
     EMPTY_KEY,
     VALUE_PROVIDED,
     LEASE_PROVIDED,

@@ -144,7 +144,7 @@ proptest! {
             };
             let c = client as usize;
             seqs[c] += 1;
-            let command = Command { stamp: 0, client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None };
+            let command = Command { stamp: 0, client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None, live_leases: Vec::new() };
             let a = store.apply(&command);
             let b = shadow.apply(&command);
             prop_assert_eq!(&a, &b);
@@ -177,6 +177,7 @@ fn an_empty_disk_loads_as_no_store_and_damaged_rows_are_refused() {
             ..Default::default()
         })),
         caller: None,
+        live_leases: Vec::new(),
     };
     store.apply(&put);
     flush(&mut store, &rows);

@@ -548,6 +548,7 @@ fn events_describe_every_change() {
             failure: vec![],
         })),
         caller: None,
+        live_leases: Vec::new(),
     });
     assert_eq!(applied.events.len(), 1);
     let e = &applied.events[0];
@@ -570,6 +571,7 @@ fn retried_commands_apply_once() {
             ..Default::default()
         })),
         caller: None,
+        live_leases: Vec::new(),
     };
     let first = store.apply(&c);
     let again = store.apply(&c);
@@ -593,6 +595,7 @@ fn put_in_session(seq: u64, answered_below: u64, value: &str) -> Command {
             ..Default::default()
         })),
         caller: None,
+        live_leases: Vec::new(),
     }
 }
 
@@ -649,6 +652,7 @@ fn an_idle_session_expires_through_the_log_unless_it_woke_up() {
             revisions: vec![revision],
         })),
         caller: None,
+        live_leases: Vec::new(),
     };
     // It woke up: the expiry that saw it idle at `idle_at` keeps it.
     store.apply(&put_in_session(2, 1, "2"));

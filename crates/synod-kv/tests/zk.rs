@@ -248,6 +248,7 @@ impl Zk {
             answered_below: self.seq,
             op: Some(op),
             caller: None,
+            live_leases: Vec::new(),
         }
     }
 
@@ -1924,6 +1925,7 @@ fn store_equality_ignores_the_zookeeper_journal() {
             answered_below: seq,
             op: Some(Op::Zk(zw)),
             caller: None,
+            live_leases: Vec::new(),
         })
     };
     write(&mut store, 1, w(vec![c(create("/a"))]));

@@ -363,6 +363,8 @@ pub fn batch_items(batch: peerpb::Batch, me: NodeId) -> Vec<synod_group::PeerIte
             .map(|q| PeerItem::TimestampQuery {
                 token: q.token,
                 count: q.count,
+                // Bounded by the group (TIMESTAMPS_MAX), which refuses more.
+                leases: q.leases,
             }),
     );
     for a in batch.timestamp_answers {
@@ -374,6 +376,7 @@ pub fn batch_items(batch: peerpb::Batch, me: NodeId) -> Vec<synod_group::PeerIte
         out.push(PeerItem::TimestampAnswer {
             token: a.token,
             range: valid.then_some((a.first, a.last)),
+            live: if valid { a.live } else { Vec::new() },
         });
     }
     out.extend(

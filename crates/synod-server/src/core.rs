@@ -48,6 +48,8 @@ const GARBAGE_ROWS_PER_ROUND: usize = 4096;
 
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
+/// A closure run against every group's store on the node.
+pub type QueryAll = Box<dyn FnOnce(Vec<&KvStore>) + Send>;
 /// What the ZooKeeper front end is told, on the core thread.
 pub enum ZkFeed<'a> {
     /// A round's changes to the tree, in order, and the revision after.
@@ -133,6 +135,8 @@ pub enum Input {
     /// Runs a closure against the local store (serializable reads of
     /// leases, alarms, hashes and snapshots).
     Query(Query),
+    /// Runs a closure against every group's store on this node.
+    QueryAll(QueryAll),
     /// Runs a closure against the local store at the end of the round,
     /// once every change applied so far has been handed out: a ZooKeeper
     /// read, which must not show data whose watch event its client has
@@ -197,6 +201,7 @@ impl Input {
             | Input::Read { .. }
             | Input::LeaseQuery { .. }
             | Input::Query(_)
+            | Input::QueryAll(_)
             | Input::ZkQuery(_) => Class::Client,
             Input::Watch { announce, .. } => {
                 if *announce {
@@ -228,6 +233,11 @@ enum Reply {
     },
     /// An answer nobody waits for (a fence's no-op).
     Discard,
+    /// A shard's answer to the detach of a revoked lease's keys: recorded
+    /// in the meta group (see `revocations`).
+    Detach {
+        lease: i64,
+    },
     /// A shard's question for stamps (see `GroupReady::stamps`): the
     /// answer goes back to the shard, never to a client. Asked at `at`: a
     /// question lost on the way to the meta leader is given up after
@@ -256,7 +266,7 @@ impl Reply {
             Reply::Timestamps(tx) => tx.is_closed(),
             Reply::Stamps { at, .. } => at.elapsed() > STAMPS_ABANDON,
             Reply::SplitId { reply, .. } => reply.as_ref().is_some_and(|r| r.is_closed()),
-            Reply::Fence { .. } | Reply::Discard => false,
+            Reply::Fence { .. } | Reply::Discard | Reply::Detach { .. } => false,
         }
     }
 
@@ -280,10 +290,11 @@ impl Reply {
             (Reply::Lease(tx), Answer::Lease(answer)) => {
                 let _ = tx.send(answer);
             }
-            (Reply::Timestamps(tx), Answer::Timestamps(answer)) => {
+            (Reply::Timestamps(tx), Answer::Timestamps(answer, _)) => {
                 let _ = tx.send(answer);
             }
-            (Reply::Discard, _) => {}
+            // A detach refused before it reached a shard: sent again later.
+            (Reply::Discard | Reply::Detach { .. }, _) => {}
             (_, answer) => panic!("answer {answer:?} for a request of another kind"),
         }
     }
@@ -430,6 +441,9 @@ pub struct Core {
     /// Splits: the first map, the group maker, sizes and what was asked
     /// (see `splits`).
     splitting: splits::Splitting,
+    /// Detaches of revoked leases' keys sent to shards (see
+    /// `revocations`).
+    revocations: revocations::Revocations,
 }
 
 /// What the metrics last saw of a group: counters are exported as the
@@ -452,6 +466,8 @@ const STAMPS_ABANDON: Duration = Duration::from_secs(5);
 /// `drive`): a stamped write takes three (question, answer, proposal).
 const GATHER_PASSES_MAX: usize = 4;
 
+#[path = "revocations.rs"]
+mod revocations;
 #[path = "splits.rs"]
 mod splits;
 
@@ -497,6 +513,7 @@ impl Core {
             shards: parts.shards,
             hub_revisions: BTreeMap::new(),
             splitting: splits::Splitting::new(parts.first_map, parts.maker, parts.split_bytes),
+            revocations: Default::default(),
         };
         core.adopt_ranges();
         core.discover_groups();
@@ -554,6 +571,7 @@ impl Core {
             self.abandon();
             self.check_quota();
             self.split_by_size();
+            self.drive_revocations();
             self.drive();
             if !self.zk_queries.is_empty() {
                 let kv = self.groups[&GROUP].kv();
@@ -595,7 +613,8 @@ impl Core {
             }
             Input::Timestamps { count, reply } => {
                 let ticket = self.ticket(Reply::Timestamps(reply));
-                self.request(GROUP, ticket, Request::Timestamps { count }, now);
+                let leases = Vec::new();
+                self.request(GROUP, ticket, Request::Timestamps { count, leases }, now);
             }
             Input::Read {
                 group,
@@ -623,6 +642,7 @@ impl Core {
             Input::Fence { group } => self.fence(group, now),
             Input::Split { at, reply } => self.split_at(at, reply, now),
             Input::Query(f) => f(self.main().kv()),
+            Input::QueryAll(f) => f(self.groups.values().map(|g| g.kv()).collect()),
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
                 let _ = reply.send(self.main().change_membership(target));
@@ -662,7 +682,7 @@ impl Core {
                     }
                     Request::Read { .. } => Answer::Read(Err(e)),
                     Request::Lease { .. } => Answer::Lease(None),
-                    Request::Timestamps { .. } => Answer::Timestamps(None),
+                    Request::Timestamps { .. } => Answer::Timestamps(None, Vec::new()),
                 };
                 reply.send(refusal, &self.runtime);
             }
@@ -781,7 +801,8 @@ impl Core {
     /// shards may deliver what it holds (see the hub's `release`).
     fn fence(&mut self, group: GroupId, now: Time) {
         let ticket = self.ticket(Reply::Fence { group });
-        self.request(GROUP, ticket, Request::Timestamps { count: 1 }, now);
+        let leases = Vec::new();
+        self.request(GROUP, ticket, Request::Timestamps { count: 1, leases }, now);
     }
 
     fn on_peer(&mut self, batch: peerpb::Batch) {
@@ -892,13 +913,17 @@ impl Core {
     /// chosen, at a confirmed point of the meta leader's leadership.
     fn pass_stamps(&mut self, id: GroupId, ready: &mut GroupReady) {
         let now = self.now();
-        if let Some((question, count)) = ready.stamps.take() {
+        if let Some(q) = ready.stamps.take() {
             let ticket = self.ticket(Reply::Stamps {
                 group: id,
-                question,
+                question: q.id,
                 at: Instant::now(),
             });
-            self.request(GROUP, ticket, Request::Timestamps { count }, now);
+            let request = Request::Timestamps {
+                count: q.count,
+                leases: q.leases,
+            };
+            self.request(GROUP, ticket, request, now);
         }
         if id != GROUP {
             return;
@@ -912,17 +937,17 @@ impl Core {
                     Some(Reply::Stamps {
                         group, question, ..
                     }),
-                    Answer::Timestamps(range),
+                    Answer::Timestamps(range, live),
                 ) => {
-                    granted.push((*group, *question, *range));
+                    granted.push((*group, *question, *range, live.clone()));
                     replies.remove(ticket);
                     false
                 }
                 _ => true,
             });
-        for (group, question, range) in granted {
+        for (group, question, range, live) in granted {
             if let Some(g) = self.groups.get_mut(&group) {
-                g.stamps_granted(question, range, now);
+                g.stamps_granted(question, range, &live, now);
             }
         }
     }
@@ -1012,7 +1037,8 @@ impl Core {
         let now = self.now();
         for (ticket, answer) in ready.answers {
             match (self.replies.remove(&ticket), answer) {
-                (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)))) => {
+                (Some(Reply::Detach { lease }), answer) => self.detached(lease, answer),
+                (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)), _)) => {
                     let ticket = self.ticket(Reply::Discard);
                     let op = Op::Txn(TxnRequest::default());
                     self.request(group, ticket, Request::WriteStamped { op, stamp }, now);
@@ -1180,16 +1206,23 @@ impl Core {
                     });
                 }
                 PeerItem::ReadIndex { token } => batch.read_index.push(token),
-                PeerItem::TimestampQuery { token, count } => batch
-                    .timestamp_queries
-                    .push(peerpb::TimestampQuery { token, count }),
-                PeerItem::TimestampAnswer { token, range } => {
+                PeerItem::TimestampQuery {
+                    token,
+                    count,
+                    leases,
+                } => batch.timestamp_queries.push(peerpb::TimestampQuery {
+                    token,
+                    count,
+                    leases,
+                }),
+                PeerItem::TimestampAnswer { token, range, live } => {
                     let (first, last) = range.unwrap_or((0, 0));
                     batch.timestamp_answers.push(peerpb::TimestampAnswer {
                         token,
                         granted: range.is_some(),
                         first,
                         last,
+                        live,
                     })
                 }
                 PeerItem::ReadIndexAnswer { token, slot } => {

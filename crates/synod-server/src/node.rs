@@ -584,6 +584,43 @@ impl Node {
         self.wait(rx).await
     }
 
+    /// The keys attached to lease `id`, as this node's replicas hold them:
+    /// the meta group's unsharded, every shard's stubs sharded (design
+    /// 0017), in key order.
+    pub async fn lease_keys(&self, id: i64) -> Result<Vec<bytes::Bytes>, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::QueryAll(Box::new(move |stores| {
+            let mut keys: Vec<bytes::Bytes> = stores
+                .iter()
+                .filter_map(|kv| kv.leases().get(id))
+                .flat_map(|l| l.keys.iter().cloned())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let _ = reply.send(keys);
+        })))?;
+        self.wait(rx).await
+    }
+
+    /// Waits until no shard holds a key of revoked lease `id` (design
+    /// 0017). Returns whether the lease was being revoked; at once, false,
+    /// in an unsharded cluster, where a revocation deletes the keys itself.
+    pub async fn await_revocation(&self, id: i64) -> Result<bool, RequestError> {
+        if self.shard_view.is_none() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        let mut was = false;
+        while self.query(move |kv| kv.is_revoking(id)).await? {
+            was = true;
+            if Instant::now() >= deadline {
+                return Err(RequestError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(was)
+    }
+
     /// Runs `f` against the local state machine at the end of the core's
     /// round: after every change applied so far was handed to the
     /// ZooKeeper listener (a ZooKeeper read, which must not show a change

@@ -8,6 +8,8 @@
 //!   Range ── one shard ──► its group
 //!         └─ several ──► one timestamp T from the oracle ──► each piece read at T ──► merged
 //!   Compact ──► every shard     leases, auth, members ──► the meta group
+//!   (a key's lease is checked by the oracle when its write is stamped,
+//!   and a revoked lease's keys are deleted shard by shard: design 0017)
 //! ```
 //!
 //! A shard that split after this node routed a request refuses the keys
@@ -373,16 +375,10 @@ impl Node {
     }
 }
 
-/// What a sharded cluster refuses outright: keys with leases (leases live
-/// in the meta group, which cannot yet delete a shard's keys), and turning
-/// auth on (the shards cannot check roles where they apply).
+/// What a sharded cluster refuses outright: turning auth on (the shards
+/// cannot check roles where they apply).
 fn sharded_refusal(op: &Op) -> Option<&'static str> {
-    let txn_lease = |t: &TxnRequest| {
-        synod_kv::txn_requests(t).any(|r| matches!(r, TxnOp::RequestPut(p) if p.lease != 0))
-    };
     match op {
-        Op::Put(p) if p.lease != 0 => Some(validate::SHARDED_LEASE),
-        Op::Txn(t) if txn_lease(t) => Some(validate::SHARDED_LEASE),
         Op::Auth(a) if matches!(a.op, Some(AuthOp::Enable(_))) => Some(validate::SHARDED_AUTH),
         _ => None,
     }

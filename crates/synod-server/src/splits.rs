@@ -81,6 +81,9 @@ impl Core {
         let Some(map) = &self.splitting.first_map else {
             return;
         };
+        if let Some(meta) = self.groups.get_mut(&GROUP) {
+            meta.set_lease_keys_in_shards();
+        }
         for (i, id) in map.groups().enumerate() {
             let (Some(group), KeyRange::Span { start, end }) =
                 (self.groups.get_mut(&GroupId(id)), map.span(i))
@@ -222,7 +225,8 @@ impl Core {
         now: Time,
     ) {
         let ticket = self.ticket(Reply::SplitId { group, at, reply });
-        self.request(GROUP, ticket, Request::Timestamps { count: 1 }, now);
+        let leases = Vec::new();
+        self.request(GROUP, ticket, Request::Timestamps { count: 1, leases }, now);
     }
 
     /// The oracle answered a split's question: the split goes into the
@@ -235,7 +239,7 @@ impl Core {
         reply: Option<oneshot::Sender<Outcome>>,
         now: Time,
     ) {
-        let Answer::Timestamps(Some((stamp, _))) = answer else {
+        let Answer::Timestamps(Some((stamp, _)), _) = answer else {
             if let Some(reply) = reply {
                 let _ = reply.send(error_outcome(&KvError::NoLeader));
             }

@@ -1112,19 +1112,32 @@ fn hostile_batch(to: NodeId) -> BoxedStrategy<peerpb::Batch> {
             (
                 0u64..4,
                 prop_oneof![Just(0u32), Just(1), Just(u32::MAX), any::<u32>()],
+                prop::collection::vec(any::<i64>(), 0..3),
             )
-                .prop_map(|(token, count)| peerpb::TimestampQuery { token, count }),
+                .prop_map(|(token, count, leases)| peerpb::TimestampQuery {
+                    token,
+                    count,
+                    leases,
+                }),
             0..3,
         ),
         prop::collection::vec(
-            (0u64..4, any::<bool>(), any::<i64>(), any::<i64>()).prop_map(
-                |(token, granted, first, last)| peerpb::TimestampAnswer {
-                    token,
-                    granted,
-                    first,
-                    last,
-                },
-            ),
+            (
+                0u64..4,
+                any::<bool>(),
+                any::<i64>(),
+                any::<i64>(),
+                prop::collection::vec(any::<i64>(), 0..3),
+            )
+                .prop_map(|(token, granted, first, last, live)| {
+                    peerpb::TimestampAnswer {
+                        token,
+                        granted,
+                        first,
+                        last,
+                        live,
+                    }
+                }),
             0..2,
         ),
         prop::collection::vec(

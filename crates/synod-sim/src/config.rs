@@ -87,6 +87,10 @@ pub struct SimOptions {
     /// applying writes of keys it split off; the history checker must see
     /// them lost.
     pub split_unfenced: bool,
+    /// Negative control (with `shards`): shard leaders attach keys to
+    /// leases without the oracle's check; the lease agent's late puts
+    /// then keep keys of revoked leases, which settling must catch.
+    pub leases_unchecked: bool,
 }
 
 impl SimOptions {
@@ -114,6 +118,7 @@ impl SimOptions {
             stamps_from_leftovers: false,
             splits: false,
             split_unfenced: false,
+            leases_unchecked: false,
         }
     }
 }

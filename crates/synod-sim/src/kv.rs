@@ -168,6 +168,7 @@ mod tests {
             answered_below: seq,
             op: Some(write_op(input)),
             caller: None,
+            live_leases: Vec::new(),
         };
         write_output(input, &store.apply(&command).outcome)
     }

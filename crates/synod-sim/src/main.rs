@@ -66,6 +66,11 @@ struct Args {
     /// keys they split off; lost writes must be caught.
     #[arg(long)]
     split_unfenced: bool,
+    /// Negative control (with --shards): shard leaders attach keys to
+    /// leases without asking the oracle whether they are live; keys of
+    /// revoked leases must be caught.
+    #[arg(long)]
+    leases_unchecked: bool,
     /// Negative control: leaders renew leases without confirming they
     /// still lead; early expiries must be caught.
     #[arg(long)]
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
     options.stamps_from_leftovers = args.stamps_from_leftovers;
     options.splits = args.splits || args.split_unfenced;
     options.split_unfenced = args.split_unfenced;
+    options.leases_unchecked = args.leases_unchecked;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;
@@ -201,7 +207,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} splits={} splits_learned={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} lease_keys={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} splits={} splits_learned={} detaches={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
         summary.snapshots,
         summary.sessions_expired,
         summary.leases_granted,
+        summary.lease_keys,
         summary.leases_expired,
         summary.timestamps,
         summary.zk_creates,
@@ -226,6 +233,7 @@ fn main() -> ExitCode {
         summary.stamped_writes,
         summary.splits,
         summary.splits_learned,
+        summary.detaches,
         summary.slots,
         secs,
         summary.runs as f64 / secs,

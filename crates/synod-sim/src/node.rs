@@ -203,6 +203,10 @@ pub enum Waiting {
     AuthPut(u64),
     /// The split agent's split into new group `n`.
     Split(u64),
+    /// A shard's deletion of revoked lease `id`'s keys (design 0017).
+    Detach(i64),
+    /// Its record in the meta group (answers unused).
+    Detached,
     /// A shard's question for stamps, asked of the node's meta group.
     Stamps {
         /// The shard.
@@ -240,6 +244,9 @@ fn shard_mutation(cfg: &SimConfig, group: &mut Group) {
     }
     if cfg.options.split_unfenced {
         group.set_mutation(Some(synod_group::GroupMutation::SplitUnfenced));
+    }
+    if cfg.options.leases_unchecked {
+        group.set_mutation(Some(synod_group::GroupMutation::LeasesUnchecked));
     }
 }
 
@@ -417,6 +424,9 @@ impl SimNode {
         let Some(map) = &cfg.shard_map else {
             return;
         };
+        if let Some(meta) = self.group.as_mut() {
+            meta.set_lease_keys_in_shards();
+        }
         for (i, id) in map.groups().enumerate() {
             if let (Some(shard), synod_kv::KeyRange::Span { start, end }) =
                 (self.shards.get_mut(&GroupId(id)), map.span(i))

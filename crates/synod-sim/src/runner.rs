@@ -167,6 +167,10 @@ pub struct Summary {
     pub splits: u64,
     /// Shards hosted empty because a snapshot named them, summed.
     pub splits_learned: u64,
+    /// Shards' deletions of revoked leases' keys, summed over runs.
+    pub detaches: u64,
+    /// Keys attached to leases, summed over runs.
+    pub lease_keys: u64,
     /// Slots chosen in all runs (highest applied slot per run).
     pub slots: u64,
     /// Wall-clock time.
@@ -222,6 +226,8 @@ pub fn run_seeds(
                         sum.stamped_writes += r.stamped_writes;
                         sum.splits += r.splits;
                         sum.splits_learned += r.splits_learned;
+                        sum.detaches += r.detaches;
+                        sum.lease_keys += r.lease_keys;
                         sum.undecided += r.lin_undecided as u64;
                         if r.lin_undecided {
                             sum.undecided_seeds.push(seed);

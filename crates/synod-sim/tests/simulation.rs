@@ -101,6 +101,31 @@ fn sharded_runs_survive_every_fault_kind() {
         summary.stamped_writes > summary.runs * 10,
         "too few stamped writes checked: {summary:?}"
     );
+    // Keys with leases live in the shards (design 0017): attached through
+    // the oracle's check, deleted shard by shard when the lease ends.
+    assert!(
+        summary.lease_keys > summary.runs / 2 && summary.detaches > summary.runs,
+        "keys with leases barely exercised: {summary:?}"
+    );
+}
+
+/// A shard leader that attaches keys to leases without the oracle's word
+/// that they are live keeps the lease agent's late puts to expired
+/// leases forever: settling must catch it (it does at seed 4).
+#[test]
+fn unchecked_leases_are_caught() {
+    let mut options = SimOptions::new(3);
+    options.shards = 2;
+    options.leases_unchecked = true;
+    let summary = run_seeds(0, 30, &options, 2, 1, &|_| {});
+    let Some(caught) = summary.violations.first() else {
+        panic!(
+            "keys attached to dead leases survived {} seeds: the lease checks are blind",
+            summary.runs
+        );
+    };
+    let detail = &caught.result.as_ref().expect_err("violation").detail;
+    assert!(detail.contains("of lease"), "{detail}");
 }
 
 /// A shard leader that keeps stamps left over from one answer for later
@@ -135,6 +160,10 @@ fn sharded_runs_with_splits_survive_every_fault_kind() {
     let summary = sweep_with(options, seeds(100));
     assert_clean(&summary);
     assert!(summary.splits > summary.runs, "too few splits: {summary:?}");
+    assert!(
+        summary.lease_keys > 0 && summary.detaches > summary.runs,
+        "keys with leases barely moved through splits: {summary:?}"
+    );
     assert!(
         summary.splits_learned > 0,
         "no node learned of a split by snapshot: {summary:?}"
@@ -190,9 +219,9 @@ fn assert_membership_exercised(summary: &Summary) {
 /// A leader that renews a lease without first confirming it still leads
 /// (a deposed leader that has not noticed) promises a lifetime its
 /// successor cuts short: the early-expiry check catches it. The sweep
-/// covers a known catch (seed 719, found with
-/// `synod-sim --unconfirmed-keepalives --seeds 12000`: 3 catches by seed
-/// 8089), to stay fast; any change to the simulator or the runtime moves
+/// covers a known catch (seed 979, found with `synod-sim
+/// --unconfirmed-keepalives --no-zk --no-auth --no-timestamps --seeds
+/// 12000`: 5 catches, the last at seed 6765), to stay fast; any change to the simulator or the runtime moves
 /// them, and then this test says so.
 #[test]
 fn renewing_leases_without_confirming_leadership_is_caught() {
@@ -204,7 +233,7 @@ fn renewing_leases_without_confirming_leadership_is_caught() {
     options.auth = false;
     // The world the seed range was calibrated in.
     options.timestamps = false;
-    let summary = run_seeds(700, 60, &options, 2, 1, &|_| {});
+    let summary = run_seeds(960, 60, &options, 2, 1, &|_| {});
     let Some(caught) = summary.violations.first() else {
         panic!(
             "unconfirmed keep-alives survived {} seeds: the lease checker is blind",

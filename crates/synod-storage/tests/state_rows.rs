@@ -94,6 +94,7 @@ fn a_store_written_as_rows_loads_back_with_long_values_on_disk() {
                     ..Default::default()
                 })),
                 caller: None,
+                live_leases: Vec::new(),
             };
             kv.apply(&put);
             let mut batch = storage.batch().unwrap();

@@ -239,6 +239,19 @@ pub fn etcdctl_output(endpoints: &[String], args: &[&str], stdin: Option<&str>) 
     run_child(&mut child, stdin, Duration::from_secs(20), &cmd)
 }
 
+/// Runs a long-running etcdctl command (watch, elect) for `secs` seconds
+/// and returns what it printed.
+pub fn etcdctl_for(endpoints: &[String], secs: u32, args: &[&str]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("{secs}s"))
+        .arg("etcdctl")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args);
+    let out = run(&mut cmd, Duration::from_secs(secs as u64 + 10));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// `etcdctl` that must succeed; returns its stdout.
 pub fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> String {
     let out = etcdctl_output(endpoints, args, stdin);

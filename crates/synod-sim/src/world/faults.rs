@@ -338,8 +338,9 @@ impl World {
         Violation {
             invariant: "liveness after healing",
             detail: format!(
-                "{}ms after healing, still outstanding: {stuck:?}; replicas: {status:?}",
-                self.cfg.liveness_bound / MS
+                "{}ms after healing, still outstanding: {stuck:?}; {}replicas: {status:?}",
+                self.cfg.liveness_bound / MS,
+                self.leases_left()
             ),
         }
     }

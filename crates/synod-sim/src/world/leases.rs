@@ -24,6 +24,7 @@ use synod_paxos::{NodeId, RoleKind};
 use synod_proto::etcdserverpb::LeaseGrantRequest;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::outcome;
+use synod_storage::GroupId;
 
 /// Seconds each lease is granted for.
 pub(super) const LEASE_TTL_S: i64 = 1;
@@ -74,6 +75,11 @@ impl World {
             Some((id, 0)) => {
                 self.note(|| format!("lease agent abandons lease {id}"));
                 self.lease_agent.current = None;
+                // A put that names the lease once it may have expired:
+                // refused, or attached and deleted with the lease, never
+                // left behind (sharded: the oracle's check, design 0017).
+                let late = self.rng.gen_range(500 * MS..2500 * MS);
+                self.schedule(late, Event::LateAttach(id));
             }
             Some((id, left)) => {
                 self.lease_agent.current = Some((id, left - 1));
@@ -103,9 +109,33 @@ impl World {
             return;
         }
         self.lease_agent.granted += 1;
-        if let Some(to) = self.believed_leader() {
-            let attach = Request::Write(Op::Put(crate::kv::lease_put(id)));
-            self.agent_request(to, Waiting::Attach(id), attach);
+        self.attach(id);
+    }
+
+    /// Puts the lease's key, attached to it, through the node that
+    /// believes it leads.
+    pub(super) fn attach(&mut self, id: i64) {
+        let Some(to) = self.believed_leader() else {
+            return;
+        };
+        let attach = Request::Write(Op::Put(crate::kv::lease_put(id)));
+        // Sharded, the key goes to its shard (the lease stays in the meta
+        // group, which checks it when the shard's leader stamps the put).
+        let i = self.node_index(to);
+        let shard = self.nodes[i]
+            .shard_map()
+            .map(|m| GroupId(m.group_of(&crate::kv::lease_key(id))));
+        match shard {
+            None => self.agent_request(to, Waiting::Attach(id), attach),
+            Some(g) if self.nodes[i].is_blank(g) => {}
+            Some(g) => {
+                let now = self.nodes[i].local_time(self.now);
+                let node = &mut self.nodes[i];
+                let ticket = node.ticket(Waiting::Attach(id));
+                if let Some(group) = node.group_of(g) {
+                    group.request(ticket, attach, now);
+                }
+            }
         }
     }
 
@@ -161,8 +191,29 @@ impl World {
         Ok(())
     }
 
+    /// What keeps leases from settling, for the liveness report: leases,
+    /// revocations under way, and shard keys still attached to a lease.
+    pub(super) fn leases_left(&self) -> String {
+        let mut left = String::new();
+        for n in self.nodes.iter().filter(|n| n.is_up() && !n.retired) {
+            if let Some(g) = &n.group {
+                let (leases, revoking) = (g.kv().leases().len(), g.kv().revoking().len());
+                if leases + revoking > 0 {
+                    left += &format!("{}: {leases} leases, {revoking} revoking; ", n.id);
+                }
+            }
+            for (gid, s) in &n.shards {
+                for (lease, l) in s.kv().leases().iter() {
+                    left += &format!("{} {gid}: keys {:?} of lease {lease} left; ", n.id, l.keys);
+                }
+            }
+        }
+        left
+    }
+
     /// After healing: the agent holds nothing and no member of the current
-    /// configuration still has a lease (every abandoned lease expired).
+    /// configuration still has a lease (every abandoned lease expired),
+    /// a revocation under way, or a shard key attached to a lease.
     pub(super) fn leases_settled(&self) -> bool {
         if self.lease_agent.current.is_some() {
             return false;
@@ -178,6 +229,12 @@ impl World {
             .filter(|n| !n.retired)
             .filter_map(|n| n.group.as_ref().map(|g| (n.id, g)))
             .filter(|(id, _)| config.as_ref().is_none_or(|c| c.is_member(*id)))
-            .all(|(_, g)| g.kv().leases().is_empty())
+            .all(|(_, g)| g.kv().leases().is_empty() && g.kv().revoking().is_empty())
+            && self
+                .nodes
+                .iter()
+                .filter(|n| n.is_up() && !n.retired)
+                .flat_map(|n| n.shards.values())
+                .all(|s| s.kv().leases().is_empty())
     }
 }

@@ -20,6 +20,7 @@ mod clients;
 mod faults;
 mod leases;
 mod oracle;
+mod revocations;
 mod runtime;
 mod splits;
 mod zk;
@@ -90,6 +91,8 @@ enum Event {
         id: i64,
         sent_at: Micros,
     },
+    /// The lease agent's put to an abandoned lease, sent late.
+    LateAttach(i64),
     OracleAgent,
     ZkAgent,
     AuthAgent,
@@ -197,6 +200,10 @@ pub struct Report {
     /// Shards a node hosted empty because a snapshot named them (it
     /// learned of their split without applying it).
     pub splits_learned: u64,
+    /// Shards that deleted a revoked lease's keys (design 0017).
+    pub detaches: u64,
+    /// Keys the lease agent attached to its leases.
+    pub lease_keys: u64,
     /// The linearizability search hit its budget (not a violation, not a pass).
     pub lin_undecided: bool,
     /// A digest of every event, for determinism checks.
@@ -236,6 +243,9 @@ pub struct World {
     next_split_group: u64,
     /// Each shard's range at each epoch, as the first replica showed it.
     shard_epochs: BTreeMap<(GroupId, u64), synod_kv::Shard>,
+    /// Detaches of revoked leases' keys each node sent: `(node, lease,
+    /// shard)` → when.
+    detaches_sent: BTreeMap<(NodeId, i64, u64), Micros>,
 }
 
 impl World {
@@ -286,6 +296,7 @@ impl World {
             split_groups: std::collections::BTreeSet::new(),
             next_split_group: splits::FIRST_SPLIT_GROUP,
             shard_epochs: BTreeMap::new(),
+            detaches_sent: BTreeMap::new(),
             cfg,
         };
         world.schedule_start();
@@ -399,6 +410,7 @@ impl World {
             Event::LeaseAgent => 6500,
             Event::LeaseKeepAlive { to, .. } => 6600 + to.0,
             Event::LeaseAck { .. } => 6700,
+            Event::LateAttach(_) => 6750,
             Event::OracleAgent => 6800,
             Event::ZkAgent => 6850,
             Event::AuthAgent => 6860,
@@ -497,6 +509,7 @@ impl World {
             Event::LeaseAgent => self.on_lease_agent(),
             Event::LeaseKeepAlive { to, id, sent_at } => self.on_lease_keepalive(to, id, sent_at),
             Event::LeaseAck { id, sent_at } => self.on_lease_ack(id, sent_at),
+            Event::LateAttach(id) => self.attach(id),
             Event::OracleAgent => self.on_oracle_agent(),
             Event::ZkAgent => self.on_zk_agent()?,
             Event::AuthAgent => self.on_auth_agent(),
@@ -532,6 +545,9 @@ impl World {
             return;
         }
         self.schedule(self.cfg.tick_every, Event::Tick(id, incarnation));
+        if self.nodes[i].is_up() && self.nodes[i].paused_until <= self.now {
+            self.drive_revocations(i);
+        }
     }
 
     fn drive_all(&mut self) -> Result<(), Violation> {

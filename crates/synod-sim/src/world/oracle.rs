@@ -52,13 +52,19 @@ impl World {
         let asked = self.now;
         let node = &mut self.nodes[i];
         let ticket = node.ticket(Waiting::Timestamps(asked));
-        node.group()
-            .request(ticket, Request::Timestamps { count }, now);
+        node.group().request(
+            ticket,
+            Request::Timestamps {
+                count,
+                leases: Vec::new(),
+            },
+            now,
+        );
     }
 
     /// A node answered the agent: the answer travels back.
     pub(super) fn on_timestamps_answer(&mut self, asked: Micros, answer: Option<Answer>) {
-        if let Some(Answer::Timestamps(Some((first, last)))) = answer {
+        if let Some(Answer::Timestamps(Some((first, last)), _)) = answer {
             let delay = self.rng.gen_range(50..1000);
             self.schedule(delay, Event::OracleReply { asked, first, last });
         }

@@ -10,6 +10,7 @@ use crate::node::{QueuedWrite, Waiting, GROUP};
 use rand::Rng;
 use synod_group::{Answer, GroupReady, PeerItem, Request};
 use synod_paxos::{Message, NodeId, RoleKind, Slot};
+use synod_proto::synodpb::outcome;
 use synod_storage::GroupId;
 
 impl World {
@@ -93,15 +94,18 @@ impl World {
                 self.on_answer_at(i, waiting, Some(answer))?;
             }
         }
-        if let Some((question, count)) = ready.stamps.take() {
+        if let Some(q) = ready.stamps.take() {
             let node = &mut self.nodes[i];
             let ticket = node.ticket(Waiting::Stamps {
                 group: gid,
-                question,
+                question: q.id,
             });
             let now = node.local_time(self.now);
-            node.group()
-                .request(ticket, Request::Timestamps { count }, now);
+            let request = Request::Timestamps {
+                count: q.count,
+                leases: q.leases,
+            };
+            node.group().request(ticket, request, now);
         }
         let also = self.host_splits(i, gid, &mut ready);
         self.queue_write(i, gid, ready, also);
@@ -366,13 +370,17 @@ impl World {
         waiting: Waiting,
         answer: Option<Answer>,
     ) -> Result<(), Violation> {
-        if let (Waiting::Stamps { group, question }, Some(Answer::Timestamps(range))) =
-            (waiting, &answer)
+        if let (Waiting::Stamps { group, question }, Some(Answer::Timestamps(range, live))) =
+            (&waiting, &answer)
         {
             let now = self.nodes[i].local_time(self.now);
-            if let Some(shard) = self.nodes[i].group_of(group) {
-                shard.stamps_granted(question, *range, now);
+            if let Some(shard) = self.nodes[i].group_of(*group) {
+                shard.stamps_granted(*question, *range, live, now);
             }
+            return Ok(());
+        }
+        if let Waiting::Detach(lease) = waiting {
+            self.on_detach_answer(i, lease, answer);
             return Ok(());
         }
         self.on_answer(waiting, answer)
@@ -398,7 +406,13 @@ impl World {
                     self.schedule(delay, Event::LeaseAck { id: lease, sent_at });
                 }
             }
-            Waiting::Attach(_) => {}
+            Waiting::Attach(_) => {
+                if let Some(Answer::Write(o)) = &answer {
+                    if matches!(o.result, Some(outcome::Result::Put(_))) {
+                        self.report.lease_keys += 1;
+                    }
+                }
+            }
             Waiting::Timestamps(asked) => self.on_timestamps_answer(asked, answer),
             Waiting::ZkCreate(n) => return self.on_zk_answer(n, answer),
             Waiting::ZkSession => {}
@@ -412,6 +426,8 @@ impl World {
             // The shard asks again after its question times out; a crash
             // took the shard with it.
             Waiting::Stamps { .. } => {}
+            // Sent again by the meta leader while needed.
+            Waiting::Detach(_) | Waiting::Detached => {}
         }
         Ok(())
     }
