@@ -18,7 +18,7 @@
 #   DURATION=10   measured seconds per run     WARMUP=2   unrecorded seconds before it
 #   REPS=3        repetitions per system       CLIENTS=64 closed-loop clients
 #   WORKLOADS="put get txn"  any of: put get get-serializable txn mixed
-#                 lease-grant lease-keepalive lock lock-contended watch
+#                 lease-grant lease-cycle lease-keepalive lock lock-contended watch
 #                 (lock-contended: every client on one lock; watch: WATCHERS
 #                 watchers of one key, WRITERS closed-loop writers, ops/s is
 #                 events delivered)
@@ -78,7 +78,7 @@ fi
 for w in $WORKLOADS; do
     case $w in
         put | get | get-serializable | txn | mixed) ;;
-        lease-grant | lease-keepalive | lock | lock-contended | watch) ;;
+        lease-grant | lease-cycle | lease-keepalive | lock | lock-contended | watch) ;;
         *) echo "error: unknown workload '$w' in WORKLOADS" >&2; exit 2 ;;
     esac
 done

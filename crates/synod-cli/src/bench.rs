@@ -32,8 +32,8 @@ use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::lease_client::LeaseClient;
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::{
-    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest,
-    RangeRequest, RequestOp, TxnRequest,
+    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use synod_proto::v3lockpb::lock_client::LockClient;
 use synod_proto::v3lockpb::{LockRequest, UnlockRequest};
@@ -95,7 +95,10 @@ pub struct BenchArgs {
     /// random key (if mod_revision > 0 then put, else put: the else branch
     /// is the version = 0 case, so the put always happens but the compare is
     /// evaluated); `mixed` 90% get / 10% put; `lease-grant` grants a
-    /// 600 s lease; `lease-keepalive` renews the client's own lease over
+    /// 600 s lease; `lease-cycle` grants a lease, puts a random key
+    /// under it and revokes it (one op: the three answered; sharded, the
+    /// revoke waits for every shard to delete the lease's keys);
+    /// `lease-keepalive` renews the client's own lease over
     /// its keep-alive stream; `lock` acquires then releases lock
     /// bench/<n> (v3lock, under the client's lease; --keys 1 makes every
     /// client contend for one lock); `watch` makes every client a watcher
@@ -186,6 +189,8 @@ enum Workload {
     Mixed,
     /// Grant a lease.
     LeaseGrant,
+    /// Grant a lease, put a key under it, revoke it.
+    LeaseCycle,
     /// Renew the client's lease.
     LeaseKeepalive,
     /// Acquire and release a lock.
@@ -216,6 +221,7 @@ impl Workload {
             Workload::Txn => "txn",
             Workload::Mixed => "mixed",
             Workload::LeaseGrant => "lease-grant",
+            Workload::LeaseCycle => "lease-cycle",
             Workload::LeaseKeepalive => "lease-keepalive",
             Workload::Lock => "lock",
             Workload::Watch => "watch",
@@ -243,6 +249,7 @@ enum Op {
     Get,
     Txn,
     LeaseGrant,
+    LeaseCycle,
     KeepAlive,
     Lock,
 }
@@ -448,6 +455,7 @@ impl Plan {
             Workload::Mixed if rng.below(100) < MIXED_PUT_PERCENT => Op::Put,
             Workload::Mixed => Op::Get,
             Workload::LeaseGrant => Op::LeaseGrant,
+            Workload::LeaseCycle => Op::LeaseCycle,
             Workload::LeaseKeepalive => Op::KeepAlive,
             Workload::Lock => Op::Lock,
             Workload::Watch => Op::Put,
@@ -606,6 +614,28 @@ async fn issue(conn: &mut Conn, plan: &Plan, op: Op, key: Bytes) -> Result<(bool
             };
             conn.lease
                 .lease_grant(grant)
+                .await
+                .map_err(|s| describe(&s))?;
+            false
+        }
+        Op::LeaseCycle => {
+            let grant = LeaseGrantRequest {
+                ttl: BENCH_LEASE_TTL,
+                id: 0,
+            };
+            let lease = conn
+                .lease
+                .lease_grant(grant)
+                .await
+                .map_err(|s| describe(&s))?;
+            let id = lease.into_inner().id;
+            let put = PutRequest {
+                lease: id,
+                ..plan.put(key)
+            };
+            conn.kv.put(put).await.map_err(|s| describe(&s))?;
+            conn.lease
+                .lease_revoke(LeaseRevokeRequest { id })
                 .await
                 .map_err(|s| describe(&s))?;
             false

@@ -216,25 +216,29 @@ impl ShardMap {
         }
     }
 
-    /// The detaches a revocation still needs (design 0017): for each
-    /// revoking lease, each shard of this map whose range no shard has
-    /// reported clean yet, as `(lease, group)`; at most `max`. The same
+    /// The detaches the revocations still need (design 0017): for each
+    /// shard of this map, the revoking leases it has not been reported
+    /// clean of, at most `max` per shard, one command's worth. The same
     /// for the node and the simulator, which carry them out.
     pub fn detaches(
         &self,
         revoking: &std::collections::BTreeMap<i64, synod_kv::revoking::Covered>,
         max: usize,
-    ) -> Vec<(i64, u64)> {
-        let mut work = Vec::new();
-        for (lease, covered) in revoking {
-            for (i, (start, group)) in self.shards.iter().enumerate() {
-                if work.len() >= max {
-                    return work;
-                }
-                let end = self.shards.get(i + 1).map(|(s, _)| s.clone());
-                if !covered.covers(&synod_kv::Shard::new(start.clone(), end)) {
-                    work.push((*lease, *group));
-                }
+    ) -> std::collections::BTreeMap<u64, Vec<i64>> {
+        let mut work = std::collections::BTreeMap::new();
+        for (i, (start, group)) in self.shards.iter().enumerate() {
+            let shard = synod_kv::Shard::new(
+                start.clone(),
+                self.shards.get(i + 1).map(|(s, _)| s.clone()),
+            );
+            let leases: Vec<i64> = revoking
+                .iter()
+                .filter(|(_, covered)| !covered.covers(&shard))
+                .map(|(lease, _)| *lease)
+                .take(max)
+                .collect();
+            if !leases.is_empty() {
+                work.insert(*group, leases);
             }
         }
         work
@@ -401,14 +405,18 @@ mod tests {
         covered.add(b("g"), Some(b("p")));
         revoking.insert(7, covered);
         revoking.insert(9, Default::default());
+        let work = |m: &ShardMap, max| m.detaches(&revoking, max).into_iter().collect::<Vec<_>>();
         assert_eq!(
-            m.detaches(&revoking, 100),
-            vec![(7, 2), (7, 4), (9, 2), (9, 3), (9, 4)]
+            work(&m, 100),
+            vec![(2, vec![7, 9]), (3, vec![9]), (4, vec![7, 9])]
         );
-        assert_eq!(m.detaches(&revoking, 2), vec![(7, 2), (7, 4)]);
+        assert_eq!(work(&m, 1), vec![(2, vec![7]), (3, vec![9]), (4, vec![7])]);
         // A shard that split after it reported: both halves are covered.
         let split = ShardMap::new(vec![b("g"), b("k"), b("p")]).unwrap();
-        assert_eq!(split.detaches(&revoking, 2), vec![(7, 2), (7, 5)]);
+        assert_eq!(
+            work(&split, 100),
+            vec![(2, vec![7, 9]), (3, vec![9]), (4, vec![9]), (5, vec![7, 9])]
+        );
     }
 
     #[test]

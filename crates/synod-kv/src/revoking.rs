@@ -19,6 +19,10 @@ use crate::shard::Shard;
 use bytes::Bytes;
 use synod_proto::synodpb::ShardRange;
 
+/// The most leases one detach (or its record) names: a driver batches
+/// the leases it detaches in one shard into one command.
+pub const DETACH_IDS_MAX: usize = 1_000;
+
 /// The most ranges one revocation records before it is complete; a
 /// shard map with more shards than this completes in pieces it merges.
 pub const COVERED_MAX: usize = 100_000;

@@ -654,8 +654,12 @@ impl KvStore {
                         Vec::new(),
                     );
                 };
+                if d.ids.len() > crate::revoking::DETACH_IDS_MAX {
+                    let e = KvError::InvalidArgument(crate::validate::DETACH_TOO_MANY);
+                    return (error_outcome(&e), Vec::new());
+                }
                 let range = shard.to_proto();
-                let events = self.delete_lease_keys(d.id, stamp);
+                let events = self.delete_lease_keys(&d.ids, stamp);
                 return (ok(outcome::Result::Detached(range)), events);
             }
             Some(Op::LeaseDetached(d)) => self.lease_detached(d),
@@ -735,7 +739,7 @@ impl KvStore {
     /// forgets the lease; the meta group of a sharded cluster records it
     /// as revoking until the shards deleted its keys there.
     fn revoke(&mut self, id: i64) -> Vec<Event> {
-        let events = self.delete_lease_keys(id, Stamp::None);
+        let events = self.delete_lease_keys(&[id], Stamp::None);
         let gone = self.leases.remove(id).expect("revoked lease exists");
         self.dirty.leases.insert(id);
         assert!(gone.keys.is_empty(), "lease {id:x} keys left after revoke");
@@ -755,8 +759,8 @@ impl KvStore {
         events
     }
 
-    /// A shard recorded that its range holds no key of revoked lease
-    /// `d.id`: once such ranges cover the key space, the revocation is
+    /// A shard recorded that its range holds no key of the revoked leases
+    /// `d.ids`: once such ranges cover the key space, a revocation is
     /// complete (design 0017).
     fn lease_detached(&mut self, d: &LeaseDetached) -> Result<outcome::Result, KvError> {
         if !self.lease_keys_in_shards {
@@ -767,24 +771,30 @@ impl KvStore {
             .as_ref()
             .and_then(|r| Shard::from_proto(r).ok())
             .ok_or(KvError::InvalidArgument(crate::validate::DETACHED_RANGE))?;
-        if let Some(covered) = self.revoking.get_mut(&d.id) {
-            covered.add(range.start.clone(), range.end.clone());
-            if covered.is_full() {
-                self.revoking.remove(&d.id);
+        if d.ids.len() > crate::revoking::DETACH_IDS_MAX {
+            return Err(KvError::InvalidArgument(crate::validate::DETACH_TOO_MANY));
+        }
+        for id in &d.ids {
+            if let Some(covered) = self.revoking.get_mut(id) {
+                covered.add(range.start.clone(), range.end.clone());
+                if covered.is_full() {
+                    self.revoking.remove(id);
+                }
+                self.dirty.revoking.insert(*id);
             }
-            self.dirty.revoking.insert(d.id);
         }
         Ok(outcome::Result::Detached(range.to_proto()))
     }
 
-    /// Deletes every key attached to lease `id` here at one revision (the
-    /// stamp's, when stamped); a stub is forgotten with its last key.
-    fn delete_lease_keys(&mut self, id: i64, stamp: Stamp) -> Vec<Event> {
-        let keys: Vec<Bytes> = self
-            .leases
-            .get(id)
-            .map(|l| l.keys.iter().cloned().collect())
-            .unwrap_or_default();
+    /// Deletes every key attached to the leases `ids` here at one
+    /// revision (the stamp's, when stamped); a stub is forgotten with its
+    /// last key.
+    fn delete_lease_keys(&mut self, ids: &[i64], stamp: Stamp) -> Vec<Event> {
+        let keys: Vec<Bytes> = ids
+            .iter()
+            .filter_map(|id| self.leases.get(*id))
+            .flat_map(|l| l.keys.iter().cloned())
+            .collect();
         let deletes: Vec<RequestOp> = keys
             .into_iter()
             .map(|key| RequestOp {
@@ -803,10 +813,12 @@ impl KvStore {
             !matches!(outcome.result, Some(outcome::Result::Error(_))),
             "deleting a lease's keys cannot fail"
         );
-        assert!(
-            self.leases.get(id).is_none_or(|l| l.keys.is_empty()),
-            "lease {id:x} keys left after deleting them"
-        );
+        for id in ids {
+            assert!(
+                self.leases.get(*id).is_none_or(|l| l.keys.is_empty()),
+                "lease {id:x} keys left after deleting them"
+            );
+        }
         events
     }
 

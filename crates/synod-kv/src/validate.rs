@@ -49,6 +49,8 @@ pub const DETACH_NOT_SHARD: &str = "etcdserver: only a shard deletes a revoked l
 /// cluster's meta group.
 pub const DETACHED_NOT_META: &str =
     "etcdserver: only the meta group of a sharded cluster records revocations";
+/// A detach naming more leases than `revoking::DETACH_IDS_MAX`.
+pub const DETACH_TOO_MANY: &str = "etcdserver: a detachment names too many leases";
 /// A lease granted in a shard (leases live in the meta group).
 pub const LEASE_IN_SHARD: &str = "etcdserver: leases live in the meta group, not in a shard";
 /// A detachment without a well-formed shard range.
@@ -69,6 +71,7 @@ pub const MESSAGES: &[&str] = &[
     DETACHED_NOT_META,
     DETACHED_RANGE,
     LEASE_IN_SHARD,
+    DETACH_TOO_MANY,
     EMPTY_KEY,
     VALUE_PROVIDED,
     LEASE_PROVIDED,

@@ -95,7 +95,7 @@ fn a_shard_attaches_only_to_leases_found_live_and_detaches_revoked_ones() {
     let grant = Op::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 5 });
     assert!(refusal(&s.apply(&c.command(grant, 0, &[])).outcome).is_some());
     // The detach deletes at its stamp and answers with the shard's range.
-    let applied = s.apply(&c.command(Op::LeaseDetach(LeaseDetach { id: 7 }), 20, &[]));
+    let applied = s.apply(&c.command(Op::LeaseDetach(LeaseDetach { ids: vec![7] }), 20, &[]));
     assert!(
         matches!(&applied.outcome.result, Some(outcome::Result::Detached(r)) if r.open),
         "{:?}",
@@ -171,7 +171,7 @@ fn the_meta_group_keeps_a_revocation_until_every_range_detached() {
     ));
     let detached = |start: &str, end: Option<&str>| {
         Op::LeaseDetached(LeaseDetached {
-            id: 5,
+            ids: vec![5],
             range: Some(Shard::new(b(start), end.map(b)).to_proto()),
         })
     };

@@ -135,6 +135,12 @@ pub enum Input {
     /// Runs a closure against the local store (serializable reads of
     /// leases, alarms, hashes and snapshots).
     Query(Query),
+    /// Answers once no shard holds a key of revoked lease `id` (design
+    /// 0017); false at once when it is not being revoked.
+    AwaitRevocation {
+        id: i64,
+        reply: oneshot::Sender<bool>,
+    },
     /// Runs a closure against every group's store on this node.
     QueryAll(QueryAll),
     /// Runs a closure against the local store at the end of the round,
@@ -202,6 +208,7 @@ impl Input {
             | Input::LeaseQuery { .. }
             | Input::Query(_)
             | Input::QueryAll(_)
+            | Input::AwaitRevocation { .. }
             | Input::ZkQuery(_) => Class::Client,
             Input::Watch { announce, .. } => {
                 if *announce {
@@ -236,7 +243,7 @@ enum Reply {
     /// A shard's answer to the detach of a revoked lease's keys: recorded
     /// in the meta group (see `revocations`).
     Detach {
-        lease: i64,
+        leases: Vec<i64>,
     },
     /// A shard's question for stamps (see `GroupReady::stamps`): the
     /// answer goes back to the shard, never to a client. Asked at `at`: a
@@ -573,6 +580,7 @@ impl Core {
             self.split_by_size();
             self.drive_revocations();
             self.drive();
+            self.answer_revocation_waiters();
             if !self.zk_queries.is_empty() {
                 let kv = self.groups[&GROUP].kv();
                 for f in self.zk_queries.drain(..) {
@@ -643,6 +651,7 @@ impl Core {
             Input::Split { at, reply } => self.split_at(at, reply, now),
             Input::Query(f) => f(self.main().kv()),
             Input::QueryAll(f) => f(self.groups.values().map(|g| g.kv()).collect()),
+            Input::AwaitRevocation { id, reply } => self.await_revocation(id, reply),
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
                 let _ = reply.send(self.main().change_membership(target));
@@ -1037,7 +1046,7 @@ impl Core {
         let now = self.now();
         for (ticket, answer) in ready.answers {
             match (self.replies.remove(&ticket), answer) {
-                (Some(Reply::Detach { lease }), answer) => self.detached(lease, answer),
+                (Some(Reply::Detach { leases }), answer) => self.detached(leases, answer),
                 (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)), _)) => {
                     let ticket = self.ticket(Reply::Discard);
                     let op = Op::Txn(TxnRequest::default());

@@ -609,16 +609,9 @@ impl Node {
         if self.shard_view.is_none() {
             return Ok(false);
         }
-        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
-        let mut was = false;
-        while self.query(move |kv| kv.is_revoking(id)).await? {
-            was = true;
-            if Instant::now() >= deadline {
-                return Err(RequestError::Timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(was)
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::AwaitRevocation { id, reply })?;
+        self.wait(rx).await
     }
 
     /// Runs `f` against the local state machine at the end of the core's

@@ -7,36 +7,43 @@
 //!
 //! ```text
 //!   meta: lease revoked / expired ─► revoking[id] = {}
-//!   meta leader, every DRIVE_EVERY ─► ShardMap::detaches ─► LeaseDetach{id} in each shard
-//!   shard applied it ─► Detached(range) ─► LeaseDetached{id, range} in the meta group
+//!   meta leader, on every change ─► ShardMap::detaches ─► LeaseDetach{ids} in each shard
+//!   shard applied it ─► Detached(range) ─► LeaseDetached{ids, range} in the meta group
 //!   ranges cover every key ─► revoking[id] dropped; the client's revoke answers
 //! ```
 //!
-//! A lost detach or record is sent again after `DETACH_AGAIN`; both are
-//! idempotent (a shard with no key of the lease deletes nothing, a range
-//! recorded twice covers the same keys).
+//! One command per shard carries every lease that shard still has to
+//! detach (not one per lease: under a lock or election workload many are
+//! revoked at once). A lost detach or record is sent again after
+//! `DETACH_AGAIN`; both are idempotent (a shard with no key of the lease
+//! deletes nothing, a range recorded twice covers the same keys).
 
 use super::{Answer, Core, Reply, Request, GROUP};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use synod_paxos::RoleKind;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{outcome, LeaseDetach, LeaseDetached, Outcome};
 use synod_storage::GroupId;
+use tokio::sync::oneshot;
 
-/// How often the meta leader looks for detaches to send.
+/// How often the meta leader looks for detaches to send again when its
+/// meta group applied nothing new (it looks at once when it did).
 const DRIVE_EVERY: Duration = Duration::from_millis(20);
 /// A detach without an answer for this long is sent again.
 const DETACH_AGAIN: Duration = Duration::from_secs(2);
-/// Detaches in flight at once, over every lease and shard.
-const DETACHES_MAX: usize = 256;
+/// Leases one detach names at most.
+const DETACH_LEASES_MAX: usize = synod_kv::revoking::DETACH_IDS_MAX;
 
 /// The detaches this node has sent and not yet seen answered.
 #[derive(Default)]
 pub(super) struct Revocations {
     /// `(lease, shard)` → when sent.
     sent: BTreeMap<(i64, u64), Instant>,
-    driven: Option<Instant>,
+    /// When the driver last looked, and the meta group's applied slot then.
+    driven: Option<(Instant, synod_paxos::Slot)>,
+    /// Clients' revocations waiting for their lease's keys to be gone.
+    waiters: Vec<(i64, oneshot::Sender<bool>)>,
 }
 
 impl Core {
@@ -46,15 +53,16 @@ impl Core {
         let Some(view) = &self.shards else {
             return;
         };
+        let meta = &self.groups[&GROUP];
+        let applied = meta.applied();
         if self
             .revocations
             .driven
-            .is_some_and(|t| t.elapsed() < DRIVE_EVERY)
+            .is_some_and(|(t, slot)| t.elapsed() < DRIVE_EVERY && slot == applied)
         {
             return;
         }
-        self.revocations.driven = Some(Instant::now());
-        let meta = &self.groups[&GROUP];
+        self.revocations.driven = Some((Instant::now(), applied));
         if meta.replica().role_kind() != RoleKind::Leader {
             self.revocations.sent.clear();
             return;
@@ -64,36 +72,84 @@ impl Core {
             self.revocations.sent.clear();
             return;
         }
-        let work = view.get().detaches(revoking, DETACHES_MAX);
+        let work = view.get().detaches(revoking, DETACH_LEASES_MAX);
+        let wanted: BTreeSet<(i64, u64)> = work
+            .iter()
+            .flat_map(|(g, leases)| leases.iter().map(|l| (*l, *g)))
+            .collect();
         let sent = &mut self.revocations.sent;
-        sent.retain(|key, at| work.contains(key) && at.elapsed() < DETACH_AGAIN);
+        sent.retain(|key, at| wanted.contains(key) && at.elapsed() < DETACH_AGAIN);
         let now = self.now();
-        for (lease, group) in work {
-            if self.revocations.sent.len() >= DETACHES_MAX
-                || self.revocations.sent.contains_key(&(lease, group))
-            {
+        for (group, leases) in work {
+            let sent = &mut self.revocations.sent;
+            let ids: Vec<i64> = leases
+                .into_iter()
+                .filter(|l| !sent.contains_key(&(*l, group)))
+                .collect();
+            if ids.is_empty() {
                 continue;
             }
-            self.revocations.sent.insert((lease, group), Instant::now());
-            let ticket = self.ticket(Reply::Detach { lease });
-            let op = Op::LeaseDetach(LeaseDetach { id: lease });
+            for l in &ids {
+                sent.insert((*l, group), Instant::now());
+            }
+            let ticket = self.ticket(Reply::Detach {
+                leases: ids.clone(),
+            });
+            let op = Op::LeaseDetach(LeaseDetach { ids });
             self.request(GroupId(group), ticket, Request::Write(op), now);
+        }
+    }
+
+    /// Answers `reply` once no shard holds a key of revoked lease `id`:
+    /// at once with false when the lease is not being revoked here.
+    pub(super) fn await_revocation(&mut self, id: i64, reply: oneshot::Sender<bool>) {
+        if self.groups[&GROUP].kv().is_revoking(id) {
+            self.revocations.waiters.push((id, reply));
+        } else {
+            let _ = reply.send(false);
+        }
+    }
+
+    /// Answers the waiters whose revocation completed on this node (or
+    /// who stopped waiting).
+    pub(super) fn answer_revocation_waiters(&mut self) {
+        if self.revocations.waiters.is_empty() {
+            return;
+        }
+        let kv = self.groups[&GROUP].kv();
+        let mut done = Vec::new();
+        self.revocations.waiters.retain_mut(|(id, reply)| {
+            if reply.is_closed() {
+                return false;
+            }
+            if kv.is_revoking(*id) {
+                return true;
+            }
+            done.push(std::mem::replace(reply, oneshot::channel().0));
+            false
+        });
+        for reply in done {
+            let _ = reply.send(true);
         }
     }
 
     /// A shard answered a detach: its range is recorded in the meta group
     /// (a refusal is sent again on a later round).
-    pub(super) fn detached(&mut self, lease: i64, answer: Answer) {
+    pub(super) fn detached(&mut self, leases: Vec<i64>, answer: Answer) {
         let Answer::Write(Outcome {
             result: Some(outcome::Result::Detached(range)),
         }) = answer
         else {
-            tracing::debug!(lease, ?answer, "a detach was not applied; sent again later");
+            tracing::debug!(
+                ?leases,
+                ?answer,
+                "a detach was not applied; sent again later"
+            );
             return;
         };
         let ticket = self.ticket(Reply::Discard);
         let op = Op::LeaseDetached(LeaseDetached {
-            id: lease,
+            ids: leases,
             range: Some(range),
         });
         let now = self.now();

@@ -203,8 +203,9 @@ pub enum Waiting {
     AuthPut(u64),
     /// The split agent's split into new group `n`.
     Split(u64),
-    /// A shard's deletion of revoked lease `id`'s keys (design 0017).
-    Detach(i64),
+    /// A shard's deletion of revoked leases' keys (design 0017): which
+    /// batch of the world's.
+    Detach(u64),
     /// Its record in the meta group (answers unused).
     Detached,
     /// A shard's question for stamps, asked of the node's meta group.

@@ -246,6 +246,8 @@ pub struct World {
     /// Detaches of revoked leases' keys each node sent: `(node, lease,
     /// shard)` → when.
     detaches_sent: BTreeMap<(NodeId, i64, u64), Micros>,
+    /// The leases each detach sent named, by batch number.
+    detach_batches: Vec<Vec<i64>>,
 }
 
 impl World {
@@ -297,6 +299,7 @@ impl World {
             next_split_group: splits::FIRST_SPLIT_GROUP,
             shard_epochs: BTreeMap::new(),
             detaches_sent: BTreeMap::new(),
+            detach_batches: Vec::new(),
             cfg,
         };
         world.schedule_start();

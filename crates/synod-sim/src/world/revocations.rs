@@ -21,12 +21,12 @@ use synod_storage::GroupId;
 
 /// A detach not answered in this long is sent again.
 const DETACH_AGAIN: Micros = 500 * MS;
-/// Detaches one node sends per tick at most.
-const DETACHES_MAX: usize = 64;
+/// Leases one detach names at most.
+const DETACH_LEASES_MAX: usize = synod_kv::revoking::DETACH_IDS_MAX;
 
 impl World {
     /// On node `i`'s tick: when its meta group leads, the detaches its
-    /// revocations still need.
+    /// revocations still need, one command per shard.
     pub(super) fn drive_revocations(&mut self, i: usize) {
         let now = self.now;
         let node = &self.nodes[i];
@@ -37,31 +37,43 @@ impl World {
         if meta.replica().role_kind() != RoleKind::Leader || meta.kv().revoking().is_empty() {
             return;
         }
-        let work = map.detaches(meta.kv().revoking(), DETACHES_MAX);
+        let work = map.detaches(meta.kv().revoking(), DETACH_LEASES_MAX);
         self.detaches_sent.retain(|(n, lease, group), at| {
-            *n != id || (work.contains(&(*lease, *group)) && now - *at < DETACH_AGAIN)
+            *n != id
+                || (work.get(group).is_some_and(|l| l.contains(lease)) && now - *at < DETACH_AGAIN)
         });
         let local = self.nodes[i].local_time(now);
-        for (lease, group) in work {
-            if self.detaches_sent.contains_key(&(id, lease, group))
-                || self.nodes[i].is_blank(GroupId(group))
-            {
+        for (group, leases) in work {
+            if self.nodes[i].is_blank(GroupId(group)) {
                 continue;
             }
-            self.detaches_sent.insert((id, lease, group), now);
+            let sent = &mut self.detaches_sent;
+            let ids: Vec<i64> = leases
+                .into_iter()
+                .filter(|l| !sent.contains_key(&(id, *l, group)))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for l in &ids {
+                sent.insert((id, *l, group), now);
+            }
+            self.note(|| format!("{id}: detach leases {ids:?} in {group}"));
+            let batch = self.detach_batches.len() as u64;
+            self.detach_batches.push(ids.clone());
             let node = &mut self.nodes[i];
-            let ticket = node.ticket(Waiting::Detach(lease));
-            let op = Op::LeaseDetach(LeaseDetach { id: lease });
+            let ticket = node.ticket(Waiting::Detach(batch));
+            let op = Op::LeaseDetach(LeaseDetach { ids });
             if let Some(g) = node.group_of(GroupId(group)) {
                 g.request(ticket, Request::Write(op), local);
             }
-            self.note(|| format!("{id}: detach lease {lease} in {group}"));
         }
     }
 
     /// A shard deleted a revoked lease's keys on node `i`: the range it
     /// held is recorded in the node's meta group.
-    pub(super) fn on_detach_answer(&mut self, i: usize, lease: i64, answer: Option<Answer>) {
+    pub(super) fn on_detach_answer(&mut self, i: usize, batch: u64, answer: Option<Answer>) {
+        let leases = std::mem::take(&mut self.detach_batches[batch as usize]);
         let Some(Answer::Write(Outcome {
             result: Some(outcome::Result::Detached(range)),
         })) = answer
@@ -73,7 +85,7 @@ impl World {
         let node = &mut self.nodes[i];
         let ticket = node.ticket(Waiting::Detached);
         let op = Op::LeaseDetached(LeaseDetached {
-            id: lease,
+            ids: leases,
             range: Some(range),
         });
         node.group().request(ticket, Request::Write(op), now);

@@ -379,8 +379,8 @@ impl World {
             }
             return Ok(());
         }
-        if let Waiting::Detach(lease) = waiting {
-            self.on_detach_answer(i, lease, answer);
+        if let Waiting::Detach(batch) = waiting {
+            self.on_detach_answer(i, batch, answer);
             return Ok(());
         }
         self.on_answer(waiting, answer)
