@@ -45,6 +45,9 @@ const ABANDON_CHECK: Duration = Duration::from_millis(100);
 /// Rows of replaced state machines deleted per round: a store of any size
 /// goes away without one long write.
 const GARBAGE_ROWS_PER_ROUND: usize = 4096;
+/// Compacted log records deleted per round at most (about 10 µs each:
+/// deleting a compaction's 8 MiB in one round stalled writes, issue 14).
+const LOG_GARBAGE_PER_ROUND: usize = 512;
 
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
@@ -993,6 +996,7 @@ impl Core {
                 }
                 if self.garbage {
                     collected = batch.collect_garbage(GARBAGE_ROWS_PER_ROUND)?;
+                    collected += batch.collect_log_garbage(LOG_GARBAGE_PER_ROUND)?;
                 }
                 let durable = batch.must_sync();
                 let started = Instant::now();
@@ -1011,7 +1015,13 @@ impl Core {
             if let Err(e) = result {
                 panic!("storage write failed, stopping the node: {e}");
             }
-            self.garbage = collected > 0 || readies.iter().any(|(_, r)| r.installed.is_some());
+            // A compaction may leave log records to collect (F4).
+            self.garbage = collected > 0
+                || readies.iter().any(|(_, r)| {
+                    r.installed.is_some()
+                        || r.compact.is_some()
+                        || r.persist.compact_through.is_some()
+                });
         }
         for (id, ready) in readies.iter_mut() {
             // The rows are readable now; their memory copies may go.

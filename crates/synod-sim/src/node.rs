@@ -62,6 +62,9 @@ impl Disk {
         batch
             .collect_garbage(GARBAGE_ROWS_PER_WRITE)
             .expect("garbage");
+        batch
+            .collect_log_garbage(GARBAGE_ROWS_PER_WRITE)
+            .expect("log garbage");
         batch.commit().expect("commit");
     }
 

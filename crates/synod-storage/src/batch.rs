@@ -18,7 +18,8 @@
 use crate::codec;
 use crate::error::StorageError;
 use crate::format::{
-    self, AcceptorState, ACCEPTOR_TABLE, ACCEPTOR_TABLE_NAME, LOG_TABLE, MEMBERSHIP_TABLE,
+    self, AcceptorState, ACCEPTOR_TABLE, ACCEPTOR_TABLE_NAME, LOG_GARBAGE_TABLE, LOG_TABLE,
+    MEMBERSHIP_TABLE,
 };
 use crate::types::GroupId;
 use bytes::Bytes;
@@ -222,6 +223,49 @@ impl Batch {
         Arc::clone(&self.file)
     }
 
+    /// Deletes up to `records_max` log records that compactions left
+    /// behind (F4), oldest group entry first; returns how many it deleted.
+    /// Call it once per round, like
+    /// [`collect_garbage`](Batch::collect_garbage).
+    pub fn collect_log_garbage(&mut self, records_max: usize) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        self.guard(|batch| {
+            let file = batch.file_path();
+            let txn = batch.transaction();
+            let mut garbage = txn
+                .open_table(LOG_GARBAGE_TABLE)
+                .map_err(|e| redb(&file, e))?;
+            let mut log = txn.open_table(LOG_TABLE).map_err(|e| redb(&file, e))?;
+            while deleted < records_max {
+                let Some((key, through)) = garbage
+                    .first()
+                    .map_err(|e| redb(&file, e))?
+                    .map(|(k, v)| (*k.value(), <[u8; 8]>::try_from(v.value())))
+                else {
+                    break;
+                };
+                let group = format::acceptor_key_group(&key);
+                let Ok(through) = through else {
+                    return Err(StorageError::Corrupt {
+                        file: file.to_path_buf(),
+                        table: format::LOG_GARBAGE_TABLE_NAME,
+                        key: group.to_string(),
+                        reason: "the slot is not 8 bytes".into(),
+                    });
+                };
+                let through = Slot(u64::from_be_bytes(through));
+                let (n, left) = delete_log(&mut log, &file, group, through, records_max - deleted)?;
+                deleted += n;
+                if left {
+                    break;
+                }
+                garbage.remove(&key).map_err(|e| redb(&file, e))?;
+            }
+            Ok(())
+        })?;
+        Ok(deleted)
+    }
+
     /// Runs one call on the batch; a failure poisons the batch.
     pub(crate) fn guard(
         &mut self,
@@ -276,9 +320,15 @@ impl Batch {
                     .map_err(|e| redb(file, e))?;
             }
             if let Some(through) = compact_through {
-                let first = format::log_key(group, Slot(0));
-                let last = format::log_key(group, through);
-                log.retain_in::<&[u8; 16], _>(&first..=&last, |_, _| false)
+                // F4: the snapshot rises now; the records it covers are
+                // deleted a bounded number per round by
+                // `collect_log_garbage`.
+                let mut garbage = self
+                    .txn
+                    .open_table(LOG_GARBAGE_TABLE)
+                    .map_err(|e| redb(file, e))?;
+                garbage
+                    .insert(&format::acceptor_key(group), &through.0.to_be_bytes()[..])
                     .map_err(|e| redb(file, e))?;
                 state.snapshot = through;
             }
@@ -360,6 +410,34 @@ fn write_state(
 }
 
 type AcceptorTable<'txn> = redb::Table<'txn, &'static [u8; 8], &'static [u8]>;
+type LogTable<'txn> = redb::Table<'txn, &'static [u8; 16], &'static [u8]>;
+
+/// Deletes up to `max` of `group`'s records at or below `through`, oldest
+/// first: how many, and whether some remain.
+fn delete_log(
+    log: &mut LogTable<'_>,
+    file: &Path,
+    group: GroupId,
+    through: Slot,
+    max: usize,
+) -> Result<(usize, bool), StorageError> {
+    let first = format::log_key(group, Slot(0));
+    let last = format::log_key(group, through);
+    let mut doomed: Vec<[u8; 16]> = Vec::with_capacity(max.min(1024) + 1);
+    for entry in log
+        .range::<&[u8; 16]>(&first..=&last)
+        .map_err(|e| redb(file, e))?
+        .take(max + 1)
+    {
+        doomed.push(*entry.map_err(|e| redb(file, e))?.0.value());
+    }
+    let left = doomed.len() > max;
+    doomed.truncate(max);
+    for key in &doomed {
+        log.remove(key).map_err(|e| redb(file, e))?;
+    }
+    Ok((doomed.len(), left))
+}
 
 fn redb(file: &Path, error: impl Into<redb::Error>) -> StorageError {
     StorageError::redb(file, error)

@@ -45,10 +45,13 @@
 //!   changes after it is written.
 //! - **F3** every group with a log record has a `paxos_acceptor` row, so
 //!   [`Storage::groups`](crate::Storage::groups) lists every group on disk.
-//! - **F4** every log key `(g, s)` has `s > paxos_acceptor[g].snapshot`:
-//!   compaction deletes the records it covers in the same transaction that
-//!   raises the snapshot, and records at or below the snapshot are never
-//!   written.
+//! - **F4** every log key `(g, s)` with `s <= paxos_acceptor[g].snapshot`
+//!   is garbage, never read: records at or below the snapshot are never
+//!   written, and compaction raises the snapshot at once but deletes the
+//!   records it covers a bounded number per transaction (the rest are
+//!   listed in `paxos_log_garbage` and collected in later rounds: deleting
+//!   8 MiB of records in one round stalled every group's writes, issue
+//!   14).
 //! - **F5** a log record's value repeats its slot, and it equals the slot in
 //!   the key (a value copied to the wrong key is detected).
 //! - **F6** per group, `promised`, `snapshot`, `commit` and `applied` never
@@ -69,7 +72,8 @@
 //!   slot: the configuration in effect at the compaction point is what a
 //!   restart rebuilds the membership history from.
 //!
-//! F4 and F5 are checked again on every load; a violation is reported as
+//! F5 is checked again on every load (records at or below the snapshot
+//! are not read); a violation is reported as
 //! [`StorageError::Corrupt`](crate::StorageError::Corrupt), like a checksum
 //! mismatch.
 
@@ -101,6 +105,12 @@ pub const ACCEPTOR_TABLE: TableDefinition<&[u8; 8], &[u8]> =
     TableDefinition::new(ACCEPTOR_TABLE_NAME);
 /// Per group and slot: the accepted or chosen value.
 pub const LOG_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(LOG_TABLE_NAME);
+/// Name of the log garbage table.
+pub const LOG_GARBAGE_TABLE_NAME: &str = "paxos_log_garbage";
+/// Per group (keyed like `paxos_acceptor`): the slot through which its
+/// compacted records still wait to be deleted (F4).
+pub const LOG_GARBAGE_TABLE: TableDefinition<&[u8; 8], &[u8]> =
+    TableDefinition::new(LOG_GARBAGE_TABLE_NAME);
 /// Per group (keyed like `paxos_acceptor`): the configuration in effect after
 /// a slot, as the last `Persist::membership` gave it. Absent for a group
 /// that never stored one (it starts from its configured members). Created

@@ -117,6 +117,8 @@ impl Storage {
         txn.open_table(ACCEPTOR_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(LOG_TABLE).map_err(|e| self.redb(e))?;
         txn.open_table(MEMBERSHIP_TABLE).map_err(|e| self.redb(e))?;
+        txn.open_table(crate::format::LOG_GARBAGE_TABLE)
+            .map_err(|e| self.redb(e))?;
         txn.open_table(crate::state::STATE_TABLE)
             .map_err(|e| self.redb(e))?;
         txn.open_table(crate::state::STATE_IDS_TABLE)
@@ -308,14 +310,20 @@ impl Storage {
             })
     }
 
-    /// Reads one group's log range, checking F4 and F5 on every record.
+    /// Reads one group's log above its snapshot (below lies garbage not
+    /// collected yet, F4), checking F5 on every record.
     fn load_records(
         &self,
         log: &redb::ReadOnlyTable<&[u8; 16], &[u8]>,
         group: GroupId,
         state: AcceptorState,
     ) -> Result<Vec<synod_paxos::SlotRecord<Bytes>>, StorageError> {
-        let first = format::log_key(group, Slot(0));
+        let from = if state.snapshot == Slot(0) {
+            Slot(0)
+        } else {
+            Slot(state.snapshot.0.saturating_add(1))
+        };
+        let first = format::log_key(group, from);
         let last = format::log_key(group, Slot(u64::MAX));
         let mut records = Vec::new();
         for entry in log
@@ -327,22 +335,12 @@ impl Storage {
             let describe = || format!("{group} slot {slot}");
             let record = codec::decode_record(value.value())
                 .map_err(|e| self.corrupt(LOG_TABLE_NAME, &describe(), e))?;
-            let misplaced = if record.slot != slot {
-                Some(format!("value is for slot {}", record.slot))
-            } else if slot <= state.snapshot {
-                Some(format!(
-                    "record at or below the snapshot {}",
-                    state.snapshot
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = misplaced {
+            if record.slot != slot {
                 return Err(StorageError::Corrupt {
                     file: self.file.to_path_buf(),
                     table: LOG_TABLE_NAME,
                     key: describe(),
-                    reason,
+                    reason: format!("value is for slot {}", record.slot),
                 });
             }
             records.push(record);
