@@ -61,7 +61,10 @@ impl WriteTxn<'_> {
             Some(e) if r.ignore_lease => e.lease,
             _ => r.lease,
         };
-        if lease != 0 && !(self.leases)(lease) {
+        // A kept lease (`ignore_lease`) is the key's own: it exists, or
+        // in a shard its revocation deletes the key with the rest of its
+        // keys (design 0017). Only a lease the request names is checked.
+        if lease != 0 && !r.ignore_lease && !(self.leases)(lease) {
             return Err(KvError::LeaseNotFound(lease));
         }
         let prev_value = r.prev_kv || self.prev_values;

@@ -88,8 +88,17 @@ fn a_shard_attaches_only_to_leases_found_live_and_detaches_revoked_ones() {
     assert_eq!(refusal(&o), None);
     assert_eq!(s.leases().get(7).unwrap().keys.len(), 2);
     s.check_invariants();
+    // A put that keeps the key's lease needs no word from the oracle.
+    let keep = Op::Put(PutRequest {
+        key: b("a"),
+        value: b("w"),
+        ignore_lease: true,
+        ..Default::default()
+    });
+    assert_eq!(refusal(&s.apply(&c.command(keep, 13, &[])).outcome), None);
+    assert_eq!(s.leases().get(7).unwrap().keys.len(), 2, "still attached");
     // Overwriting without the lease leaves the stub one key.
-    s.apply(&c.command(put("c", 0), 13, &[]));
+    s.apply(&c.command(put("c", 0), 14, &[]));
     assert_eq!(s.leases().get(7).unwrap().keys.len(), 1);
     // Leases themselves are the meta group's.
     let grant = Op::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 5 });
