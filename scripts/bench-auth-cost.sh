@@ -8,6 +8,9 @@
 # Environment (all optional): DURATION=10 WARMUP=2 REPS=3 CLIENTS=64
 # WORKLOADS="put get" VALUE_SIZE=256 KEYS=10000
 # RESULTS_DIR=/tmp/bench-auth-cost-<time>
+# TLS=0 measures auth alone (both clusters plain text);
+# SPLIT_AT=bench/2500,bench/5000,bench/7500 shards both clusters there
+# (auth in a sharded cluster, design 0018).
 #
 # Every address is 127.0.0.1 (clients 2379.. and 3379.., peers 2380.. and
 # 3380..); nothing leaves this machine's loopback.
@@ -23,6 +26,8 @@ CLIENTS=${CLIENTS:-64}
 WORKLOADS=${WORKLOADS:-put get}
 VALUE_SIZE=${VALUE_SIZE:-256}
 KEYS=${KEYS:-10000}
+TLS=${TLS:-1}
+SPLIT_AT=${SPLIT_AT:-}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-auth-cost-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RESULTS_DIR"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/procs.sh"
@@ -61,13 +66,22 @@ start() {
     printf -v "${name}_ENDPOINTS" '%s' "$endpoints"
 }
 
-start plain 2379 2380
-start secure 3379 3380 --cert-file "$certs/server.pem" --key-file "$certs/server.key"
-TLS=(--cacert "$certs/ca.pem")
+SHARDED=()
+[[ -n $SPLIT_AT ]] && SHARDED=(--split-at "$SPLIT_AT")
+start plain 2379 2380 "${SHARDED[@]}"
+if [[ $TLS == 1 ]]; then
+    start secure 3379 3380 "${SHARDED[@]}" --cert-file "$certs/server.pem" --key-file "$certs/server.key"
+    TLS_FLAGS=(--cacert "$certs/ca.pem")
+    SECURE_URL=https://127.0.0.1:3379
+else
+    start secure 3379 3380 "${SHARDED[@]}"
+    TLS_FLAGS=()
+    SECURE_URL=http://127.0.0.1:3379
+fi
 wait_ready plain "$plain_ENDPOINTS" --workload put
-wait_ready secure "$secure_ENDPOINTS" --workload put "${TLS[@]}"
-enable_auth "$certs/ca.pem" https://127.0.0.1:3379
-SECURE_FLAGS=("${TLS[@]}" --user bench:bench-password)
+wait_ready secure "$secure_ENDPOINTS" --workload put "${TLS_FLAGS[@]}"
+enable_auth "$certs/ca.pem" "$SECURE_URL"
+SECURE_FLAGS=("${TLS_FLAGS[@]}" --user bench:bench-password)
 wait_ready secure "$secure_ENDPOINTS" --workload put "${SECURE_FLAGS[@]}"
 
 printf 'workload\tsystem\trep\tops_per_s\tp50_ms\tp99_ms\terrors\tcpu_s_per_kop\n' >"$RESULTS_DIR/raw.tsv"
@@ -104,8 +118,9 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; e
 col() { awk -F'\t' -v w="$1" -v s="$2" -v c="$3" '$1 == w && $2 == s {print $c}' "$RESULTS_DIR/raw.tsv" | median; }
 {
     echo
-    echo "synod plain vs synod with client TLS and auth: medians of $REPS, $CLIENTS clients," \
-        "${DURATION}s after ${WARMUP}s warmup, 3 server processes each on $(nproc) cores"
+    echo "synod plain vs synod with auth (client TLS: $TLS; split at: ${SPLIT_AT:-none}):" \
+        "medians of $REPS, $CLIENTS clients, ${DURATION}s after ${WARMUP}s warmup," \
+        "3 server processes each on $(nproc) cores"
     printf '%-6s %-7s %10s %8s %8s %7s %14s\n' workload system ops/s "p50 ms" "p99 ms" errors "CPU s/1000 ops"
     for w in $WORKLOADS; do
         for s in plain secure; do

@@ -166,8 +166,8 @@ pub struct ServerArgs {
     /// own Paxos group with revisions from one timestamp oracle (e.g.
     /// `/registry/m,/registry/s` makes three shards). Every member must
     /// give the same list, and a data dir keeps the list it was made
-    /// with. Not yet with keys that have leases, auth, multi-shard
-    /// transactions and watches, or membership changes (issue 10).
+    /// with. Not yet: transactions over several shards (issue 11) and
+    /// membership changes (issue 10).
     #[arg(long, value_name = "KEY,KEY,...")]
     pub split_at: Option<String>,
     /// `auto`: shard the etcd key space, starting from one shard (or

@@ -15,12 +15,10 @@ mod recipes;
 pub mod token;
 mod watch;
 
-use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use synod_kv::{AuthError, AuthStore, KvError};
 use synod_proto::etcdserverpb::auth_server::AuthServer;
-use synod_proto::etcdserverpb::RangeRequest;
 use synod_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
@@ -154,16 +152,11 @@ impl EtcdApi {
         allowed(&self.node.auth()).map_err(auth_status)
     }
 
-    /// Waits until this member applied everything committed before now
+    /// Waits until this member's users and roles are as fresh as the
+    /// cluster's now: its meta group applied everything committed before
     /// (a linearizable read of nothing).
     async fn catch_up(&self) -> Result<(), Status> {
-        let barrier = RangeRequest {
-            key: Bytes::from_static(b"\0"),
-            count_only: true,
-            ..RangeRequest::default()
-        };
-        self.node.range(barrier, false).await.map_err(status)?;
-        Ok(())
+        self.node.catch_up_meta().await.map_err(status)
     }
 
     /// Admin operations (membership, defragment, snapshot, hashes, auth

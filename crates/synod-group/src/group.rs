@@ -1,7 +1,9 @@
 //! The group driver's state and its inputs.
 
 use crate::read_index::Question;
-use crate::types::{Answer, Compaction, GroupConfig, GroupStatus, PeerItem, Request, Ticket};
+use crate::types::{
+    Answer, Compaction, Granted, GroupConfig, GroupStatus, PeerItem, Request, Ticket,
+};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -122,6 +124,10 @@ pub enum GroupMutation {
     /// without the oracle's word that they are live: a put stamped after
     /// a revocation keeps its key forever.
     LeasesUnchecked,
+    /// A shard's state machine applies a client's write whatever the
+    /// stamp's auth fence says: a write its node judged before a
+    /// permission was revoked applies after the revocation (design 0018).
+    AuthUnfenced,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -304,6 +310,8 @@ impl Group {
     pub fn set_mutation(&mut self, mutation: Option<GroupMutation>) {
         self.kv
             .set_unfenced(mutation == Some(GroupMutation::SplitUnfenced));
+        self.kv
+            .set_auth_unfenced(mutation == Some(GroupMutation::AuthUnfenced));
         self.mutation = mutation;
     }
 
@@ -397,7 +405,7 @@ impl Group {
                 }
                 Request::Read { .. } => Answer::Read(Err(KvError::NoLeader)),
                 Request::Lease { .. } => Answer::Lease(None),
-                Request::Timestamps { .. } => Answer::Timestamps(None, Vec::new()),
+                Request::Timestamps { .. } => Answer::Timestamps(None, Granted::default()),
                 Request::WriteStamped { .. } => Answer::Write(error_outcome(&KvError::NoLeader)),
             };
             self.answers.push((ticket, answer));
@@ -444,9 +452,14 @@ impl Group {
                 count,
                 leases,
             } => self.timestamps(count, leases, ReplyTo::Remote { to: from, token }),
-            PeerItem::TimestampAnswer { token, range, live } => {
+            PeerItem::TimestampAnswer {
+                token,
+                range,
+                granted,
+            } => {
                 if let Some(ticket) = self.oracle.asked.remove(&token) {
-                    self.answers.push((ticket, Answer::Timestamps(range, live)));
+                    self.answers
+                        .push((ticket, Answer::Timestamps(range, granted)));
                 }
             }
             PeerItem::ReadIndexAnswer { token, slot } => {
@@ -657,6 +670,7 @@ impl Group {
             caller,
             // Appended by the stamper (design 0017).
             live_leases: Vec::new(),
+            auth_fence: None,
         };
         let pending = PendingWrite {
             command: Bytes::from(command.encode_to_vec()),

@@ -78,6 +78,6 @@ pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
 pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
-    Answer, Compaction, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,
+    Answer, Compaction, Granted, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,
     LeaseAnswer, PeerItem, Request, StampQuestion, Ticket, Timestamps,
 };

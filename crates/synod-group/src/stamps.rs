@@ -5,7 +5,7 @@
 //! ```text
 //!   write (local, or forwarded to us as leader) ─► queue
 //!   queue, no question out ─► GroupReady.stamps = (id, n, leases) ─► shell asks the meta group
-//!   shell: stamps_granted(id, first..=last, live) ─► append stamp (and live leases) ─► propose
+//!   shell: stamps_granted(id, first..=last, granted) ─► append stamp, live leases, auth fence ─► propose
 //!   applied with STALE_STAMP (a deposed leader's stamp) ─► the waiting node submits it again
 //! ```
 //!
@@ -27,15 +27,21 @@
 //! keys detached by a command stamped from a later question, so above
 //! every such write: it deletes them, and a copy of the write that comes
 //! later is refused as stale and checked again.
+//!
+//! Auth (design 0018): the answer also says whether auth was on and the
+//! auth store's revision at that moment (`auth_fence`, appended to every
+//! stamped write); a shard refuses a client's write whose credentials
+//! were judged at an older revision, as one group refuses it where it
+//! applies.
 
 use crate::group::Group;
-use crate::types::{Answer, StampQuestion, Timestamps};
+use crate::types::{Answer, Granted, StampQuestion, Timestamps};
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 use std::collections::VecDeque;
 use synod_kv::{error_outcome, KvError};
 use synod_paxos::{Ballot, ProposeError, Time};
-use synod_proto::synodpb::Command;
+use synod_proto::synodpb::{AuthFence, Command};
 
 /// Commands a leader holds for stamps before refusing more with "too many
 /// requests" (forwarded ones are dropped: their node forwards again).
@@ -51,6 +57,8 @@ pub const STAMP_RETRY_MS: u64 = 20;
 const STAMP_KEY: [u8; 2] = [0x90, 0x01];
 /// The protobuf key of `Command.live_leases` (field 22, packed varints).
 const LIVE_LEASES_KEY: [u8; 2] = [0xb2, 0x01];
+/// `Command.auth_fence`'s field number (a message).
+const AUTH_FENCE_FIELD: u32 = 23;
 
 /// One command waiting for its stamp.
 struct Queued {
@@ -91,14 +99,19 @@ impl Stamper {
 /// command stamped, without decoding or encoding it again.
 #[cfg(any(test, feature = "mutations"))]
 pub(crate) fn with_stamp(command: &[u8], stamp: i64) -> Bytes {
-    with_stamp_and_leases(command, stamp, std::iter::empty())
+    with_stamp_and_leases(command, stamp, std::iter::empty(), None)
 }
 
-/// `command` with `stamp` and the live leases it names appended (none:
-/// nothing appended for them).
-fn with_stamp_and_leases(command: &[u8], stamp: i64, live: impl Iterator<Item = i64>) -> Bytes {
+/// `command` with `stamp`, the live leases it names (none: nothing
+/// appended for them) and the auth fence appended.
+fn with_stamp_and_leases(
+    command: &[u8],
+    stamp: i64,
+    live: impl Iterator<Item = i64>,
+    auth: Option<&AuthFence>,
+) -> Bytes {
     let live: Vec<i64> = live.collect();
-    let mut out = BytesMut::with_capacity(command.len() + 12 + live.len() * 10);
+    let mut out = BytesMut::with_capacity(command.len() + 28 + live.len() * 10);
     out.put_slice(command);
     out.put_slice(&STAMP_KEY);
     prost::encoding::encode_varint(stamp as u64, &mut out);
@@ -112,6 +125,9 @@ fn with_stamp_and_leases(command: &[u8], stamp: i64, live: impl Iterator<Item = 
         for l in live {
             prost::encoding::encode_varint(l as u64, &mut out);
         }
+    }
+    if let Some(fence) = auth {
+        prost::encoding::message::encode(AUTH_FENCE_FIELD, fence, &mut out);
     }
     out.freeze()
 }
@@ -222,9 +238,9 @@ impl Group {
 
     /// The shell's answer to question `id`: stamps `first..=last`, or
     /// `None` when the oracle could not hand any out (asked again
-    /// `STAMP_RETRY_MS` later), and the asked leases live when they were
+    /// `STAMP_RETRY_MS` later), and what held when they were
     /// handed out.
-    pub fn stamps_granted(&mut self, id: u64, range: Timestamps, live: &[i64], now: Time) {
+    pub fn stamps_granted(&mut self, id: u64, range: Timestamps, granted: &Granted, now: Time) {
         self.now = self.now.max(now);
         let Some((asked, count, ballot, _)) = self.stamper.asked else {
             return;
@@ -237,17 +253,17 @@ impl Group {
             self.stamper.retry_at = Time(self.now.0 + STAMP_RETRY_MS);
             return;
         };
-        let granted = (last - first + 1).clamp(0, count as i64);
+        let given = (last - first + 1).clamp(0, count as i64);
         #[cfg(feature = "mutations")]
         if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
-            self.stamper.leftovers.extend(first + granted..=last);
+            self.stamper.leftovers.extend(first + given..=last);
         }
         let still_leading = self.replica.leading_ballot() == Some(ballot);
         #[cfg(feature = "mutations")]
         let unchecked = self.mutated(crate::group::GroupMutation::LeasesUnchecked);
         #[cfg(not(feature = "mutations"))]
         let unchecked = false;
-        for stamp in first..first + granted {
+        for stamp in first..first + given {
             let Some(q) = self.stamper.queue.pop_front() else {
                 break;
             };
@@ -264,7 +280,8 @@ impl Group {
             let stamped = with_stamp_and_leases(
                 &q.command,
                 stamp,
-                named.filter(|l| unchecked || live.contains(l)),
+                named.filter(|l| unchecked || granted.live.contains(l)),
+                Some(&granted.auth),
             );
             // Counted as proposed when queued.
             if self.replica.propose(stamped).is_err() {
@@ -363,11 +380,15 @@ mod tests {
                 c
             );
             let live = [1, 300, i64::MAX];
-            let with = Command::decode(with_stamp_and_leases(&bytes, stamp, live.into_iter()));
-            let with = with.unwrap();
+            let fence = AuthFence {
+                enabled: true,
+                revision: 1 << 33,
+            };
+            let with = with_stamp_and_leases(&bytes, stamp, live.into_iter(), Some(&fence));
+            let with = Command::decode(with).unwrap();
             assert_eq!(
-                (with.stamp, with.live_leases.as_slice()),
-                (stamp, &live[..])
+                (with.stamp, with.live_leases.as_slice(), with.auth_fence),
+                (stamp, &live[..], Some(fence))
             );
         }
     }

@@ -22,7 +22,7 @@
 
 use crate::group::{Group, ReplyTo, Waiter};
 use crate::types::Ticket;
-use crate::types::{Answer, PeerItem, Timestamps};
+use crate::types::{Answer, Granted, PeerItem, Timestamps};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_kv::RESERVE_REVISIONS_MAX;
 use synod_paxos::{Ballot, ProposeError, ReadId};
@@ -211,19 +211,34 @@ impl Group {
     }
 
     /// Hands out `range` (or says none could be), with the asked leases
-    /// live at this moment: a confirmed point of this leadership, so a
-    /// lease found live here was not revoked before these timestamps were
-    /// handed out (design 0017).
+    /// live and the auth store as they are at this moment: a confirmed
+    /// point of this leadership, so a lease found live here was not
+    /// revoked, and no auth change was applied, before these timestamps
+    /// were handed out (designs 0017, 0018).
     fn route_timestamps(&mut self, reply: ReplyTo, range: Timestamps, leases: &[i64]) {
-        let live = match range {
-            Some(_) if !leases.is_empty() => self.kv.live_leases(leases),
-            _ => Vec::new(),
+        let granted = match range {
+            Some(_) => Granted {
+                live: if leases.is_empty() {
+                    Vec::new()
+                } else {
+                    self.kv.live_leases(leases)
+                },
+                auth: self.kv.auth_fence(),
+            },
+            None => Granted::default(),
         };
         match reply {
-            ReplyTo::Local(ticket) => self.answers.push((ticket, Answer::Timestamps(range, live))),
-            ReplyTo::Remote { to, token } => self
-                .sends
-                .push((to, PeerItem::TimestampAnswer { token, range, live })),
+            ReplyTo::Local(ticket) => self
+                .answers
+                .push((ticket, Answer::Timestamps(range, granted))),
+            ReplyTo::Remote { to, token } => self.sends.push((
+                to,
+                PeerItem::TimestampAnswer {
+                    token,
+                    range,
+                    granted,
+                },
+            )),
         }
     }
 

@@ -7,7 +7,7 @@ use synod_paxos::{Configuration, Message, NodeId, Persist, PersistToken, Slot, V
 use synod_proto::etcdserverpb::{Member, RangeRequest};
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::{Caller, Outcome};
+use synod_proto::synodpb::{AuthFence, Caller, Outcome};
 
 /// The shell's name for a waiting client request; the group hands it back
 /// with the answer. The shell picks them (unique while they wait).
@@ -128,9 +128,20 @@ pub enum Answer {
     Read(Result<RangeAnswer, KvError>),
     /// A lease question's answer.
     Lease(LeaseAnswer),
-    /// The timestamps, and the asked leases live when they were handed
-    /// out (none when no timestamps were).
-    Timestamps(Timestamps, Vec<i64>),
+    /// The timestamps, and what held when they were handed out (nothing
+    /// when no timestamps were).
+    Timestamps(Timestamps, Granted),
+}
+
+/// What the oracle says of the moment it handed timestamps out: a shard
+/// stamps its writes with it, so that they apply as the meta group stood
+/// then.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Granted {
+    /// The asked leases live then (design 0017).
+    pub live: Vec<i64>,
+    /// The auth store then (design 0018).
+    pub auth: AuthFence,
 }
 
 /// Something one replica of a group sends another. The shell encodes these
@@ -173,8 +184,8 @@ pub enum PeerItem {
         token: u64,
         /// The timestamps, or `None` (ask again).
         range: Timestamps,
-        /// The asked leases live when they were handed out.
-        live: Vec<i64>,
+        /// What held when they were handed out.
+        granted: Granted,
     },
     /// A follower's question for the leader: a slot at which it surely
     /// led, for the linearizable reads that wait on the follower.

@@ -428,6 +428,9 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
         }
     }
     assert!(group.status().is_leader);
-    assert_eq!(answers, vec![(1, Answer::Timestamps(None, Vec::new()))]);
+    assert_eq!(
+        answers,
+        vec![(1, Answer::Timestamps(None, Default::default()))]
+    );
     assert_eq!(group.kv().revision(), 1, "a reservation applied");
 }

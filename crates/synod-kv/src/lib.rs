@@ -22,6 +22,7 @@
 //!     caller: None,       // an etcd client's user, checked while auth is on
 //!     stamp: 0,           // a shard's write carries the oracle's revision
 //!     live_leases: vec![], // and the leases the oracle found live
+//!     auth_fence: None,    // and the auth store as the oracle found it
 //! };
 //! let applied = store.apply(&put);
 //! assert_eq!(applied.revision, 2); // etcd starts at revision 1
@@ -59,6 +60,7 @@ pub use read::sort_as_requested;
 pub use shard::Shard;
 pub use state::{MemoryRows, StateChanges, StateOp, StateSource, INLINE_VALUE_MAX};
 pub use store::{
-    error_outcome, outcome_error, takes_stamp, txn_requests, Applied, KvStore, RangeAnswer,
-    RESERVE_REVISIONS_MAX, SESSIONS_MAX, SESSION_OUTCOMES_MAX,
+    check_access, error_outcome, judge_routed, leases_named, outcome_error, takes_stamp,
+    txn_requests, Applied, KvStore, RangeAnswer, RESERVE_REVISIONS_MAX, SESSIONS_MAX,
+    SESSION_OUTCOMES_MAX,
 };

@@ -31,9 +31,10 @@ use synod_proto::etcdserverpb::{
 use synod_proto::mvccpb::Event;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
 use synod_proto::synodpb::{
-    command::Op, error::Kind, outcome, AuthDone, AuthState, Caller, Command, Error, KeyHistory,
-    Lease, LeaseDetached, MemberTable, Outcome, Reserved, Revoking, Session, SessionExpire,
-    SessionOutcome, Snapshot, SplitShard, ZNode, ZkOutcome, ZkResult, ZkSession, ZkWrite,
+    command::Op, error::Kind, outcome, AuthDone, AuthFence, AuthState, Caller, Command, Error,
+    KeyHistory, Lease, LeaseDetached, MemberTable, Outcome, Reserved, Revoking, Session,
+    SessionExpire, SessionOutcome, Snapshot, SplitShard, ZNode, ZkOutcome, ZkResult, ZkSession,
+    ZkWrite,
 };
 
 /// Sessions remembered; the least recently active is forgotten first. A
@@ -132,6 +133,10 @@ pub struct KvStore {
     /// Negative control: a shard keeps taking the keys a split gave away.
     #[cfg(feature = "mutations")]
     unfenced: bool,
+    /// Negative control: a shard applies client writes whatever their
+    /// auth fence says (design 0018).
+    #[cfg(feature = "mutations")]
+    auth_unfenced: bool,
 }
 
 /// Equal state: the journal and where values are kept do not count.
@@ -199,6 +204,15 @@ impl KvStore {
             .collect()
     }
 
+    /// The auth store as a shard's stamped writes are fenced by (design
+    /// 0018): whether it is on and its revision, now.
+    pub fn auth_fence(&self) -> AuthFence {
+        AuthFence {
+            enabled: self.auth.enabled(),
+            revision: self.auth.revision(),
+        }
+    }
+
     /// Whether leases here are stubs: a shard lists the keys attached to
     /// each lease it holds keys of, the lease itself lives in the meta
     /// group.
@@ -218,6 +232,14 @@ impl KvStore {
     #[cfg(feature = "mutations")]
     pub fn set_unfenced(&mut self, on: bool) {
         self.unfenced = on;
+    }
+
+    /// Turns this shard into the broken variant that applies a client's
+    /// write whatever the auth store did since its node judged it (the
+    /// simulator's negative control); kept across snapshots.
+    #[cfg(feature = "mutations")]
+    pub fn set_auth_unfenced(&mut self, on: bool) {
+        self.auth_unfenced = on;
     }
 
     fn is_unfenced(&self) -> bool {
@@ -500,7 +522,7 @@ impl KvStore {
             Ok(stamp) => stamp,
             Err(refused) => return self.refuse_stale(refused),
         };
-        let (outcome, events) = match self.permitted(command.caller.as_ref(), op) {
+        let (outcome, events) = match self.permitted(command, op) {
             Ok(()) => self.execute(op, stamp, &command.live_leases),
             Err(e) => (error_outcome(&e), Vec::new()),
         };
@@ -524,10 +546,27 @@ impl KvStore {
     /// Whether the command's sender may run it, judged by the users and
     /// roles as they are now (etcd's checks, made where the command is
     /// ordered). The node's own commands carry no caller and pass.
-    fn permitted(&self, caller: Option<&Caller>, op: Option<&Op>) -> Result<(), KvError> {
-        let Some(caller) = caller else {
+    ///
+    /// A shard holds no users or roles: its node judged the command by the
+    /// meta group's (`judge_routed`), and the stamp's auth fence says
+    /// whether they changed since (design 0018).
+    fn permitted(&self, command: &Command, op: Option<&Op>) -> Result<(), KvError> {
+        let Some(caller) = command.caller.as_ref() else {
             return Ok(());
         };
+        if self.shard.is_some() {
+            #[cfg(feature = "mutations")]
+            if self.auth_unfenced {
+                return Ok(());
+            }
+            return match &command.auth_fence {
+                None => Err(KvError::InvalidArgument(crate::validate::AUTH_UNFENCED)),
+                Some(f) if f.enabled && caller.auth_revision < f.revision => {
+                    Err(AuthError::AuthOldRevision.into())
+                }
+                Some(_) => Ok(()),
+            };
+        }
         let auth = &self.auth;
         if !auth.enabled() {
             return Ok(());
@@ -535,45 +574,15 @@ impl KvStore {
         if caller.auth_revision < auth.revision() {
             return Err(AuthError::AuthOldRevision.into());
         }
-        let user = caller.user.as_str();
         // A lease's keys are written by whoever revokes it or attaches
         // to it: every one of them must be writable (admins pass).
-        let lease_keys = |id: i64| -> Result<(), KvError> {
-            if id == 0 || auth.check_admin(user).is_ok() {
-                return Ok(());
-            }
-            if let Some(l) = self.leases.get(id) {
-                for key in &l.keys {
-                    auth.check(user, Access::Write, key, &[])?;
-                }
-            }
-            Ok(())
+        let lease_keys = |id: i64| -> Vec<Bytes> {
+            self.leases
+                .get(id)
+                .map(|l| l.keys.iter().cloned().collect())
+                .unwrap_or_default()
         };
-        match op {
-            Some(Op::Put(r)) => {
-                auth.check(user, Access::Write, &r.key, &[])?;
-                if r.prev_kv {
-                    auth.check(user, Access::Read, &r.key, &[])?;
-                }
-                lease_keys(r.lease)
-            }
-            Some(Op::DeleteRange(r)) => {
-                auth.check(user, Access::Write, &r.key, &r.range_end)?;
-                if r.prev_kv {
-                    auth.check(user, Access::Read, &r.key, &r.range_end)?;
-                }
-                Ok(())
-            }
-            Some(Op::Txn(t)) => check_txn(auth, user, t, &lease_keys),
-            Some(Op::LeaseRevoke(r)) => lease_keys(r.id),
-            Some(Op::Auth(_)) | Some(Op::MemberTable(_)) => Ok(auth.check_admin(user)?),
-            Some(Op::Alarm(r)) if r.action != AlarmAction::Get as i32 => {
-                Ok(auth.check_admin(user)?)
-            }
-            // Compaction and lease grants need no permission in etcd;
-            // the rest are the node's own commands.
-            _ => Ok(()),
-        }
+        check_access(auth, &caller.user, op, &lease_keys)
     }
 
     /// A stamped command that may not apply any more: changes nothing and
@@ -1355,6 +1364,7 @@ impl KvStore {
         #[cfg(feature = "mutations")]
         {
             new.unfenced = self.unfenced;
+            new.auth_unfenced = self.auth_unfenced;
         }
         *self = new;
     }
@@ -1368,6 +1378,7 @@ impl KvStore {
         #[cfg(feature = "mutations")]
         {
             new.unfenced = self.unfenced;
+            new.auth_unfenced = self.auth_unfenced;
         }
         *self = new;
     }
@@ -1620,6 +1631,99 @@ fn restore_session(s: &Session) -> Result<SessionEntry, String> {
 
 fn ok(r: outcome::Result) -> Outcome {
     Outcome { result: Some(r) }
+}
+
+/// Whether `user` may run `op` by the users and roles of `auth` (etcd's
+/// rules; the caller's auth revision is not looked at here). `lease_keys`
+/// names a lease's keys: attaching to a lease or revoking it writes
+/// every one of them, so each must be writable (admins pass).
+pub fn check_access(
+    auth: &AuthStore,
+    user: &str,
+    op: Option<&Op>,
+    lease_keys: &dyn Fn(i64) -> Vec<Bytes>,
+) -> Result<(), KvError> {
+    let leased = |id: i64| -> Result<(), KvError> {
+        if id == 0 || auth.check_admin(user).is_ok() {
+            return Ok(());
+        }
+        for key in lease_keys(id) {
+            auth.check(user, Access::Write, &key, &[])?;
+        }
+        Ok(())
+    };
+    match op {
+        Some(Op::Put(r)) => {
+            auth.check(user, Access::Write, &r.key, &[])?;
+            if r.prev_kv {
+                auth.check(user, Access::Read, &r.key, &[])?;
+            }
+            leased(r.lease)
+        }
+        Some(Op::DeleteRange(r)) => {
+            auth.check(user, Access::Write, &r.key, &r.range_end)?;
+            if r.prev_kv {
+                auth.check(user, Access::Read, &r.key, &r.range_end)?;
+            }
+            Ok(())
+        }
+        Some(Op::Txn(t)) => check_txn(auth, user, t, &leased),
+        Some(Op::LeaseRevoke(r)) => leased(r.id),
+        Some(Op::Auth(_)) | Some(Op::MemberTable(_)) => Ok(auth.check_admin(user)?),
+        Some(Op::Alarm(r)) if r.action != AlarmAction::Get as i32 => Ok(auth.check_admin(user)?),
+        // Compaction and lease grants need no permission in etcd; the
+        // rest are the node's own commands.
+        _ => Ok(()),
+    }
+}
+
+/// The leases `op` attaches keys to or revokes (for `check_access`'s
+/// `lease_keys`, where the keys must be gathered first).
+pub fn leases_named(op: &Op) -> Vec<i64> {
+    fn txn(t: &TxnRequest, out: &mut Vec<i64>) {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Request::RequestPut(r)) if r.lease != 0 => out.push(r.lease),
+                Some(Request::RequestTxn(t)) => txn(t, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match op {
+        Op::Put(r) if r.lease != 0 => out.push(r.lease),
+        Op::Txn(t) => txn(t, &mut out),
+        Op::LeaseRevoke(r) => out.push(r.id),
+        _ => {}
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// How a node judges a client's write before it sends it to a shard
+/// (design 0018), with `auth` its replica of the meta group's store. A
+/// shard cannot check roles where the write applies, so the node checks
+/// them here, at exactly the auth revision the caller was judged at; the
+/// stamp's auth fence then refuses the write in the shard if the store
+/// changed before the write was ordered. Credentials judged at another
+/// revision than this replica's are `AuthOldRevision` (the front end
+/// catches up and judges them again). While auth is off nothing is
+/// checked: if it is turned on before the write is stamped, the fence
+/// refuses it.
+pub fn judge_routed(
+    auth: &AuthStore,
+    caller: &Caller,
+    op: &Op,
+    lease_keys: &dyn Fn(i64) -> Vec<Bytes>,
+) -> Result<(), KvError> {
+    if !auth.enabled() {
+        return Ok(());
+    }
+    if caller.auth_revision != auth.revision() {
+        return Err(AuthError::AuthOldRevision.into());
+    }
+    check_access(auth, &caller.user, Some(op), lease_keys)
 }
 
 /// A txn's checks: its compares read, its branches' ops as they would

@@ -28,7 +28,8 @@ pub const SHARDED_TXN: &str =
 /// kept so that refusals recorded then decode to their text.
 pub const SHARDED_LEASE: &str =
     "etcdserver: keys with a lease are not supported in a sharded cluster yet";
-/// Turning auth on in a sharded cluster (the shards cannot check roles).
+/// Turning auth on in a sharded cluster, refused before design 0018;
+/// kept so that refusals recorded then decode to their text.
 pub const SHARDED_AUTH: &str = "etcdserver: auth is not supported in a sharded cluster yet";
 /// A stamp on a command that is not a key-value write.
 pub const STAMP_NOT_KV: &str = "etcdserver: only key-value writes carry a stamp";
@@ -56,6 +57,11 @@ pub const LEASE_IN_SHARD: &str = "etcdserver: leases live in the meta group, not
 /// A detachment without a well-formed shard range.
 pub const DETACHED_RANGE: &str = "etcdserver: a detachment names a malformed shard range";
 
+/// A client's write in a shard without the auth fence its stamp brings
+/// (design 0018): refused, not applied unchecked.
+pub const AUTH_UNFENCED: &str =
+    "etcdserver: a client's write reached a shard without the oracle's auth fence";
+
 /// Every message validation can produce, so a refusal recorded in the log
 /// decodes back to the same text.
 pub const MESSAGES: &[&str] = &[
@@ -72,6 +78,7 @@ pub const MESSAGES: &[&str] = &[
     DETACHED_RANGE,
     LEASE_IN_SHARD,
     DETACH_TOO_MANY,
+    AUTH_UNFENCED,
     EMPTY_KEY,
     VALUE_PROVIDED,
     LEASE_PROVIDED,

@@ -144,7 +144,7 @@ proptest! {
             };
             let c = client as usize;
             seqs[c] += 1;
-            let command = Command { stamp: 0, client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None, live_leases: Vec::new() };
+            let command = Command { stamp: 0, client, seq: seqs[c], answered_below: answered[c], op: Some(op), caller: None, live_leases: Vec::new(), auth_fence: None };
             let a = store.apply(&command);
             let b = shadow.apply(&command);
             prop_assert_eq!(&a, &b);
@@ -178,6 +178,7 @@ fn an_empty_disk_loads_as_no_store_and_damaged_rows_are_refused() {
         })),
         caller: None,
         live_leases: Vec::new(),
+        auth_fence: None,
     };
     store.apply(&put);
     flush(&mut store, &rows);

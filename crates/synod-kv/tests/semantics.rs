@@ -549,6 +549,7 @@ fn events_describe_every_change() {
         })),
         caller: None,
         live_leases: Vec::new(),
+        auth_fence: None,
     });
     assert_eq!(applied.events.len(), 1);
     let e = &applied.events[0];
@@ -572,6 +573,7 @@ fn retried_commands_apply_once() {
         })),
         caller: None,
         live_leases: Vec::new(),
+        auth_fence: None,
     };
     let first = store.apply(&c);
     let again = store.apply(&c);
@@ -596,6 +598,7 @@ fn put_in_session(seq: u64, answered_below: u64, value: &str) -> Command {
         })),
         caller: None,
         live_leases: Vec::new(),
+        auth_fence: None,
     }
 }
 
@@ -653,6 +656,7 @@ fn an_idle_session_expires_through_the_log_unless_it_woke_up() {
         })),
         caller: None,
         live_leases: Vec::new(),
+        auth_fence: None,
     };
     // It woke up: the expiry that saw it idle at `idle_at` keeps it.
     store.apply(&put_in_session(2, 1, "2"));

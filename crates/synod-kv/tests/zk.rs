@@ -249,6 +249,7 @@ impl Zk {
             op: Some(op),
             caller: None,
             live_leases: Vec::new(),
+            auth_fence: None,
         }
     }
 
@@ -1926,6 +1927,7 @@ fn store_equality_ignores_the_zookeeper_journal() {
             op: Some(Op::Zk(zw)),
             caller: None,
             live_leases: Vec::new(),
+            auth_fence: None,
         })
     };
     write(&mut store, 1, w(vec![c(create("/a"))]));

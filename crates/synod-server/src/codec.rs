@@ -8,6 +8,7 @@ use synod_paxos::{
     Ballot, Configuration, Membership, Message, NodeId, Slot, SlotRecord, Time, Value,
 };
 use synod_proto::peerpb::{self, envelope::Message as Wire};
+use synod_proto::synodpb::AuthFence;
 
 /// A peer message that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +321,7 @@ pub fn decode(e: peerpb::Envelope) -> Result<(NodeId, Message<Bytes>), DecodeErr
 /// range of revisions becomes a refusal. The node's core steps its group
 /// with these, and the hostile-input tests with the same function.
 pub fn batch_items(batch: peerpb::Batch, me: NodeId) -> Vec<synod_group::PeerItem> {
-    use synod_group::PeerItem;
+    use synod_group::{Granted, PeerItem};
     let from = NodeId(batch.from);
     let mut out = Vec::with_capacity(batch.messages.len() + batch.forwards.len());
     for envelope in batch.messages {
@@ -376,7 +377,17 @@ pub fn batch_items(batch: peerpb::Batch, me: NodeId) -> Vec<synod_group::PeerIte
         out.push(PeerItem::TimestampAnswer {
             token: a.token,
             range: valid.then_some((a.first, a.last)),
-            live: if valid { a.live } else { Vec::new() },
+            granted: if valid {
+                Granted {
+                    live: a.live,
+                    auth: AuthFence {
+                        enabled: a.auth_enabled,
+                        revision: a.auth_revision,
+                    },
+                }
+            } else {
+                Granted::default()
+            },
         });
     }
     out.extend(

@@ -694,7 +694,7 @@ impl Core {
                     }
                     Request::Read { .. } => Answer::Read(Err(e)),
                     Request::Lease { .. } => Answer::Lease(None),
-                    Request::Timestamps { .. } => Answer::Timestamps(None, Vec::new()),
+                    Request::Timestamps { .. } => Answer::Timestamps(None, Default::default()),
                 };
                 reply.send(refusal, &self.runtime);
             }
@@ -949,17 +949,17 @@ impl Core {
                     Some(Reply::Stamps {
                         group, question, ..
                     }),
-                    Answer::Timestamps(range, live),
+                    Answer::Timestamps(range, facts),
                 ) => {
-                    granted.push((*group, *question, *range, live.clone()));
+                    granted.push((*group, *question, *range, facts.clone()));
                     replies.remove(ticket);
                     false
                 }
                 _ => true,
             });
-        for (group, question, range, live) in granted {
+        for (group, question, range, facts) in granted {
             if let Some(g) = self.groups.get_mut(&group) {
-                g.stamps_granted(question, range, &live, now);
+                g.stamps_granted(question, range, &facts, now);
             }
         }
     }
@@ -1234,14 +1234,20 @@ impl Core {
                     count,
                     leases,
                 }),
-                PeerItem::TimestampAnswer { token, range, live } => {
+                PeerItem::TimestampAnswer {
+                    token,
+                    range,
+                    granted,
+                } => {
                     let (first, last) = range.unwrap_or((0, 0));
                     batch.timestamp_answers.push(peerpb::TimestampAnswer {
                         token,
                         granted: range.is_some(),
                         first,
                         last,
-                        live,
+                        live: granted.live,
+                        auth_enabled: granted.auth.enabled,
+                        auth_revision: granted.auth.revision,
                     })
                 }
                 PeerItem::ReadIndexAnswer { token, slot } => {

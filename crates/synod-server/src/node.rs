@@ -732,6 +732,19 @@ impl Node {
         self.route_range(request, serializable).await
     }
 
+    /// Waits until this node's replica of the meta group applied
+    /// everything committed before now (a linearizable read of nothing
+    /// there): its users, roles and leases are then as fresh as the
+    /// cluster's when the call began.
+    pub async fn catch_up_meta(&self) -> Result<(), RequestError> {
+        let barrier = RangeRequest {
+            key: bytes::Bytes::from_static(b"\0"),
+            count_only: true,
+            ..RangeRequest::default()
+        };
+        self.range_in(GROUP, barrier, false).await.map(drop)
+    }
+
     /// A range read in one of the node's groups.
     pub async fn range_in(
         &self,

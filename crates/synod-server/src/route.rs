@@ -8,6 +8,8 @@
 //!   Range ── one shard ──► its group
 //!         └─ several ──► one timestamp T from the oracle ──► each piece read at T ──► merged
 //!   Compact ──► every shard     leases, auth, members ──► the meta group
+//!   (a client's write to a shard is judged here by the meta group's users
+//!   and roles, and fenced by the auth revision its stamp brings: design 0018)
 //!   (a key's lease is checked by the oracle when its write is stamped,
 //!   and a revoked lease's keys are deleted shard by shard: design 0017)
 //! ```
@@ -34,7 +36,6 @@ use synod_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseHeader, TxnRequest,
 };
-use synod_proto::synodpb::auth_write::Op as AuthOp;
 use synod_proto::synodpb::{command::Op, outcome, Caller, Outcome};
 use synod_storage::GroupId;
 use tokio::sync::oneshot;
@@ -112,6 +113,26 @@ impl Node {
         }
     }
 
+    /// Judges a client's write as its shard cannot: by the users and
+    /// roles of this node's meta group replica, at the auth revision the
+    /// caller was judged at (design 0018; the stamp's auth fence refuses
+    /// it in the shard if they change before it is ordered). A lease the
+    /// write attaches to or revokes is judged by the keys this node's
+    /// shards hold of it. Writes the meta group orders (leases, auth,
+    /// members) are judged there as well, where they apply.
+    async fn judge(&self, caller: &Caller, op: &Op) -> Result<(), KvError> {
+        let auth = self.auth();
+        let mut keys = std::collections::BTreeMap::new();
+        if auth.enabled() && auth.check_admin(&caller.user).is_err() {
+            for id in synod_kv::leases_named(op) {
+                let held = self.lease_keys(id).await.map_err(|_| KvError::TimedOut)?;
+                keys.insert(id, held);
+            }
+        }
+        let lease_keys = |id: i64| keys.get(&id).cloned().unwrap_or_default();
+        synod_kv::judge_routed(&auth, caller, op, &lease_keys)
+    }
+
     /// A write to the group owning its keys; one over several shards is
     /// applied piece by piece (DeleteRange) or refused (Txn). Routed again
     /// while the shard refuses it as moved.
@@ -123,8 +144,10 @@ impl Node {
         let Some(view) = self.shard_view.as_ref() else {
             return self.write_to(GROUP, op, caller).await;
         };
-        if let Some(refusal) = sharded_refusal(&op) {
-            return Ok(error_outcome(&KvError::InvalidArgument(refusal)));
+        if let Some(caller) = &caller {
+            if let Err(e) = self.judge(caller, &op).await {
+                return Ok(error_outcome(&e));
+            }
         }
         let deadline = self.route_deadline();
         loop {
@@ -372,14 +395,5 @@ impl Node {
             spec,
             announce: true,
         })
-    }
-}
-
-/// What a sharded cluster refuses outright: turning auth on (the shards
-/// cannot check roles where they apply).
-fn sharded_refusal(op: &Op) -> Option<&'static str> {
-    match op {
-        Op::Auth(a) if matches!(a.op, Some(AuthOp::Enable(_))) => Some(validate::SHARDED_AUTH),
-        _ => None,
     }
 }

@@ -1128,16 +1128,21 @@ fn hostile_batch(to: NodeId) -> BoxedStrategy<peerpb::Batch> {
                 any::<i64>(),
                 any::<i64>(),
                 prop::collection::vec(any::<i64>(), 0..3),
+                (any::<bool>(), edge_u64()),
             )
-                .prop_map(|(token, granted, first, last, live)| {
-                    peerpb::TimestampAnswer {
-                        token,
-                        granted,
-                        first,
-                        last,
-                        live,
-                    }
-                }),
+                .prop_map(
+                    |(token, granted, first, last, live, (auth_enabled, auth_revision))| {
+                        peerpb::TimestampAnswer {
+                            token,
+                            granted,
+                            first,
+                            last,
+                            live,
+                            auth_enabled,
+                            auth_revision,
+                        }
+                    },
+                ),
             0..2,
         ),
         prop::collection::vec(

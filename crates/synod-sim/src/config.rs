@@ -91,6 +91,10 @@ pub struct SimOptions {
     /// leases without the oracle's check; the lease agent's late puts
     /// then keep keys of revoked leases, which settling must catch.
     pub leases_unchecked: bool,
+    /// Negative control (with `shards`): shards apply the auth agent's
+    /// puts whatever their stamp's auth fence says; a put judged before a
+    /// revocation and ordered after it must be caught.
+    pub auth_unfenced: bool,
 }
 
 impl SimOptions {
@@ -119,6 +123,7 @@ impl SimOptions {
             splits: false,
             split_unfenced: false,
             leases_unchecked: false,
+            auth_unfenced: false,
         }
     }
 }

@@ -169,6 +169,7 @@ mod tests {
             op: Some(write_op(input)),
             caller: None,
             live_leases: Vec::new(),
+            auth_fence: None,
         };
         write_output(input, &store.apply(&command).outcome)
     }

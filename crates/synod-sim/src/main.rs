@@ -71,6 +71,11 @@ struct Args {
     /// revoked leases must be caught.
     #[arg(long)]
     leases_unchecked: bool,
+    /// Negative control (with --shards): shards apply writes whatever the
+    /// auth store did since their node judged them; a put allowed before
+    /// a permission was revoked and ordered after it must be caught.
+    #[arg(long)]
+    auth_unfenced: bool,
     /// Negative control: leaders renew leases without confirming they
     /// still lead; early expiries must be caught.
     #[arg(long)]
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
     options.splits = args.splits || args.split_unfenced;
     options.split_unfenced = args.split_unfenced;
     options.leases_unchecked = args.leases_unchecked;
+    options.auth_unfenced = args.auth_unfenced;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;

@@ -252,6 +252,9 @@ fn shard_mutation(cfg: &SimConfig, group: &mut Group) {
     if cfg.options.leases_unchecked {
         group.set_mutation(Some(synod_group::GroupMutation::LeasesUnchecked));
     }
+    if cfg.options.auth_unfenced {
+        group.set_mutation(Some(synod_group::GroupMutation::AuthUnfenced));
+    }
 }
 
 /// One node of the simulated cluster.

@@ -95,6 +95,7 @@ fn a_store_written_as_rows_loads_back_with_long_values_on_disk() {
                 })),
                 caller: None,
                 live_leases: Vec::new(),
+                auth_fence: None,
             };
             kv.apply(&put);
             let mut batch = storage.batch().unwrap();

@@ -40,6 +40,8 @@
 //! modelled: by design no copy of an expired session's commands is left
 //! to apply (and if one did, the checks would say so).
 
+mod shards;
+
 use super::{Event, World};
 use crate::checker::Violation;
 use crate::config::{Micros, MS};
@@ -163,6 +165,8 @@ pub(super) struct AuthAgent {
     pub(super) denied: u64,
     pub(super) old_revision: u64,
     model: LogModel,
+    /// The puts sent to shards, in a sharded run.
+    shard_puts: shards::ShardPuts,
     /// Per node index: what its auth store was last compared at
     /// (incarnation, model state index, its auth revision).
     compared: Vec<Option<(u64, usize, u64)>>,
@@ -569,9 +573,9 @@ fn verdict(outcome: &Outcome) -> Option<Verdict> {
 impl World {
     /// The agent's periodic step: the setup step due (sent again when its
     /// answer is overdue), or a burst.
-    pub(super) fn on_auth_agent(&mut self) {
+    pub(super) fn on_auth_agent(&mut self) -> Result<(), Violation> {
         if self.healed_at.is_some() {
-            return;
+            return Ok(());
         }
         let agent = &self.auth_agent;
         if agent.step < SETUP_STEPS {
@@ -582,7 +586,7 @@ impl World {
             if due {
                 self.send_setup();
             }
-            return;
+            return Ok(());
         }
         self.schedule(BURST_EVERY, Event::AuthAgent);
         // A burst: a few puts and, mostly, a flip among them, sent at once
@@ -597,9 +601,10 @@ impl World {
                 self.send_flip();
             }
             if k < puts {
-                self.send_put();
+                self.send_put()?;
             }
         }
+        Ok(())
     }
 
     /// Grants or revokes `r`'s permission (the opposite of the last flip
@@ -625,10 +630,10 @@ impl World {
         self.agent_send(i, Waiting::AuthFlip, request);
     }
 
-    /// Puts the next `auth/<n>` as `u`.
-    fn send_put(&mut self) {
+    /// Puts the next `auth/<n>` as `u` (in a sharded run, to its shard).
+    fn send_put(&mut self) -> Result<(), Violation> {
         let Some(i) = self.auth_contact() else {
-            return;
+            return Ok(());
         };
         self.auth_agent.sent += 1;
         let n = self.auth_agent.sent;
@@ -637,6 +642,9 @@ impl World {
             value: Bytes::from(n.to_be_bytes().to_vec()),
             ..PutRequest::default()
         });
+        if self.cfg.shard_map.is_some() {
+            return self.send_shard_put(i, n, op);
+        }
         // Most carry the revision the node judges credentials at now (a
         // change ordered before the put refuses it); a quarter carry one
         // no change outdates, so that the permission check alone decides
@@ -652,6 +660,7 @@ impl World {
         };
         let request = Request::WriteAs { op, caller };
         self.agent_send(i, Waiting::AuthPut(n), request);
+        Ok(())
     }
 
     /// A running, unpaused member of the newest configuration, at random
@@ -739,6 +748,9 @@ impl World {
         let Some(answered) = verdict(&outcome) else {
             return Ok(());
         };
+        if self.cfg.shard_map.is_some() {
+            return self.on_shard_put_answer(n, answered);
+        }
         let model = &self.auth_agent.model;
         let Some(record) = model.puts.get(&n) else {
             return Err(Violation {

@@ -515,7 +515,7 @@ impl World {
             Event::LateAttach(id) => self.attach(id),
             Event::OracleAgent => self.on_oracle_agent(),
             Event::ZkAgent => self.on_zk_agent()?,
-            Event::AuthAgent => self.on_auth_agent(),
+            Event::AuthAgent => self.on_auth_agent()?,
             Event::SplitAgent => self.on_split_agent(),
             Event::OracleReply { asked, first, last } => {
                 self.on_oracle_reply(asked, first, last)?

@@ -67,6 +67,8 @@ impl World {
             if meta {
                 self.auth_on_apply(*slot, value);
                 self.report.slots = self.report.slots.max(slot.0);
+            } else {
+                self.auth_on_shard_apply(value);
             }
         }
         for to in std::mem::take(&mut ready.snapshots) {
@@ -370,12 +372,12 @@ impl World {
         waiting: Waiting,
         answer: Option<Answer>,
     ) -> Result<(), Violation> {
-        if let (Waiting::Stamps { group, question }, Some(Answer::Timestamps(range, live))) =
+        if let (Waiting::Stamps { group, question }, Some(Answer::Timestamps(range, granted))) =
             (&waiting, &answer)
         {
             let now = self.nodes[i].local_time(self.now);
             if let Some(shard) = self.nodes[i].group_of(*group) {
-                shard.stamps_granted(*question, *range, live, now);
+                shard.stamps_granted(*question, *range, granted, now);
             }
             return Ok(());
         }
