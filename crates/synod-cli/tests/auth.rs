@@ -1083,15 +1083,39 @@ async fn auth_holds_on_a_sharded_cluster() {
         refused(&all, ALICE, &["put", "app/l", "2", "--lease", &id], DENIED);
 
         // Revoked through member 1: alice's next write through member 2
-        // and 3 is refused, whatever token she holds.
+        // and 3 is refused, whatever token she holds, and her watch of
+        // app/ (both shards) through member 3 is cancelled.
         let mut writer = login(&[cluster.endpoint(2)], ALICE, false).await;
+        let mut watcher = login(&[cluster.endpoint(3)], ALICE, false).await;
+        let mut stream = watcher
+            .watch("app/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let created = stream.message().await.unwrap().unwrap();
+        assert!(created.created() && !created.canceled(), "{created:?}");
         writer.put("app/x", "1", None).await.unwrap();
+        writer.put("app/zz", "1", None).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let r = bounded("app/ events", Duration::from_secs(5), stream.message())
+                .await
+                .unwrap()
+                .unwrap();
+            seen.extend(r.events().iter().map(|e| e.kv().unwrap().key().to_vec()));
+        }
+        assert_eq!(seen, [b"app/x".to_vec(), b"app/zz".to_vec()]);
         ok(
             &member(&cluster, 1),
             ROOT,
             &["role", "revoke-permission", "app", "app/", "--prefix"],
         );
         assert_denied("put after the revoke", writer.put("app/x", "2", None).await);
+        let r = bounded("the cancel", Duration::from_secs(2), stream.message())
+            .await
+            .unwrap()
+            .expect("a response");
+        assert!(r.canceled(), "expected the cancel, got {r:?}");
+        assert_eq!(r.cancel_reason(), DENIED);
         refused(&member(&cluster, 3), ALICE, &["put", "app/y", "1"], DENIED);
         let value = ok(&all, ROOT, &["get", "app/x", "--print-value-only"]);
         assert_eq!(value, "1");

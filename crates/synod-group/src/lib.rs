@@ -58,6 +58,7 @@
 //! assert_eq!(group.kv().revision(), 2);
 //! ```
 
+mod detach;
 mod drive;
 mod group;
 mod leases;
@@ -69,6 +70,7 @@ mod stamps;
 mod tso;
 mod types;
 
+pub use detach::{DetachTracker, DETACH_AGAIN_MS, DETACH_LEASES_MAX};
 pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;

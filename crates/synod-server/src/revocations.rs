@@ -14,14 +14,13 @@
 //!
 //! One command per shard carries every lease that shard still has to
 //! detach (not one per lease: under a lock or election workload many are
-//! revoked at once). A lost detach or record is sent again after
-//! `DETACH_AGAIN`; both are idempotent (a shard with no key of the lease
-//! deletes nothing, a range recorded twice covers the same keys).
+//! revoked at once). Which to send when is `synod_group::DetachTracker`'s
+//! call, the simulator's too; a lost detach or record is sent again after
+//! `DETACH_AGAIN_MS`.
 
 use super::{Answer, Core, Reply, Request, GROUP};
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use synod_paxos::RoleKind;
+use synod_group::{DetachTracker, DETACH_AGAIN_MS};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{outcome, LeaseDetach, LeaseDetached, Outcome};
 use synod_storage::GroupId;
@@ -30,20 +29,24 @@ use tokio::sync::oneshot;
 /// How often the meta leader looks for detaches to send again when its
 /// meta group applied nothing new (it looks at once when it did).
 const DRIVE_EVERY: Duration = Duration::from_millis(20);
-/// A detach without an answer for this long is sent again.
-const DETACH_AGAIN: Duration = Duration::from_secs(2);
-/// Leases one detach names at most.
-const DETACH_LEASES_MAX: usize = synod_kv::revoking::DETACH_IDS_MAX;
 
 /// The detaches this node has sent and not yet seen answered.
-#[derive(Default)]
 pub(super) struct Revocations {
-    /// `(lease, shard)` → when sent.
-    sent: BTreeMap<(i64, u64), Instant>,
+    sent: DetachTracker,
     /// When the driver last looked, and the meta group's applied slot then.
     driven: Option<(Instant, synod_paxos::Slot)>,
     /// Clients' revocations waiting for their lease's keys to be gone.
     waiters: Vec<(i64, oneshot::Sender<bool>)>,
+}
+
+impl Default for Revocations {
+    fn default() -> Revocations {
+        Revocations {
+            sent: DetachTracker::new(DETACH_AGAIN_MS),
+            driven: None,
+            waiters: Vec::new(),
+        }
+    }
 }
 
 impl Core {
@@ -63,35 +66,21 @@ impl Core {
             return;
         }
         self.revocations.driven = Some((Instant::now(), applied));
-        if meta.replica().role_kind() != RoleKind::Leader {
-            self.revocations.sent.clear();
-            return;
-        }
-        let revoking = meta.kv().revoking();
-        if revoking.is_empty() {
-            self.revocations.sent.clear();
-            return;
-        }
-        let work = view.get().detaches(revoking, DETACH_LEASES_MAX);
-        let wanted: BTreeSet<(i64, u64)> = work
-            .iter()
-            .flat_map(|(g, leases)| leases.iter().map(|l| (*l, *g)))
-            .collect();
-        let sent = &mut self.revocations.sent;
-        sent.retain(|key, at| wanted.contains(key) && at.elapsed() < DETACH_AGAIN);
+        let map = view.get();
         let now = self.now();
-        for (group, leases) in work {
-            let sent = &mut self.revocations.sent;
-            let ids: Vec<i64> = leases
-                .into_iter()
-                .filter(|l| !sent.contains_key(&(*l, group)))
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            for l in &ids {
-                sent.insert((*l, group), Instant::now());
-            }
+        // A shard whose state is still on its way (a snapshot) is asked
+        // once it has some.
+        let groups = &self.groups;
+        let holds_state = |g: u64| {
+            groups
+                .get(&GroupId(g))
+                .is_some_and(|s| s.kv().shard().is_some())
+        };
+        let due = self
+            .revocations
+            .sent
+            .due(&groups[&GROUP], &map, now, holds_state);
+        for (group, ids) in due {
             let ticket = self.ticket(Reply::Detach {
                 leases: ids.clone(),
             });

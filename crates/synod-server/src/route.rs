@@ -27,6 +27,7 @@
 use super::{Node, RequestError};
 use crate::core::{Input, GROUP};
 use crate::hub::{StreamId, WatchSpec};
+use crate::shard_view::ShardView;
 use crate::shards::{merge, piece, ShardMap};
 use std::time::{Duration, Instant};
 use synod_kv::{error_outcome, outcome_error, validate, KeyRange, KvError};
@@ -83,8 +84,28 @@ impl Node {
         true
     }
 
-    fn route_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.config.request_timeout_ms)
+    /// Runs `attempt` with the map as it is now, again (with the map as it
+    /// is then) while its answer says the shard no longer holds the keys
+    /// (`refused`), until the request timeout: the client never sees a
+    /// route that went stale.
+    async fn rerouted<T, F, Fut>(
+        &self,
+        view: &ShardView,
+        refused: impl Fn(&T) -> bool,
+        mut attempt: F,
+    ) -> Result<T, RequestError>
+    where
+        F: FnMut(std::sync::Arc<ShardMap>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RequestError>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        loop {
+            let version = view.version();
+            let result = attempt(view.get()).await;
+            if !wrong_shard(&result, &refused) || !self.reroute(version, deadline).await {
+                return result;
+            }
+        }
     }
 
     /// Splits the shard holding `at` there: the keys from `at` on become a
@@ -97,20 +118,15 @@ impl Node {
                 validate::SPLIT_NOT_SHARD,
             )));
         };
-        let deadline = self.route_deadline();
-        loop {
-            let version = view.version();
+        self.rerouted(view, outcome_wrong_shard, |_| async {
             let (reply, rx) = oneshot::channel();
             self.input(Input::Split {
                 at: at.clone(),
                 reply,
             })?;
-            let result = self.wait(rx).await;
-            if !wrong_shard(&result, outcome_wrong_shard) || !self.reroute(version, deadline).await
-            {
-                return result;
-            }
-        }
+            self.wait(rx).await
+        })
+        .await
     }
 
     /// Judges a client's write as its shard cannot: by the users and
@@ -149,16 +165,11 @@ impl Node {
                 return Ok(error_outcome(&e));
             }
         }
-        let deadline = self.route_deadline();
-        loop {
-            let version = view.version();
-            let map = view.get();
-            let result = self.route_write_by(&map, op.clone(), caller.clone()).await;
-            if !wrong_shard(&result, outcome_wrong_shard) || !self.reroute(version, deadline).await
-            {
-                return result;
-            }
-        }
+        self.rerouted(view, outcome_wrong_shard, |map| {
+            let (op, caller) = (op.clone(), caller.clone());
+            async move { self.route_write_by(&map, op, caller).await }
+        })
+        .await
     }
 
     async fn route_write_by(
@@ -274,15 +285,15 @@ impl Node {
         let Some(view) = self.shard_view.as_ref() else {
             return self.range_in(GROUP, request, serializable).await;
         };
-        let deadline = self.route_deadline();
-        loop {
-            let version = view.version();
-            let map = view.get();
-            let result = self.range_by(&map, request.clone(), serializable).await;
-            if !wrong_shard(&result, |_| false) || !self.reroute(version, deadline).await {
-                return result;
-            }
-        }
+        self.rerouted(
+            view,
+            |_| false,
+            |map| {
+                let request = request.clone();
+                async move { self.range_by(&map, request, serializable).await }
+            },
+        )
+        .await
     }
 
     async fn range_by(

@@ -243,9 +243,9 @@ pub struct World {
     next_split_group: u64,
     /// Each shard's range at each epoch, as the first replica showed it.
     shard_epochs: BTreeMap<(GroupId, u64), synod_kv::Shard>,
-    /// Detaches of revoked leases' keys each node sent: `(node, lease,
-    /// shard)` → when.
-    detaches_sent: BTreeMap<(NodeId, i64, u64), Micros>,
+    /// Detaches of revoked leases' keys each node sent, tracked as the
+    /// node's core tracks them.
+    detaches_sent: BTreeMap<NodeId, synod_group::DetachTracker>,
     /// The leases each detach sent named, by batch number.
     detach_batches: Vec<Vec<i64>>,
 }

@@ -1,6 +1,7 @@
-//! Revoked leases' keys deleted shard by shard (design 0017), driven as
-//! the node's core drives them: the node whose meta group leads sends
-//! each shard `ShardMap::detaches` names a stamped `LeaseDetach`, and
+//! Revoked leases' keys deleted shard by shard (design 0017), driven by
+//! the node's own code (`synod_group::DetachTracker`): the node whose
+//! meta group leads sends each shard that still holds keys of a revoked
+//! lease a stamped `LeaseDetach`, and
 //! records the range the shard answers with (`LeaseDetached`) in its meta
 //! group. The lease agent's keys live in the shards of a sharded run, so
 //! every expiry goes through this under the run's faults.
@@ -11,53 +12,33 @@
 //! oracle did not find live would outlive every revocation and fail it.
 
 use super::World;
-use crate::config::{Micros, MS};
 use crate::node::Waiting;
-use synod_group::{Answer, Request};
-use synod_paxos::RoleKind;
+use synod_group::{Answer, DetachTracker, Request};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{outcome, LeaseDetach, LeaseDetached, Outcome};
 use synod_storage::GroupId;
 
-/// A detach not answered in this long is sent again.
-const DETACH_AGAIN: Micros = 500 * MS;
-/// Leases one detach names at most.
-const DETACH_LEASES_MAX: usize = synod_kv::revoking::DETACH_IDS_MAX;
+/// A detach not answered in this long is sent again (the runs are
+/// shorter than a node's life: less than `synod_group::DETACH_AGAIN_MS`).
+const DETACH_AGAIN_MS: u64 = 500;
 
 impl World {
-    /// On node `i`'s tick: when its meta group leads, the detaches its
-    /// revocations still need, one command per shard.
+    /// On node `i`'s tick: the detaches its meta group's revocations
+    /// still need, one command per shard, as `DetachTracker` (the node's
+    /// code) decides.
     pub(super) fn drive_revocations(&mut self, i: usize) {
-        let now = self.now;
         let node = &self.nodes[i];
         let id = node.id;
         let (Some(meta), Some(map)) = (node.group.as_ref(), node.shard_map()) else {
             return;
         };
-        if meta.replica().role_kind() != RoleKind::Leader || meta.kv().revoking().is_empty() {
-            return;
-        }
-        let work = map.detaches(meta.kv().revoking(), DETACH_LEASES_MAX);
-        self.detaches_sent.retain(|(n, lease, group), at| {
-            *n != id
-                || (work.get(group).is_some_and(|l| l.contains(lease)) && now - *at < DETACH_AGAIN)
-        });
-        let local = self.nodes[i].local_time(now);
-        for (group, leases) in work {
-            if self.nodes[i].is_blank(GroupId(group)) {
-                continue;
-            }
-            let sent = &mut self.detaches_sent;
-            let ids: Vec<i64> = leases
-                .into_iter()
-                .filter(|l| !sent.contains_key(&(id, *l, group)))
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            for l in &ids {
-                sent.insert((id, *l, group), now);
-            }
+        let local = node.local_time(self.now);
+        let tracker = self
+            .detaches_sent
+            .entry(id)
+            .or_insert_with(|| DetachTracker::new(DETACH_AGAIN_MS));
+        let due = tracker.due(meta, &map, local, |g| !node.is_blank(GroupId(g)));
+        for (group, ids) in due {
             self.note(|| format!("{id}: detach leases {ids:?} in {group}"));
             let batch = self.detach_batches.len() as u64;
             self.detach_batches.push(ids.clone());
