@@ -182,6 +182,17 @@ pub struct Mvcc {
     bytes: u64,
 }
 
+/// A key's directory: the key up to and with its last `/` (the whole key
+/// when it has none). Every key that starts with a directory lies
+/// between it and the next key outside it, so a directory is a split
+/// point that keeps its keys together.
+fn directory(key: &[u8]) -> &[u8] {
+    match key.iter().rposition(|b| *b == b'/') {
+        Some(i) => &key[..=i],
+        None => key,
+    }
+}
+
 /// What one retained version counts for in a store's size: its key, its
 /// value and the fixed part of its row.
 fn footprint(key: &[u8], v: &Version) -> u64 {
@@ -584,21 +595,48 @@ impl Mvcc {
         self.bytes
     }
 
-    /// The key at which about half of the bytes lie below: where a shard
-    /// splits in two (`None` when it holds under two keys).
-    pub fn middle_key(&self) -> Option<Bytes> {
+    /// Where a shard that grew splits in two (`None` when it holds under
+    /// two keys): at the start of a key directory (a key cut after its
+    /// last `/`) nearest to where half of the bytes lie below, when one
+    /// lies within the middle half of the bytes; else at the key where
+    /// half lie below. A directory's keys then stay in one shard: the
+    /// `name/lease` keys of an etcd lock or election (whose transactions
+    /// touch several of them at once), a Kubernetes namespace's objects.
+    pub fn split_key(&self) -> Option<Bytes> {
         if self.keys.len() < 2 {
             return None;
         }
-        let half = self.bytes / 2;
+        let (quarter, half) = (self.bytes / 4, self.bytes / 2);
         let mut below = 0;
+        let mut middle = None;
+        // The directory boundary nearest the half so far: its distance
+        // from the half, and the directory.
+        let mut boundary: Option<(u64, &[u8])> = None;
+        let mut previous: Option<&[u8]> = None;
         for (i, (k, vs)) in self.keys.iter().enumerate() {
-            if below >= half && i > 0 {
-                return Some(k.clone());
+            if i > 0 {
+                if middle.is_none() && below >= half {
+                    middle = Some(k.clone());
+                }
+                let dir = directory(k);
+                let starts_one = previous.is_none_or(|p| !p.starts_with(dir));
+                if starts_one && below >= quarter && below <= self.bytes - quarter {
+                    let distance = below.abs_diff(half);
+                    if boundary.is_none_or(|(d, _)| distance < d) {
+                        boundary = Some((distance, dir));
+                    }
+                }
+                if middle.is_some() && below > half + quarter {
+                    break;
+                }
             }
             below += vs.iter().map(|v| footprint(k, v)).sum::<u64>();
+            previous = Some(directory(k));
         }
-        self.keys.keys().next_back().cloned()
+        match boundary {
+            Some((_, dir)) => Some(Bytes::copy_from_slice(dir)),
+            None => middle.or_else(|| self.keys.keys().next_back().cloned()),
+        }
     }
 
     /// Takes every key from `at` on out of the index, with all its

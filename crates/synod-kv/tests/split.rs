@@ -196,3 +196,44 @@ fn a_store_that_is_not_a_shard_does_not_split() {
     );
     assert!(store.take_split().is_none());
 }
+
+/// A store holding `keys`, each with a value of `size` bytes.
+fn holding(keys: &[&str], size: usize) -> KvStore {
+    let mut store = KvStore::default();
+    let mut c = Client { seq: 0 };
+    for k in keys {
+        let put = Op::Put(PutRequest {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::from(vec![b'v'; size]),
+            ..Default::default()
+        });
+        assert_eq!(refusal(&store.apply(&c.command(put)).outcome), None);
+    }
+    store
+}
+
+#[test]
+fn a_shard_splits_between_key_directories_near_its_middle() {
+    // Three locks of five contenders each: the middle key lies inside
+    // lock b's keys, the split keeps them together at b's directory.
+    let keys: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|l| (0..5).map(move |i| format!("locks/{l}/{i:x}")))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let store = holding(&keys, 100);
+    let middle = store.mvcc().split_key().unwrap();
+    assert!(middle == "locks/b/" || middle == "locks/c/", "{middle:?}");
+    // Keys without directories split at the middle key.
+    let flat: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let flat: Vec<&str> = flat.iter().map(String::as_str).collect();
+    assert_eq!(holding(&flat, 100).mvcc().split_key().unwrap(), "k5");
+    // One directory holding nearly everything: no boundary in the
+    // middle half, so the middle key (inside the directory) is used.
+    let mut one: Vec<String> = (0..20).map(|i| format!("big/{i:02}")).collect();
+    one.push("small/x".into());
+    let one: Vec<&str> = one.iter().map(String::as_str).collect();
+    assert_eq!(holding(&one, 100).mvcc().split_key().unwrap(), "big/11");
+    // Under two keys there is nothing to split.
+    assert_eq!(holding(&["only/one"], 10).mvcc().split_key(), None);
+}

@@ -254,8 +254,9 @@ impl Core {
         self.request(group, ticket, Request::Write(op), now);
     }
 
-    /// Splits, at their middle key, the shards this node leads whose data
-    /// passed the size limit.
+    /// Splits the shards this node leads whose data passed the size
+    /// limit, near their middle (at a key directory's start when one is
+    /// near: `Mvcc::split_key`).
     pub(super) fn split_by_size(&mut self) {
         let limit = self.splitting.split_bytes;
         if self.shards.is_none() || limit == 0 || self.splitting.checked.elapsed() < SPLIT_CHECK {
@@ -275,7 +276,7 @@ impl Core {
                             || g.kv().shard().is_some_and(|s| s.epoch != *epoch)
                     })
             })
-            .filter_map(|(id, g)| Some((*id, g.kv().mvcc().middle_key()?)))
+            .filter_map(|(id, g)| Some((*id, g.kv().mvcc().split_key()?)))
             .filter(|(id, at)| {
                 self.groups[id]
                     .kv()
