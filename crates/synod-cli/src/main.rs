@@ -72,10 +72,15 @@ enum Command {
         /// those of --split-at) that split by themselves as they grow.
         #[arg(long, value_name = "auto")]
         shards: Option<String>,
-        /// A shard splits in two at its middle key once its data passes
-        /// this many bytes (0: only `synod split` splits).
+        /// A shard splits in two near its middle once its data passes
+        /// this many bytes (0: never by size).
         #[arg(long, value_name = "BYTES", default_value_t = server_config::SPLIT_SIZE_DEFAULT)]
         split_size: u64,
+        /// A shard whose leader applies this many writes a second splits
+        /// in two at the middle of the keys written (0: never by load;
+        /// see `synod server --help`).
+        #[arg(long, value_name = "WRITES_PER_S", default_value_t = 0)]
+        split_load: u64,
     },
     /// Run one node of a cluster (settings from flags and/or --config).
     #[command(
@@ -187,6 +192,7 @@ fn node_config(
         groups: Vec::new(),
         shards: None,
         split_bytes: 0,
+        split_writes_per_s: 0,
         data_dir,
         members,
         tick_ms: 10,
@@ -329,6 +335,12 @@ async fn start(config: NodeConfig, tls: Option<synod_server::tls::ServerTls>) ->
     Ok(node)
 }
 
+/// When a shard splits by itself (`--split-size`, `--split-load`).
+struct SplitLimits {
+    bytes: u64,
+    writes_per_s: u64,
+}
+
 async fn dev(
     data_dir: PathBuf,
     nodes: u64,
@@ -336,7 +348,7 @@ async fn dev(
     quick_repair: bool,
     zk_super_digest: Option<String>,
     shards: Option<synod_server::shards::ShardMap>,
-    split_bytes: u64,
+    limits: SplitLimits,
 ) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
@@ -361,7 +373,8 @@ async fn dev(
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
         config.quick_repair = quick_repair;
         config.shards = shards.clone();
-        config.split_bytes = split_bytes;
+        config.split_bytes = limits.bytes;
+        config.split_writes_per_s = limits.writes_per_s;
         starting.push(tokio::spawn(start(config, None)));
     }
     let mut running = Vec::new();
@@ -398,11 +411,15 @@ async fn dev(
             .iter()
             .map(|s| s.escape_ascii().to_string())
             .collect();
-        let size = if split_bytes == 0 {
-            "only by `synod split`".to_string()
-        } else {
-            format!("past {split_bytes} bytes each, and by `synod split`")
-        };
+        let mut why = Vec::new();
+        if limits.bytes > 0 {
+            why.push(format!("past {} bytes each", limits.bytes));
+        }
+        if limits.writes_per_s > 0 {
+            why.push(format!("past {} writes a second each", limits.writes_per_s));
+        }
+        why.push("by `synod split`".to_string());
+        let size = why.join(", ");
         println!(
             "  {} shard(s){}; they split {size} (group 1 is the meta group; `synod shards` lists them)",
             map.len(),
@@ -469,6 +486,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         peer_tls,
         shards,
         split_bytes,
+        split_writes_per_s,
     } = settings;
     let members = peers
         .iter()
@@ -494,6 +512,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.quick_repair = quick_repair;
     config.shards = shards;
     config.split_bytes = split_bytes;
+    config.split_writes_per_s = split_writes_per_s;
     config.max_request_bytes = max_request_bytes;
     config.auth_token = auth.token;
     config.auth_token_ttl_s = auth.token_ttl_s;
@@ -569,8 +588,13 @@ async fn main() -> Result<()> {
             split_at,
             shards,
             split_size,
+            split_load,
         } => {
             let shards = server_config::parse_shards(shards.as_deref(), split_at.as_deref())?;
+            let limits = SplitLimits {
+                bytes: split_size,
+                writes_per_s: split_load,
+            };
             dev(
                 data_dir,
                 nodes,
@@ -578,7 +602,7 @@ async fn main() -> Result<()> {
                 quick_repair,
                 zk_super_digest,
                 shards,
-                split_size,
+                limits,
             )
             .await
         }

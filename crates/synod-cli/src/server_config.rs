@@ -176,10 +176,17 @@ pub struct ServerArgs {
     #[arg(long, value_name = "auto")]
     pub shards: Option<String>,
     /// A shard whose data (keys, values and their history) passes this
-    /// many bytes splits in two at its middle key; 0: only `synod split`
-    /// splits.
+    /// many bytes splits in two near its middle (at a key directory's
+    /// start, the key up to its last `/`, when one is near); 0: never by
+    /// size.
     #[arg(long, value_name = "BYTES")]
     pub split_size: Option<u64>,
+    /// A shard whose leader applies this many writes a second (or more,
+    /// over a second) splits in two at the middle of the keys written;
+    /// 0 (the default): never by load. Every shard is replicated by every
+    /// node for now, so more shards spread leaders, not replicas.
+    #[arg(long, value_name = "WRITES_PER_S")]
+    pub split_load: Option<u64>,
 }
 
 /// The same settings as they appear in a config file.
@@ -221,6 +228,7 @@ struct FileConfig {
     split_at: Option<String>,
     shards: Option<String>,
     split_size: Option<u64>,
+    split_load: Option<u64>,
 }
 
 /// Settings after merging, all present and checked.
@@ -263,6 +271,8 @@ pub struct ServerSettings {
     pub shards: Option<synod_server::shards::ShardMap>,
     /// Split a shard past this many bytes (0: never by size).
     pub split_bytes: u64,
+    /// Split a shard past this many writes a second (0: never by load).
+    pub split_writes_per_s: u64,
     /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: AuthSettings,
     /// The cluster's peer secret, read from its file.
@@ -498,9 +508,11 @@ impl ServerArgs {
             .split_size
             .or(file.split_size)
             .unwrap_or(SPLIT_SIZE_DEFAULT);
+        let split_writes_per_s = self.split_load.or(file.split_load).unwrap_or(0);
         Ok(ServerSettings {
             shards,
             split_bytes,
+            split_writes_per_s,
             zk_addr: self.zk_addr.or(file.zk_addr),
             zk_secure_addr,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),

@@ -335,6 +335,50 @@ async fn shards_split_by_themselves_past_the_size_limit() {
     }
 }
 
+/// A shard under more writes a second than `split_load` splits by
+/// itself at the middle of the keys written, however small its data, and
+/// nothing written is lost or moved to the wrong shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_by_themselves_under_write_load() {
+    let cluster = Cluster::start_splitting_by(3, 0, 40).await;
+    cluster.leader().await;
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(cluster.client(NodeId(id)).await);
+    }
+    let mut want = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0usize;
+    loop {
+        // Writes spread over 400 keys, about 90 a second, one at a time.
+        for _ in 0..60 {
+            let key = format!("load/{:03}", (i * 37) % 400);
+            let value = format!("{i}");
+            let r = put_ready(&mut clients[i % 3], &key, &value).await;
+            want.insert(key, (value, r));
+            i += 1;
+        }
+        let splits = splits_of(&cluster, 1);
+        if !splits.is_empty() {
+            println!("split at {splits:?} after {i} writes");
+            // At the middle of the keys written, not at their edge.
+            assert!(
+                splits[0].as_str() > "load/050" && splits[0].as_str() < "load/350",
+                "{splits:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no split after {i} writes");
+    }
+    for node in 1..=3 {
+        let have = contents(&cluster, node, false, want.len()).await;
+        assert_eq!(have, want, "node {node}");
+    }
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
 /// Keys of one lease in a shard that then splits twice (design 0017):
 /// the keys' lease stubs move with them, `LeaseTimeToLive` lists them
 /// from every shard, `LeaseRevoke` answers once every shard deleted them

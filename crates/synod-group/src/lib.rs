@@ -62,6 +62,7 @@ mod detach;
 mod drive;
 mod group;
 mod leases;
+mod load;
 mod read_index;
 mod sessions;
 pub mod shards;
@@ -75,6 +76,7 @@ pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS, SPLIT_SLOT};
+pub use load::{LoadSplitter, LOAD_SAMPLE_MAX, LOAD_WINDOW_MS};
 pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
 pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS};

@@ -64,9 +64,13 @@ pub struct NodeConfig {
     /// with.
     pub shards: Option<crate::shards::ShardMap>,
     /// A shard whose data passes this many bytes is split in two by its
-    /// leader, at its middle key (design 0016); 0: shards split only when
-    /// an operator asks (`synod split`). Only with `shards`.
+    /// leader, near its middle (design 0016); 0: never by size. Only
+    /// with `shards`.
     pub split_bytes: u64,
+    /// A shard whose leader applies at least this many writes a second is
+    /// split in two by it, at the middle of the keys written; 0: never
+    /// by load. Only with `shards`.
+    pub split_writes_per_s: u64,
     /// Every durable write also saves the database's allocator state, so a
     /// restart after a crash skips redb's full repair (seconds per GB) at
     /// some cost in write throughput.

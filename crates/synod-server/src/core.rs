@@ -386,6 +386,9 @@ pub struct CoreParts {
     /// Split a shard this node leads once its data passes this many
     /// bytes (0: never by size).
     pub split_bytes: u64,
+    /// Split a shard this node leads once it applies this many writes a
+    /// second (0: never by load).
+    pub split_writes_per_s: u64,
 }
 
 /// Makes a group's settings and replica from its durable state (empty for
@@ -522,7 +525,12 @@ impl Core {
             observed_at: Instant::now(),
             shards: parts.shards,
             hub_revisions: BTreeMap::new(),
-            splitting: splits::Splitting::new(parts.first_map, parts.maker, parts.split_bytes),
+            splitting: splits::Splitting::new(
+                parts.first_map,
+                parts.maker,
+                parts.split_bytes,
+                parts.split_writes_per_s,
+            ),
             revocations: Default::default(),
         };
         core.adopt_ranges();
@@ -581,6 +589,7 @@ impl Core {
             self.abandon();
             self.check_quota();
             self.split_by_size();
+            self.split_by_load();
             self.drive_revocations();
             self.drive();
             self.answer_revocation_waiters();
@@ -1037,6 +1046,9 @@ impl Core {
     fn finish(&mut self, id: GroupId, ready: GroupReady) {
         let group = self.groups.get_mut(&id).expect("a hosted group");
         group.on_persisted(ready.token);
+        if !ready.events.is_empty() {
+            self.weigh_load(id, &ready.events);
+        }
         // ZooKeeper's watch events go before any answer, so a client sees
         // the event before a reply that shows the change.
         if id == GROUP && (!ready.zk_events.is_empty() || ready.jump.is_some()) {

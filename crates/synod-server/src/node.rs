@@ -454,6 +454,7 @@ impl Node {
             first_map: config.shards.clone(),
             maker,
             split_bytes: config.split_bytes,
+            split_writes_per_s: config.split_writes_per_s,
         });
         let handle = std::thread::Builder::new()
             .name(format!("synod-core-{}", config.id.0))

@@ -19,7 +19,7 @@ use crate::shards::ShardMap;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use synod_group::{Group, GroupReady};
+use synod_group::{Group, GroupReady, LoadSplitter};
 use synod_kv::{error_outcome, KeyRange, KvError, Shard};
 use synod_paxos::RoleKind;
 use synod_proto::synodpb::command::Op;
@@ -44,18 +44,29 @@ pub(super) struct Splitting {
     first_map: Option<ShardMap>,
     maker: GroupMaker,
     split_bytes: u64,
-    /// Shards this node asked to split by size: when, and their epoch
-    /// then.
+    /// Split shards this node leads past this many writes a second (0:
+    /// never by load), as `load` measures them.
+    split_writes_per_s: u64,
+    load: LoadSplitter,
+    /// Shards this node asked to split by size or load: when, and their
+    /// epoch then.
     asked: BTreeMap<GroupId, (Instant, u64)>,
     checked: Instant,
 }
 
 impl Splitting {
-    pub(super) fn new(first_map: Option<ShardMap>, maker: GroupMaker, split_bytes: u64) -> Self {
+    pub(super) fn new(
+        first_map: Option<ShardMap>,
+        maker: GroupMaker,
+        split_bytes: u64,
+        split_writes_per_s: u64,
+    ) -> Self {
         Splitting {
             first_map,
             maker,
             split_bytes,
+            split_writes_per_s,
+            load: LoadSplitter::default(),
             asked: BTreeMap::new(),
             checked: Instant::now(),
         }
@@ -263,32 +274,72 @@ impl Core {
             return;
         }
         self.splitting.checked = Instant::now();
-        let asked = &self.splitting.asked;
         let wanted: Vec<(GroupId, Bytes)> = self
             .groups
             .iter()
-            .filter(|(id, g)| {
-                **id != GROUP
-                    && g.replica().role_kind() == RoleKind::Leader
-                    && g.kv().mvcc().bytes() >= limit
-                    && asked.get(id).is_none_or(|(t, epoch)| {
-                        t.elapsed() >= SPLIT_AGAIN
-                            || g.kv().shard().is_some_and(|s| s.epoch != *epoch)
-                    })
-            })
+            .filter(|(id, g)| self.may_ask_split(**id) && g.kv().mvcc().bytes() >= limit)
             .filter_map(|(id, g)| Some((*id, g.kv().mvcc().split_key()?)))
-            .filter(|(id, at)| {
-                self.groups[id]
-                    .kv()
-                    .shard()
-                    .is_some_and(|s| s.may_split_at(at))
-            })
             .collect();
+        self.ask_splits(wanted, "past its size limit");
+    }
+
+    /// Counts the writes a shard this node leads applied, when shards
+    /// split by load.
+    pub(super) fn weigh_load(&mut self, id: GroupId, events: &[synod_proto::mvccpb::Event]) {
+        if self.splitting.split_writes_per_s == 0 || id == GROUP || self.shards.is_none() {
+            return;
+        }
+        if self.groups[&id].replica().role_kind() != RoleKind::Leader {
+            return;
+        }
+        let keys = events
+            .iter()
+            .filter_map(|e| e.kv.as_ref().map(|kv| &kv.key));
+        self.splitting.load.record(id.0, keys);
+    }
+
+    /// Splits the shards this node leads that applied at least the load
+    /// limit's writes a second, at the middle of the keys written.
+    pub(super) fn split_by_load(&mut self) {
+        let rate = self.splitting.split_writes_per_s;
+        if self.shards.is_none() || rate == 0 {
+            return;
+        }
+        let due = self.splitting.load.due(self.now(), rate);
+        let wanted: Vec<(GroupId, Bytes)> = due
+            .into_iter()
+            .map(|(id, at)| (GroupId(id), at))
+            .filter(|(id, _)| self.groups.contains_key(id) && self.may_ask_split(*id))
+            .collect();
+        self.ask_splits(wanted, "past its write load limit");
+    }
+
+    /// Whether this node may ask to split shard `id` now: it leads it,
+    /// and has not asked recently for the shard at its present epoch.
+    fn may_ask_split(&self, id: GroupId) -> bool {
+        let g = &self.groups[&id];
+        id != GROUP
+            && g.replica().role_kind() == RoleKind::Leader
+            && self.splitting.asked.get(&id).is_none_or(|(t, epoch)| {
+                t.elapsed() >= SPLIT_AGAIN || g.kv().shard().is_some_and(|s| s.epoch != *epoch)
+            })
+    }
+
+    /// Asks the oracle for the new groups' ids of the splits `wanted`,
+    /// those whose point lies strictly inside their shard.
+    fn ask_splits(&mut self, wanted: Vec<(GroupId, Bytes)>, why: &str) {
         let now = self.now();
         for (id, at) in wanted {
-            tracing::info!(group = %id, at = ?at, "splitting a shard past its size limit");
-            let epoch = self.groups[&id].kv().shard().map_or(0, |s| s.epoch);
+            let Some(shard) = self.groups[&id].kv().shard() else {
+                continue;
+            };
+            if !shard.may_split_at(&at) {
+                continue;
+            }
+            tracing::info!(group = %id, at = ?at, "splitting a shard {why}");
+            let epoch = shard.epoch;
             self.splitting.asked.insert(id, (Instant::now(), epoch));
+            self.splitting.load.forget(id.0);
             self.ask_split(id, at, None, now);
         }
     }

@@ -49,6 +49,8 @@ pub struct Cluster {
     pub shards: Option<synod_server::shards::ShardMap>,
     /// Shards split past this many bytes (0: only when asked).
     pub split_bytes: u64,
+    /// Shards split past this many writes a second (0: never by load).
+    pub split_load: u64,
 }
 
 impl Cluster {
@@ -64,10 +66,17 @@ impl Cluster {
 
     /// A sharded cluster of one shard that splits past `split_bytes`.
     pub async fn start_splitting(n: u64, split_bytes: u64) -> Cluster {
+        Cluster::start_splitting_by(n, split_bytes, 0).await
+    }
+
+    /// A sharded cluster of one shard that splits past `split_bytes` or
+    /// `split_load` writes a second.
+    pub async fn start_splitting_by(n: u64, split_bytes: u64, split_load: u64) -> Cluster {
         let map = synod_server::shards::ShardMap::new(Vec::new()).unwrap();
         let mut c = Cluster::start_configured(0, Vec::new(), Some(map)).await;
         c.members = Cluster::members(n);
         c.split_bytes = split_bytes;
+        c.split_load = split_load;
         for i in 1..=n {
             c.start_node(NodeId(i)).await;
         }
@@ -91,6 +100,7 @@ impl Cluster {
             groups,
             shards,
             split_bytes: 0,
+            split_load: 0,
         };
         for i in 1..=n {
             c.start_node(NodeId(i)).await;
@@ -143,6 +153,7 @@ impl Cluster {
             groups: self.groups.clone(),
             shards: self.shards.clone(),
             split_bytes: self.split_bytes,
+            split_writes_per_s: self.split_load,
             cluster_id_derived: false,
             quick_repair: true,
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
