@@ -1119,8 +1119,25 @@ async fn auth_holds_on_a_sharded_cluster() {
         refused(&member(&cluster, 3), ALICE, &["put", "app/y", "1"], DENIED);
         let value = ok(&all, ROOT, &["get", "app/x", "--print-value-only"]);
         assert_eq!(value, "1");
-        // Auth off: anybody writes any shard again.
+        // A split by hand goes through the HTTP address, which checks no
+        // credentials: refused while auth is on, taken once it is off.
+        let split = |key: &str| {
+            let http = cluster
+                .http_url(1)
+                .trim_start_matches("http://")
+                .to_string();
+            let mut cmd = Command::new(common::synod_bin());
+            cmd.args(["split", "--endpoint", &http, key]);
+            run(&mut cmd, Duration::from_secs(20))
+        };
+        let refused_split = split("app/q");
+        assert!(!refused_split.status.success());
+        let said = String::from_utf8_lossy(&refused_split.stderr).to_string();
+        assert!(said.contains("auth is on"), "{said}");
+        // Auth off: anybody writes any shard again, and splits.
         ok(&all, ROOT, &["auth", "disable"]);
+        let split_off = split("app/q");
+        assert!(split_off.status.success(), "{split_off:?}");
         ok(&all, "", &["put", "app/y", "1"]);
         ok(&all, "", &["put", "b/2", "1"]);
     })

@@ -202,12 +202,36 @@ async fn shards(State(node): State<Arc<Node>>) -> Response {
 
 /// `POST /api/split` with a key as the body: splits the shard holding it
 /// there (`synod split`). 200 with the range that stayed; 400 when the
-/// key cannot split (outside or at a shard's start, not sharded); 503
-/// when no answer came in time.
+/// key cannot split (outside or at a shard's start, not sharded); 403
+/// while etcd auth is on (this address checks no credentials, and a
+/// split is an administrator's act); 503 when no answer came in time.
 async fn split(State(node): State<Arc<Node>>, body: axum::body::Bytes) -> Response {
-    use synod_proto::synodpb::outcome::Result as Done;
     let at = bytes::Bytes::from(body.to_vec());
-    let (status, body) = match node.split(at).await {
+    let (status, body) = if node.auth().enabled() {
+        (
+            axum::http::StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": SPLIT_UNDER_AUTH }),
+        )
+    } else {
+        split_answer(node.split(at).await)
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Why a split by hand is refused while etcd auth is on.
+pub const SPLIT_UNDER_AUTH: &str = "etcd auth is on, and this HTTP address checks no \
+    credentials: splits by hand are refused (shards still split by size and load)";
+
+fn split_answer(
+    answer: Result<synod_proto::synodpb::Outcome, synod_server::RequestError>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use synod_proto::synodpb::outcome::Result as Done;
+    match answer {
         Ok(outcome) => match outcome.result {
             Some(Done::Split(left)) => (
                 axum::http::StatusCode::OK,
@@ -231,13 +255,7 @@ async fn split(State(node): State<Arc<Node>>, body: axum::body::Bytes) -> Respon
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "error": e.to_string() }),
         ),
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    }
 }
 
 async fn stream(

@@ -85,14 +85,10 @@ impl Covered {
         })
     }
 
-    /// Number of separate spans.
-    pub fn len(&self) -> usize {
+    /// Number of separate spans (the tests' view of the merging).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.spans.len()
-    }
-
-    /// True when nothing is covered yet.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 
     /// As recorded in the state and snapshots.

@@ -1185,10 +1185,7 @@ impl KvStore {
     fn revoking_records(&self) -> Vec<Revoking> {
         self.revoking
             .iter()
-            .map(|(id, c)| Revoking {
-                id: *id,
-                covered: c.to_proto(),
-            })
+            .map(|(id, c)| revoking_record(*id, c))
             .collect()
     }
 
@@ -1429,10 +1426,7 @@ impl KvStore {
             let row = state::numbered_row(TAG_REVOKING, id as u64, None);
             match self.revoking.get(&id) {
                 Some(c) => {
-                    let record = Revoking {
-                        id,
-                        covered: c.to_proto(),
-                    };
+                    let record = revoking_record(id, c);
                     journal.put(row, Bytes::from(record.encode_to_vec()))
                 }
                 None => journal.delete(row),
@@ -1724,6 +1718,14 @@ pub fn judge_routed(
         return Err(AuthError::AuthOldRevision.into());
     }
     check_access(auth, &caller.user, Some(op), lease_keys)
+}
+
+/// A revoking lease as its row and snapshots record it.
+fn revoking_record(id: i64, covered: &Covered) -> Revoking {
+    Revoking {
+        id,
+        covered: covered.to_proto(),
+    }
 }
 
 /// A txn's checks: its compares read, its branches' ops as they would
