@@ -31,6 +31,13 @@ pub struct DetachTracker {
     again_ms: u64,
 }
 
+impl Default for DetachTracker {
+    /// The node's tracker: sends again after `DETACH_AGAIN_MS`.
+    fn default() -> DetachTracker {
+        DetachTracker::new(DETACH_AGAIN_MS)
+    }
+}
+
 impl DetachTracker {
     /// A tracker that sends an unanswered detach again after `again_ms`.
     pub fn new(again_ms: u64) -> DetachTracker {

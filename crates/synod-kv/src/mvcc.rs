@@ -614,11 +614,11 @@ impl Mvcc {
         let mut boundary: Option<(u64, &[u8])> = None;
         let mut previous: Option<&[u8]> = None;
         for (i, (k, vs)) in self.keys.iter().enumerate() {
+            let dir = directory(k);
             if i > 0 {
                 if middle.is_none() && below >= half {
                     middle = Some(k.clone());
                 }
-                let dir = directory(k);
                 let starts_one = previous.is_none_or(|p| !p.starts_with(dir));
                 if starts_one && below >= quarter && below <= self.bytes - quarter {
                     let distance = below.abs_diff(half);
@@ -631,7 +631,7 @@ impl Mvcc {
                 }
             }
             below += vs.iter().map(|v| footprint(k, v)).sum::<u64>();
-            previous = Some(directory(k));
+            previous = Some(dir);
         }
         match boundary {
             Some((_, dir)) => Some(Bytes::copy_from_slice(dir)),

@@ -20,7 +20,7 @@
 
 use super::{Answer, Core, Reply, Request, GROUP};
 use std::time::{Duration, Instant};
-use synod_group::{DetachTracker, DETACH_AGAIN_MS};
+use synod_group::DetachTracker;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{outcome, LeaseDetach, LeaseDetached, Outcome};
 use synod_storage::GroupId;
@@ -31,22 +31,13 @@ use tokio::sync::oneshot;
 const DRIVE_EVERY: Duration = Duration::from_millis(20);
 
 /// The detaches this node has sent and not yet seen answered.
+#[derive(Default)]
 pub(super) struct Revocations {
     sent: DetachTracker,
     /// When the driver last looked, and the meta group's applied slot then.
     driven: Option<(Instant, synod_paxos::Slot)>,
     /// Clients' revocations waiting for their lease's keys to be gone.
     waiters: Vec<(i64, oneshot::Sender<bool>)>,
-}
-
-impl Default for Revocations {
-    fn default() -> Revocations {
-        Revocations {
-            sent: DetachTracker::new(DETACH_AGAIN_MS),
-            driven: None,
-            waiters: Vec::new(),
-        }
-    }
 }
 
 impl Core {
