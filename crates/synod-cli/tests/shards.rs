@@ -319,3 +319,120 @@ async fn a_node_killed_while_writing_loses_no_acknowledged_write() {
     let refusal = common::start_refusal(&c.data_dir(1), &["--split-at", "/m"]);
     assert!(refusal.contains("split points"), "{refusal}");
 }
+
+/// Every shard's voters and observers as node `id` reports them
+/// (`/api/shards`), in shard order.
+fn shard_members(c: &Cluster, id: u64) -> Vec<(Value, Value)> {
+    let url = format!("{}/api/shards", c.http_url(id));
+    let Ok((200, body)) = common::http_get(&url) else {
+        return Vec::new();
+    };
+    let map: Value = serde_json::from_str(&body).expect("json");
+    map["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| (s["voters"].clone(), s["observers"].clone()))
+        .collect()
+}
+
+/// Waits until node `id` reports every one of the 3 shards with these
+/// voters and observers.
+fn wait_shard_members(c: &Cluster, id: u64, voters: &[u64], observers: &[u64]) {
+    let want = (serde_json::json!(voters), serde_json::json!(observers));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = shard_members(c, id);
+        if got.len() == 3 && got.iter().all(|m| *m == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id}: shards {got:?}, wanted {want:?} in each"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until node `id` serves `key` = `value` from its own replicas.
+fn wait_served(c: &Cluster, id: u64, key: &str, value: &str) {
+    let on = vec![c.addrs(id).client.to_string()];
+    let want = format!("{key}\n{value}\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl_output(&on, &["get", key, "--consistency=s"], None);
+        if String::from_utf8_lossy(&out.stdout) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never served {key}: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `etcdctl member add`, `promote` and `remove` on a sharded cluster
+/// (design 0019): every shard follows the meta group's configuration; the
+/// new node catches every shard up (from snapshots: the logs are
+/// compacted every 20 slots) and serves it; once an original member is
+/// removed and stopped, writes go on in every shard and reach the new
+/// node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_added_and_removed_on_a_sharded_cluster() {
+    let mut c = Cluster::start_with(3, &["--split-at", SPLITS, "--snapshot-count", "20"]);
+    c.wait_ready().await;
+    let eps = c.host_ports();
+    let prefixes = ["/b", "/i", "/z"];
+    for k in ["/a", "/h", "/q"] {
+        put_ready(&eps, k, "0");
+    }
+    for i in 0..60 {
+        let key = format!("{}{i:02}", prefixes[i % 3]);
+        etcdctl(&eps, &["put", &key, &format!("v{i}")], None);
+    }
+    wait_shard_members(&c, 1, &[1, 2, 3], &[]);
+
+    // A learner first: every shard takes it as an observer.
+    let peer = common::free_addr();
+    let (added, cluster_hex) = common::member_add_learner(&eps, "n4", peer);
+    assert_eq!(added, 4);
+    wait_shard_members(&c, 2, &[1, 2, 3], &[4]);
+    let id = c.join_node_at(peer, &cluster_hex);
+    assert_eq!(id, 4);
+    for i in 57..60 {
+        wait_served(
+            &c,
+            4,
+            &format!("{}{i:02}", prefixes[i % 3]),
+            &format!("v{i}"),
+        );
+    }
+    wait_shard_members(&c, 4, &[1, 2, 3], &[4]);
+
+    // Promoted: a voter of every shard.
+    let out = etcdctl(&eps, &["member", "promote", "4"], None);
+    assert!(out.contains("promoted"), "{out}");
+    wait_shard_members(&c, 4, &[1, 2, 3, 4], &[]);
+
+    // Node 1 removed and stopped: every shard goes on without it.
+    let out = etcdctl(&c.host_ports(), &["member", "remove", "1"], None);
+    assert!(out.contains("removed from cluster"), "{out}");
+    c.forget(1);
+    wait_shard_members(&c, 4, &[2, 3, 4], &[]);
+    let eps = c.host_ports();
+    for i in 60..72 {
+        let key = format!("{}{i:02}", prefixes[i % 3]);
+        put_ready(&eps, &key, &format!("v{i}"));
+    }
+    for i in 60..72 {
+        wait_served(
+            &c,
+            4,
+            &format!("{}{i:02}", prefixes[i % 3]),
+            &format!("v{i}"),
+        );
+    }
+    let all = etcdctl_json(&eps, &["get", "/", "--prefix", "--keys-only"], None);
+    assert_eq!(all["count"], 75, "{all}");
+}

@@ -192,8 +192,10 @@ impl Group {
             let existed = self.leases_expiring(&command);
             let mut applied = self.kv.apply(&command);
             self.counters.applied_commands += 1;
-            if let Some(split) = self.kv.take_split() {
-                self.splits.push(split);
+            if let Some((id, kv)) = self.kv.take_split() {
+                let membership = self.replica.membership_at(slot);
+                self.splits
+                    .push(crate::types::SplitOff { id, kv, membership });
             }
             if !applied.duplicate {
                 self.reservation_applied((command.client, command.seq), &applied.outcome);

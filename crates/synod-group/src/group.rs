@@ -204,7 +204,7 @@ pub struct Group {
     pub(crate) installed: Option<crate::types::Installed>,
     pub(crate) applied_log: Vec<(Slot, synod_paxos::Value<Bytes>)>,
     /// Groups applied splits cut off since the last ready.
-    pub(crate) splits: Vec<(u64, KvStore)>,
+    pub(crate) splits: Vec<crate::types::SplitOff>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<GroupMutation>,
 }
@@ -281,20 +281,31 @@ impl Group {
     pub fn from_split(
         config: GroupConfig,
         mut replica: Replica<Bytes>,
-        membership: Configuration,
+        membership: Option<Configuration>,
         kv: KvStore,
         now: Time,
         lead: bool,
     ) -> Group {
-        let installed = replica.install_snapshot_with_membership(SPLIT_SLOT, membership.clone());
+        let installed = match &membership {
+            Some(m) => replica.install_snapshot_with_membership(SPLIT_SLOT, m.clone()),
+            // A joining replica replaying its parent's log from before it
+            // learned the parent's configuration (design 0019): the new
+            // group learns its own from its log, where the change that
+            // added this node to it lies, as the parent did.
+            None => replica.install_snapshot(SPLIT_SLOT),
+        };
         assert!(installed, "a new replica takes its first state");
-        if lead && membership.voters().contains(&config.node) {
+        if lead
+            && membership
+                .as_ref()
+                .is_some_and(|m| m.voters().contains(&config.node))
+        {
             replica.campaign_now();
         }
         let mut group = Group::new(config, replica, kv, now);
         group.compact_out = Some(crate::types::Compaction {
             slot: SPLIT_SLOT,
-            membership: Some(membership),
+            membership,
         });
         group
     }
@@ -528,6 +539,22 @@ impl Group {
         self.replica
             .propose_membership(target)
             .map_err(|e| e.to_string())
+    }
+
+    /// The voter to hand leadership to on hand-over number `turn`: the
+    /// voters other than this node in turn, so that a node that keeps
+    /// handing over tries each (none when it votes alone).
+    pub fn another_voter(&self, turn: usize) -> Option<NodeId> {
+        let me = self.config.node;
+        let others: Vec<NodeId> = self
+            .replica
+            .membership()
+            .map(|c| c.voters())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| *v != me)
+            .collect();
+        (!others.is_empty()).then(|| others[turn % others.len()])
     }
 
     /// Hands leadership to voter `to` (this replica must lead).

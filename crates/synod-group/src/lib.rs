@@ -60,6 +60,7 @@
 
 mod detach;
 mod drive;
+mod follow;
 mod group;
 mod leases;
 mod load;
@@ -73,15 +74,20 @@ mod types;
 
 pub use detach::{DetachTracker, DETACH_AGAIN_MS, DETACH_LEASES_MAX};
 pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
+pub use follow::{
+    follow as follow_membership, hand_over, meta_barrier, shards_settled,
+    wanted as membership_wanted, Behind, Look, MembershipFollower, FOLLOW_BARRIER_MS,
+    FOLLOW_CHECK_MS, FOLLOW_CUT_OFF_MS,
+};
 #[cfg(feature = "mutations")]
 pub use group::GroupMutation;
 pub use group::{Group, PENDING_WRITES_MAX, REFORWARD_MS, SPLIT_SLOT};
 pub use load::{LoadSplitter, LOAD_SAMPLE_MAX, LOAD_WINDOW_MS};
 pub use sessions::SESSION_IDLE_MS;
 pub use snapshots::{SNAPSHOT_HOLD_LOG_BYTES, SNAPSHOT_HOLD_MS};
-pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS};
+pub use stamps::{STAMP_QUESTION_MS, STAMP_QUEUE_MAX, STAMP_RETRY_MS, STAMP_STARVED_MS};
 pub use tso::{TIMESTAMPS_MAX, TIMESTAMP_BATCH};
 pub use types::{
     Answer, Compaction, Granted, GroupConfig, GroupCounters, GroupReady, GroupStatus, Installed,
-    LeaseAnswer, PeerItem, Request, StampQuestion, Ticket, Timestamps,
+    LeaseAnswer, PeerItem, Request, SplitOff, StampQuestion, Ticket, Timestamps,
 };

@@ -52,6 +52,12 @@ pub const STAMP_QUESTION_MS: u64 = 1_000;
 /// After the oracle could not answer (no meta leader), the queue waits
 /// this long before asking again.
 pub const STAMP_RETRY_MS: u64 = 20;
+/// A leader whose writes have waited this long for stamps that never came
+/// hands its leadership to another voter: its node may be unable to reach
+/// the oracle (cut off from the meta leader, or removed from the meta
+/// group without knowing it) while its followers still hear it, so no one
+/// else would take over and the shard would stall.
+pub const STAMP_STARVED_MS: u64 = 3_000;
 
 /// The protobuf key of `Command.stamp` (field 18, varint).
 const STAMP_KEY: [u8; 2] = [0x90, 0x01];
@@ -80,6 +86,11 @@ pub(crate) struct Stamper {
     next_question: u64,
     /// No question before this time (the last one found no oracle).
     retry_at: Time,
+    /// Since when questions have gone unanswered (none found an oracle,
+    /// or none came back) while writes waited; cleared by stamps.
+    starved_since: Option<Time>,
+    /// Hand-overs for starvation so far, to pick another voter each time.
+    hand_overs: usize,
     /// A question for the shell to send, taken by `ready`.
     pub(crate) out: Option<StampQuestion>,
     /// Stamps kept for later writes (only the negative control does).
@@ -251,8 +262,10 @@ impl Group {
         self.stamper.asked = None;
         let Some((first, last)) = range else {
             self.stamper.retry_at = Time(self.now.0 + STAMP_RETRY_MS);
+            self.stamper.starved_since.get_or_insert(self.now);
             return;
         };
+        self.stamper.starved_since = None;
         let given = (last - first + 1).clamp(0, count as i64);
         #[cfg(feature = "mutations")]
         if self.mutated(crate::group::GroupMutation::StampsFromLeftovers) {
@@ -304,12 +317,17 @@ impl Group {
         if let Some((_, _, _, at)) = self.stamper.asked {
             if self.now.0.saturating_sub(at.0) >= STAMP_QUESTION_MS {
                 self.stamper.asked = None;
+                self.stamper.starved_since.get_or_insert(at);
             }
         }
         match self.replica.leading_ballot() {
-            Some(ballot) => self.ask_stamps(ballot),
+            Some(ballot) => {
+                self.hand_over_if_starved();
+                self.ask_stamps(ballot)
+            }
             None => {
                 self.stamper.asked = None;
+                self.stamper.starved_since = None;
                 for q in std::mem::take(&mut self.stamper.queue) {
                     if let Some(key) = q.local {
                         self.submit(key);
@@ -317,6 +335,29 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// Hands leadership to another voter once writes have starved for
+    /// stamps `STAMP_STARVED_MS` (see there); a different voter each time.
+    fn hand_over_if_starved(&mut self) {
+        let Some(since) = self.stamper.starved_since else {
+            return;
+        };
+        if self.stamper.queue.is_empty() {
+            self.stamper.starved_since = None;
+            return;
+        }
+        if self.now.0.saturating_sub(since.0) < STAMP_STARVED_MS {
+            return;
+        }
+        let me = self.config.node;
+        let Some(to) = self.another_voter(self.stamper.hand_overs) else {
+            return;
+        };
+        self.stamper.hand_overs += 1;
+        self.stamper.starved_since = None;
+        let result = self.replica.transfer_leadership(to);
+        tracing::info!(node = %me, %to, ?result, "no stamps for {STAMP_STARVED_MS} ms: leadership handed over");
     }
 
     /// A write of this node came back refused for a stale stamp: it is

@@ -281,11 +281,25 @@ pub struct GroupReady {
     /// the slot they hold, after this write), and report the slot with
     /// [`Group::snapshot_started`](crate::Group::snapshot_started).
     pub snapshots: Vec<NodeId>,
-    /// Splits applied: each new group's id and store. Host each with
-    /// [`Group::from_split`](crate::Group::from_split) and write its first
-    /// ready in this write, so the split and the new group are durable
-    /// together (design 0016).
-    pub splits: Vec<(u64, synod_kv::KvStore)>,
+    /// Splits applied: each new group's id, store and configuration.
+    /// Host each with [`Group::from_split`](crate::Group::from_split) and
+    /// write its first ready in this write, so the split and the new group
+    /// are durable together (design 0016).
+    pub splits: Vec<SplitOff>,
+}
+
+/// A group a split applied here cut off (see `GroupReady::splits`).
+#[derive(Debug)]
+pub struct SplitOff {
+    /// The new group's id.
+    pub id: u64,
+    /// Its store: the keys from the split point, as of the split.
+    pub kv: synod_kv::KvStore,
+    /// The parent's configuration in effect at the split's slot, the same
+    /// on every replica (not the one after the parent's commit point,
+    /// which may already be a later one); `None` on a joining replica
+    /// that replays the parent's log from before it learned one.
+    pub membership: Option<synod_paxos::Configuration>,
 }
 
 impl GroupReady {

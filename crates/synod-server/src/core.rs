@@ -158,6 +158,13 @@ pub enum Input {
         /// Whether the change was started.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Whether every shard hosted here settled on `target` (design 0019).
+    ShardsFollow {
+        /// The meta group's configuration.
+        target: Membership,
+        /// The answer.
+        reply: oneshot::Sender<bool>,
+    },
     /// A snapshot from a leader, received whole into a storage stage and
     /// loaded: install it, or discard the stage.
     Staged {
@@ -221,6 +228,7 @@ impl Input {
                 }
             }
             Input::ChangeMembership { .. }
+            | Input::ShardsFollow { .. }
             | Input::Split { .. }
             | Input::Fence { .. }
             | Input::Transfer { .. }
@@ -248,6 +256,9 @@ enum Reply {
     Detach {
         leases: Vec<i64>,
     },
+    /// The membership follower's barrier on the meta group (see
+    /// `members`).
+    Follow,
     /// A shard's question for stamps (see `GroupReady::stamps`): the
     /// answer goes back to the shard, never to a client. Asked at `at`: a
     /// question lost on the way to the meta leader is given up after
@@ -276,7 +287,7 @@ impl Reply {
             Reply::Timestamps(tx) => tx.is_closed(),
             Reply::Stamps { at, .. } => at.elapsed() > STAMPS_ABANDON,
             Reply::SplitId { reply, .. } => reply.as_ref().is_some_and(|r| r.is_closed()),
-            Reply::Fence { .. } | Reply::Discard | Reply::Detach { .. } => false,
+            Reply::Fence { .. } | Reply::Discard | Reply::Detach { .. } | Reply::Follow => false,
         }
     }
 
@@ -304,7 +315,7 @@ impl Reply {
                 let _ = tx.send(answer);
             }
             // A detach refused before it reached a shard: sent again later.
-            (Reply::Discard | Reply::Detach { .. }, _) => {}
+            (Reply::Discard | Reply::Detach { .. } | Reply::Follow, _) => {}
             (_, answer) => panic!("answer {answer:?} for a request of another kind"),
         }
     }
@@ -393,11 +404,14 @@ pub struct CoreParts {
 
 /// Makes a group's settings and replica from its durable state (empty for
 /// a new group): the node's recipe, so the loop can host groups that
-/// splits make (design 0016).
+/// splits make (design 0016). With `join`, the replica trusts no
+/// configuration until it learns one (a group hosted empty, whose
+/// members may have changed since the node started: design 0019).
 pub type GroupMaker = Arc<
     dyn Fn(
             &Storage,
             GroupId,
+            bool,
         )
             -> Result<(synod_group::GroupConfig, synod_paxos::Replica<bytes::Bytes>), String>
         + Send
@@ -457,6 +471,8 @@ pub struct Core {
     /// Detaches of revoked leases' keys sent to shards (see
     /// `revocations`).
     revocations: revocations::Revocations,
+    /// Shards following the meta group's configuration (see `members`).
+    follower: synod_group::MembershipFollower,
 }
 
 /// What the metrics last saw of a group: counters are exported as the
@@ -479,6 +495,8 @@ const STAMPS_ABANDON: Duration = Duration::from_secs(5);
 /// `drive`): a stamped write takes three (question, answer, proposal).
 const GATHER_PASSES_MAX: usize = 4;
 
+#[path = "members.rs"]
+mod members;
 #[path = "revocations.rs"]
 mod revocations;
 #[path = "splits.rs"]
@@ -532,6 +550,7 @@ impl Core {
                 parts.split_writes_per_s,
             ),
             revocations: Default::default(),
+            follower: Default::default(),
         };
         core.adopt_ranges();
         core.discover_groups();
@@ -591,6 +610,7 @@ impl Core {
             self.split_by_size();
             self.split_by_load();
             self.drive_revocations();
+            self.follow_membership();
             self.drive();
             self.answer_revocation_waiters();
             if !self.zk_queries.is_empty() {
@@ -667,6 +687,9 @@ impl Core {
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {
                 let _ = reply.send(self.main().change_membership(target));
+            }
+            Input::ShardsFollow { target, reply } => {
+                let _ = reply.send(self.shards_follow(&target));
             }
             Input::Transfer { to, reply } => {
                 let _ = reply.send(self.main().transfer_leadership(to));
@@ -1069,6 +1092,7 @@ impl Core {
         for (ticket, answer) in ready.answers {
             match (self.replies.remove(&ticket), answer) {
                 (Some(Reply::Detach { leases }), answer) => self.detached(leases, answer),
+                (Some(Reply::Follow), answer) => self.followed(answer),
                 (Some(Reply::Fence { group }), Answer::Timestamps(Some((stamp, _)), _)) => {
                     let ticket = self.ticket(Reply::Discard);
                     let op = Op::Txn(TxnRequest::default());

@@ -46,12 +46,13 @@ pub(crate) fn group_parts(
     config: &NodeConfig,
     storage: &Storage,
     id: GroupId,
+    join: bool,
 ) -> Result<(GroupConfig, Replica<Bytes>), StartError> {
     let durable = storage.load(id)?;
     let voters: Vec<NodeId> = config.members.keys().copied().collect();
     let mut paxos = Config::majority(config.id, &voters);
     paxos.rng_seed = config.id.0 ^ 0x5eed ^ id.0.wrapping_mul(0x9e37_79b9);
-    paxos.join = config.join;
+    paxos.join = config.join || join;
     let replica = Replica::restore(paxos, durable, synod_paxos::Time(0))
         .map_err(|e| StartError::Config(e.to_string()))?;
     let sharded = config.shards.is_some();
@@ -88,7 +89,7 @@ pub(crate) fn restore_group(
 ) -> Result<Group, StartError> {
     let rows_applied = storage.load(id)?.applied;
     let kv = storage.load_store(id)?;
-    let (group, replica) = group_parts(config, storage, id)?;
+    let (group, replica) = group_parts(config, storage, id, false)?;
     let applied = replica.status().applied;
     if applied != rows_applied {
         return Err(StartError::Config(format!(
@@ -109,8 +110,37 @@ mod route;
 /// The file in the data dir naming the split points it was made with.
 const SHARDS_FILE: &str = "shards";
 
+/// The file in the data dir that says the node joined a running cluster:
+/// its groups' replicas then trust no configuration until they learn one,
+/// on every start (a group hosted empty may still know none), whatever
+/// `--initial-cluster-state` says later.
+const JOINED_FILE: &str = "joined";
+
+/// Keeps `--initial-cluster-state existing` across restarts (see
+/// `JOINED_FILE`).
+fn remember_join(config: &mut NodeConfig) -> Result<(), StartError> {
+    let path = config.data_dir.join(JOINED_FILE);
+    if config.join {
+        if !path.exists() {
+            std::fs::write(&path, "this node joined a running cluster\n")
+                .map_err(|e| StartError::Config(format!("writing {}: {e}", path.display())))?;
+        }
+    } else if path.exists() {
+        config.join = true;
+    }
+    Ok(())
+}
+
 /// The first line of the data dir's `shards` file: a sharded data dir,
 /// whatever its split points (`--shards auto` starts with none).
+/// How long a membership change waits for the shards to follow the meta
+/// group (design 0019) before it answers anyway.
+const SHARDS_FOLLOW_WAIT: Duration = Duration::from_secs(3);
+
+/// A membership change refused because the shards have not all followed
+/// the last one yet (design 0019).
+const SHARDS_BEHIND: &str = "etcdserver: the shards have not all followed the last membership change yet; try again in a moment";
+
 const SHARDS_HEADER: &str = "# sharded; the split points it started with:\n";
 
 /// The shard map the cluster starts from is fixed when the data dir is
@@ -290,6 +320,7 @@ fn open_and_load(
     // Every group on disk, and those the configuration asks for.
     let mut hosted: std::collections::BTreeSet<GroupId> = storage.groups()?.into_iter().collect();
     check_shards(&config, !hosted.is_empty())?;
+    remember_join(&mut config)?;
     hosted.insert(GROUP);
     hosted.extend(config.groups.iter().map(|g| GroupId(*g)));
     if let Some(map) = &config.shards {
@@ -338,9 +369,10 @@ impl Node {
             .clone()
             .map(|m| Arc::new(crate::shard_view::ShardView::new(m)));
         let maker_config = config.clone();
-        let maker: crate::core::GroupMaker = Arc::new(move |storage: &Storage, id: GroupId| {
-            group_parts(&maker_config, storage, id).map_err(|e| e.to_string())
-        });
+        let maker: crate::core::GroupMaker =
+            Arc::new(move |storage: &Storage, id: GroupId, join: bool| {
+                group_parts(&maker_config, storage, id, join).map_err(|e| e.to_string())
+            });
         let started = Instant::now();
         let (inbox, outbox, rx) = crate::inbox::channel();
         let peer_auth = crate::peer_auth::PeerAuth::new(
@@ -782,13 +814,28 @@ impl Node {
     /// Starts a membership change towards `target` (this node must lead)
     /// and waits until it finished: the joint configuration and then the
     /// new one chosen.
+    ///
+    /// In a sharded cluster every shard's leader then proposes the same
+    /// configuration in its own log (design 0019); this waits, within the
+    /// request timeout (at most `SHARDS_FOLLOW_WAIT`: etcdctl gives up
+    /// after 5 s), until this node's replica of every shard shows it, so
+    /// that a removed node may be shut down on return. Past that the
+    /// change stands and the shards follow in the background.
     pub async fn change_membership(&self, target: Membership) -> Result<(), RequestError> {
         if self.config.shards.is_some() {
-            // Every shard is replicated by every member: a change of the
-            // meta group alone would leave the shards behind.
-            return Err(RequestError::Refused(
-                "membership changes in a sharded cluster are not supported yet".into(),
-            ));
+            // One change at a time across the cluster: the shards' voters
+            // then always overlap the meta group's, so some leader the
+            // change keeps can follow it (design 0019).
+            let current = self
+                .status()
+                .membership
+                .as_ref()
+                .map(|c| c.target().clone());
+            if let Some(current) = current {
+                if !self.wait_for_shards(current).await {
+                    return Err(RequestError::Refused(SHARDS_BEHIND.into()));
+                }
+            }
         }
         let (reply, rx) = oneshot::channel();
         self.input(Input::ChangeMembership {
@@ -799,7 +846,35 @@ impl Node {
         self.wait_for(|s| {
             !s.membership_changing && s.membership.as_ref().is_some_and(|c| *c.target() == target)
         })
-        .await
+        .await?;
+        if self.config.shards.is_some() && !self.wait_for_shards(target.clone()).await {
+            tracing::warn!(
+                %target,
+                "the meta group changed its configuration; some shards have not yet: they follow in the background"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until every shard hosted here settled on `target`, within
+    /// `SHARDS_FOLLOW_WAIT`; returns whether they did.
+    async fn wait_for_shards(&self, target: Membership) -> bool {
+        let wait = Duration::from_millis(self.config.request_timeout_ms).min(SHARDS_FOLLOW_WAIT);
+        let deadline = Instant::now() + wait;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            let asked = self.input(Input::ShardsFollow {
+                target: target.clone(),
+                reply,
+            });
+            if asked.is_ok() && matches!(self.wait(rx).await, Ok(true)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.tick_ms.max(1) * 5)).await;
+        }
     }
 
     /// Hands leadership to voter `to` (this node must lead) and waits until

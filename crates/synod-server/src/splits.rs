@@ -131,8 +131,10 @@ impl Core {
         }
     }
 
+    /// A group hosted empty, in join mode: its state and its
+    /// configuration come from its leader.
     fn make_empty(&self, id: GroupId) -> Group {
-        let (config, replica) = (self.splitting.maker)(&self.storage, id)
+        let (config, replica) = (self.splitting.maker)(&self.storage, id, true)
             .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
         let kv = self
             .storage
@@ -170,24 +172,19 @@ impl Core {
         ready: &mut GroupReady,
     ) -> Vec<(GroupId, GroupReady)> {
         let mut born = Vec::new();
-        for (child, mut kv) in std::mem::take(&mut ready.splits) {
-            let id = GroupId(child);
+        for split in std::mem::take(&mut ready.splits) {
+            let (id, mut kv, membership) = (GroupId(split.id), split.kv, split.membership);
             assert!(
                 !self.groups.contains_key(&id),
                 "{parent} split off {id}, which this node hosts already"
             );
-            let (config, replica) = (self.splitting.maker)(&self.storage, id)
+            let (config, replica) = (self.splitting.maker)(&self.storage, id, membership.is_none())
                 .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
             let source = self
                 .storage
                 .state(id)
                 .unwrap_or_else(|e| panic!("reading {id} failed, stopping the node: {e}"));
             kv.attach(source, true);
-            let membership = self.groups[&parent]
-                .replica()
-                .membership()
-                .cloned()
-                .expect("a replica that applies has a configuration");
             let lead = self.groups[&parent].replica().role_kind() == RoleKind::Leader;
             let mut group = Group::from_split(config, replica, membership, kv, self.now(), lead);
             group.set_prev_values_in_events(false);

@@ -75,8 +75,8 @@ pub struct SimOptions {
     pub stamps_from_leftovers: bool,
     /// Cut the clients' keys into this many shards, each its own group on
     /// every node, stamped by the meta group's oracle (0: one group, as
-    /// before). A sharded run changes no membership (the node refuses
-    /// it too).
+    /// before). With `membership`, the nemesis changes the meta group's
+    /// configuration and every shard follows it (design 0019).
     pub shards: usize,
     /// With `shards`: split shards at random keys during the fault phase
     /// (a split command in the shard's log, design 0016); the checkers
@@ -177,9 +177,6 @@ impl SimConfig {
     /// Draws a run's shape from its seed.
     pub fn from_seed(seed: u64, options: &SimOptions, rng: &mut ChaCha8Rng) -> SimConfig {
         let n = options.voters;
-        let mut options = options.clone();
-        options.membership &= options.shards == 0;
-        let options = &options;
         let observers = if rng.gen_bool(0.3) { 1 } else { 0 };
         let spares = if options.membership { 2 } else { 0 };
         let nodes: Vec<NodeId> = (1..=(n + observers + spares) as u64).map(NodeId).collect();

@@ -52,7 +52,8 @@ struct Args {
     no_leases: bool,
     /// Cut the clients' keys into N shards, each its own group on every
     /// node stamped by the meta group's oracle; the checkers add "revisions
-    /// follow real time across shards" (implies --no-membership).
+    /// follow real time across shards"; membership changes of the meta
+    /// group are followed by every shard.
     #[arg(long, default_value_t = 0)]
     shards: usize,
     /// Negative control (with --shards): shard leaders stamp later writes
@@ -213,7 +214,7 @@ fn main() -> ExitCode {
     }
     let secs = summary.elapsed.as_secs_f64();
     println!(
-        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} lease_keys={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} splits={} splits_learned={} detaches={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
+        "nodes={} seeds={} violations={} undecided={} events={} ops={} crashes={} membership_changes={} shard_membership_changes={} transfers={} snapshots={} sessions_expired={} leases={} lease_keys={} expired={} timestamps={} zk_creates={} zk_sessions={} zk_ephemerals={} auth_flips={} auth_ok={} auth_denied={} auth_old_revision={} stamped_writes={} splits={} splits_learned={} detaches={} slots={} time={:.1}s seeds/s={:.1} events/s={:.0}",
         args.nodes,
         summary.runs,
         summary.violations.len(),
@@ -222,6 +223,7 @@ fn main() -> ExitCode {
         summary.ops_ok,
         summary.crashes,
         summary.membership_changes,
+        summary.shard_membership_changes,
         summary.transfers,
         summary.snapshots,
         summary.sessions_expired,

@@ -211,6 +211,8 @@ pub enum Waiting {
     Detach(u64),
     /// Its record in the meta group (answers unused).
     Detached,
+    /// The membership follower's barrier on the meta group (design 0019).
+    FollowBarrier,
     /// A shard's question for stamps, asked of the node's meta group.
     Stamps {
         /// The shard.
@@ -281,6 +283,9 @@ pub struct SimNode {
     pub next_ticket: Ticket,
     /// Events for this node wait until then.
     pub paused_until: Micros,
+    /// Its shards following the meta group's configuration (lost with a
+    /// crash, as the node's is).
+    pub follower: synod_group::MembershipFollower,
     clock_offset_us: u64,
     drift_ppm: i64,
 }
@@ -301,6 +306,7 @@ impl SimNode {
             waiting: BTreeMap::new(),
             next_ticket: 1,
             paused_until: 0,
+            follower: Default::default(),
             clock_offset_us,
             drift_ppm: cfg.drift_ppm[index],
         };
@@ -380,6 +386,7 @@ impl SimNode {
         self.disk.crash();
         self.incarnation += 1;
         self.persist_queue.clear();
+        self.follower = Default::default();
         std::mem::take(&mut self.waiting).into_values().collect()
     }
 
@@ -455,7 +462,7 @@ impl SimNode {
                 return made;
             }
             for id in missing.into_iter().map(GroupId) {
-                let group = self.start_group(cfg, now, id);
+                let group = self.start_group_as(cfg, now, id, true);
                 self.shards.insert(id, group);
                 made.push(id);
             }
@@ -476,28 +483,27 @@ impl SimNode {
     }
 
     /// Hosts the group a split of `parent` applied here made, with the
-    /// store it cut off; returns its first ready, to write with the
-    /// parent's.
+    /// store it cut off and the parent's configuration at the split;
+    /// returns its first ready, to write with the parent's.
     pub fn host_split(
         &mut self,
         cfg: &SimConfig,
         now: Micros,
         parent: GroupId,
-        child: GroupId,
-        mut kv: KvStore,
+        split: synod_group::SplitOff,
     ) -> synod_group::GroupReady {
+        let (child, mut kv, membership) = (GroupId(split.id), split.kv, split.membership);
         assert!(
             !self.shards.contains_key(&child),
             "{parent} split off {child}, which {} hosts already",
             self.id
         );
         let local = self.local_time(now);
-        let (config, replica) = self.group_parts(cfg, local, child, Durable::empty());
+        // None on a spare replaying the parent's log from before it
+        // learned a configuration: the new group learns its own.
+        let join = membership.is_none();
+        let (config, replica) = self.group_parts(cfg, local, child, Durable::empty(), join);
         kv.attach(self.disk.source(child), true);
-        let membership = self
-            .group_ref(parent)
-            .and_then(|g| g.replica().membership().cloned())
-            .expect("a replica that applies has a configuration");
         let lead = self
             .group_ref(parent)
             .is_some_and(|g| g.replica().role_kind() == synod_paxos::RoleKind::Leader);
@@ -511,9 +517,15 @@ impl SimNode {
     /// Group `id` restored from the disk: the meta group serves the
     /// oracle, a shard is stamped by it.
     fn start_group(&mut self, cfg: &SimConfig, now: Micros, id: GroupId) -> Group {
+        self.start_group_as(cfg, now, id, false)
+    }
+
+    /// Group `id` restored from the disk; with `join`, its replica trusts
+    /// no configuration until it learns one.
+    fn start_group_as(&mut self, cfg: &SimConfig, now: Micros, id: GroupId, join: bool) -> Group {
         let local = self.local_time(now);
         let (durable, kv) = self.disk.load(id);
-        let (config, replica) = self.group_parts(cfg, local, id, durable);
+        let (config, replica) = self.group_parts(cfg, local, id, durable, join);
         let mut group = Group::new(config, replica, kv, local);
         if id != GROUP {
             shard_mutation(cfg, &mut group);
@@ -527,10 +539,12 @@ impl SimNode {
         local: Time,
         id: GroupId,
         durable: Durable<Bytes>,
+        join: bool,
     ) -> (GroupConfig, Replica<Bytes>) {
         // The session below keeps the group in 8 bits.
         assert!(id.0 <= 256, "simulated groups are numbered below 256");
         let mut paxos = cfg.paxos_for(self.id);
+        paxos.join |= join;
         // The meta group draws as an unsharded run's only group does.
         if id != GROUP {
             paxos.rng_seed ^= id.0.wrapping_mul(0x9e37_79b9);

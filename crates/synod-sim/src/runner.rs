@@ -135,6 +135,8 @@ pub struct Summary {
     pub crashes: u64,
     /// Membership changes the leaders accepted in all runs.
     pub membership_changes: u64,
+    /// Membership changes shards proposed to follow the meta group.
+    pub shard_membership_changes: u64,
     /// Leadership transfers the leaders accepted in all runs.
     pub transfers: u64,
     /// Snapshots streamed and installed in all runs.
@@ -209,6 +211,7 @@ pub fn run_seeds(
                         sum.ops_ok += r.ops_ok;
                         sum.crashes += r.crashes;
                         sum.membership_changes += r.membership_changes;
+                        sum.shard_membership_changes += r.shard_membership_changes;
                         sum.transfers += r.transfers;
                         sum.snapshots += r.snapshots;
                         sum.sessions_expired += r.sessions_expired;

@@ -3,7 +3,7 @@
 //! long pauses; then healing, the liveness bound, convergence and the
 //! linearizability check.
 
-use super::{Event, World, CONVERGE_MAX};
+use super::{Event, World, CONVERGE_MAX, FOLLOW_SETTLE_MAX};
 use crate::checker::{LeaseChecker, Violation};
 use crate::config::MS;
 use crate::linearizability::{check, CheckOutcome};
@@ -122,6 +122,13 @@ impl World {
             return;
         }
         let m = current.target().clone();
+        // As the node does: one change at a time across the cluster, once
+        // every shard (as this node's replicas hold them) followed the
+        // last (design 0019).
+        let shards = self.nodes[li].shards.values();
+        if !synod_group::shards_settled(leader, &m, shards) {
+            return;
+        }
         let n = self.cfg.options.voters;
         let outside: Vec<NodeId> = self
             .nodes
@@ -187,12 +194,16 @@ impl World {
         // Only once the removal is settled everywhere: every running replica
         // committed a configuration without it and knows of no pending
         // entry (else a takeover could still re-propose one that adds it).
+        // In a sharded run, every shard's too (they follow the meta
+        // group's changes).
         let settled = |id: NodeId| {
             self.nodes.iter().all(|n| {
-                n.replica().is_none_or(|r| {
-                    let st = r.status();
-                    !st.membership_changing
-                        && st.membership.as_ref().is_some_and(|c| !c.is_member(id))
+                n.group_ids().into_iter().all(|g| {
+                    n.group_ref(g).is_none_or(|g| {
+                        let st = g.replica().status();
+                        !st.membership_changing
+                            && st.membership.as_ref().is_some_and(|c| !c.is_member(id))
+                    })
                 })
             })
         };
@@ -330,11 +341,20 @@ impl World {
                     .map(|o| format!("client {} #{} {:?}", c.id, o.seq, o.input))
             })
             .collect();
-        let status: Vec<String> = self
+        let mut status: Vec<String> = self
             .nodes
             .iter()
             .filter_map(|n| n.replica().map(|r| r.status().to_string()))
             .collect();
+        for gid in self.group_ids().into_iter().filter(|g| *g != GROUP) {
+            let config = self.group_config(gid).map(|c| c.to_string());
+            status.push(format!("{gid} at {config:?}:"));
+            status.extend(
+                self.nodes
+                    .iter()
+                    .filter_map(|n| n.group_ref(gid).map(|g| g.replica().status().to_string())),
+            );
+        }
         Violation {
             invariant: "liveness after healing",
             detail: format!(
@@ -352,22 +372,59 @@ impl World {
         for gid in self.group_ids() {
             self.group_converged(gid)?;
         }
+        self.shards_followed()
+    }
+
+    /// The running replica of `gid` that applied the most (lowest id on a
+    /// tie).
+    fn furthest(&self, gid: GroupId) -> Option<&crate::node::SimNode> {
+        let applied = |n: &crate::node::SimNode| n.group_ref(gid).map_or(Slot(0), |g| g.applied());
+        self.nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .max_by_key(|n| (applied(n), std::cmp::Reverse(n.id)))
+    }
+
+    /// Group `gid`'s configuration as its furthest replica knows it.
+    pub(super) fn group_config(&self, gid: GroupId) -> Option<synod_paxos::Configuration> {
+        self.furthest(gid)?
+            .group_ref(gid)
+            .and_then(|g| g.replica().membership().cloned())
+    }
+
+    /// After healing, every shard settled on the meta group's
+    /// configuration (design 0019): the followers' work is done.
+    fn shards_followed(&self) -> Result<(), Violation> {
+        let Some(meta) = self.group_config(GROUP) else {
+            return Ok(());
+        };
+        for gid in self.group_ids().into_iter().filter(|g| *g != GROUP) {
+            let shard = self.group_config(gid);
+            if shard
+                .as_ref()
+                .is_some_and(|c| c.is_joint() || c.target() != meta.target())
+            {
+                let replicas: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.group_ref(gid).map(|g| g.replica().status().to_string()))
+                    .collect();
+                return Err(Violation {
+                    invariant: "shards follow the meta group's configuration",
+                    detail: format!(
+                        "{}ms after clients finished: {gid} is at {}, the meta group at {meta}; {gid}'s replicas: {replicas:?}",
+                        self.converge_max() / MS,
+                        shard.map_or("?".to_string(), |c| c.to_string()),
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
     fn group_converged(&self, gid: GroupId) -> Result<(), Violation> {
         let applied = |n: &crate::node::SimNode| n.group_ref(gid).map_or(Slot(0), |g| g.applied());
-        let Some(furthest) = self
-            .nodes
-            .iter()
-            .filter(|n| n.is_up())
-            .max_by_key(|n| (applied(n), std::cmp::Reverse(n.id)))
-        else {
-            return Ok(());
-        };
-        let config = furthest
-            .group_ref(gid)
-            .and_then(|g| g.replica().membership().cloned());
+        let config = self.group_config(gid);
         let members: Vec<&crate::node::SimNode> = self
             .nodes
             .iter()
@@ -392,7 +449,7 @@ impl World {
                     invariant: "replicas converge after healing",
                     detail: format!(
                         "{}ms after clients finished: in {gid}, {} applied {} and {} applied {} ({what}); members of {}",
-                        CONVERGE_MAX / MS,
+                        self.converge_max() / MS,
                         first.id,
                         applied(first),
                         node.id,
@@ -442,8 +499,17 @@ impl World {
         Ok(self.report.clone())
     }
 
+    /// How long replicas have to converge once clients are idle.
+    fn converge_max(&self) -> crate::config::Micros {
+        if self.cfg.shard_map.is_some() && self.cfg.options.membership {
+            FOLLOW_SETTLE_MAX
+        } else {
+            CONVERGE_MAX
+        }
+    }
+
     /// `Finish` re-arms until clients are idle, then polls until replicas
-    /// converge, which must happen within `CONVERGE_MAX`.
+    /// converge, which must happen within `converge_max`.
     pub(super) fn on_finish_probe(&mut self) -> Result<(), Violation> {
         match self.idle_since {
             None if self.clients_idle() && self.leases_settled() => {
@@ -452,7 +518,7 @@ impl World {
             None => {}
             Some(since) => match self.converged() {
                 Ok(()) => self.finished = true,
-                Err(v) if self.now >= since + CONVERGE_MAX => return Err(v),
+                Err(v) if self.now >= since + self.converge_max() => return Err(v),
                 Err(_) => {}
             },
         }

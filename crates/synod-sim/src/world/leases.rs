@@ -213,7 +213,8 @@ impl World {
 
     /// After healing: the agent holds nothing and no member of the current
     /// configuration still has a lease (every abandoned lease expired),
-    /// a revocation under way, or a shard key attached to a lease.
+    /// a revocation under way, or a shard key attached to a lease (a
+    /// shard's members: those of its own configuration).
     pub(super) fn leases_settled(&self) -> bool {
         if self.lease_agent.current.is_some() {
             return false;
@@ -234,7 +235,8 @@ impl World {
                 .nodes
                 .iter()
                 .filter(|n| n.is_up() && !n.retired)
-                .flat_map(|n| n.shards.values())
-                .all(|s| s.kv().leases().is_empty())
+                .flat_map(|n| n.shards.iter().map(move |(gid, s)| (n.id, *gid, s)))
+                .filter(|(id, gid, _)| self.group_config(*gid).is_none_or(|c| c.is_member(*id)))
+                .all(|(_, _, s)| s.kv().leases().is_empty())
     }
 }

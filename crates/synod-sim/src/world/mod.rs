@@ -19,6 +19,7 @@ mod auth;
 mod clients;
 mod faults;
 mod leases;
+mod members;
 mod oracle;
 mod revocations;
 mod runtime;
@@ -39,6 +40,12 @@ const EVENTS_MAX: u64 = 5_000_000;
 const TRACE_LINES_MAX: usize = 400;
 /// After clients finish, every replica must catch up within this long.
 const CONVERGE_MAX: Micros = 3000 * MS;
+/// ... and in a sharded run with membership changes, every shard must
+/// also follow the meta group within this long: a shard led from a node
+/// removed while cut off waits `FOLLOW_CUT_OFF_MS` for its leader to hand
+/// it over (design 0019).
+const FOLLOW_SETTLE_MAX: Micros =
+    (synod_group::FOLLOW_CUT_OFF_MS + 2 * synod_group::FOLLOW_BARRIER_MS) * MS + CONVERGE_MAX;
 
 /// Something scheduled to happen.
 #[derive(Clone, Debug)]
@@ -166,6 +173,8 @@ pub struct Report {
     pub crashes: u64,
     /// Membership changes the leader accepted.
     pub membership_changes: u64,
+    /// Membership changes shards proposed to follow the meta group.
+    pub shard_membership_changes: u64,
     /// Leadership transfers the leader accepted.
     pub transfers: u64,
     /// Snapshots streamed from a leader and installed.
@@ -550,6 +559,7 @@ impl World {
         self.schedule(self.cfg.tick_every, Event::Tick(id, incarnation));
         if self.nodes[i].is_up() && self.nodes[i].paused_until <= self.now {
             self.drive_revocations(i);
+            self.drive_follower(i);
         }
     }
 

@@ -136,9 +136,9 @@ impl World {
     fn host_splits(&mut self, i: usize, gid: GroupId, ready: &mut GroupReady) -> Vec<QueuedWrite> {
         let id = self.nodes[i].id;
         let mut also = Vec::new();
-        for (child, kv) in std::mem::take(&mut ready.splits) {
-            let child = GroupId(child);
-            let mut first = self.nodes[i].host_split(&self.cfg, self.now, gid, child, kv);
+        for split in std::mem::take(&mut ready.splits) {
+            let child = GroupId(split.id);
+            let mut first = self.nodes[i].host_split(&self.cfg, self.now, gid, split);
             self.applied
                 .entry(child)
                 .or_default()
@@ -385,6 +385,10 @@ impl World {
             self.on_detach_answer(i, batch, answer);
             return Ok(());
         }
+        if let Waiting::FollowBarrier = waiting {
+            self.on_follow_barrier(i, answer);
+            return Ok(());
+        }
         self.on_answer(waiting, answer)
     }
 
@@ -430,6 +434,8 @@ impl World {
             Waiting::Stamps { .. } => {}
             // Sent again by the meta leader while needed.
             Waiting::Detach(_) | Waiting::Detached => {}
+            // Asked again on a later tick.
+            Waiting::FollowBarrier => {}
         }
         Ok(())
     }
