@@ -310,6 +310,35 @@ impl Group {
         group
     }
 
+    /// A split applied on this node cut off `kv` for this group, which the
+    /// node already hosts empty (a member sent it messages first, design
+    /// 0019): the split's state is installed as a snapshot at
+    /// [`SPLIT_SLOT`], keeping whatever this replica promised or accepted
+    /// since. Returns false, changing nothing, when the group already
+    /// holds a state (its leader's snapshot came first).
+    pub fn adopt_split(&mut self, membership: Option<Configuration>, kv: KvStore) -> bool {
+        if !self.replica.wants_snapshot(SPLIT_SLOT) {
+            return false;
+        }
+        let installed = match membership.clone() {
+            Some(m) => self.replica.install_snapshot_with_membership(SPLIT_SLOT, m),
+            None => self.replica.install_snapshot(SPLIT_SLOT),
+        };
+        assert!(installed, "a wanted snapshot is installed");
+        self.kv = kv;
+        self.lessor.reset(&self.kv, self.now.0);
+        self.reset_sessions();
+        self.applied = SPLIT_SLOT;
+        self.compacted = SPLIT_SLOT;
+        self.log_bytes = 0;
+        self.compact_out = Some(crate::types::Compaction {
+            slot: SPLIT_SLOT,
+            membership,
+        });
+        self.members_changed = true;
+        true
+    }
+
     /// Whether the events of applied writes carry the previous version's
     /// value (see `KvStore::set_prev_values_in_events`).
     pub fn set_prev_values_in_events(&mut self, on: bool) {
@@ -539,6 +568,16 @@ impl Group {
         self.replica
             .propose_membership(target)
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether `node` may talk to this group: its member table names it
+    /// (where `member add` puts a node before it joins; before anything
+    /// is known, the members this node was started with) or its
+    /// configuration does. Anyone else could forward commands into the
+    /// log.
+    pub fn knows_member(&self, node: NodeId) -> bool {
+        self.members().iter().any(|m| m.id == node.0)
+            || self.replica.membership().is_some_and(|c| c.is_member(node))
     }
 
     /// The voter to hand leadership to on hand-over number `turn`: the

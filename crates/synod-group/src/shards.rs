@@ -152,6 +152,27 @@ impl ShardMap {
         ShardMap::from_starts(shards.into_iter().map(|(s, g, _)| (s, g)).collect())
     }
 
+    /// Whether `shard`, the range a snapshot of group `group` carries,
+    /// overlaps a range another of the node's `replicas` holds: a shard
+    /// hosted empty (design 0019) whose snapshot came before this node's
+    /// replica of its parent applied the split. Installing it would have
+    /// two of the node's shards own the same keys; it waits until the
+    /// parent catches up (the split then hands it its state, or the
+    /// parent's own snapshot shrinks it and the next one installs).
+    pub fn overlaps<'a>(
+        group: u64,
+        shard: &synod_kv::Shard,
+        replicas: impl IntoIterator<Item = (u64, Option<&'a synod_kv::Shard>)>,
+    ) -> bool {
+        replicas.into_iter().any(|(id, other)| {
+            other.is_some_and(|o| {
+                id != group
+                    && o.end.as_ref().is_none_or(|e| *e > shard.start)
+                    && shard.end.as_ref().is_none_or(|e| *e > o.start)
+            })
+        })
+    }
+
     /// The groups `replicas` name as their right neighbours that are not
     /// among them: shards made by splits the node learned of by a
     /// snapshot, which it must host (empty, until their own snapshot).
@@ -395,6 +416,45 @@ mod tests {
             start: b(s),
             end: e.map(b),
         }
+    }
+
+    #[test]
+    fn a_snapshot_over_a_range_another_replica_holds_overlaps() {
+        let shard = |s: &str, e: Option<&str>, epoch| synod_kv::Shard {
+            start: b(s),
+            end: e.map(b),
+            right: 0,
+            epoch,
+        };
+        // The parent here still holds everything; the child's snapshot
+        // holds [k3, ∞): it waits.
+        let parent = shard("", None, 0);
+        let child = shard("k3", None, 1);
+        let blank: Option<&synod_kv::Shard> = None;
+        assert!(ShardMap::overlaps(
+            68,
+            &child,
+            [(2, Some(&parent)), (68, blank)]
+        ));
+        // Once the parent applied the split, it fits beside it.
+        let parent = shard("", Some("k3"), 1);
+        assert!(!ShardMap::overlaps(
+            68,
+            &child,
+            [(2, Some(&parent)), (68, blank)]
+        ));
+        // A replica's own older range does not count.
+        let old = shard("k3", None, 0);
+        assert!(!ShardMap::overlaps(
+            68,
+            &child,
+            [(2, Some(&parent)), (68, Some(&old))]
+        ));
+        // Ranges that only touch at an end do not overlap.
+        let left = shard("a", Some("k3"), 2);
+        assert!(!ShardMap::overlaps(68, &child, [(5, Some(&left))]));
+        let inside = shard("k4", Some("k5"), 2);
+        assert!(ShardMap::overlaps(68, &child, [(5, Some(&inside))]));
     }
 
     #[test]

@@ -866,21 +866,13 @@ impl Core {
         };
         let now = self.now();
         let my_id = self.id;
-        let Some(group) = self.groups.get_mut(&id) else {
+        if !self.groups.contains_key(&id) && !self.host_on_demand(id, batch.from) {
             tracing::warn!(from = batch.from, group = %id, "batch for a group not hosted here dropped");
             return;
-        };
+        }
+        let group = self.groups.get_mut(&id).expect("hosted");
         let from = NodeId(batch.from);
-        // Only members talk to a group: the member table (where `member
-        // add` puts a node before it joins), the configuration, or, before
-        // either is known, the members this node was started with. Anyone
-        // else could forward commands into the log.
-        let member = group.members().iter().any(|m| m.id == from.0)
-            || group
-                .replica()
-                .membership()
-                .is_some_and(|c| c.is_member(from));
-        if !member {
+        if !group.knows_member(from) {
             tracing::warn!(%from, group = %id, "batch from a node that is not a member dropped");
             return;
         }
@@ -1180,13 +1172,21 @@ impl Core {
         stage: u64,
         kv: synod_kv::KvStore,
     ) {
-        let installed = self
-            .groups
-            .get_mut(&group)
-            .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
+        let overlaps = kv.shard().is_some_and(|shard| {
+            let replicas = self.groups.iter().map(|(id, g)| (id.0, g.kv().shard()));
+            crate::shards::ShardMap::overlaps(group.0, shard, replicas)
+        });
+        let installed = !overlaps
+            && self
+                .groups
+                .get_mut(&group)
+                .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
         if installed {
             tracing::info!(%group, %slot, "snapshot installed");
             return;
+        }
+        if overlaps {
+            tracing::info!(%group, %slot, "snapshot waits until this node's replica of the shard it split from applies the split");
         }
         tracing::info!(%group, %slot, "snapshot not needed any more, discarded");
         let result = self.storage.batch().and_then(|mut batch| {

@@ -15,7 +15,9 @@
 //! started with (the same `--split-at`), replays their logs or installs
 //! their snapshots, and so learns every split (a split applied hosts the
 //! new group; a snapshot's range names its right neighbour, hosted empty
-//! in join mode until its own snapshot comes).
+//! in join mode until its own snapshot comes). A batch for a shard it
+//! does not host, from a member, hosts it empty too (see
+//! `host_on_demand`).
 
 use super::{Answer, Core, Reply, GROUP};
 use synod_paxos::Membership;
@@ -81,5 +83,33 @@ impl Core {
     pub(super) fn shards_follow(&self, target: &Membership) -> bool {
         let shards = self.groups.iter().filter(|(id, _)| **id != GROUP);
         synod_group::shards_settled(self.id, target, shards.map(|(_, g)| g))
+    }
+
+    /// Hosts shard `id`, empty, for a batch from `from`, when `from` is a
+    /// member of the cluster (the meta group's member table or
+    /// configuration): a shard whose voters include this node though it
+    /// never applied the split that made it (it lagged, and was then
+    /// removed from the parent), and whose quorum may need it. The group
+    /// waits in join mode for its leader's snapshot, or takes the split's
+    /// state if the split applies here after all (`adopt_split`). Returns
+    /// whether it is hosted now.
+    pub(super) fn host_on_demand(&mut self, id: GroupId, from: u64) -> bool {
+        if self.shards.is_none() || id == GROUP {
+            return false;
+        }
+        if !self.groups[&GROUP].knows_member(synod_paxos::NodeId(from)) {
+            return false;
+        }
+        let group = self.make_empty(id);
+        self.groups.insert(id, group);
+        // A shard the cluster started with replays its log from the
+        // start, from the range it started with.
+        self.adopt_ranges();
+        self.metrics.event(
+            id.0,
+            "shard",
+            format!("hosting a shard node {from} replicates to this node; its state follows"),
+        );
+        true
     }
 }

@@ -133,7 +133,7 @@ impl Core {
 
     /// A group hosted empty, in join mode: its state and its
     /// configuration come from its leader.
-    fn make_empty(&self, id: GroupId) -> Group {
+    pub(super) fn make_empty(&self, id: GroupId) -> Group {
         let (config, replica) = (self.splitting.maker)(&self.storage, id, true)
             .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
         let kv = self
@@ -174,10 +174,10 @@ impl Core {
         let mut born = Vec::new();
         for split in std::mem::take(&mut ready.splits) {
             let (id, mut kv, membership) = (GroupId(split.id), split.kv, split.membership);
-            assert!(
-                !self.groups.contains_key(&id),
-                "{parent} split off {id}, which this node hosts already"
-            );
+            if self.groups.contains_key(&id) {
+                self.adopt_split(parent, id, kv, membership, &mut born);
+                continue;
+            }
             let (config, replica) = (self.splitting.maker)(&self.storage, id, membership.is_none())
                 .unwrap_or_else(|e| panic!("making {id} failed, stopping the node: {e}"));
             let source = self
@@ -211,6 +211,41 @@ impl Core {
             self.refresh_map();
         }
         born
+    }
+
+    /// A split of `parent` made group `id`, which this node hosts already,
+    /// empty (its members sent it messages before the split applied
+    /// here): it takes the split's state, unless its leader's snapshot
+    /// came first.
+    fn adopt_split(
+        &mut self,
+        parent: GroupId,
+        id: GroupId,
+        mut kv: synod_kv::KvStore,
+        membership: Option<synod_paxos::Configuration>,
+        born: &mut Vec<(GroupId, GroupReady)>,
+    ) {
+        let source = self
+            .storage
+            .state(id)
+            .unwrap_or_else(|e| panic!("reading {id} failed, stopping the node: {e}"));
+        kv.attach(source, true);
+        kv.set_prev_values_in_events(false);
+        let revision = kv.revision();
+        let group = self.groups.get_mut(&id).expect("hosted");
+        if !group.adopt_split(membership, kv) {
+            tracing::info!(%parent, group = %id, "split applied after the new group's snapshot came: nothing to take");
+            return;
+        }
+        let first = group.ready();
+        let _ = self.hub.send(HubInput::Split {
+            parent,
+            child: id,
+            revision,
+        });
+        self.hub_revisions.insert(id, revision);
+        self.metrics.splits.inc();
+        born.push((id, first));
     }
 
     /// An operator's split of the shard holding `at`: a timestamp from

@@ -469,6 +469,15 @@ impl SimNode {
         }
     }
 
+    /// Hosts shard `id` empty, in join mode (design 0019: a member sent
+    /// it messages). One the run started with takes its first range: it
+    /// replays its log from the start.
+    pub fn host_empty(&mut self, cfg: &SimConfig, now: Micros, id: GroupId) {
+        let group = self.start_group_as(cfg, now, id, true);
+        self.shards.insert(id, group);
+        self.adopt_ranges(cfg);
+    }
+
     /// The shard map as this node's replicas hold it (sharded runs).
     pub fn shard_map(&self) -> Option<synod_group::shards::ShardMap> {
         let replicas = self.shards.iter().map(|(id, g)| (id.0, g.kv().shard()));
@@ -484,21 +493,27 @@ impl SimNode {
 
     /// Hosts the group a split of `parent` applied here made, with the
     /// store it cut off and the parent's configuration at the split;
-    /// returns its first ready, to write with the parent's.
+    /// returns its first ready, to write with the parent's (none when the
+    /// group, hosted empty, got its leader's snapshot first).
     pub fn host_split(
         &mut self,
         cfg: &SimConfig,
         now: Micros,
         parent: GroupId,
         split: synod_group::SplitOff,
-    ) -> synod_group::GroupReady {
+    ) -> Option<synod_group::GroupReady> {
         let (child, mut kv, membership) = (GroupId(split.id), split.kv, split.membership);
-        assert!(
-            !self.shards.contains_key(&child),
-            "{parent} split off {child}, which {} hosts already",
-            self.id
-        );
         let local = self.local_time(now);
+        if let Some(group) = self.shards.get_mut(&child) {
+            // Hosted empty already (a member sent it messages first): it
+            // takes the split's state unless its leader's snapshot came
+            // first, as the node does.
+            kv.attach(self.disk.source(child), true);
+            if !group.adopt_split(membership, kv) {
+                return None;
+            }
+            return Some(group.ready());
+        }
         // None on a spare replaying the parent's log from before it
         // learned a configuration: the new group learns its own.
         let join = membership.is_none();
@@ -511,7 +526,7 @@ impl SimNode {
         shard_mutation(cfg, &mut group);
         let ready = group.ready();
         self.shards.insert(child, group);
-        ready
+        Some(ready)
     }
 
     /// Group `id` restored from the disk: the meta group serves the

@@ -3,9 +3,14 @@
 //! configuration; on every tick each node's `MembershipFollower` looks at
 //! the shards it leads, asks its meta replica for a linearizable barrier
 //! when one is behind, and proposes the meta target in that shard once
-//! the barrier answers. A node that gets a message for a shard it does not
-//! host, from a member, hosts it empty in join mode (a spare the shards
-//! just added), as the node's core does.
+//! the barrier answers; a shard led from a node the meta target leaves
+//! out, or that has not heard the meta group for a while, is handed to
+//! another voter. Spares host the shards the run started with and learn
+//! the rest from their logs and snapshots, as a joining node does. A node
+//! that gets a message for a shard it does not host, from a member, hosts
+//! it empty in join mode (one it votes in though it never applied the
+//! split that made it), as the node's core does; the split, if it applies
+//! later, hands it its state (`Group::adopt_split`).
 //!
 //! Checked by the per-group checkers (chosen values, applies, convergence)
 //! under every fault, with spares joining and members retired; and after
@@ -82,5 +87,25 @@ impl World {
         for text in notes {
             self.note(|| text);
         }
+    }
+
+    /// A message for shard `group` reached node `i`, which does not host
+    /// it: hosts it empty when the sender is a member (the meta group's
+    /// configuration or member table), as the node's core does.
+    pub(super) fn host_on_demand(&mut self, i: usize, from: synod_paxos::NodeId, group: GroupId) {
+        if self.cfg.shard_map.is_none() || group == crate::node::GROUP {
+            return;
+        }
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let Some(meta) = node.group.as_ref() else {
+            return;
+        };
+        if !meta.knows_member(from) {
+            return;
+        }
+        node.host_empty(&self.cfg, now, group);
+        let id = node.id;
+        self.note(|| format!("{id}: hosts {group} for {from}"));
     }
 }

@@ -485,6 +485,9 @@ impl World {
                     });
                 }
                 let now = self.nodes[i].local_time(self.now);
+                if self.nodes[i].is_up() && self.nodes[i].group_of(group).is_none() {
+                    self.host_on_demand(i, from, group);
+                }
                 if let Some(g) = self.nodes[i].group_of(group) {
                     g.step(from, item, now);
                 }

@@ -138,7 +138,9 @@ impl World {
         let mut also = Vec::new();
         for split in std::mem::take(&mut ready.splits) {
             let child = GroupId(split.id);
-            let mut first = self.nodes[i].host_split(&self.cfg, self.now, gid, split);
+            let Some(mut first) = self.nodes[i].host_split(&self.cfg, self.now, gid, split) else {
+                continue;
+            };
             self.applied
                 .entry(child)
                 .or_default()
@@ -348,9 +350,18 @@ impl World {
             }
         };
         let kv = self.nodes[i].disk.load_staged(gid, stage);
-        let installed = self.nodes[i]
-            .group_of(gid)
-            .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
+        // As the node does: not over a range another replica here holds.
+        let overlaps = kv.shard().is_some_and(|shard| {
+            let replicas = self.nodes[i]
+                .shards
+                .iter()
+                .map(|(id, g)| (id.0, g.kv().shard()));
+            synod_group::shards::ShardMap::overlaps(gid.0, shard, replicas)
+        });
+        let installed = !overlaps
+            && self.nodes[i]
+                .group_of(gid)
+                .is_some_and(|g| g.install_staged(slot, membership, kv, stage));
         if installed {
             // The snapshot may name a split this node never applied.
             self.nodes[i].adopt_ranges(&self.cfg);
