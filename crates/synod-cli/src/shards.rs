@@ -69,7 +69,16 @@ fn table(map: &Value) -> String {
         return "not sharded: group 1 holds every key (start nodes with --split-at)\n".into();
     }
     let mut rows = vec![[
-        "GROUP", "START", "END", "LEADER", "REVISION", "APPLIED", "BYTES", "EPOCH", "VOTERS",
+        "GROUP",
+        "START",
+        "END",
+        "LEADER",
+        "REVISION",
+        "APPLIED",
+        "BYTES",
+        "EPOCH",
+        "VOTERS",
+        "OBSERVERS",
     ]
     .map(String::from)];
     for s in map["shards"].as_array().into_iter().flatten() {
@@ -97,9 +106,10 @@ fn table(map: &Value) -> String {
             text(&s["bytes"]),
             text(&s["epoch"]),
             text(&s["voters"]),
+            text(&s["observers"]),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -170,16 +180,23 @@ mod tests {
         let map = serde_json::json!({
             "sharded": true,
             "shards": [
-                {"group": 2, "start": "", "end": "m", "leader": 1, "revision": 7, "applied": 9, "voters": [1, 2, 3]},
-                {"group": 3, "start": "m", "end": null, "leader": 2, "revision": 12, "applied": 4, "voters": [1, 2, 3]},
+                {"group": 2, "start": "", "end": "m", "leader": 1, "revision": 7, "applied": 9, "voters": [1, 2, 3], "observers": [4]},
+                {"group": 3, "start": "m", "end": null, "leader": 2, "revision": 12, "applied": 4, "voters": [1, 2, 3], "observers": []},
             ]
         });
         let t = table(&map);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("GROUP  START  END"));
-        assert!(lines[1].contains("\"m\"") && lines[1].ends_with("1,2,3"));
-        assert!(lines[2].contains("(end)"));
+        assert!(lines[0].ends_with("VOTERS  OBSERVERS"));
+        assert!(
+            lines[1].contains("\"m\"") && lines[1].ends_with("1,2,3   4"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("(end)") && lines[2].ends_with("1,2,3"),
+            "{t}"
+        );
         assert!(table(&serde_json::json!({"sharded": false})).starts_with("not sharded"));
     }
 }

@@ -435,6 +435,21 @@ async fn members_added_and_removed_on_a_sharded_cluster() {
     }
     let all = etcdctl_json(&eps, &["get", "/", "--prefix", "--keys-only"], None);
     assert_eq!(all["count"], 75, "{all}");
+    // Each shard's removal of node 1 was proposed by a leader left.
+    let follows: f64 = [2, 3, 4]
+        .iter()
+        .map(|id| metric(&c, *id, "synod_shard_membership_follows_total"))
+        .sum();
+    assert!(follows >= 3.0, "{follows} follows");
+}
+
+/// A counter from node `id`'s `/metrics` (0 when absent).
+fn metric(c: &Cluster, id: u64, name: &str) -> f64 {
+    let url = format!("{}/metrics", c.http_url(id));
+    let (_, body) = common::http_get(&url).expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Puts into every shard through etcd clients of nodes 2 and 3 while a

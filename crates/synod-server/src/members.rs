@@ -43,6 +43,9 @@ impl Core {
             let id = GroupId(id);
             if let Some(group) = self.groups.get_mut(&id) {
                 let result = group.transfer_leadership(to);
+                if result.is_ok() {
+                    self.metrics.shard_hand_overs.inc();
+                }
                 tracing::info!(group = %id, %to, ?result, "shard leadership handed over: this node left the meta group or cannot hear it");
             }
         }
@@ -65,11 +68,14 @@ impl Core {
                 continue;
             };
             match synod_group::follow_membership(meta.as_ref(), &behind, group) {
-                Some((target, Ok(()))) => self.metrics.event(
-                    id.0,
-                    "membership",
-                    format!("following the meta group's configuration: {target}"),
-                ),
+                Some((target, Ok(()))) => {
+                    self.metrics.shard_follows.inc();
+                    self.metrics.event(
+                        id.0,
+                        "membership",
+                        format!("following the meta group's configuration: {target}"),
+                    )
+                }
                 Some((target, Err(e))) => {
                     tracing::info!(group = %id, %target, error = %e, "shard did not follow")
                 }

@@ -79,6 +79,12 @@ pub struct Metrics {
     pub(crate) rerouted: IntCounter,
     /// Splits this node's replicas applied.
     pub(crate) splits: IntCounter,
+    /// Membership changes this node proposed in shards it leads, to follow
+    /// the meta group's configuration (design 0019).
+    pub(crate) shard_follows: IntCounter,
+    /// Shard leaderships this node handed over because the meta group left
+    /// it out or it could not hear the meta group (design 0019).
+    pub(crate) shard_hand_overs: IntCounter,
     pub(crate) snapshot_sent_bytes: IntCounter,
     pub(crate) snapshot_send_seconds: Histogram,
     pub(crate) snapshots_installed: IntCounter,
@@ -194,6 +200,16 @@ impl Metrics {
             snapshots_sent: counter(&r, "synod_snapshots_sent_total", "Snapshot streams this node sent to replicas behind its log."),
             rerouted: counter(&r, "synod_requests_rerouted_total", "Requests routed again because the shard they were sent to had split."),
             splits: counter(&r, "synod_shard_splits_total", "Shard splits this node's replicas applied."),
+            shard_follows: counter(
+                &r,
+                "synod_shard_membership_follows_total",
+                "Membership changes proposed in shards this node leads, to follow the meta group's configuration.",
+            ),
+            shard_hand_overs: counter(
+                &r,
+                "synod_shard_leadership_hand_overs_total",
+                "Shard leaderships handed over because the meta group left this node out or it could not hear the meta group.",
+            ),
             snapshot_sent_bytes: counter(&r, "synod_snapshot_sent_bytes_total", "Bytes of rows sent in snapshot streams."),
             snapshot_send_seconds: histogram(&r, "synod_snapshot_send_duration_seconds", "How long a snapshot stream took.", prometheus::exponential_buckets(0.01, 2.0, 16).expect("valid buckets")),
             snapshots_installed: counter(&r, "synod_snapshots_installed_total", "Snapshots received from a leader and installed."),
