@@ -252,7 +252,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
             );
         }
     };
-    let revision = synod_server::restore_snapshot_with_progress(
+    let restored = synod_server::restore_snapshot_with_progress(
         &args.data_dir,
         identity,
         &args.snapshot,
@@ -260,11 +260,24 @@ fn restore(args: RestoreArgs) -> Result<()> {
     )
     .with_context(|| format!("cannot restore {}", args.snapshot.display()))?;
     println!(
-        "restored {} (revision {revision}) into {} for node {}",
+        "restored {} (revision {}) into {} for node {}",
         args.snapshot.display(),
+        restored.revision,
         args.data_dir.display(),
         args.id
     );
+    match &restored.split_points {
+        Some(points) if points.is_empty() => println!(
+            "the backup is of a sharded cluster ({} shards): start every member with --shards auto",
+            restored.groups - 1
+        ),
+        Some(points) => println!(
+            "the backup is of a sharded cluster ({} shards): start every member with --split-at {}",
+            restored.groups - 1,
+            points.join(",")
+        ),
+        None => {}
+    }
     Ok(())
 }
 

@@ -112,21 +112,7 @@ async fn etcdctl_watch_lease_lock_elect_hashkv_snapshot() {
     let before = etcdctl(&all, &["get", "s/", "--prefix"], None);
     let mut copy = Cluster::prepare(3, &[]);
     for id in copy.ids() {
-        let mut cmd = Command::new(synod_bin());
-        cmd.arg("restore")
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(copy.data_dir(id))
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--peers")
-            .arg(copy.peers_flag());
-        let out = run(&mut cmd, Duration::from_secs(20));
-        assert!(
-            out.status.success(),
-            "synod restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        copy.restore(id, &file);
         copy.spawn(id);
     }
     bounded(

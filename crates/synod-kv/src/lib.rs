@@ -37,6 +37,7 @@
 
 mod apply;
 pub mod auth;
+pub mod cut;
 mod error;
 mod lease;
 mod lessor;

@@ -2,10 +2,13 @@
 //! rebuild the same store (S1–S3 in `state`), reads of long values come
 //! back from the rows, and a store replaced by a snapshot rewrites them.
 
+mod common;
+
 use bytes::Bytes;
+use common::value;
 use proptest::prelude::*;
 use std::sync::Arc;
-use synod_kv::{KvStore, MemoryRows, INLINE_VALUE_MAX};
+use synod_kv::{KvStore, MemoryRows};
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
@@ -50,15 +53,6 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reload),
         1 => Just(Step::Replace),
     ]
-}
-
-fn value(long: bool, v: u8) -> Bytes {
-    let len = if long {
-        INLINE_VALUE_MAX + 1 + v as usize
-    } else {
-        1 + v as usize % 8
-    };
-    Bytes::from(vec![v; len])
 }
 
 fn flush(store: &mut KvStore, rows: &MemoryRows) {

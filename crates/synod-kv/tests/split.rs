@@ -3,24 +3,18 @@
 //! did, each holds only its own keys (K1), each one's rows rebuild it, and
 //! commands that name the other half's keys are refused unremembered.
 
+mod common;
+
 use bytes::Bytes;
+use common::{read_at, value};
 use proptest::prelude::*;
 use std::sync::Arc;
-use synod_kv::{KvError, KvStore, MemoryRows, Shard, INLINE_VALUE_MAX};
+use synod_kv::{KvError, KvStore, MemoryRows, Shard};
 use synod_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
 use synod_proto::synodpb::{command::Op, outcome, Command, SplitShard};
 
 fn key(k: u8) -> Bytes {
     Bytes::from(vec![b'k', b'a' + k % 20])
-}
-
-fn value(long: bool, v: u8) -> Bytes {
-    let len = if long {
-        INLINE_VALUE_MAX + 1 + v as usize
-    } else {
-        1 + v as usize % 8
-    };
-    Bytes::from(vec![v; len])
 }
 
 #[derive(Clone, Debug)]
@@ -69,35 +63,6 @@ impl Client {
             ..Default::default()
         }
     }
-}
-
-/// Every key with its value, versions and revisions at `revision` in
-/// `range` (`[start, end)`, `None`: no end).
-fn read_at(
-    store: &KvStore,
-    start: &[u8],
-    end: Option<&[u8]>,
-    revision: i64,
-) -> Vec<(Bytes, Bytes, i64, i64, i64)> {
-    let r = RangeRequest {
-        key: Bytes::copy_from_slice(start),
-        range_end: Bytes::copy_from_slice(end.unwrap_or(b"\0")),
-        revision,
-        ..Default::default()
-    };
-    let resp = store.range(&r).expect("a retained revision");
-    resp.kvs
-        .into_iter()
-        .map(|kv| {
-            (
-                kv.key,
-                kv.value,
-                kv.create_revision,
-                kv.mod_revision,
-                kv.version,
-            )
-        })
-        .collect()
 }
 
 proptest! {

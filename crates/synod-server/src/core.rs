@@ -52,7 +52,7 @@ const LOG_GARBAGE_PER_ROUND: usize = 512;
 /// Reads the local state machine on the core thread.
 pub type Query = Box<dyn FnOnce(&KvStore) + Send>;
 /// A closure run against every group's store on the node.
-pub type QueryAll = Box<dyn FnOnce(Vec<&KvStore>) + Send>;
+pub type QueryAll = Box<dyn FnOnce(Vec<(GroupId, &KvStore)>) + Send>;
 /// What the ZooKeeper front end is told, on the core thread.
 pub enum ZkFeed<'a> {
     /// A round's changes to the tree, in order, and the revision after.
@@ -682,7 +682,7 @@ impl Core {
             Input::Fence { group } => self.fence(group, now),
             Input::Split { at, reply } => self.split_at(at, reply, now),
             Input::Query(f) => f(self.main().kv()),
-            Input::QueryAll(f) => f(self.groups.values().map(|g| g.kv()).collect()),
+            Input::QueryAll(f) => f(self.groups.iter().map(|(id, g)| (*id, g.kv())).collect()),
             Input::AwaitRevocation { id, reply } => self.await_revocation(id, reply),
             Input::ZkQuery(f) => self.zk_queries.push(f),
             Input::ChangeMembership { target, reply } => {

@@ -29,7 +29,7 @@ pub use node::{Node, RequestError, StartError};
 pub use peer_auth::PEER_SECRET_MIN_BYTES;
 pub use report::REPORT_TIMEOUT;
 pub use restore::{
-    restore_snapshot, restore_snapshot_with_progress, RestoreError, SnapshotFileWriter,
+    restore_snapshot, restore_snapshot_with_progress, RestoreError, Restored, SnapshotFileWriter,
 };
 pub use shard_view::ShardView;
 pub use synod_group::shards;

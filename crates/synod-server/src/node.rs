@@ -107,8 +107,11 @@ pub(crate) fn restore_group(
 #[path = "route.rs"]
 mod route;
 
+#[path = "backup.rs"]
+mod backup;
+
 /// The file in the data dir naming the split points it was made with.
-const SHARDS_FILE: &str = "shards";
+pub(crate) const SHARDS_FILE: &str = "shards";
 
 /// The file in the data dir that says the node joined a running cluster:
 /// its groups' replicas then trust no configuration until they learn one,
@@ -141,7 +144,7 @@ const SHARDS_FOLLOW_WAIT: Duration = Duration::from_secs(3);
 /// the last one yet (design 0019).
 const SHARDS_BEHIND: &str = "etcdserver: the shards have not all followed the last membership change yet; try again in a moment";
 
-const SHARDS_HEADER: &str = "# sharded; the split points it started with:\n";
+pub(crate) const SHARDS_HEADER: &str = "# sharded; the split points it started with:\n";
 
 /// The shard map the cluster starts from is fixed when the data dir is
 /// made: routing keys by other split points than their data was written
@@ -514,56 +517,6 @@ impl Node {
         }))
     }
 
-    /// The etcd key space's state machine as a snapshot file (see
-    /// `SnapshotFileWriter`), in pieces of about `piece_bytes`: read from
-    /// one storage read transaction by a thread of its own, so the core
-    /// goes on and memory holds a few pieces at a time. The file ends early
-    /// with an error if reading fails; the receiver going away stops it.
-    pub fn snapshot_file(
-        &self,
-        piece_bytes: usize,
-    ) -> tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let storage = self.storage.get();
-        let spawned = std::thread::Builder::new()
-            .name("synod-snapshot-file".into())
-            .spawn(move || {
-                let Some(storage) = storage else {
-                    let _ = tx.blocking_send(Err("etcdserver: server stopped".to_string()));
-                    return;
-                };
-                let mut reader = match storage.snapshot_reader(GROUP) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let (mut writer, head) = crate::SnapshotFileWriter::new();
-                if tx.blocking_send(Ok(head.into())).is_err() {
-                    return;
-                }
-                loop {
-                    let piece = match reader.next_chunk(piece_bytes) {
-                        Ok(Some(chunk)) => writer.rows(&chunk.data),
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    if tx.blocking_send(Ok(piece.into())).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.blocking_send(Ok(writer.finish().into()));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a snapshot file thread");
-        }
-        rx
-    }
-
     fn to_hub(&self, input: HubInput) {
         let _ = self.hub.lock().expect("hub lock").send(input);
     }
@@ -625,7 +578,7 @@ impl Node {
         self.input(Input::QueryAll(Box::new(move |stores| {
             let mut keys: Vec<bytes::Bytes> = stores
                 .iter()
-                .filter_map(|kv| kv.leases().get(id))
+                .filter_map(|(_, kv)| kv.leases().get(id))
                 .flat_map(|l| l.keys.iter().cloned())
                 .collect();
             keys.sort_unstable();

@@ -1432,7 +1432,7 @@ fn restore(file: &[u8]) -> (Result<i64, RestoreError>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snap.db");
     std::fs::write(&path, file).expect("write");
-    let result = restore_snapshot(&dir.path().join("data"), identity(), &path);
+    let result = restore_snapshot(&dir.path().join("data"), identity(), &path).map(|r| r.revision);
     (result, dir)
 }
 
@@ -1540,7 +1540,7 @@ fn damaged_files_are_refused_and_leave_no_database() {
         let path = dir.path().join("snap.db");
         std::fs::write(&path, intact).expect("write");
         let again = restore_snapshot(&dir.path().join("data"), identity(), &path);
-        prop_assert_eq!(again.map_err(|e| e.to_string()), Ok(f.revision));
+        prop_assert_eq!(again.map(|r| r.revision).map_err(|e| e.to_string()), Ok(f.revision));
     });
 }
 

@@ -521,6 +521,27 @@ impl Cluster {
         args
     }
 
+    /// `synod restore FILE` into node `id`'s data dir, for this cluster's
+    /// peers; panics if it fails, returns what it printed.
+    pub fn restore(&self, id: u64, file: &Path) -> String {
+        let mut cmd = Command::new(synod_bin());
+        cmd.arg("restore")
+            .arg(file)
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--peers")
+            .arg(self.peers_flag());
+        let out = run(&mut cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "synod restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts node `id`'s process (again, after a kill).
     pub fn spawn(&mut self, id: u64) {
         assert!(!self.procs.contains_key(&id), "node {id} already runs");
