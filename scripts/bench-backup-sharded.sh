@@ -51,19 +51,8 @@ start_node() {
     PIDS+=("$!")
 }
 
-wait_serving() {
-    for _ in $(seq 600); do
-        "$SYNOD" bench --endpoints "$EPS" --workload put --clients 3 --duration 200ms \
-            --warmup 0s --keys 10 2>&1 | grep -q 'summary:.* errors=0 ' && return
-        sleep 0.1
-    done
-    echo "error: the cluster never served; logs in $TMP" >&2
-    exit 1
-}
-
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-mib() { echo $(( $(du -sb "$1" | cut -f1) / 1048576 )); }
 
 start_node 1 2379 2380 2381
 start_node 2 22379 22380 22381

@@ -58,16 +58,6 @@ for s in json.load(sys.stdin)["shards"]:
     print(s.get("revision", -1))'
 }
 
-wait_serving() {
-    for _ in $(seq 600); do
-        "$SYNOD" bench --endpoints "$EPS" --workload put --clients 3 --duration 200ms \
-            --warmup 0s --keys 10 2>&1 | grep -q 'summary:.* errors=0 ' && return
-        sleep 0.1
-    done
-    echo "error: the cluster never served; logs in $TMP" >&2
-    exit 1
-}
-
 start_node 1 2379 2380 2381 "$PEERS" "$CLIENTS_MAP"
 start_node 2 22379 22380 22381 "$PEERS" "$CLIENTS_MAP"
 start_node 3 32379 32380 32381 "$PEERS" "$CLIENTS_MAP"
@@ -76,7 +66,6 @@ log "loading ${VALUE_SIZE}-byte values over $KEYS keys for $LOAD_SECONDS s"
 "$SYNOD" bench --endpoints "$EPS" --workload put --clients 64 --value-size "$VALUE_SIZE" \
     --keys "$KEYS" --duration "${LOAD_SECONDS}s" --warmup 0s >"$TMP/load.txt" 2>&1
 grep -E '^(ops/s|errors)' "$TMP/load.txt" | sed 's/^/load: /'
-mib() { echo $(( $(du -sb "$1" | cut -f1) / 1048576 )); }
 DATA_MIB=$(mib "$TMP/node1")
 log "node 1's data dir: $DATA_MIB MiB"
 "$SYNOD" bench --endpoints "$EPS" --workload put --clients "$CLIENTS" --value-size "$VALUE_SIZE" \

@@ -6,6 +6,8 @@
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 #   setup_tmp restart-with-data    # sets ROOT and TMP, installs the traps
 #   build_synod                    # sets SYNOD
+#   wait_serving                   # until puts through $EPS succeed
+#   mib DIR                        # DIR's size in MiB
 
 PIDS=()
 
@@ -31,3 +33,17 @@ build_synod() {
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits until puts through every endpoint of $EPS succeed (the groups
+# elected), for up to a minute; exits with the logs' place otherwise.
+wait_serving() {
+    for _ in $(seq 600); do
+        "$SYNOD" bench --endpoints "$EPS" --workload put --clients 3 --duration 200ms \
+            --warmup 0s --keys 10 2>&1 | grep -q 'summary:.* errors=0 ' && return
+        sleep 0.1
+    done
+    echo "error: the cluster never served; logs in $TMP" >&2
+    exit 1
+}
+
+mib() { echo $(( $(du -sb "$1" | cut -f1) / 1048576 )); }
