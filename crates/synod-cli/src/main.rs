@@ -60,6 +60,10 @@ enum Command {
         /// after a crash is fast (see `synod server --help`).
         #[arg(long)]
         quick_repair: bool,
+        /// Rounds between writes of the state machine's rows (see `synod
+        /// server --help`; 1: every round).
+        #[arg(long, value_name = "ROUNDS", default_value_t = synod_server::STATE_FLUSH_ROUNDS)]
+        backend_batch_rounds: u64,
         /// A ZooKeeper superuser: user:base64(sha1(user:password)), as
         /// ZooKeeper's `DigestAuthenticationProvider.superDigest`.
         #[arg(long)]
@@ -202,6 +206,7 @@ fn node_config(
         watch_progress_ms: WATCH_PROGRESS_MS_DEFAULT,
         snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
         quick_repair: false,
+        state_flush_rounds: synod_server::STATE_FLUSH_ROUNDS,
         max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
         peer_secret: None,
         peer_tls: None,
@@ -354,17 +359,30 @@ struct SplitLimits {
     writes_per_s: u64,
 }
 
+/// How `synod dev`'s nodes write to disk (`--quick-repair`,
+/// `--backend-batch-rounds`).
+struct DiskSettings {
+    quick_repair: bool,
+    backend_batch_rounds: u64,
+}
+
 async fn dev(
     data_dir: PathBuf,
     nodes: u64,
     quota_bytes: u64,
-    quick_repair: bool,
+    disk: DiskSettings,
     zk_super_digest: Option<String>,
     shards: Option<synod_server::shards::ShardMap>,
     limits: SplitLimits,
 ) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
+    }
+    if !(1..=server_config::BACKEND_BATCH_ROUNDS_MAX).contains(&disk.backend_batch_rounds) {
+        bail!(
+            "--backend-batch-rounds must be between 1 and {}",
+            server_config::BACKEND_BATCH_ROUNDS_MAX
+        );
     }
     let mut members = BTreeMap::new();
     for i in 0..nodes {
@@ -384,7 +402,8 @@ async fn dev(
     for id in members.keys() {
         let dir = data_dir.join(format!("node{}", id.0));
         let mut config = node_config(*id, dir, members.clone(), quota_bytes);
-        config.quick_repair = quick_repair;
+        config.quick_repair = disk.quick_repair;
+        config.state_flush_rounds = disk.backend_batch_rounds;
         config.shards = shards.clone();
         config.split_bytes = limits.bytes;
         config.split_writes_per_s = limits.writes_per_s;
@@ -488,6 +507,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
         cluster_id: given_cluster_id,
         snapshot_count,
         quick_repair,
+        backend_batch_rounds,
         zk_addr,
         zk_secure_addr,
         zk,
@@ -523,6 +543,7 @@ async fn server(settings: server_config::ServerSettings) -> Result<()> {
     config.join = join;
     config.snapshot_every = snapshot_count;
     config.quick_repair = quick_repair;
+    config.state_flush_rounds = backend_batch_rounds;
     config.shards = shards;
     config.split_bytes = split_bytes;
     config.split_writes_per_s = split_writes_per_s;
@@ -597,6 +618,7 @@ async fn main() -> Result<()> {
             nodes,
             quota_backend_bytes,
             quick_repair,
+            backend_batch_rounds,
             zk_super_digest,
             split_at,
             shards,
@@ -612,7 +634,10 @@ async fn main() -> Result<()> {
                 data_dir,
                 nodes,
                 quota_backend_bytes,
-                quick_repair,
+                DiskSettings {
+                    quick_repair,
+                    backend_batch_rounds,
+                },
                 zk_super_digest,
                 shards,
                 limits,

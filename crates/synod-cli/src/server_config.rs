@@ -64,6 +64,13 @@ pub struct ServerArgs {
     /// throughput on large databases; off by default.
     #[arg(long)]
     pub quick_repair: bool,
+    /// Rounds that applied commands between two writes of the state
+    /// machine's rows (like etcd's --backend-batch-limit). The Paxos log
+    /// is written every round either way, so nothing acknowledged is
+    /// lost; a restart replays the log above the rows. 1 writes the rows
+    /// every round (more storage CPU per write); default 32.
+    #[arg(long, value_name = "ROUNDS")]
+    pub backend_batch_rounds: Option<u64>,
     /// Address for ZooKeeper clients, e.g. 10.0.0.1:2181 (off when not
     /// given): zkCli, kazoo, Curator and other ZooKeeper clients talk to
     /// the same cluster as etcd clients, in a namespace of their own.
@@ -204,6 +211,7 @@ struct FileConfig {
     cluster_id: Option<String>,
     snapshot_count: Option<u64>,
     quick_repair: Option<bool>,
+    backend_batch_rounds: Option<u64>,
     zk_addr: Option<SocketAddr>,
     zk_secure_addr: Option<SocketAddr>,
     zk_super_digest: Option<String>,
@@ -254,6 +262,8 @@ pub struct ServerSettings {
     pub cluster_id: Option<u64>,
     /// Save the allocator state with every durable write.
     pub quick_repair: bool,
+    /// Rounds between writes of the state machine's rows.
+    pub backend_batch_rounds: u64,
     /// Slots between snapshots.
     pub snapshot_count: u64,
     /// ZooKeeper's address, when it is served.
@@ -403,6 +413,13 @@ impl ServerArgs {
             bail!("--snapshot-count must be at least 1");
         }
         let quick_repair = self.quick_repair || file.quick_repair.unwrap_or(false);
+        let backend_batch_rounds = self
+            .backend_batch_rounds
+            .or(file.backend_batch_rounds)
+            .unwrap_or(synod_server::STATE_FLUSH_ROUNDS);
+        if !(1..=BACKEND_BATCH_ROUNDS_MAX).contains(&backend_batch_rounds) {
+            bail!("--backend-batch-rounds must be between 1 and {BACKEND_BATCH_ROUNDS_MAX}");
+        }
         let max_request_bytes = self
             .max_request_bytes
             .or(file.max_request_bytes)
@@ -523,6 +540,7 @@ impl ServerArgs {
             peer_tls,
             zk,
             quick_repair,
+            backend_batch_rounds,
             id,
             data_dir,
             client_addr,
@@ -536,6 +554,10 @@ impl ServerArgs {
         })
     }
 }
+
+/// The most rounds between writes of the rows: a restart replays at most
+/// this many rounds of the log.
+pub const BACKEND_BATCH_ROUNDS_MAX: u64 = 10_000;
 
 /// A shard splits past this many bytes unless told otherwise (the size
 /// the issue and TiKV's region split both start from).

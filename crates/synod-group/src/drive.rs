@@ -13,6 +13,7 @@ use crate::types::{Answer, Compaction, GroupReady, LeaseAnswer, PeerItem};
 use bytes::Bytes;
 use prost::Message as _;
 use std::collections::BTreeMap;
+use synod_kv::StateChanges;
 use synod_paxos::{Persist, PersistToken, Ready, RoleKind, Slot, Value};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::zk_op::Op as ZkOpKind;
@@ -33,6 +34,22 @@ pub const COMPACT_LOG_BYTES: u64 = 8 << 20;
 /// entries for the same reason).
 pub const COMPACT_KEEP_SLOTS: u64 = 1_000;
 
+/// Rounds that applied commands between two writes of a group's rows
+/// (`GroupConfig::state_flush_rounds`). Writing every round rewrote the
+/// meta row, the session rows and the last page of versions once per
+/// round, and with several shards one set of pages per shard per round:
+/// the storage commit was the largest cost of a put (docs/perf). A
+/// restart replays at most this many rounds of the log.
+pub const STATE_FLUSH_ROUNDS: u64 = 32;
+
+/// Bytes of rows waiting in memory past which they are written whatever
+/// the round count: long values stay in memory until their rows are.
+pub const STATE_FLUSH_BYTES: u64 = 4 << 20;
+
+/// Rows waiting this long are written even if no more rounds come: an
+/// idle group's restart replays nothing old.
+pub const STATE_FLUSH_IDLE_MS: u64 = 1_000;
+
 impl Group {
     /// True when [`ready`](Group::ready) has work to hand out.
     pub fn has_ready(&self) -> bool {
@@ -49,6 +66,7 @@ impl Group {
             || self.read_index_target().is_some()
             || self.stamper.out.is_some()
             || !self.splits.is_empty()
+            || self.flush_now
     }
 
     /// Everything to send, persist and answer since the last call. Handle
@@ -83,15 +101,67 @@ impl Group {
     /// `state` wrote are read from disk from now on. Call it once per
     /// ready, in order.
     pub fn on_written(&mut self) {
-        self.kv.changes_written();
+        if self.carried_rows.pop_front().unwrap_or(true) {
+            self.kv.changes_written();
+        }
+    }
+
+    /// Writes the state machine's rows in the next ready, and makes one:
+    /// a reader of the rows on disk (a backup) needs them as applied now.
+    pub fn write_rows_now(&mut self) {
+        self.flush_now = true;
+    }
+
+    /// Rows waiting since `STATE_FLUSH_IDLE_MS` go out with the next ready.
+    pub(crate) fn rows_duties(&mut self) {
+        if self.rounds_unwritten > 0
+            && self.now.0.saturating_sub(self.rows_written_at.0) >= STATE_FLUSH_IDLE_MS
+        {
+            self.flush_now = true;
+        }
+    }
+
+    /// Whether this ready writes the state machine's rows. It must when
+    /// its write changes what the rows stand for: a compaction (the log
+    /// below it goes, so the rows must hold it), a snapshot installed, a
+    /// split (the new group's rows and the parent's go in one write), a
+    /// store to rewrite whole. Otherwise every `state_flush_rounds`
+    /// rounds that applied something, or past `STATE_FLUSH_BYTES`.
+    fn rows_due(&self, persist: &Persist<Bytes>) -> bool {
+        let compacting = self.compact_out.is_some() || persist.compact_through.is_some();
+        #[cfg(feature = "mutations")]
+        let compacting = compacting
+            && self.mutation != Some(crate::group::GroupMutation::RowsUnwrittenAtCompaction);
+        self.flush_now
+            || compacting
+            || self.installed.is_some()
+            || self.jump.is_some()
+            || !self.splits.is_empty()
+            || self.kv.unwritten_clear()
+            || self.rounds_unwritten >= self.config.state_flush_rounds.max(1)
+            || self.kv.unwritten_bytes() >= STATE_FLUSH_BYTES
     }
 
     fn take_output(&mut self, token: PersistToken, persist: Persist<Bytes>) -> GroupReady {
         let membership = self.membership_out.take();
+        if self.applied != self.ready_applied {
+            self.ready_applied = self.applied;
+            self.rounds_unwritten += 1;
+        }
+        let rows = self.rows_due(&persist);
+        let state = if rows {
+            self.flush_now = false;
+            self.rounds_unwritten = 0;
+            self.rows_written_at = self.now;
+            self.kv.take_changes()
+        } else {
+            StateChanges::default()
+        };
+        self.carried_rows.push_back(rows);
         GroupReady {
             sends: std::mem::take(&mut self.sends),
             persist,
-            state: self.kv.take_changes(),
+            state,
             applied_through: self.applied,
             compact: self.compact_out.take(),
             token,

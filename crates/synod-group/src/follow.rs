@@ -287,6 +287,7 @@ mod tests {
             record_applied: false,
             timestamp_oracle: false,
             stamped: true,
+            state_flush_rounds: crate::STATE_FLUSH_ROUNDS,
         };
         let mut group = Group::new(config, replica, KvStore::default(), Time(0));
         for ms in (0..5_000).step_by(10) {

@@ -128,6 +128,10 @@ pub enum GroupMutation {
     /// stamp's auth fence says: a write its node judged before a
     /// permission was revoked applies after the revocation (design 0018).
     AuthUnfenced,
+    /// A compaction goes out without the rows it relies on: the log below
+    /// it is deleted while the rows on disk may still stand for an older
+    /// slot, so a crash then loses the writes between.
+    RowsUnwrittenAtCompaction,
 }
 
 /// One Paxos group on one node: its replica, its state machine, its lease
@@ -205,6 +209,17 @@ pub struct Group {
     pub(crate) applied_log: Vec<(Slot, synod_paxos::Value<Bytes>)>,
     /// Groups applied splits cut off since the last ready.
     pub(crate) splits: Vec<crate::types::SplitOff>,
+    /// Rounds that applied commands since the rows were last written.
+    pub(crate) rounds_unwritten: u64,
+    /// The applied slot at the last `ready`.
+    pub(crate) ready_applied: Slot,
+    /// When the rows were last written.
+    pub(crate) rows_written_at: Time,
+    /// Write the rows in the next ready whatever is due.
+    pub(crate) flush_now: bool,
+    /// Per ready handed out and not yet reported written: whether it
+    /// carried the store's changes (`on_written` releases only those).
+    pub(crate) carried_rows: VecDeque<bool>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<GroupMutation>,
 }
@@ -262,6 +277,11 @@ impl Group {
             installed: None,
             applied_log: Vec::new(),
             splits: Vec::new(),
+            rounds_unwritten: 0,
+            ready_applied: applied,
+            rows_written_at: now,
+            flush_now: false,
+            carried_rows: VecDeque::new(),
             #[cfg(feature = "mutations")]
             mutation: None,
         };
@@ -520,6 +540,7 @@ impl Group {
         self.session_duties();
         self.lease_duties();
         self.publish_self();
+        self.rows_duties();
     }
 
     /// The shell's clients for `tickets` stopped waiting (timed out or

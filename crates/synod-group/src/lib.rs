@@ -37,6 +37,7 @@
 //!     record_applied: false,
 //!     timestamp_oracle: false,
 //!     stamped: false,
+//!     state_flush_rounds: synod_group::STATE_FLUSH_ROUNDS,
 //! };
 //! let mut group = Group::new(config, replica, KvStore::default(), Time(0));
 //! let put = PutRequest { key: "k".into(), value: "v".into(), ..Default::default() };
@@ -73,7 +74,10 @@ mod tso;
 mod types;
 
 pub use detach::{DetachTracker, DETACH_AGAIN_MS, DETACH_LEASES_MAX};
-pub use drive::{COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES};
+pub use drive::{
+    COMPACT_KEEP_SLOTS, COMPACT_LOG_BYTES, STATE_FLUSH_BYTES, STATE_FLUSH_IDLE_MS,
+    STATE_FLUSH_ROUNDS,
+};
 pub use follow::{
     follow as follow_membership, hand_over, meta_barrier, shards_settled,
     wanted as membership_wanted, Behind, Look, MembershipFollower, FOLLOW_BARRIER_MS,

@@ -63,6 +63,13 @@ pub struct GroupConfig {
     /// group will. Any other refuses timestamp requests and questions, so
     /// that nothing puts jumps into its revisions.
     pub timestamp_oracle: bool,
+    /// Rounds that applied commands between two writes of the state
+    /// machine's rows (at least 1: every round). In between, the rows wait
+    /// in memory and the log above the durable applied slot holds what
+    /// they would: a restart replays it. Fewer writes of the same meta,
+    /// session and version pages per applied command; the node uses
+    /// [`STATE_FLUSH_ROUNDS`](crate::STATE_FLUSH_ROUNDS).
+    pub state_flush_rounds: u64,
     /// This group is a shard whose writes take their revisions from the
     /// meta group's oracle (design 0011): its leader asks the shell for
     /// stamps ([`GroupReady::stamps`]) before proposing a write.

@@ -30,6 +30,7 @@ fn config(node: NodeId, session_idle_ms: u64) -> GroupConfig {
         record_applied: false,
         timestamp_oracle: true,
         stamped: false,
+        state_flush_rounds: 4,
     }
 }
 
@@ -404,6 +405,7 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
     let config = GroupConfig {
         timestamp_oracle: false,
         stamped: false,
+        state_flush_rounds: 4,
         ..config(me, 0)
     };
     let mut group = Group::new(config, replica, KvStore::default(), Time(0));
@@ -433,4 +435,94 @@ fn a_group_that_is_not_the_oracle_refuses_timestamps() {
         vec![(1, Answer::Timestamps(None, Default::default()))]
     );
     assert_eq!(group.kv().revision(), 1, "a reservation applied");
+}
+
+/// A one-voter group whose state machine journals to `rows`, elected by
+/// `now`.
+fn alone_on_rows(rows: &std::sync::Arc<synod_kv::MemoryRows>, now: &mut u64) -> Group {
+    let me = NodeId(1);
+    let replica = Replica::new(Config::majority(me, &[me]), Time(0)).unwrap();
+    let mut kv = KvStore::default();
+    kv.attach(rows.clone(), true);
+    let mut group = Group::new(config(me, 0), replica, kv, Time(0));
+    for _ in 0..300 {
+        *now += TICK_MS;
+        group.tick(Time(*now));
+        drain(&mut group, rows);
+    }
+    assert!(group.status().is_leader);
+    group
+}
+
+/// Takes every ready as written at once; returns how many carried rows.
+fn drain(group: &mut Group, rows: &synod_kv::MemoryRows) -> usize {
+    let mut carried = 0;
+    while group.has_ready() {
+        let ready = group.ready();
+        if !ready.state.is_empty() {
+            rows.apply(&ready.state);
+            carried += 1;
+        }
+        group.on_written();
+        group.on_persisted(ready.token);
+    }
+    carried
+}
+
+/// The revision the rows hold.
+fn rows_revision(rows: &std::sync::Arc<synod_kv::MemoryRows>) -> i64 {
+    KvStore::load(rows.clone())
+        .unwrap()
+        .map_or(0, |kv| kv.revision())
+}
+
+/// Rows are written every `state_flush_rounds` rounds that applied
+/// something, not every round: a round in between leaves them as they
+/// were (the log above them is what a restart replays). Asked to, or
+/// after a second idle, a group writes them at once.
+#[test]
+fn rows_are_written_every_few_rounds_and_when_asked() {
+    let rows = std::sync::Arc::new(synod_kv::MemoryRows::default());
+    let mut now = 0;
+    let mut group = alone_on_rows(&rows, &mut now);
+    let mut written_at = Vec::new();
+    for i in 0..12u64 {
+        group.request(1_000 + i, put(&format!("k{i}"), "v"), Time(now));
+        now += TICK_MS;
+        group.tick(Time(now));
+        if drain(&mut group, &rows) > 0 {
+            written_at.push(i);
+            assert_eq!(rows_revision(&rows), group.kv().revision());
+        } else {
+            assert!(
+                rows_revision(&rows) < group.kv().revision(),
+                "put {i}: rows {} store {}",
+                rows_revision(&rows),
+                group.kv().revision()
+            );
+        }
+    }
+    // Four rounds that applied a put per write (the config's 4).
+    assert_eq!(
+        written_at,
+        [3, 7, 11],
+        "rows written after puts {written_at:?}"
+    );
+    group.request(2_000, put("late", "v"), Time(now));
+    now += TICK_MS;
+    group.tick(Time(now));
+    assert_eq!(drain(&mut group, &rows), 0);
+    group.write_rows_now();
+    assert!(group.has_ready(), "asked to write, the group makes a ready");
+    assert_eq!(drain(&mut group, &rows), 1);
+    assert_eq!(rows_revision(&rows), group.kv().revision());
+    // An idle group writes what waits after STATE_FLUSH_IDLE_MS.
+    group.request(2_001, put("idle", "v"), Time(now));
+    now += TICK_MS;
+    group.tick(Time(now));
+    assert_eq!(drain(&mut group, &rows), 0);
+    now += synod_group::STATE_FLUSH_IDLE_MS;
+    group.tick(Time(now));
+    assert_eq!(drain(&mut group, &rows), 1);
+    assert_eq!(rows_revision(&rows), group.kv().revision());
 }

@@ -44,6 +44,7 @@ fn config(node: NodeId, group: u64) -> GroupConfig {
         record_applied: false,
         timestamp_oracle: group == META,
         stamped: group != META,
+        state_flush_rounds: 4,
     }
 }
 

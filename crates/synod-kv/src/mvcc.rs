@@ -904,7 +904,7 @@ mod tests {
         m.delete(&b("a\0"), 3, true);
         m.set_revision(3);
         let write = |m: &mut Mvcc| {
-            let changes = std::mem::take(&mut m.journal.changes);
+            let changes = m.journal.take();
             rows.apply(&changes);
             let large = m.take_large();
             m.written(large);

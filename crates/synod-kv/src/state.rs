@@ -144,6 +144,9 @@ pub(crate) struct Journal {
     /// Versions with long values journaled this round: their memory copy
     /// is dropped once the row is written.
     pub(crate) large: Vec<(Bytes, i64)>,
+    /// Bytes of row keys and values in `changes`: what a group waiting
+    /// to write its rows holds in memory (see `Group`'s state flush).
+    pub(crate) bytes: u64,
 }
 
 /// A point a failed write transaction rolls the journal back to.
@@ -151,17 +154,20 @@ pub(crate) struct Journal {
 pub(crate) struct Mark {
     ops: usize,
     large: usize,
+    bytes: u64,
 }
 
 impl Journal {
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Bytes) {
         if self.on {
+            self.bytes += (key.len() + value.len()) as u64;
             self.changes.ops.push(StateOp::Put { key, value });
         }
     }
 
     pub(crate) fn delete(&mut self, key: Vec<u8>) {
         if self.on {
+            self.bytes += key.len() as u64;
             self.changes.ops.push(StateOp::Delete { key });
         }
     }
@@ -170,12 +176,20 @@ impl Journal {
         Mark {
             ops: self.changes.ops.len(),
             large: self.large.len(),
+            bytes: self.bytes,
         }
     }
 
     pub(crate) fn rollback(&mut self, mark: Mark) {
         self.changes.ops.truncate(mark.ops);
         self.large.truncate(mark.large);
+        self.bytes = mark.bytes;
+    }
+
+    /// Hands out the changes journaled so far.
+    pub(crate) fn take(&mut self) -> StateChanges {
+        self.bytes = 0;
+        std::mem::take(&mut self.changes)
     }
 }
 

@@ -1462,10 +1462,22 @@ impl KvStore {
                 None => journal.delete(row),
             }
         }
-        let changes = std::mem::take(&mut journal.changes);
+        let changes = journal.take();
         let large = self.mvcc.take_large();
         self.flushing.push_back(large);
         changes
+    }
+
+    /// Bytes of rows journaled and not yet taken: what waits in memory
+    /// for the group's next write of its rows.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.mvcc.journal.bytes
+    }
+
+    /// The changes not yet taken replace every row (a store restored or
+    /// cut off by a split): they must be written in this round.
+    pub fn unwritten_clear(&self) -> bool {
+        self.mvcc.journal.changes.clear
     }
 
     /// The oldest changes taken are committed: the long values they wrote

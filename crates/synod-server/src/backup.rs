@@ -73,6 +73,11 @@ impl Node {
                 },
                 Some(view) => self.plan_sharded(view).await?,
             };
+            // The file is read from the rows on disk, which groups write
+            // every few rounds: have them written as applied now.
+            let (reply, written) = oneshot::channel();
+            self.input(crate::core::Input::WriteRows { reply })?;
+            self.wait(written).await?;
             let (opened, is_open) = oneshot::channel();
             let (tx, rx) = mpsc::channel(4);
             let storage = storage.clone();

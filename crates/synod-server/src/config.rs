@@ -75,6 +75,11 @@ pub struct NodeConfig {
     /// restart after a crash skips redb's full repair (seconds per GB) at
     /// some cost in write throughput.
     pub quick_repair: bool,
+    /// Rounds that applied commands between two writes of a group's
+    /// state-machine rows (`synod_group::STATE_FLUSH_ROUNDS` by default;
+    /// 1 writes them every round). The log above the rows is kept, so a
+    /// restart replays what was not written.
+    pub state_flush_rounds: u64,
     /// The largest client write, in bytes of the encoded request: a larger
     /// one is refused before it reaches the log (etcd's
     /// `--max-request-bytes`, "etcdserver: request is too large").

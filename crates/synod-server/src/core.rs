@@ -201,6 +201,13 @@ pub enum Input {
         /// The split's outcome (the shard that stayed) or a refusal.
         reply: oneshot::Sender<Outcome>,
     },
+    /// Answers once every group's rows on disk hold what it applied when
+    /// this arrived (they are written every few rounds, not every round):
+    /// a backup reads the rows, not the store in memory.
+    WriteRows {
+        /// Told when the rows are written.
+        reply: oneshot::Sender<()>,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -233,6 +240,7 @@ impl Input {
             | Input::Fence { .. }
             | Input::Transfer { .. }
             | Input::Staged { .. }
+            | Input::WriteRows { .. }
             | Input::Shutdown => Class::Internal,
         }
     }
@@ -437,6 +445,8 @@ pub struct Core {
     zk_listener: ZkListenerSlot,
     /// ZooKeeper reads waiting for the end of the round.
     zk_queries: Vec<Query>,
+    /// `WriteRows` callers, told after the next write.
+    rows_waiting: Vec<oneshot::Sender<()>>,
     quota_bytes: u64,
     storage_file: std::path::PathBuf,
     quota_checked: Instant,
@@ -524,6 +534,7 @@ impl Core {
             hub: parts.hub,
             zk_listener: parts.zk_listener,
             zk_queries: Vec::new(),
+            rows_waiting: Vec::new(),
             quota_bytes: parts.quota_bytes,
             storage_file: parts.storage_file,
             quota_checked: Instant::now(),
@@ -685,6 +696,12 @@ impl Core {
             Input::QueryAll(f) => f(self.groups.iter().map(|(id, g)| (*id, g.kv())).collect()),
             Input::AwaitRevocation { id, reply } => self.await_revocation(id, reply),
             Input::ZkQuery(f) => self.zk_queries.push(f),
+            Input::WriteRows { reply } => {
+                for group in self.groups.values_mut() {
+                    group.write_rows_now();
+                }
+                self.rows_waiting.push(reply);
+            }
             Input::ChangeMembership { target, reply } => {
                 let _ = reply.send(self.main().change_membership(target));
             }
@@ -928,6 +945,11 @@ impl Core {
                 return;
             }
             self.write(&mut readies);
+            // Every group wrote its rows in this write (`WriteRows` made
+            // each one ready, and a ready asked to write them does).
+            for reply in self.rows_waiting.drain(..) {
+                let _ = reply.send(());
+            }
             if readies.iter().any(|(_, r)| r.installed.is_some()) {
                 // A snapshot may have shrunk a shard: its new neighbour
                 // may be one this node has not heard of.

@@ -33,6 +33,7 @@ pub use restore::{
 };
 pub use shard_view::ShardView;
 pub use synod_group::shards;
+pub use synod_group::STATE_FLUSH_ROUNDS;
 pub use synod_kv::LEASE_TTL_MIN_S;
 pub use synod_paxos::{Configuration, Membership, NodeId};
 pub use synod_storage::{GroupId, Identity};

@@ -73,6 +73,7 @@ pub(crate) fn group_parts(
         // every other group is a shard.
         timestamp_oracle: sharded && id == GROUP,
         stamped: sharded && id != GROUP,
+        state_flush_rounds: config.state_flush_rounds,
     };
     Ok((group, replica))
 }

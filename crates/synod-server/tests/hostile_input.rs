@@ -827,6 +827,7 @@ impl Cluster {
                     record_applied: false,
                     timestamp_oracle: true,
                     stamped: false,
+                    state_flush_rounds: 1,
                 };
                 let replica = Replica::new(Config::majority(id, &ids), Time(0)).expect("config");
                 (id, Group::new(config, replica, KvStore::default(), Time(0)))

@@ -95,6 +95,10 @@ pub struct SimOptions {
     /// puts whatever their stamp's auth fence says; a put judged before a
     /// revocation and ordered after it must be caught.
     pub auth_unfenced: bool,
+    /// Negative control: groups compact their log without writing the
+    /// rows the compaction relies on (they are written every few rounds);
+    /// a crash then loses writes below the compaction.
+    pub rows_unwritten_at_compaction: bool,
 }
 
 impl SimOptions {
@@ -124,6 +128,7 @@ impl SimOptions {
             split_unfenced: false,
             leases_unchecked: false,
             auth_unfenced: false,
+            rows_unwritten_at_compaction: false,
         }
     }
 }
@@ -156,6 +161,10 @@ pub struct SimConfig {
     /// a snapshot, so shipping and installing meet every fault), half the
     /// interval otherwise (catch-up from the log's tail).
     pub compact_keep: u64,
+    /// Rounds between writes of a group's rows (1: every round, as before
+    /// `synod_group::STATE_FLUSH_ROUNDS`): with more, crashes lose rows a
+    /// restart rebuilds by replaying the log.
+    pub state_flush_rounds: u64,
     /// Sessions idle this long are expired through the log (0: never);
     /// a write waits at most a quarter of it on its node.
     pub session_idle_ms: u64,
@@ -221,6 +230,7 @@ impl SimConfig {
             compact_keep: 0,
             session_idle_ms: 0,
             shard_map: None,
+            state_flush_rounds: 1,
         };
         if options.shards > 0 {
             // Enough keys that every shard may hold some (split points in
@@ -242,6 +252,8 @@ impl SimConfig {
         if cfg.snapshot_every != 8 {
             cfg.compact_keep = cfg.snapshot_every / 2;
         }
+        cfg.state_flush_rounds = [1, 3, synod_group::STATE_FLUSH_ROUNDS]
+            [(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % 3];
         // Half the seeds expire sessions idle for 3 s (a run lasts 5 s), so
         // the sessions of incarnations that crashed early expire; a write
         // then waits at most 750 ms on its node, longer than any wait

@@ -77,6 +77,10 @@ struct Args {
     /// a permission was revoked and ordered after it must be caught.
     #[arg(long)]
     auth_unfenced: bool,
+    /// Negative control: groups compact their log without writing their
+    /// rows first; writes lost in a crash must be caught.
+    #[arg(long)]
+    rows_unwritten_at_compaction: bool,
     /// Negative control: leaders renew leases without confirming they
     /// still lead; early expiries must be caught.
     #[arg(long)]
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
     options.split_unfenced = args.split_unfenced;
     options.leases_unchecked = args.leases_unchecked;
     options.auth_unfenced = args.auth_unfenced;
+    options.rows_unwritten_at_compaction = args.rows_unwritten_at_compaction;
     options.unconfirmed_keepalives = args.unconfirmed_keepalives;
     options.follower_reads_unconfirmed = args.follower_reads_unconfirmed;
     options.timestamps = !args.no_timestamps;

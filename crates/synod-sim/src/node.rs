@@ -257,6 +257,9 @@ fn shard_mutation(cfg: &SimConfig, group: &mut Group) {
     if cfg.options.auth_unfenced {
         group.set_mutation(Some(synod_group::GroupMutation::AuthUnfenced));
     }
+    if cfg.options.rows_unwritten_at_compaction {
+        group.set_mutation(Some(synod_group::GroupMutation::RowsUnwrittenAtCompaction));
+    }
 }
 
 /// One node of the simulated cluster.
@@ -413,6 +416,9 @@ impl SimNode {
         }
         if cfg.options.follower_reads_unconfirmed {
             group.set_mutation(Some(synod_group::GroupMutation::FollowerReadsUnconfirmed));
+        }
+        if cfg.options.rows_unwritten_at_compaction {
+            group.set_mutation(Some(synod_group::GroupMutation::RowsUnwrittenAtCompaction));
         }
         self.group = Some(group);
         let Some(map) = &cfg.shard_map else {
@@ -577,6 +583,7 @@ impl SimNode {
             record_applied: true,
             timestamp_oracle: id == GROUP,
             stamped: id != GROUP,
+            state_flush_rounds: cfg.state_flush_rounds,
         };
         (config, replica)
     }

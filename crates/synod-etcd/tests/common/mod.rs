@@ -156,6 +156,7 @@ impl Cluster {
             split_writes_per_s: self.split_load,
             cluster_id_derived: false,
             quick_repair: true,
+            state_flush_rounds: synod_server::STATE_FLUSH_ROUNDS,
             max_request_bytes: synod_server::MAX_REQUEST_BYTES_DEFAULT,
             peer_secret: None,
             peer_tls: None,
