@@ -11,12 +11,13 @@ use synod_proto::peerpb::{peer_client::PeerClient, Batch, ReportRequest};
 use synod_proto::synodpb::{command::Op, Command};
 use tonic::Code;
 
-/// A put of `key` as a peer would forward it to the leader.
-fn forwarded_put(key: &str) -> Vec<u8> {
+/// A put of `key` as a peer would forward it to the leader, as the
+/// `seq`th command of one forged session.
+fn forwarded_put(key: &str, seq: u64) -> Vec<u8> {
     use prost::Message as _;
     Command {
         client: 0xbad,
-        seq: 1,
+        seq,
         op: Some(Op::Put(synod_proto::etcdserverpb::PutRequest {
             key: key.as_bytes().to_vec().into(),
             value: b"forged".to_vec().into(),
@@ -67,7 +68,7 @@ async fn with_a_secret_calls_without_the_token_are_refused() {
         let batch = Batch {
             from: 2,
             cluster_id,
-            forwards: vec![forwarded_put("forged").into()],
+            forwards: vec![forwarded_put("forged", 1).into()],
             ..Batch::default()
         };
         let e = send_batch(&cluster, leader, batch).await.unwrap_err();
@@ -118,7 +119,7 @@ async fn batches_from_non_members_are_dropped() {
         let stranger = Batch {
             from: 99,
             cluster_id,
-            forwards: vec![forwarded_put("from-a-stranger").into()],
+            forwards: vec![forwarded_put("from-a-stranger", 1).into()],
             ..Batch::default()
         };
         let _ = send_batch(&cluster, leader, stranger).await;
@@ -126,33 +127,47 @@ async fn batches_from_non_members_are_dropped() {
         let foreign = Batch {
             from: 2,
             cluster_id: cluster_id ^ 1,
-            forwards: vec![forwarded_put("from-another-cluster").into()],
+            forwards: vec![forwarded_put("from-another-cluster", 1).into()],
             ..Batch::default()
         };
         let _ = send_batch(&cluster, leader, foreign).await;
         // A member's forward, by contrast, is proposed (the control: the
         // forged command itself is well formed).
         let member = cluster.ids().into_iter().find(|i| *i != leader).unwrap();
+        // It carries other groups' batches nested (one message per peer
+        // per round): a nested one from the same member is stepped, one
+        // naming another sender is dropped.
+        let nested = |from: u64, key: &str, seq: u64| Batch {
+            from,
+            cluster_id,
+            forwards: vec![forwarded_put(key, seq).into()],
+            ..Batch::default()
+        };
         let control = Batch {
             from: member,
             cluster_id,
-            forwards: vec![forwarded_put("from-a-member").into()],
+            forwards: vec![forwarded_put("from-a-member", 1).into()],
+            more: vec![
+                nested(99, "from-a-nested-stranger", 3),
+                nested(member, "from-a-nested-member", 2),
+            ],
             ..Batch::default()
         };
         send_batch(&cluster, leader, control).await.unwrap();
         let mut seen = String::new();
         for _ in 0..50 {
             seen = common::etcdctl(&endpoints, &["get", "--prefix", "from-"], None);
-            if seen.contains("from-a-member") {
+            if seen.contains("from-a-member") && seen.contains("from-a-nested-member") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(
-            seen.contains("from-a-member"),
-            "the control never applied: {seen:?}"
+            seen.contains("from-a-member") && seen.contains("from-a-nested-member"),
+            "the controls never applied: {seen:?}"
         );
         assert!(!seen.contains("from-a-stranger"), "{seen}");
+        assert!(!seen.contains("from-a-nested-stranger"), "{seen}");
         assert!(!seen.contains("from-another-cluster"), "{seen}");
         cluster.assert_alive();
     })

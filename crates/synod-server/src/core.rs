@@ -447,6 +447,8 @@ pub struct Core {
     zk_queries: Vec<Query>,
     /// `WriteRows` callers, told after the next write.
     rows_waiting: Vec<oneshot::Sender<()>>,
+    /// Batches for each peer gathered over one pass of the groups.
+    outgoing: BTreeMap<NodeId, peerpb::Batch>,
     quota_bytes: u64,
     storage_file: std::path::PathBuf,
     quota_checked: Instant,
@@ -535,6 +537,7 @@ impl Core {
             zk_listener: parts.zk_listener,
             zk_queries: Vec::new(),
             rows_waiting: Vec::new(),
+            outgoing: BTreeMap::new(),
             quota_bytes: parts.quota_bytes,
             storage_file: parts.storage_file,
             quota_checked: Instant::now(),
@@ -866,7 +869,23 @@ impl Core {
         self.request(GROUP, ticket, Request::Timestamps { count: 1, leases }, now);
     }
 
-    fn on_peer(&mut self, batch: peerpb::Batch) {
+    fn on_peer(&mut self, mut batch: peerpb::Batch) {
+        let more = std::mem::take(&mut batch.more);
+        let (from, cluster) = (batch.from, batch.cluster_id);
+        self.on_group_batch(batch);
+        for nested in more {
+            if nested.from != from || nested.cluster_id != cluster || !nested.more.is_empty() {
+                tracing::warn!(
+                    from,
+                    "a nested batch naming another sender or nesting further dropped"
+                );
+                continue;
+            }
+            self.on_group_batch(nested);
+        }
+    }
+
+    fn on_group_batch(&mut self, batch: peerpb::Batch) {
         if batch.cluster_id != self.cluster_id {
             tracing::warn!(
                 from = batch.from,
@@ -938,6 +957,8 @@ impl Core {
                     let sends = std::mem::take(&mut ready.sends);
                     self.send_all(*id, sends);
                 }
+                // Out before the write, so peers persist while we do.
+                self.flush_sends();
                 readies.extend(pass);
                 readies.extend(born);
             }
@@ -1318,6 +1339,19 @@ impl Core {
             }
         }
         for (to, batch) in batches {
+            match self.outgoing.entry(to) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(batch);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().more.push(batch),
+            }
+        }
+    }
+
+    /// Sends what the groups queued since the last call: one batch per
+    /// peer, the other groups' nested in it.
+    fn flush_sends(&mut self) {
+        for (to, batch) in std::mem::take(&mut self.outgoing) {
             self.send(to, batch);
         }
     }

@@ -54,11 +54,13 @@ impl Peer for PeerService {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            // An authenticated stream speaks for its sender only.
-            if sender.is_some_and(|s| s != batch.from) {
+            // An authenticated stream speaks for its sender only, in
+            // every group's batch it carries.
+            let claimed = std::iter::once(batch.from).chain(batch.more.iter().map(|b| b.from));
+            if let Some(other) = sender.and_then(|s| claimed.into_iter().find(|&f| f != s)) {
                 return Err(Status::permission_denied(format!(
                     "a batch from node {} on node {}'s stream",
-                    batch.from,
+                    other,
                     sender.unwrap_or_default()
                 )));
             }

@@ -1179,6 +1179,7 @@ fn hostile_batch(to: NodeId) -> BoxedStrategy<peerpb::Batch> {
                 read_index_answers,
                 timestamp_queries,
                 timestamp_answers,
+                more: Vec::new(),
             },
         )
         .boxed()
