@@ -10,7 +10,8 @@
 # workload, every run's ops/s, server CPU seconds per 1,000 ops, p99 and
 # max latency (ms), and the medians. Settings: WORKLOADS (put get), REPS
 # (3), DURATION (8), WARMUP (2), CLIENTS (64), VALUE_SIZE (256),
-# DEV_FLAGS (extra `synod dev` flags, e.g. "--split-at bench/5").
+# DEV_FLAGS (extra `synod dev` flags, e.g. "--split-at bench/5"). ZooKeeper
+# workloads (zk-create, zk-set, ...) load `synod dev`'s ZooKeeper ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${A:?A=path of the first synod binary}" "${B:?B=path of the second synod binary}"
@@ -22,6 +23,7 @@ CLIENTS=${CLIENTS:-64}
 VALUE_SIZE=${VALUE_SIZE:-256}
 read -r -a DEV_FLAGS <<<"${DEV_FLAGS:-}"
 ENDPOINTS=127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
+ZK_ENDPOINTS=127.0.0.1:2181,127.0.0.1:22181,127.0.0.1:32181
 SYNOD=$B
 RESULTS_DIR=$(mktemp -d -t synod-ab.XXXXXX)
 log() { echo "[ab] $*" >&2; }
@@ -35,7 +37,9 @@ run_one() { # binary label workload rep
     (cd "$dir" && exec "$bin" dev "${DEV_FLAGS[@]}" >"$dir/dev.log" 2>&1) &
     pid=$!
     wait_ready "$label" "$ENDPOINTS" --workload put
-    out=$("$SYNOD" bench --endpoints "$ENDPOINTS" --workload "$workload" --clients "$CLIENTS" \
+    local eps=$ENDPOINTS
+    [[ $workload == zk-* ]] && eps=$ZK_ENDPOINTS
+    out=$("$SYNOD" bench --endpoints "$eps" --workload "$workload" --clients "$CLIENTS" \
         --value-size "$VALUE_SIZE" --duration "${DURATION}s" --warmup "${WARMUP}s" --cpu-pids "$pid" 2>/dev/null)
     echo "$out" >"$dir/bench.txt"
     check_alive "$label" "$pid"
