@@ -681,6 +681,41 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
     }
 
     #[test]
+    fn backend_batch_rounds_default_file_and_bounds() {
+        let args = || ServerArgs {
+            id: Some(1),
+            data_dir: Some("/d".into()),
+            client_addr: Some("127.0.0.1:1".parse().unwrap()),
+            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
+            peers: Some("1=127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let s = args().resolve().unwrap();
+        assert_eq!(s.backend_batch_rounds, synod_server::STATE_FLUSH_ROUNDS);
+        let f = file("backend-batch-rounds = 1\n");
+        let s = ServerArgs {
+            config: Some(f.path().into()),
+            ..args()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.backend_batch_rounds, 1);
+        for bad in [0, BACKEND_BATCH_ROUNDS_MAX + 1] {
+            let e = ServerArgs {
+                backend_batch_rounds: Some(bad),
+                ..args()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("--backend-batch-rounds must be between 1"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn this_node_must_be_among_the_peers() {
         let args = ServerArgs {
             id: Some(3),

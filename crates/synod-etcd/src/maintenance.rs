@@ -92,12 +92,7 @@ impl Maintenance for EtcdApi {
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.authorize_admin(&request).await?;
-        let (hash, _, _) = self
-            .node
-            .query(|kv| kv.hash_kv(0))
-            .await
-            .map_err(status)?
-            .map_err(|e| kv_status(&e))?;
+        let (hash, _, _) = self.node.hash_kv(0).await.map_err(retry_status)?;
         Ok(Response::new(HashResponse {
             header: self.header(0),
             hash,
@@ -110,12 +105,8 @@ impl Maintenance for EtcdApi {
     ) -> Result<Response<HashKvResponse>, Status> {
         self.authorize_admin(&request).await?;
         let revision = request.into_inner().revision;
-        let (hash, rev, compact_revision) = self
-            .node
-            .query(move |kv| kv.hash_kv(revision))
-            .await
-            .map_err(status)?
-            .map_err(|e| kv_status(&e))?;
+        let (hash, rev, compact_revision) =
+            self.node.hash_kv(revision).await.map_err(retry_status)?;
         Ok(Response::new(HashKvResponse {
             header: self.header(rev),
             hash,
@@ -142,11 +133,7 @@ impl Maintenance for EtcdApi {
             .node
             .snapshot_file(SNAPSHOT_CHUNK)
             .await
-            .map_err(|e| match e {
-                // A shard behind on this member, or splitting: worth a retry.
-                synod_server::RequestError::Refused(m) => Status::unavailable(m),
-                other => status(other),
-            })?;
+            .map_err(retry_status)?;
         let header = self.header(0);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -214,5 +201,14 @@ impl Maintenance for EtcdApi {
     ) -> Result<Response<DowngradeResponse>, Status> {
         self.authorize_admin(&request).await?;
         Err(not_yet("Downgrade"))
+    }
+}
+
+/// The status of a backup's or a hash's failure: a shard behind on this
+/// member, or splitting, is worth a retry.
+fn retry_status(e: synod_server::RequestError) -> Status {
+    match e {
+        synod_server::RequestError::Refused(m) => Status::unavailable(m),
+        other => status(other),
     }
 }

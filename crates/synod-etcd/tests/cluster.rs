@@ -343,6 +343,63 @@ async fn a_sharded_cluster_routes_every_key_and_keeps_one_revision_order() {
     }
 }
 
+/// HashKV of a sharded cluster hashes every shard, in key order, at one
+/// revision: every member answers the same hash at the same revision
+/// (what `etcdctl endpoint hashkv` compares), a write to any shard moves
+/// it, and an old revision still hashes as it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_cluster_hashes_every_shard_and_members_agree() {
+    let cluster = Cluster::start_sharded(3, &["g", "p"]).await;
+    cluster.leader().await;
+    let mut client = cluster.client(NodeId(1)).await;
+    for k in ["a", "h", "z"] {
+        put_ready(&mut client, k, "0").await;
+    }
+    let node = |id: u64| cluster.nodes[&NodeId(id)].clone();
+    let (first, at, _) = node(1).hash_kv(0).await.unwrap();
+    for id in 1..=3 {
+        let (hash, rev, _) = node(id).hash_kv(at).await.unwrap();
+        assert_eq!((hash, rev), (first, at), "node {id}");
+    }
+    // A write to the last shard moves the hash (a hash of the meta group
+    // alone, which holds no keys, would not).
+    let later = put(&mut client, "z", "1").await;
+    let (moved, now, _) = node(2).hash_kv(0).await.unwrap();
+    assert!(now >= later);
+    assert_ne!(moved, first, "a write to a shard left the hash as it was");
+    for id in 1..=3 {
+        assert_eq!(node(id).hash_kv(now).await.unwrap().0, moved, "node {id}");
+        assert_eq!(
+            node(id).hash_kv(at).await.unwrap().0,
+            first,
+            "node {id} at {at}"
+        );
+    }
+    // The gRPC call answers the same, with its revision.
+    let addr = cluster.members[&NodeId(3)].client_addr;
+    let mut maintenance = MaintenanceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let answer = maintenance
+        .hash_kv(HashKvRequest { revision: now })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((answer.hash, answer.hash_revision), (moved, now));
+    // A revision no shard reached yet is refused as etcd refuses it.
+    let future = node(1).hash_kv(now + 1_000_000).await.unwrap_err();
+    assert!(
+        matches!(
+            future,
+            synod_server::RequestError::Kv(synod_kv::KvError::FutureRevision { .. })
+        ),
+        "{future:?}"
+    );
+    for n in cluster.nodes.values() {
+        n.stop();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_watch_sees_every_shards_events_in_revision_order() {
     use synod_proto::etcdserverpb::watch_client::WatchClient;

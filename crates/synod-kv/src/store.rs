@@ -394,6 +394,33 @@ impl KvStore {
     /// log agree on it, so differing hashes at one revision reveal
     /// divergence. Returns `(hash, revision hashed, compaction point)`.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), KvError> {
+        let mut h = crc32fast::Hasher::new();
+        let (rev, compact) = self.hash_kv_into(revision, &mut h)?;
+        Ok((h.finalize(), rev, compact))
+    }
+
+    /// [`hash_kv`](KvStore::hash_kv) of the key space `shards` hold
+    /// together, given in key order and each applied at least through
+    /// `revision` (> 0): every shard's versions feed one hash, so it is
+    /// the hash an unsharded store of the same versions gives, whatever
+    /// the split points. Returns the hash, `revision` and the highest
+    /// compaction revision.
+    pub fn hash_kv_shards(shards: &[&KvStore], revision: i64) -> Result<(u32, i64, i64), KvError> {
+        let mut h = crc32fast::Hasher::new();
+        let mut compact = 0;
+        for kv in shards {
+            compact = compact.max(kv.hash_kv_into(revision, &mut h)?.1);
+        }
+        Ok((h.finalize(), revision, compact))
+    }
+
+    /// Feeds `hasher` what [`hash_kv`](KvStore::hash_kv) hashes, in key
+    /// order; returns the revision hashed at and the compaction revision.
+    fn hash_kv_into(
+        &self,
+        revision: i64,
+        h: &mut crc32fast::Hasher,
+    ) -> Result<(i64, i64), KvError> {
         let current = self.mvcc.revision();
         let rev = if revision > 0 { revision } else { current };
         if rev > current {
@@ -409,7 +436,6 @@ impl KvStore {
                 compact_revision: compact,
             });
         }
-        let mut h = crc32fast::Hasher::new();
         for (key, versions) in self.mvcc.versions(&KeyRange::all()) {
             for v in versions.iter().filter(|v| v.mod_revision <= rev) {
                 h.update(key);
@@ -420,7 +446,7 @@ impl KvStore {
                 h.update(&self.mvcc.value(key, v));
             }
         }
-        Ok((h.finalize(), rev, compact))
+        Ok((rev, compact))
     }
 
     /// The recorded outcome of `(client, seq)`, if that command was the

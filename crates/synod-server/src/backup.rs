@@ -1,5 +1,6 @@
 //! Backups (`etcdctl snapshot save`): the node's state as a snapshot
-//! file, read off the core thread (design 0020).
+//! file, read off the core thread (design 0020); and HashKV, which fences
+//! the shards at one revision the same way.
 //!
 //! ```text
 //!  unsharded: the meta group's rows, from one storage read transaction
@@ -100,6 +101,69 @@ impl Node {
     /// Fences every shard at one timestamp T and waits until this node's
     /// replicas applied it.
     async fn plan_sharded(&self, view: &Arc<ShardView>) -> Result<Plan, RequestError> {
+        let (at, shards, version) = self.fence_here(view).await?;
+        let groups = std::iter::once((GROUP, None))
+            .chain(shards.into_iter().map(|g| (g, Some(at))))
+            .collect();
+        Ok(Plan {
+            groups,
+            view: Some((Arc::clone(view), version)),
+            shards_text: Some(super::shards_text(self.config.shards.as_ref())),
+        })
+    }
+
+    /// etcd's HashKV of the key space at `revision` (0: now). Sharded,
+    /// the shards are fenced at one timestamp T first, as for a backup,
+    /// and hashed together in key order at `revision` or T: two members
+    /// that hold the same versions answer the same hash at the same
+    /// revision, as etcd's members do, which is what `etcdctl endpoint
+    /// hashkv` compares.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), RequestError> {
+        let Some(view) = &self.shard_view else {
+            return self
+                .query(move |kv| kv.hash_kv(revision))
+                .await?
+                .map_err(RequestError::Kv);
+        };
+        for _ in 0..BACKUP_TRIES {
+            let (at, shards, version) = self.fence_here(view).await?;
+            if revision > at {
+                return Err(RequestError::Kv(synod_kv::KvError::FutureRevision {
+                    requested: revision,
+                    current: at,
+                }));
+            }
+            let rev = if revision > 0 { revision } else { at };
+            let (reply, rx) = oneshot::channel();
+            self.input(crate::core::Input::QueryAll(Box::new(move |stores| {
+                let in_order: Option<Vec<&synod_kv::KvStore>> = shards
+                    .iter()
+                    .map(|g| stores.iter().find(|(id, _)| id == g).map(|(_, kv)| *kv))
+                    .collect();
+                let _ = reply.send(in_order.map(|s| synod_kv::KvStore::hash_kv_shards(&s, rev)));
+            })))?;
+            let hashed = self.wait(rx).await?;
+            // A split in between moved keys between the shards listed.
+            if view.version() != version {
+                continue;
+            }
+            if let Some(hashed) = hashed {
+                return hashed.map_err(RequestError::Kv);
+            }
+        }
+        Err(RequestError::Refused(
+            "etcdserver: shards kept splitting while hashing; try again".into(),
+        ))
+    }
+
+    /// Fences every shard at one timestamp T (a linearizable read of the
+    /// whole key space) and waits until this node's replica of each
+    /// applied it. Returns T, the shards in key order and the version of
+    /// the map they were listed from.
+    async fn fence_here(
+        &self,
+        view: &Arc<ShardView>,
+    ) -> Result<(i64, Vec<GroupId>, u64), RequestError> {
         let everything = RangeRequest {
             key: Bytes::from_static(b"\0"),
             range_end: Bytes::from_static(b"\0"),
@@ -131,19 +195,12 @@ impl Node {
             })))?;
             let behind = self.wait(rx).await?;
             if behind.is_empty() {
-                let groups = std::iter::once((GROUP, None))
-                    .chain(shards.into_iter().map(|g| (g, Some(at))))
-                    .collect();
-                return Ok(Plan {
-                    groups,
-                    view: Some((Arc::clone(view), version)),
-                    shards_text: Some(super::shards_text(self.config.shards.as_ref())),
-                });
+                return Ok((at, shards, version));
             }
             if Instant::now() >= deadline {
                 return Err(RequestError::Refused(format!(
                     "etcdserver: shards {behind:?} on this member have not applied revision {at} \
-                     yet; save the snapshot from another member or try again"
+                     yet; ask another member or try again"
                 )));
             }
             tokio::time::sleep(APPLIED_POLL).await;
