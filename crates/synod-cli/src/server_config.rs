@@ -604,6 +604,18 @@ mod tests {
         f
     }
 
+    /// The flags of node `id` of a one-node cluster (node 1).
+    fn one_node(id: u64) -> ServerArgs {
+        ServerArgs {
+            id: Some(id),
+            data_dir: Some("/d".into()),
+            client_addr: Some("127.0.0.1:1".parse().unwrap()),
+            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
+            peers: Some("1=127.0.0.1:2".into()),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn flags_win_over_the_file() {
         let f = file(
@@ -648,14 +660,7 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
 
     #[test]
     fn zk_secure_addr_needs_the_certificate_flags() {
-        let args = || ServerArgs {
-            id: Some(1),
-            data_dir: Some("/d".into()),
-            client_addr: Some("127.0.0.1:1".parse().unwrap()),
-            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
-            peers: Some("1=127.0.0.1:2".into()),
-            ..Default::default()
-        };
+        let args = || one_node(1);
         let e = ServerArgs {
             zk_secure_addr: Some("127.0.0.1:2281".parse().unwrap()),
             ..args()
@@ -682,14 +687,7 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
 
     #[test]
     fn backend_batch_rounds_default_file_and_bounds() {
-        let args = || ServerArgs {
-            id: Some(1),
-            data_dir: Some("/d".into()),
-            client_addr: Some("127.0.0.1:1".parse().unwrap()),
-            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
-            peers: Some("1=127.0.0.1:2".into()),
-            ..Default::default()
-        };
+        let args = || one_node(1);
         let s = args().resolve().unwrap();
         assert_eq!(s.backend_batch_rounds, synod_server::STATE_FLUSH_ROUNDS);
         let f = file("backend-batch-rounds = 1\n");
@@ -717,14 +715,7 @@ peers = "1=127.0.0.1:2380,2=127.0.0.1:22380"
 
     #[test]
     fn this_node_must_be_among_the_peers() {
-        let args = ServerArgs {
-            id: Some(3),
-            data_dir: Some("/d".into()),
-            client_addr: Some("127.0.0.1:1".parse().unwrap()),
-            peer_addr: Some("127.0.0.1:2".parse().unwrap()),
-            peers: Some("1=127.0.0.1:2".into()),
-            ..Default::default()
-        };
+        let args = one_node(3);
         assert!(args
             .resolve()
             .unwrap_err()
