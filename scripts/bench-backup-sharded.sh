@@ -59,16 +59,13 @@ start_node 2 22379 22380 22381
 start_node 3 32379 32380 32381
 wait_serving
 log "loading ${VALUE_SIZE}-byte values over $KEYS keys for $LOAD_SECONDS s (split at '${SPLIT_AT}')"
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients 64 --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration "${LOAD_SECONDS}s" --warmup 0s >"$TMP/load.txt" 2>&1
+bench_puts 64 "$LOAD_SECONDS" 0 "$TMP/load.txt"
 grep -E '^(ops/s|errors)' "$TMP/load.txt" | sed 's/^/load: /'
 log "node 2's data dir: $(mib "$TMP/node2") MiB"
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration 10s --warmup 1s >"$TMP/before.txt" 2>&1
+bench_puts "$CLIENTS" 10 1 "$TMP/before.txt"
 grep -E '^(ops/s|latency|errors)' "$TMP/before.txt" | sed 's/^/steady: /'
 
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration "${DURING_SECONDS}s" --warmup 0s >"$TMP/during.txt" 2>&1 &
+bench_puts "$CLIENTS" "$DURING_SECONDS" 0 "$TMP/during.txt" &
 LOAD_PID=$!
 sleep 3
 t0=$(now)

@@ -63,17 +63,14 @@ start_node 2 22379 22380 22381 "$PEERS" "$CLIENTS_MAP"
 start_node 3 32379 32380 32381 "$PEERS" "$CLIENTS_MAP"
 wait_serving
 log "loading ${VALUE_SIZE}-byte values over $KEYS keys for $LOAD_SECONDS s"
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients 64 --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration "${LOAD_SECONDS}s" --warmup 0s >"$TMP/load.txt" 2>&1
+bench_puts 64 "$LOAD_SECONDS" 0 "$TMP/load.txt"
 grep -E '^(ops/s|errors)' "$TMP/load.txt" | sed 's/^/load: /'
 DATA_MIB=$(mib "$TMP/node1")
 log "node 1's data dir: $DATA_MIB MiB"
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration 10s --warmup 1s >"$TMP/before.txt" 2>&1
+bench_puts "$CLIENTS" 10 1 "$TMP/before.txt"
 grep -E '^(ops/s|latency|errors)' "$TMP/before.txt" | sed 's/^/steady: /'
 
-"$SYNOD" bench --endpoints "$EPS" --workload put --clients "$CLIENTS" --value-size "$VALUE_SIZE" \
-    --keys "$KEYS" --duration "${DURING_SECONDS}s" --warmup 0s >"$TMP/during.txt" 2>&1 &
+bench_puts "$CLIENTS" "$DURING_SECONDS" 0 "$TMP/during.txt" &
 LOAD_PID=$!
 sleep 2
 out=$(ETCDCTL_API=3 etcdctl --endpoints "$EPS" member add n4 --learner \

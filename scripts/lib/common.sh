@@ -8,6 +8,7 @@
 #   build_synod                    # sets SYNOD
 #   wait_serving                   # until puts through $EPS succeed
 #   mib DIR                        # DIR's size in MiB
+#   bench_puts N SECS WARMUP OUT   # N clients put $VALUE_SIZE over $KEYS
 
 PIDS=()
 
@@ -47,3 +48,10 @@ wait_serving() {
 }
 
 mib() { echo $(( $(du -sb "$1" | cut -f1) / 1048576 )); }
+
+# N closed-loop clients put VALUE_SIZE-byte values over KEYS keys through
+# $EPS for SECS seconds after WARMUP; the bench's report goes to OUT.
+bench_puts() {
+    "$SYNOD" bench --endpoints "$EPS" --workload put --clients "$1" --value-size "$VALUE_SIZE" \
+        --keys "$KEYS" --duration "${2}s" --warmup "${3}s" >"$4" 2>&1
+}
